@@ -1,0 +1,1 @@
+"""Progressive Generative Hashing and its baselines."""

@@ -1,0 +1,38 @@
+"""The feature-extractor interface: a callable from uint8 images [N, C, H, W] to float32 [N, D]."""
+
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' means CUDA when present, else CPU; anything else is passed to torch.device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} asked for CUDA but none is available; use device=auto or cpu")
+    return torch.device(device)
+
+
+class FeatureExtractor:
+    """Base class: batches the images, checks them, and concatenates the per-batch features."""
+
+    def __init__(self, batch_size: int = 512, device: str = "auto") -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.device = resolve_device(device)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
+        out = [
+            self.extract(images[i : i + self.batch_size].to(self.device)).float().cpu()
+            for i in range(0, images.shape[0], self.batch_size)
+        ]
+        return torch.cat(out)
+
+    def extract(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, C, H, W] on self.device -> features [B, D]."""
+        raise NotImplementedError

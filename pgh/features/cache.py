@@ -1,0 +1,53 @@
+"""On-disk feature cache keyed by the dataset's content and the feature config.
+
+Features are computed per image over the whole pool, so the split does not change them; the key is
+the dataset name and content fingerprint plus the feature extractor's resolved config, and any
+change to either gives a new key (a new file). Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from pgh.data.datasets import ImageDataset
+from pgh.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(dataset: ImageDataset, feature_config: dict[str, Any]) -> str:
+    payload = json.dumps({"dataset": dataset.name, "content": dataset.fingerprint(), "features": feature_config},
+                         sort_keys=True, default=str)
+    return hashlib.sha1(payload.encode()).hexdigest()[:20]
+
+
+def cached_features(
+    dataset: ImageDataset,
+    extractor: Callable[[torch.Tensor], torch.Tensor],
+    feature_config: dict[str, Any],
+    cache_dir: str | Path | None,
+) -> torch.Tensor:
+    """Features of every image of `dataset`, from `cache_dir` when present there, else computed."""
+    if cache_dir is None:
+        return extractor(dataset.images)
+    # device and batch size do not change the features
+    key_config = {k: v for k, v in feature_config.items() if k not in ("device", "batch_size")}
+    path = Path(cache_dir) / f"{dataset.name}-{cache_key(dataset, key_config)}.pt"
+    if path.exists():
+        try:
+            feats = torch.load(path, map_location="cpu", weights_only=True)
+            if feats.shape[0] == len(dataset):
+                log.info("features from cache %s", path)
+                return feats
+        except Exception as e:  # a corrupt cache file is recomputed, never trusted
+            log.warning("ignoring unreadable feature cache %s (%s)", path, e)
+    feats = extractor(dataset.images)
+    with atomic_path(path) as tmp:
+        torch.save(feats, tmp)
+    return feats

@@ -1,0 +1,16 @@
+"""Locality-sensitive hashing (Datar et al. 2004 / Charikar): centre, random Gaussian projections, sign."""
+
+from __future__ import annotations
+
+import torch
+
+from pgh.hashing.base import ShallowHasher
+
+
+class LSH(ShallowHasher):
+    def _fit(self, x: torch.Tensor, gen: torch.Generator) -> None:
+        self.mean = x.mean(0)
+        self.projection = torch.randn(x.shape[1], self.bits, generator=gen, dtype=torch.float64)
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) @ self.projection

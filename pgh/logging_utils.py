@@ -1,0 +1,38 @@
+"""Experiment loggers (CSV, W&B, TensorBoard) built from the `logger` config group."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
+from matplotlib.figure import Figure
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_loggers(logger_cfg: DictConfig | None) -> list[Logger]:
+    """Each entry of the group with a `_target_` becomes one Lightning logger."""
+    if not logger_cfg:
+        return []
+    return [instantiate(entry) for entry in logger_cfg.values() if isinstance(entry, DictConfig) and "_target_" in entry]
+
+
+def log_figure(loggers: list[Logger], name: str, fig: Figure, png_path: Path) -> None:
+    """Send a figure (already saved as png_path) to loggers that show images."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=name, images=[str(png_path)])
+        elif isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure(name, fig)
+
+
+def finish(loggers: list[Logger], metrics: dict[str, Any]) -> None:
+    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for logger in loggers:
+        logger.log_metrics(numeric)
+        logger.save()
+        logger.finalize("success")

@@ -1,0 +1,1 @@
+"""Reports: figures and the tables that rebuild the paper's results."""

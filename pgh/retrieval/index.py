@@ -1,0 +1,72 @@
+"""FAISS binary index over packed codes: exact top-k Hamming search, on the GPU when faiss-gpu and
+CUDA are present (and k fits the GPU kernel's limit), saved and loaded atomically."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from pgh.io import atomic_path
+from pgh.retrieval.codes import check_bits
+
+log = logging.getLogger(__name__)
+GPU_MAX_K = 2048
+
+
+def gpu_available() -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+class BinaryIndex:
+    """Exact Hamming search over packed uint8 codes [n, bits/8] (`IndexBinaryFlat`)."""
+
+    def __init__(self, bits: int, use_gpu: bool | None = None) -> None:
+        self.bits = check_bits(bits)
+        self.cpu_index = faiss.IndexBinaryFlat(self.bits)
+        self.use_gpu = gpu_available() if use_gpu is None else use_gpu
+        if self.use_gpu and not gpu_available():
+            raise RuntimeError("use_gpu=True but faiss has no GPU support here; pip install 'pgh[gpu]' on a CUDA machine")
+        self._gpu_index = None
+        self._gpu_resources = None
+
+    @property
+    def ntotal(self) -> int:
+        return self.cpu_index.ntotal
+
+    def _check(self, packed: np.ndarray) -> np.ndarray:
+        packed = np.ascontiguousarray(packed, dtype=np.uint8)
+        if packed.ndim != 2 or packed.shape[1] * 8 != self.bits:
+            raise ValueError(f"expected packed codes [n, {self.bits // 8}] (uint8), got shape {packed.shape}")
+        return packed
+
+    def add(self, packed: np.ndarray) -> "BinaryIndex":
+        self.cpu_index.add(self._check(packed))
+        self._gpu_index = None
+        return self
+
+    def search(self, packed_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (distances int32 [q, k], database ids int64 [q, k]) by Hamming distance."""
+        if not 1 <= k <= max(self.ntotal, 1):
+            raise ValueError(f"k={k} must be in 1..{self.ntotal} (the number of indexed codes)")
+        queries = self._check(packed_queries)
+        index = self.cpu_index
+        if self.use_gpu and k <= GPU_MAX_K:
+            if self._gpu_index is None:
+                self._gpu_resources = faiss.StandardGpuResources()
+                self._gpu_index = faiss.GpuIndexBinaryFlat(self._gpu_resources, self.cpu_index)
+            index = self._gpu_index
+        return index.search(queries, k)
+
+    def save(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp:
+            faiss.write_index_binary(self.cpu_index, str(tmp))
+
+    @classmethod
+    def load(cls, path: str | Path, use_gpu: bool | None = None) -> "BinaryIndex":
+        cpu = faiss.read_index_binary(str(path))
+        index = cls(cpu.d, use_gpu=use_gpu)
+        index.cpu_index = cpu
+        return index

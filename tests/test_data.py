@@ -1,0 +1,159 @@
+"""Every dataset loader on tiny files in the real on-disk format, and the split's invariants."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pgh.data import (
+    DatasetNotFoundError,
+    ImageDataset,
+    Split,
+    load_cifar10,
+    load_digits,
+    load_fashion_mnist,
+    load_folder,
+    load_mnist,
+    load_mnist5k,
+    make_split,
+)
+
+
+def write_idx(path, array: np.ndarray, gz: bool = True) -> None:
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + b"".join(struct.pack(">I", s) for s in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if gz:
+        with gzip.open(str(path) + ".gz", "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def make_idx_dir(root, n_train=12, n_test=8, gz=True, seed=0):
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for part, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = np.arange(n, dtype=np.uint8) % 4
+        write_idx(root / f"{part}-images-idx3-ubyte", images, gz)
+        write_idx(root / f"{part}-labels-idx1-ubyte", labels, gz)
+        arrays[part] = (images, labels)
+    return arrays
+
+
+def test_mnist5k_is_the_embedded_real_set():
+    ds = load_mnist5k()
+    assert ds.images.shape == (5000, 1, 28, 28) and ds.images.dtype == torch.uint8
+    assert torch.bincount(ds.labels).tolist() == [500] * 10
+    assert ds.images.float().mean() > 20  # real digits, not blank
+
+
+def test_digits():
+    ds = load_digits()
+    assert ds.images.shape == (1797, 1, 8, 8) and ds.images.max() == 255
+    assert ds.num_classes == 10
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_reads_idx_pool(tmp_path, gz):
+    arrays = make_idx_dir(tmp_path / "fm", gz=gz)
+    ds = load_fashion_mnist(str(tmp_path / "fm"))
+    assert ds.name == "fashion_mnist" and ds.images.shape == (20, 1, 28, 28)
+    assert np.array_equal(ds.images[:12, 0].numpy(), arrays["train"][0])
+    assert np.array_equal(ds.images[12:, 0].numpy(), arrays["t10k"][0])
+    assert ds.labels.tolist() == list(arrays["train"][1]) + list(arrays["t10k"][1])
+
+
+def test_missing_fashion_mnist_names_the_install_command(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="make data.*dataset-fashion-mnist"):
+        load_fashion_mnist(str(tmp_path / "nowhere"))
+
+
+def test_mnist_torchvision_layout(tmp_path):
+    make_idx_dir(tmp_path / "MNIST" / "raw", gz=False)
+    assert load_mnist(str(tmp_path)).images.shape == (20, 1, 28, 28)
+    with pytest.raises(DatasetNotFoundError, match="download=true"):
+        load_mnist(str(tmp_path / "empty"))
+
+
+def test_truncated_idx_is_reported(tmp_path):
+    make_idx_dir(tmp_path, gz=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ValueError, match="truncated"):
+        load_fashion_mnist(str(tmp_path))
+
+
+def test_cifar10_pickle_batches(tmp_path):
+    batch_dir = tmp_path / "cifar-10-batches-py"
+    batch_dir.mkdir()
+    rng = np.random.default_rng(0)
+    expected = []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
+        expected.append(data)
+        with open(batch_dir / name, "wb") as f:
+            pickle.dump({"data": data, "labels": [0, 1, 2]}, f)
+    ds = load_cifar10(str(tmp_path))
+    assert ds.images.shape == (18, 3, 32, 32)
+    # CIFAR rows are channel-major: the first 1024 bytes are the red plane
+    assert np.array_equal(ds.images[0, 0].numpy().ravel(), expected[0][0, :1024])
+    (batch_dir / "test_batch").unlink()
+    with pytest.raises(DatasetNotFoundError, match="test_batch"):
+        load_cifar10(str(tmp_path))
+
+
+def test_folder_dataset_and_corrupt_files(tmp_path):
+    for cls, colour in (("cats", (255, 0, 0)), ("dogs", (0, 0, 255))):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.new("RGB", (40, 30), colour).save(tmp_path / cls / f"{i}.png")
+    ds = load_folder(str(tmp_path), image_size=16)
+    assert ds.images.shape == (6, 3, 16, 16) and ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert ds.images[0, 0].float().mean() == 255 and ds.images[3, 2].float().mean() == 255
+    (tmp_path / "dogs" / "broken.jpg").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="broken.jpg"):
+        load_folder(str(tmp_path))
+
+
+def test_dataset_validates_shapes():
+    with pytest.raises(ValueError, match="uint8"):
+        ImageDataset("x", torch.zeros(2, 1, 4, 4), torch.zeros(2))
+    with pytest.raises(ValueError, match="labels"):
+        ImageDataset("x", torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(3))
+
+
+# ---------------------------------------------------------------------------------------- split
+
+
+def test_split_invariants(tmp_path):
+    labels = torch.arange(1000) % 10
+    split = make_split(labels, query_per_class=7, seed=3)
+    q, db = set(split.query.tolist()), set(split.database.tolist())
+    assert not q & db and len(q | db) == 1000  # disjoint, covering the pool
+    assert torch.bincount(labels[split.query]).tolist() == [7] * 10  # balanced
+    assert torch.equal(split.train, split.database)
+    again = make_split(labels, query_per_class=7, seed=3)
+    assert torch.equal(again.query, split.query)  # deterministic
+    assert not torch.equal(make_split(labels, query_per_class=7, seed=4).query, split.query)
+    split.save(tmp_path / "split.npz")
+    loaded = Split.load(tmp_path / "split.npz")
+    assert all(torch.equal(a, b) for a, b in zip((loaded.query, loaded.database, loaded.train),
+                                                  (split.query, split.database, split.train)))
+
+
+def test_split_train_subset_and_errors():
+    labels = torch.arange(100) % 5
+    split = make_split(labels, query_per_class=2, train_size=30, seed=0)
+    assert split.train.numel() == 30 and set(split.train.tolist()) <= set(split.database.tolist())
+    with pytest.raises(ValueError, match="train_size"):
+        make_split(labels, query_per_class=2, train_size=1000)
+    with pytest.raises(ValueError, match="query_per_class"):
+        make_split(labels, query_per_class=20)
