@@ -1,0 +1,46 @@
+# pgh: `make help` lists the targets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-all train data bench-eval bench-baselines sweep-baselines lint clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install pgh with the dev extras
+
+test: $(VENV)/.installed ## run the tests (installs first when .venv is missing); slow ones excluded
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(VENV)/.installed ## run every test, the slow ones too
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+train: $(VENV)/.installed ## the main job: ITQ on pixels, 32 bits, mnist5k (override with ARGS="...")
+	$(VENV)/bin/pgh-train $(ARGS)
+
+data: ## install the offline Fashion-MNIST (Debian package dataset-fashion-mnist)
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then echo "fashion-mnist already in /usr/share/datasets/fashion-mnist"; \
+	else apt-get update && apt-get install -y dataset-fashion-mnist; fi
+
+bench-eval: $(VENV)/.installed ## time exact mAP@all and FAISS top-100 over 1M codes -> benchmarks/eval.md
+	$(PY) benchmarks/bench_eval.py
+
+bench-baselines: $(VENV)/.installed data ## LSH/ITQ/SH/SpH x pixels/GIST x 16/32/64 bits -> benchmarks/baselines.md + README
+	$(PY) benchmarks/bench_baselines.py
+
+sweep-baselines: $(VENV)/.installed ## the same grid as a Hydra multirun (add ARGS="hydra/launcher=slurm" on a cluster)
+	$(VENV)/bin/pgh-train -m -cd sweeps -cn baselines $(ARGS)
+
+lint: $(VENV)/.installed ## ruff
+	$(VENV)/bin/ruff check pgh tests benchmarks
+
+clean: ## remove run outputs and caches (not .venv)
+	rm -rf logs outputs multirun .cache .pytest_cache

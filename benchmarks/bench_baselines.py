@@ -1,0 +1,65 @@
+"""`make bench-baselines`: LSH/ITQ/SH/SpH x pixels/GIST x 16/32/64 bits on mnist5k and
+fashion_mnist, mAP@all, beside the paper's MNIST rows. Writes benchmarks/baselines.md and the
+table in README.md (between the baselines markers). Runs share one feature cache."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine  # noqa: E402
+
+from pgh.io import write_text  # noqa: E402
+from pgh.report import paper  # noqa: E402
+from pgh.report.tables import map_table, replace_between  # noqa: E402
+from pgh.train import CONFIG_DIR, train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- baselines:start -->", "<!-- baselines:end -->"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--datasets", nargs="+", default=["mnist5k", "fashion_mnist"])
+    parser.add_argument("--methods", nargs="+", default=["lsh", "itq", "sh", "sph"])
+    parser.add_argument("--features", nargs="+", default=["pixels", "gist"])
+    parser.add_argument("--bits", nargs="+", type=int, default=[16, 32, 64])
+    args = parser.parse_args()
+
+    results, started = [], time.perf_counter()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for dataset in args.datasets:
+            for features in args.features:
+                for method in args.methods:
+                    for bits in args.bits:
+                        cfg = compose("config", overrides=[f"dataset={dataset}", f"features={features}",
+                                                           f"method={method}", f"bits={bits}", "logger=none"])
+                        with open_dict(cfg):
+                            cfg.paths.output_dir = str(ROOT / "logs" / "bench" / "baselines" /
+                                                       f"{dataset}_{method}_{features}_{bits}")
+                        results.append(train(cfg))
+    wall = time.perf_counter() - started
+    table = map_table(results, args.datasets, args.bits, paper=paper.MNIST, paper_label="paper MNIST")
+    times = {d: sum(r["train_seconds"] + r["encode_seconds"] for r in results if r["dataset"] == d)
+             for d in args.datasets}
+    note = (
+        f"mAP@all (%), 1,000 queries (100 per class, split seed 0), database = the rest, training set = "
+        f"the database. Regenerate with `make bench-baselines` ({wall / 60:.1f} min here, features "
+        f"included; fitting + encoding: " + ", ".join(f"{d} {s:.0f} s" for d, s in times.items()) + ").\n"
+        f"Machine: {machine()}\n"
+    )
+    write_text(ROOT / "benchmarks" / "baselines.md", "# Shallow baselines\n\n" + note + "\n" + table)
+    readme = ROOT / "README.md"
+    if readme.exists() and START in readme.read_text():
+        write_text(readme, replace_between(readme.read_text(), START, END, note + "\n" + table))
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

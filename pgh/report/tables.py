@@ -1,0 +1,51 @@
+"""Markdown tables of mAP@all (%) from runs' metrics, beside the paper's rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+NAMES = {"lsh": "LSH", "itq": "ITQ", "sh": "SH", "sph": "SpH", "dh": "DH", "deepbit": "DeepBit",
+         "bgan": "BGAN", "pgh": "PGH", "pixels": "PIXEL", "gist": "GIST", "vgg16_fc7": "VGG"}
+
+
+def load_metrics(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
+    return [json.loads((Path(d) / "metrics.json").read_text()) for d in run_dirs if (Path(d) / "metrics.json").exists()]
+
+
+def row_name(method: str, features: str) -> str:
+    return f"{NAMES.get(method, method)}+{NAMES.get(features, features)}"
+
+
+def map_table(
+    results: list[dict[str, Any]],
+    datasets: list[str],
+    bits: list[int],
+    paper: dict[tuple[str, str], dict[int, float]] | None = None,
+    paper_label: str = "paper MNIST",
+) -> str:
+    """One row per (method, features), one column per (dataset, bits); mAP@all in %."""
+    by_key = {(r["dataset"], r["method"], r["features"], int(r["bits"])): r for r in results}
+    rows = sorted({(r["method"], r["features"]) for r in results}, key=lambda mf: (mf[1], list(NAMES).index(mf[0]) if mf[0] in NAMES else 99))
+    header = ["method"] + [f"{d} {b}" for d in datasets for b in bits]
+    if paper is not None:
+        header += [f"{paper_label} {b}" for b in bits]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for method, features in rows:
+        cells = []
+        for d in datasets:
+            for b in bits:
+                r = by_key.get((d, method, features, b))
+                cells.append(f"{100 * r['map_all']:.2f}" if r else "–")
+        if paper is not None:
+            ref = paper.get((method, features), {})
+            cells += [f"{ref[b]:.2f}" if b in ref else "–" for b in bits]
+        lines.append(f"| {row_name(method, features)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_between(text: str, start_marker: str, end_marker: str, body: str) -> str:
+    """Replace what lies between two marker lines (the markers stay)."""
+    start, end = text.index(start_marker) + len(start_marker), text.index(end_marker)
+    return text[:start] + "\n" + body + text[end:]

@@ -1,0 +1,117 @@
+"""End-to-end `train(cfg)` runs through the composed Hydra config, one per registered method, and
+the bad inputs a user hits first."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra.errors import ConfigCompositionException, InstantiationException
+
+from pgh.data import Split
+from pgh.hashing import HASHERS
+from pgh.retrieval import evaluate_packed
+from pgh.train import train
+
+METRIC_KEYS = {
+    "map_all", "map_at_1000", "precision_at_100", "precision_radius_2", "train_seconds",
+    "encode_seconds", "eval_seconds", "dataset", "method", "features", "bits",
+}
+
+
+@pytest.mark.parametrize("method", sorted(HASHERS))
+def test_train_every_method_on_digits(make_cfg, method, capsys):
+    cfg = make_cfg("dataset=digits", f"method={method}", "features=pixels", "bits=16", "split.query_per_class=20")
+    metrics = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert METRIC_KEYS <= saved.keys() and saved["method"] == method and saved["bits"] == 16
+    assert saved["map_all"] == pytest.approx(metrics["map_all"])
+    # well above chance (10 classes -> ~0.1) for every hasher on digits
+    assert 0.2 < metrics["map_all"] <= 1.0
+    split = Split.load(out / "split.npz")
+    assert split.query.numel() == 200 and metrics["num_database"] == 1797 - 200
+    db, q = np.load(out / "database_codes.npy"), np.load(out / "query_codes.npy")
+    assert db.shape == (1597, 2) and db.dtype == np.uint8
+    # the stored codes reproduce the stored numbers
+    from pgh.data import load_digits
+
+    labels = load_digits().labels
+    again = evaluate_packed(q, labels[split.query], db, labels[split.database], distance=metrics["distance"])
+    assert again.metrics["map_all"] == pytest.approx(metrics["map_all"])
+    lines = (out / "pr_curve.csv").read_text().splitlines()
+    assert lines[0] == "hamming_radius,precision,recall" and len(lines) == 18
+    assert (out / "pr_curve.png").stat().st_size > 0 and (out / "csv" / "metrics.csv").exists()
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"pgh | digits | {method}+pixels | 16 bits")
+    if method == "sph":
+        assert "map_all_hamming" in metrics and metrics["distance"] == "spherical"
+
+
+def test_train_is_deterministic_and_split_is_shared(make_cfg):
+    a = train(make_cfg("dataset=digits", "method=itq", "bits=16", "split.query_per_class=20"))
+    cfg = make_cfg("dataset=digits", "method=lsh", "bits=16", "split.query_per_class=20")
+    b = train(cfg)
+    c = train(make_cfg("dataset=digits", "method=itq", "bits=16", "split.query_per_class=20"))
+    assert a["map_all"] == c["map_all"]
+    assert a["num_queries"] == b["num_queries"] == 200
+
+
+def test_gist_run_uses_the_feature_cache(make_cfg):
+    cfg = make_cfg("dataset=digits", "method=itq", "features=gist", "bits=32", "split.query_per_class=20")
+    first = train(cfg)
+    cache_files = list(Path(cfg.paths.cache_dir).glob("digits-*.pt"))
+    assert len(cache_files) == 1 and first["features"] == "gist"
+    second = train(cfg)
+    assert second["feature_seconds"] < first["feature_seconds"]
+    assert second["map_all"] == first["map_all"]
+    # a different feature config is a different cache entry
+    train(make_cfg("dataset=digits", "method=itq", "features=gist", "features.number_blocks=2",
+                   "bits=32", "split.query_per_class=20"))
+    assert len(list(Path(cfg.paths.cache_dir).glob("digits-*.pt"))) == 2
+
+
+@pytest.mark.parametrize("logger", ["tensorboard", "none"])
+def test_other_loggers(make_cfg, logger):
+    cfg = make_cfg("dataset=digits", "method=lsh", "bits=16", f"logger={logger}", "split.query_per_class=20")
+    assert train(cfg)["map_all"] > 0
+    if logger == "tensorboard":
+        assert list(Path(cfg.paths.output_dir, "tensorboard").rglob("events.out.tfevents*"))
+
+
+@pytest.mark.slow
+def test_wandb_logger_offline(make_cfg, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = make_cfg("dataset=digits", "method=lsh", "bits=16", "logger=wandb", "split.query_per_class=20",
+                   "logger.wandb.name=test")
+    train(cfg)
+    assert list(Path(cfg.paths.output_dir, "wandb").glob("offline-run-*"))
+
+
+# ------------------------------------------------------------------------------- bad inputs
+
+
+def test_unknown_dataset_lists_the_options(make_cfg):
+    with pytest.raises(ConfigCompositionException) as err:
+        make_cfg("dataset=imagenet")
+    assert "dataset/imagenet" in str(err.value)
+
+
+@pytest.mark.parametrize("bits", [12, 0, -8])
+def test_bits_not_a_multiple_of_8(make_cfg, bits):
+    with pytest.raises(ValueError, match="multiple of 8"):
+        train(make_cfg("dataset=digits", f"bits={bits}"))
+
+
+def test_missing_dataset_names_the_command(make_cfg, tmp_path):
+    cfg = make_cfg("dataset=fashion_mnist", f"dataset.root={tmp_path}/none")
+    with pytest.raises(InstantiationException, match="make data"):
+        train(cfg)
+
+
+def test_more_bits_than_feature_dims(make_cfg):
+    # digits pixels are 64-d: ITQ's PCA cannot give 72 bits
+    with pytest.raises(ValueError, match="feature dimensions"):
+        train(make_cfg("dataset=digits", "method=itq", "bits=72"))
