@@ -115,3 +115,19 @@ def test_more_bits_than_feature_dims(make_cfg):
     # digits pixels are 64-d: ITQ's PCA cannot give 72 bits
     with pytest.raises(ValueError, match="feature dimensions"):
         train(make_cfg("dataset=digits", "method=itq", "bits=72"))
+
+
+def test_sweep_and_slurm_launcher_compose(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from pgh.train import CONFIG_DIR
+
+    sweeps = str(Path(CONFIG_DIR).parent / "sweeps")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=sweeps, version_base="1.3"):
+        cfg = compose("baselines", overrides=[f"hydra.searchpath=[file://{CONFIG_DIR}]", "hydra/launcher=slurm"],
+                      return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    assert cfg.hydra.sweeper.params.method == "lsh,itq,sh,sph"
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.task_name == "baselines"

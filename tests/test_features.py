@@ -1,0 +1,86 @@
+"""Pixels, VGG16 fc7 (random weights only when asked), the weights-file loading path, and the
+feature cache's keying."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pgh.data import ImageDataset
+from pgh.features import PixelFeatures, VGG16FC7Features, cached_features
+from pgh.features.base import resolve_device
+
+
+def test_pixels_are_scaled_and_flat():
+    images = torch.tensor([[[[0, 255], [51, 102]]]], dtype=torch.uint8)
+    feats = PixelFeatures(batch_size=1)(images.repeat(3, 1, 1, 1))
+    assert feats.shape == (3, 4) and feats.dtype == torch.float32
+    assert torch.allclose(feats[0], torch.tensor([0.0, 1.0, 0.2, 0.4]))
+
+
+def test_extractor_rejects_non_uint8():
+    with pytest.raises(ValueError, match="uint8"):
+        PixelFeatures()(torch.zeros(2, 1, 4, 4))
+
+
+def test_vgg_missing_weights_is_an_error_not_a_random_network(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pretrained=false"):
+        VGG16FC7Features(weights=str(tmp_path / "vgg16.pth"))
+
+
+def test_vgg_random_weights_when_asked():
+    torch.manual_seed(0)
+    extractor = VGG16FC7Features(pretrained=False, image_size=32, device="cpu")
+    images = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
+    feats = extractor(images)
+    assert feats.shape == (3, 4096) and torch.isfinite(feats).all() and (feats >= 0).all()  # after ReLU
+    # grey input is the same as the grey image repeated over three channels
+    assert torch.allclose(extractor(images.repeat(1, 3, 1, 1)), feats, atol=1e-5)
+    with pytest.raises(ValueError, match="channels"):
+        extractor(torch.zeros(1, 2, 28, 28, dtype=torch.uint8))
+
+
+@pytest.mark.slow
+def test_vgg_loads_a_weights_file(tmp_path):
+    from torchvision.models import vgg16
+
+    torch.manual_seed(1)
+    reference = vgg16(weights=None).eval()
+    torch.save(reference.state_dict(), tmp_path / "vgg16.pth")
+    extractor = VGG16FC7Features(weights=str(tmp_path / "vgg16.pth"), image_size=32, device="cpu")
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    x = (images.float() / 255 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        h = torch.flatten(reference.avgpool(reference.features(x)), 1)
+        expected = reference.classifier[:5](h)
+    assert torch.allclose(extractor(images), expected, atol=1e-4)
+
+
+def test_cache_hits_and_invalidates(tmp_path):
+    calls = []
+
+    def extractor(images):
+        calls.append(images.shape[0])
+        return images.flatten(1).float()
+
+    ds = ImageDataset("tiny", torch.randint(0, 256, (5, 1, 4, 4), dtype=torch.uint8), torch.arange(5))
+    a = cached_features(ds, extractor, {"kind": "x", "device": "cpu"}, tmp_path)
+    b = cached_features(ds, extractor, {"kind": "x", "device": "cuda"}, tmp_path)  # device is not in the key
+    assert torch.equal(a, b) and calls == [5]
+    cached_features(ds, extractor, {"kind": "y"}, tmp_path)  # another feature config
+    changed = ImageDataset("tiny", ds.images.flip(0), ds.labels)  # same name, other content
+    cached_features(changed, extractor, {"kind": "x"}, tmp_path)
+    assert calls == [5, 5, 5] and len(list(tmp_path.glob("tiny-*.pt"))) == 3
+    # a corrupt cache file is recomputed, not trusted
+    for path in tmp_path.glob("tiny-*.pt"):
+        path.write_bytes(b"garbage")
+    assert torch.equal(cached_features(ds, extractor, {"kind": "x"}, tmp_path), a) and len(calls) == 4
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type == "cpu"
+        with pytest.raises(ValueError, match="CUDA"):
+            resolve_device("cuda")
