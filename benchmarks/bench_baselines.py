@@ -17,10 +17,11 @@ from common import machine  # noqa: E402
 
 from pgh.io import write_text  # noqa: E402
 from pgh.report import paper  # noqa: E402
-from pgh.report.tables import map_table, replace_between  # noqa: E402
+from pgh.report.tables import load_metrics, map_table, replace_between  # noqa: E402
 from pgh.train import CONFIG_DIR, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "logs" / "bench" / "baselines"
 START, END = "<!-- baselines:start -->", "<!-- baselines:end -->"
 
 
@@ -30,21 +31,26 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["lsh", "itq", "sh", "sph"])
     parser.add_argument("--features", nargs="+", default=["pixels", "gist"])
     parser.add_argument("--bits", nargs="+", type=int, default=[16, 32, 64])
+    parser.add_argument("--from-runs", action="store_true",
+                        help="rebuild the tables from the runs' metrics.json without training again")
     args = parser.parse_args()
 
-    results, started = [], time.perf_counter()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        for dataset in args.datasets:
-            for features in args.features:
-                for method in args.methods:
-                    for bits in args.bits:
-                        cfg = compose("config", overrides=[f"dataset={dataset}", f"features={features}",
-                                                           f"method={method}", f"bits={bits}", "logger=none"])
-                        with open_dict(cfg):
-                            cfg.paths.output_dir = str(ROOT / "logs" / "bench" / "baselines" /
-                                                       f"{dataset}_{method}_{features}_{bits}")
-                        results.append(train(cfg))
-    wall = time.perf_counter() - started
+    grid = [(d, m, f, b) for d in args.datasets for f in args.features for m in args.methods for b in args.bits]
+    run_dir = {key: RUNS / "_".join(map(str, key)) for key in grid}
+    started = time.perf_counter()
+    if args.from_runs:
+        results = load_metrics(run_dir.values())
+        wall = sum(r["feature_seconds"] + r["train_seconds"] + r["encode_seconds"] + r["eval_seconds"] for r in results)
+    else:
+        results = []
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            for (dataset, method, features, bits), out in run_dir.items():
+                cfg = compose("config", overrides=[f"dataset={dataset}", f"features={features}",
+                                                   f"method={method}", f"bits={bits}", "logger=none"])
+                with open_dict(cfg):
+                    cfg.paths.output_dir = str(out)
+                results.append(train(cfg))
+        wall = time.perf_counter() - started
     table = map_table(results, args.datasets, args.bits, paper=paper.MNIST, paper_label="paper MNIST")
     times = {d: sum(r["train_seconds"] + r["encode_seconds"] for r in results if r["dataset"] == d)
              for d in args.datasets}

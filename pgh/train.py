@@ -2,6 +2,8 @@
 
 `main` is the `pgh-train` Hydra entry point; tests and sweeps call `train` directly on a composed
 config. Only this module instantiates configs: everything below it takes typed arguments.
+A shallow method (`method` is a hasher config) is fitted on features; a deep method (`method` has a
+`module` LightningModule config) is trained with a Lightning Trainer.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pgh.data import ImageDataset, Split
 from pgh.features import cached_features
-from pgh.hashing import ShallowHasher
+from pgh.hashing import HASHERS, ShallowHasher
 from pgh.io import save_npy, write_json, write_text
 from pgh.logging_utils import finish, instantiate_loggers, log_figure
 from pgh.report.plots import matplotlib_close, plot_pr_curves
@@ -27,13 +29,21 @@ from pgh.retrieval import check_bits, evaluate_packed, pack_codes
 
 log = logging.getLogger(__name__)
 
+# the configs live at the repository top level (conf/), beside the package
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
 
 def feature_name(cfg: DictConfig) -> str:
     target = cfg.features._target_.rsplit(".", 1)[-1]
     return {"PixelFeatures": "pixels", "GistFeatures": "gist", "VGG16FC7Features": "vgg16_fc7"}.get(target, target)
 
 
-def run_shallow(
+def method_name(cfg: DictConfig) -> str:
+    target = cfg.method.module._target_ if "module" in cfg.method else cfg.method._target_
+    return target.rsplit(".", 1)[-1].lower()
+
+
+def fit_shallow(
     hasher: ShallowHasher, features: torch.Tensor, split: Split
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Fit on the training set, encode queries and database; returns packed codes and timings."""
@@ -44,6 +54,59 @@ def run_shallow(
     database = pack_codes(hasher.encode(features[split.database]))
     t2 = time.perf_counter()
     return query, database, {"train_seconds": t1 - t0, "encode_seconds": t2 - t1}
+
+
+def train_deep(
+    cfg: DictConfig, dataset: ImageDataset, split: Split, features: torch.Tensor, loggers: list, out: Path,
+    eval_opts: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Initial codes from a shallow hasher, then the method's LightningModule under a Trainer."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from pgh.callbacks import AtomicCheckpointIO
+
+    m = cfg.method
+    if m.init_hash not in HASHERS:
+        raise ValueError(f"method.init_hash={m.init_hash!r} is not one of {sorted(HASHERS)}")
+    images, labels = dataset.images, dataset.labels
+    init = HASHERS[m.init_hash](bits=cfg.bits, seed=cfg.seed).fit(features[split.train])
+    init_result = evaluate_packed(
+        pack_codes(init.encode(features[split.query])), labels[split.query],
+        pack_codes(init.encode(features[split.database])), labels[split.database], **eval_opts,
+    )
+    model = instantiate(m.module, num_train=int(split.train.numel()))
+    model.set_codes(init.encode(features[split.train]))
+
+    train_images = images[split.train]
+    loader = DataLoader(
+        TensorDataset(train_images, torch.arange(train_images.shape[0])),
+        batch_size=m.batch_size, shuffle=True, drop_last=train_images.shape[0] > m.batch_size,
+        num_workers=m.num_workers,
+    )
+    rounds = instantiate(m.progressive)(
+        train_images=train_images,
+        query_images=images[split.query], query_labels=labels[split.query],
+        db_images=images[split.database], db_labels=labels[split.database],
+        output_dir=out, initial_metrics=init_result.metrics, eval_kwargs=eval_opts,
+    )
+    checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
+                                  every_n_train_steps=m.checkpoint_every_n_steps)
+    extra = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    trainer = instantiate(
+        cfg.trainer, max_epochs=m.rounds * rounds.epochs_per_round, callbacks=[rounds, checkpoints, *extra],
+        logger=loggers or False, plugins=[AtomicCheckpointIO()],
+    )
+    t0 = time.perf_counter()
+    trainer.fit(model, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
+    t1 = time.perf_counter()
+    query = pack_codes(model.encode_images(images[split.query]))
+    database = pack_codes(model.encode_images(images[split.database]))
+    t2 = time.perf_counter()
+    return query, database, {
+        "train_seconds": t1 - t0, "encode_seconds": t2 - t1, "rounds_completed": int(model.current_round),
+        "init_map_all": init_result.metrics["map_all"], "init_hash": m.init_hash,
+    }
 
 
 def closing_line(m: dict[str, Any]) -> str:
@@ -69,39 +132,44 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    method = instantiate(cfg.method)
-    if not isinstance(method, ShallowHasher):
-        raise TypeError(f"method {cfg.method._target_} is not a shallow hasher; no other kind is wired in yet")
-
     t0 = time.perf_counter()
     features = cached_features(
         dataset, instantiate(cfg.features), OmegaConf.to_container(cfg.features, resolve=True), cfg.paths.cache_dir
     )
     feature_seconds = time.perf_counter() - t0
-    query_codes, db_codes, timings = run_shallow(method, features, split)
+    eval_opts = dict(map_k=cfg.eval.map_k, precision_k=cfg.eval.precision_k, radius=cfg.eval.radius)
+    labels = dataset.labels
+
+    if "module" in cfg.method:
+        distance = "hamming"
+        query_codes, db_codes, run_info = train_deep(cfg, dataset, split, features, loggers, out, eval_opts)
+    else:
+        hasher = instantiate(cfg.method)
+        if not isinstance(hasher, ShallowHasher):
+            raise TypeError(f"method {cfg.method._target_} is neither a ShallowHasher nor a `module` config")
+        distance = hasher.distance
+        query_codes, db_codes, run_info = fit_shallow(hasher, features, split)
 
     t0 = time.perf_counter()
-    labels = dataset.labels
-    opts = dict(map_k=cfg.eval.map_k, precision_k=cfg.eval.precision_k, radius=cfg.eval.radius)
     result = evaluate_packed(query_codes, labels[split.query], db_codes, labels[split.database],
-                             distance=method.distance, **opts)
+                             distance=distance, **eval_opts)
     extra = {}
-    if method.distance != "hamming":
-        plain = evaluate_packed(query_codes, labels[split.query], db_codes, labels[split.database], **opts)
+    if distance != "hamming":
+        plain = evaluate_packed(query_codes, labels[split.query], db_codes, labels[split.database], **eval_opts)
         extra = {f"{k}_hamming": v for k, v in plain.metrics.items()}
     eval_seconds = time.perf_counter() - t0
 
     metrics: dict[str, Any] = {
         **result.metrics,
         **extra,
-        **timings,
+        **run_info,
         "feature_seconds": feature_seconds,
         "eval_seconds": eval_seconds,
         "dataset": dataset.name,
-        "method": type(method).__name__.lower(),
+        "method": method_name(cfg),
         "features": feature_name(cfg),
         "bits": bits,
-        "distance": method.distance,
+        "distance": distance,
         "num_queries": int(split.query.numel()),
         "num_database": int(split.database.numel()),
         "num_train": int(split.train.numel()),
@@ -120,10 +188,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finish(loggers, metrics)
     print(closing_line(metrics), flush=True)
     return metrics
-
-
-# the configs live at the repository top level (conf/), beside the package
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")

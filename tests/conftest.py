@@ -36,3 +36,24 @@ def make_cfg(tmp_path: Path):
 def _deterministic_threads():
     torch.manual_seed(0)
     yield
+
+
+class RecordTrainStart:
+    """A Lightning callback (as `+callbacks.probe._target_=conftest.RecordTrainStart`) that records
+    the module's round, codes and the trainer's step when training starts or resumes."""
+
+    seen: list[dict] = []
+
+    def __new__(cls):
+        import lightning as L
+
+        class _Probe(L.Callback):
+            def on_train_start(self, trainer, pl_module):
+                RecordTrainStart.seen.append({
+                    "round": int(pl_module.current_round),
+                    "codes": pl_module.codes.detach().cpu().clone(),
+                    "global_step": trainer.global_step,
+                    "epoch": trainer.current_epoch,
+                })
+
+        return _Probe()

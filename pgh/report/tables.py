@@ -10,6 +10,9 @@ NAMES = {"lsh": "LSH", "itq": "ITQ", "sh": "SH", "sph": "SpH", "dh": "DH", "deep
          "bgan": "BGAN", "pgh": "PGH", "pixels": "PIXEL", "gist": "GIST", "vgg16_fc7": "VGG"}
 
 
+FEATURE_ORDER = ["pixels", "gist", "vgg16_fc7"]
+
+
 def load_metrics(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
     return [json.loads((Path(d) / "metrics.json").read_text()) for d in run_dirs if (Path(d) / "metrics.json").exists()]
 
@@ -27,7 +30,10 @@ def map_table(
 ) -> str:
     """One row per (method, features), one column per (dataset, bits); mAP@all in %."""
     by_key = {(r["dataset"], r["method"], r["features"], int(r["bits"])): r for r in results}
-    rows = sorted({(r["method"], r["features"]) for r in results}, key=lambda mf: (mf[1], list(NAMES).index(mf[0]) if mf[0] in NAMES else 99))
+    order = list(NAMES)
+    rows = sorted({(r["method"], r["features"]) for r in results},
+                  key=lambda mf: (FEATURE_ORDER.index(mf[1]) if mf[1] in FEATURE_ORDER else 99,
+                                  order.index(mf[0]) if mf[0] in order else 99))
     header = ["method"] + [f"{d} {b}" for d in datasets for b in bits]
     if paper is not None:
         header += [f"{paper_label} {b}" for b in bits]

@@ -1,0 +1,156 @@
+"""PGH (Ma et al., IJCAI 2018): a hash-conditioned GAN (G, D) and a hashing network H trained
+jointly, with manual optimisation, in progressive rounds.
+
+Per batch of real images x_i with their current conditioning codes b_i:
+  1. D step:   adversarial loss on (x_i, b_i) vs (G(z | b_i), b_i).
+  2. G+H step: one backward of  L_adv(G) + λ·(triplet + μ·quantisation)  over
+               (x_i, x̄_i = G(z | b_i), x̄_j = G(z' | b_j)), then a G step and an H step. G thus gets
+               the adversarial and the triplet gradient; H gets λ·∇(triplet + μ·quantisation), the
+               same direction as an H step on triplet + μ·quantisation (Adam is scale-invariant).
+Between rounds, `pgh.callbacks.ProgressiveRounds` re-encodes every training image with H and makes
+those codes the GAN's condition (`codes`, one row per training image, saved in checkpoints).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from pgh.methods.pgh_losses import (
+    NEGATIVE_MODES,
+    adversarial_d_loss,
+    adversarial_g_loss,
+    negative_codes,
+    quantization_loss,
+    triplet_loss,
+)
+from pgh.nets import Discriminator, Generator, HashNet, dcgan_init
+from pgh.retrieval.codes import check_bits
+
+
+def to_network_input(images: torch.Tensor, image_size: int, channels: int) -> torch.Tensor:
+    """uint8 [B, C, H, W] -> float in [-1, 1], resized to image_size and with `channels` channels."""
+    x = images.float().div(127.5).sub(1.0)
+    if x.shape[1] != channels:
+        if x.shape[1] == 3 and channels == 1:
+            x = x.mean(1, keepdim=True)
+        elif x.shape[1] == 1 and channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        else:
+            raise ValueError(f"cannot feed {x.shape[1]}-channel images to a {channels}-channel network")
+    if x.shape[-1] != image_size or x.shape[-2] != image_size:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return x
+
+
+class PGH(L.LightningModule):
+    def __init__(
+        self,
+        bits: int,
+        num_train: int,
+        image_size: int = 28,
+        channels: int = 1,
+        z_dim: int = 64,
+        width: int = 64,
+        hidden: int = 512,
+        gamma: float = 0.25,
+        lam: float = 1.0,
+        quantization_weight: float = 0.1,
+        negative: str = "random",
+        lr_d: float = 2e-4,
+        lr_g: float = 2e-4,
+        lr_h: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+    ) -> None:
+        super().__init__()
+        check_bits(bits)
+        if negative not in NEGATIVE_MODES:
+            raise ValueError(f"negative={negative!r} is not one of {NEGATIVE_MODES}")
+        if num_train < 2:
+            raise ValueError(f"PGH needs at least 2 training images, got num_train={num_train}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.G = Generator(bits, z_dim=z_dim, channels=channels, image_size=image_size, width=width)
+        self.D = Discriminator(bits, channels=channels, image_size=image_size, width=width)
+        self.H = HashNet(bits, channels=channels, image_size=image_size, width=width, hidden=hidden)
+        self.reset_gan()
+        self.register_buffer("codes", torch.zeros(num_train, bits))  # conditioning codes b_i, in {0, 1}
+        self.register_buffer("current_round", torch.zeros((), dtype=torch.long))
+
+    # ------------------------------------------------------------------------------ state
+
+    def set_codes(self, codes: torch.Tensor) -> None:
+        if codes.shape != self.codes.shape:
+            raise ValueError(f"codes must be [{self.codes.shape[0]}, {self.codes.shape[1]}], got {tuple(codes.shape)}")
+        self.codes.copy_(codes.to(self.codes))
+
+    def reset_gan(self) -> None:
+        """Re-initialise G and D (DCGAN init); their optimiser state is reset by the caller."""
+        dcgan_init(self.G)
+        dcgan_init(self.D)
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        return to_network_input(images, self.hparams.image_size, self.hparams.channels)
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """bool codes [n, bits] of uint8 images by H (eval mode, batched on this module's device)."""
+        chunks = [self.prepare(images[i : i + batch_size].to(self.device)) for i in range(0, images.shape[0], batch_size)]
+        return torch.cat([self.H.encode(x, batch_size=batch_size) for x in chunks]).cpu()
+
+    @torch.no_grad()
+    def generate(self, codes: torch.Tensor, seed: int = 0) -> torch.Tensor:
+        """G's images in [-1, 1] for the given {0, 1} codes, from a seeded z (eval mode)."""
+        gen = torch.Generator().manual_seed(seed)
+        z = torch.randn(codes.shape[0], self.hparams.z_dim, generator=gen).to(self.device)
+        was_training = self.G.training
+        self.G.eval()
+        images = self.G(z, codes.to(self.device).float())
+        self.G.train(was_training)
+        return images
+
+    # ------------------------------------------------------------------------------ training
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        betas = tuple(hp.betas)
+        return (
+            torch.optim.Adam(self.D.parameters(), lr=hp.lr_d, betas=betas),
+            torch.optim.Adam(self.G.parameters(), lr=hp.lr_g, betas=betas),
+            torch.optim.Adam(self.H.parameters(), lr=hp.lr_h, betas=betas),
+        )
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        hp = self.hparams
+        images, index = batch
+        x = self.prepare(images)
+        b = self.codes[index]
+        opt_d, opt_g, opt_h = self.optimizers()
+        n = x.shape[0]
+        z, z_other = torch.randn(n, hp.z_dim, device=self.device), torch.randn(n, hp.z_dim, device=self.device)
+        b_other = b[negative_codes(b, hp.negative)]
+
+        fake_same = self.G(z, b)
+        loss_d = adversarial_d_loss(self.D(x, b), self.D(fake_same.detach(), b))
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d)
+        opt_d.step()
+
+        fake_other = self.G(z_other, b_other)
+        h_real, h_same, h_other = self.H(x), self.H(fake_same), self.H(fake_other)
+        loss_triplet = triplet_loss(h_real, h_same, h_other, hp.gamma)
+        loss_quant = quantization_loss(h_real, h_same, h_other)
+        loss_adv = adversarial_g_loss(self.D(fake_same, b))
+        loss = loss_adv + hp.lam * (loss_triplet + hp.quantization_weight * loss_quant)
+        opt_g.zero_grad(set_to_none=True)
+        opt_h.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt_g.step()
+        opt_h.step()
+
+        self.log_dict(
+            {"loss/d": loss_d, "loss/g_adv": loss_adv, "loss/triplet": loss_triplet, "loss/quantization": loss_quant},
+            prog_bar=True, on_step=True, on_epoch=True, batch_size=n,
+        )
+        self.log("round", self.current_round.float(), on_step=False, on_epoch=True, batch_size=n)
