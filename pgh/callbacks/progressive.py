@@ -116,9 +116,10 @@ class ProgressiveRounds(L.Callback):
         write_text(self.output_dir / "rounds.csv", "\n".join(lines) + "\n")
 
     def _save_grid(self, pl_module: L.LightningModule, t: int) -> None:
-        """Row 1: real training images; row 2: G(z | their current codes)."""
-        real = pl_module.prepare(self.train_images[: self.grid_size].to(pl_module.device))
-        fake = pl_module.generate(pl_module.codes[: self.grid_size], seed=t)
+        """Row 1: real training images spread over the set; row 2: G(z | their current codes)."""
+        index = torch.linspace(0, self.train_images.shape[0] - 1, self.grid_size).long()
+        real = pl_module.prepare(self.train_images[index].to(pl_module.device))
+        fake = pl_module.generate(pl_module.codes[index], seed=t)
         grid = make_grid(torch.cat([real, fake]).float().cpu(), nrow=self.grid_size, normalize=True,
                          value_range=(-1, 1), pad_value=1.0)
         path = self.output_dir / "grids" / f"round_{t}.png"

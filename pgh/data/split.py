@@ -1,0 +1,63 @@
+"""The retrieval split: `query_per_class` queries per class, the rest is the database.
+
+The training set is the database (labels are never used in training), or a seeded random subset of
+it. The same seed gives the same split for every method, so rows of a table are comparable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pgh.io import save_npz
+
+
+@dataclass(frozen=True)
+class Split:
+    query: torch.Tensor  # int64 indices into the pool
+    database: torch.Tensor
+    train: torch.Tensor
+
+    def save(self, path: str | Path) -> None:
+        save_npz(path, query=self.query.numpy(), database=self.database.numpy(), train=self.train.numpy())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Split":
+        with np.load(path) as f:
+            return cls(*(torch.from_numpy(f[k]).long() for k in ("query", "database", "train")))
+
+
+def make_split(
+    labels: torch.Tensor, query_per_class: int = 100, train_size: int | None = None, seed: int = 0
+) -> Split:
+    """Draw `query_per_class` queries from each class; database = the rest; train ⊆ database."""
+    labels = torch.as_tensor(labels).long()
+    if query_per_class < 1:
+        raise ValueError(f"query_per_class must be >= 1, got {query_per_class}")
+    gen = torch.Generator().manual_seed(seed)
+    queries = []
+    for cls in labels.unique().tolist():
+        members = (labels == cls).nonzero().flatten()
+        if members.numel() <= query_per_class:
+            raise ValueError(
+                f"class {cls} has {members.numel()} images, not more than query_per_class="
+                f"{query_per_class}; lower split.query_per_class"
+            )
+        queries.append(members[torch.randperm(members.numel(), generator=gen)[:query_per_class]])
+    query = torch.cat(queries).sort().values
+    is_query = torch.zeros(labels.numel(), dtype=torch.bool)
+    is_query[query] = True
+    database = (~is_query).nonzero().flatten()
+    if train_size is None:
+        train = database
+    else:
+        if not 0 < train_size <= database.numel():
+            raise ValueError(
+                f"split.train_size={train_size} must be in 1..{database.numel()} (the database size) "
+                "or null for the whole database"
+            )
+        train = database[torch.randperm(database.numel(), generator=gen)[:train_size]].sort().values
+    return Split(query=query, database=database, train=train)
