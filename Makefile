@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all train data bench-eval bench-baselines sweep-baselines lint clean
+.PHONY: help install test test-all train data bench-eval bench-baselines bench-pgh sweep-baselines lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -44,3 +44,6 @@ lint: $(VENV)/.installed ## ruff
 
 clean: ## remove run outputs and caches (not .venv)
 	rm -rf logs outputs multirun .cache .pytest_cache
+
+bench-pgh: $(VENV)/.installed ## PGH on mnist5k with per-round mAP -> benchmarks/pgh.md + README
+	$(PY) benchmarks/bench_pgh.py $(ARGS)

@@ -38,11 +38,12 @@ def best_shallow(dataset: str, bits: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--from-runs", action="store_true", help="rebuild the table from finished runs")
+    parser.add_argument("--datasets", nargs="+", default=["mnist5k", "fashion_mnist"])
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
     rows = []
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        for dataset, features, bits in GRID:
+        for dataset, features, bits in [g for g in GRID if g[0] in args.datasets]:
             out = RUNS / f"{dataset}_{features}_{bits}"
             if not args.from_runs:
                 cfg = compose("config", overrides=[f"dataset={dataset}", "method=pgh", f"features={features}",
