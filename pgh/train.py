@@ -60,53 +60,73 @@ def train_deep(
     cfg: DictConfig, dataset: ImageDataset, split: Split, features: torch.Tensor, loggers: list, out: Path,
     eval_opts: dict[str, Any],
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Initial codes from a shallow hasher, then the method's LightningModule under a Trainer."""
+    """Fit the method's LightningModule (`method.module`) with a Lightning Trainer, then encode.
+
+    Methods conditioned on initial shallow codes (`method.init_hash`, PGH) get those codes first;
+    methods trained in progressive rounds (`method.progressive`) get the round callback and
+    `rounds * epochs_per_round` epochs, the others `method.max_epochs`.
+    """
     from lightning.pytorch.callbacks import ModelCheckpoint
     from torch.utils.data import DataLoader, TensorDataset
 
     from pgh.callbacks import AtomicCheckpointIO
+    from pgh.methods.base import INPUT_KINDS, DeepHasher
 
-    m = cfg.method
-    if m.init_hash not in HASHERS:
-        raise ValueError(f"method.init_hash={m.init_hash!r} is not one of {sorted(HASHERS)}")
-    images, labels = dataset.images, dataset.labels
-    init = HASHERS[m.init_hash](bits=cfg.bits, seed=cfg.seed).fit(features[split.train])
-    init_result = evaluate_packed(
-        pack_codes(init.encode(features[split.query])), labels[split.query],
-        pack_codes(init.encode(features[split.database])), labels[split.database], **eval_opts,
-    )
-    model = instantiate(m.module, num_train=int(split.train.numel()))
-    model.set_codes(init.encode(features[split.train]))
+    m, labels, n_train = cfg.method, dataset.labels, int(split.train.numel())
+    run_info: dict[str, Any] = {}
+    module_kwargs: dict[str, Any] = {}
+    init_codes = init_metrics = None
+    if "init_hash" in m:
+        if m.init_hash not in HASHERS:
+            raise ValueError(f"method.init_hash={m.init_hash!r} is not one of {sorted(HASHERS)}")
+        init = HASHERS[m.init_hash](bits=cfg.bits, seed=cfg.seed).fit(features[split.train])
+        init_metrics = evaluate_packed(
+            pack_codes(init.encode(features[split.query])), labels[split.query],
+            pack_codes(init.encode(features[split.database])), labels[split.database], **eval_opts,
+        ).metrics
+        init_codes = init.encode(features[split.train])
+        module_kwargs["num_train"] = n_train
+        run_info.update(init_map_all=init_metrics["map_all"], init_hash=m.init_hash)
 
-    train_images = images[split.train]
+    model = instantiate(m.module, **module_kwargs)
+    if not isinstance(model, DeepHasher) or model.input_kind not in INPUT_KINDS:
+        raise TypeError(f"{m.module._target_} must be a pgh.methods.base.DeepHasher with input_kind in {INPUT_KINDS}")
+    if init_codes is not None:
+        model.set_codes(init_codes)
+    inputs = dataset.images if model.input_kind == "images" else features
+    train_inputs = inputs[split.train]
+    model.on_before_fit(train_inputs, features[split.train])
+
+    callbacks: list = []
+    if "progressive" in m:
+        rounds = instantiate(m.progressive)(
+            train_images=train_inputs,
+            query_images=inputs[split.query], query_labels=labels[split.query],
+            db_images=inputs[split.database], db_labels=labels[split.database],
+            output_dir=out, initial_metrics=init_metrics, eval_kwargs=eval_opts,
+        )
+        callbacks.append(rounds)
+        max_epochs = m.rounds * rounds.epochs_per_round
+    else:
+        max_epochs = m.max_epochs
+    callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
+                                     every_n_train_steps=m.checkpoint_every_n_steps))
+    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     loader = DataLoader(
-        TensorDataset(train_images, torch.arange(train_images.shape[0])),
-        batch_size=m.batch_size, shuffle=True, drop_last=train_images.shape[0] > m.batch_size,
-        num_workers=m.num_workers,
+        TensorDataset(train_inputs, torch.arange(n_train)),
+        batch_size=m.batch_size, shuffle=True, drop_last=n_train > m.batch_size, num_workers=m.num_workers,
     )
-    rounds = instantiate(m.progressive)(
-        train_images=train_images,
-        query_images=images[split.query], query_labels=labels[split.query],
-        db_images=images[split.database], db_labels=labels[split.database],
-        output_dir=out, initial_metrics=init_result.metrics, eval_kwargs=eval_opts,
-    )
-    checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
-                                  every_n_train_steps=m.checkpoint_every_n_steps)
-    extra = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-    trainer = instantiate(
-        cfg.trainer, max_epochs=m.rounds * rounds.epochs_per_round, callbacks=[rounds, checkpoints, *extra],
-        logger=loggers or False, plugins=[AtomicCheckpointIO()],
-    )
+    trainer = instantiate(cfg.trainer, max_epochs=max_epochs, callbacks=callbacks, logger=loggers or False,
+                          plugins=[AtomicCheckpointIO()])
     t0 = time.perf_counter()
     trainer.fit(model, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
     t1 = time.perf_counter()
-    query = pack_codes(model.encode_images(images[split.query]))
-    database = pack_codes(model.encode_images(images[split.database]))
+    query = pack_codes(model.encode_inputs(inputs[split.query]))
+    database = pack_codes(model.encode_inputs(inputs[split.database]))
     t2 = time.perf_counter()
-    return query, database, {
-        "train_seconds": t1 - t0, "encode_seconds": t2 - t1, "rounds_completed": int(model.current_round),
-        "init_map_all": init_result.metrics["map_all"], "init_hash": m.init_hash,
-    }
+    if hasattr(model, "current_round"):
+        run_info["rounds_completed"] = int(model.current_round)
+    return query, database, {"train_seconds": t1 - t0, "encode_seconds": t2 - t1, **run_info}
 
 
 def closing_line(m: dict[str, Any]) -> str:

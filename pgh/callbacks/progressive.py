@@ -81,8 +81,8 @@ class ProgressiveRounds(L.Callback):
         t = int(pl_module.current_round)
         row = {"round": t, "bit_change": bit_change, "map_all": math.nan, "map_at_1000": math.nan}
         if trainer.is_global_zero:
-            q = pack_codes(pl_module.encode_images(self.query_images))
-            db = pack_codes(pl_module.encode_images(self.db_images))
+            q = pack_codes(pl_module.encode_inputs(self.query_images))
+            db = pack_codes(pl_module.encode_inputs(self.db_images))
             m = evaluate_packed(q, self.query_labels, db, self.db_labels, **self.eval_kwargs).metrics
             row.update(map_all=m["map_all"], map_at_1000=m.get("map_at_1000", math.nan))
             self.rows.append(row)
@@ -102,10 +102,10 @@ class ProgressiveRounds(L.Callback):
     def _encode_all(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
         n, world, rank = self.train_images.shape[0], trainer.world_size, trainer.global_rank
         if world == 1:
-            return pl_module.encode_images(self.train_images)
+            return pl_module.encode_inputs(self.train_images)
         shard = math.ceil(n / world)
         index = torch.arange(rank * shard, (rank + 1) * shard).clamp(max=n - 1)
-        mine = pl_module.encode_images(self.train_images[index]).to(pl_module.device)
+        mine = pl_module.encode_inputs(self.train_images[index]).to(pl_module.device)
         gathered = pl_module.all_gather(mine)  # [world, shard, bits]
         return gathered.reshape(world * shard, -1)[:n].cpu().bool()
 

@@ -13,7 +13,6 @@ those codes the GAN's condition (`codes`, one row per training image, saved in c
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 
@@ -25,6 +24,7 @@ from pgh.methods.pgh_losses import (
     quantization_loss,
     triplet_loss,
 )
+from pgh.methods.base import DeepHasher
 from pgh.nets import Discriminator, Generator, HashNet, dcgan_init
 from pgh.retrieval.codes import check_bits
 
@@ -44,7 +44,9 @@ def to_network_input(images: torch.Tensor, image_size: int, channels: int) -> to
     return x
 
 
-class PGH(L.LightningModule):
+class PGH(DeepHasher):
+    input_kind = "images"
+
     def __init__(
         self,
         bits: int,
@@ -94,7 +96,7 @@ class PGH(L.LightningModule):
         return to_network_input(images, self.hparams.image_size, self.hparams.channels)
 
     @torch.no_grad()
-    def encode_images(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    def encode_inputs(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """bool codes [n, bits] of uint8 images by H (eval mode, batched on this module's device)."""
         chunks = [self.prepare(images[i : i + batch_size].to(self.device)) for i in range(0, images.shape[0], batch_size)]
         return torch.cat([self.H.encode(x, batch_size=batch_size) for x in chunks]).cpu()
