@@ -1,0 +1,195 @@
+"""DH (Liong et al., CVPR 2015): each loss term against hand-computed values, the tanh MLP, and a short
+end-to-end run on digits whose checkpoint rebuilds the same network."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from pgh.data import Split
+from pgh.features import cached_features
+from pgh.methods.dh import (
+    DH,
+    dh_balance_loss,
+    dh_orthogonality_loss,
+    dh_quantization_loss,
+    dh_sign,
+    dh_weight_decay,
+)
+from pgh.nets.mlp import HashMLP
+from pgh.retrieval import pack_codes
+from pgh.train import train
+
+SMALL = [
+    "dataset=digits", "method=dh", "features=pixels", "bits=16", "split.query_per_class=20",
+    "split.train_size=128", "method.batch_size=32", "method.max_epochs=2", "method.module.hidden=[32]",
+    "method.checkpoint_every_n_steps=1", "trainer=cpu", "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]  # 128 feature vectors / 32 = 4 steps per epoch
+
+# two samples, two bits
+H = torch.tensor([[0.5, -0.25], [0.0, 1.0]])
+
+
+# ------------------------------------------------------------------------------ loss terms
+
+
+def test_sign_maps_zero_to_plus_one_without_gradient():
+    h = torch.tensor([[-0.1, 0.0, 0.3]], requires_grad=True)
+    b = dh_sign(h)
+    assert b.tolist() == [[-1.0, 1.0, 1.0]] and not b.requires_grad
+
+
+def test_quantization_loss_by_hand():
+    # B = sgn(H) = [[1, -1], [1, 1]] (0 -> +1); B - H = [[0.5, -0.75], [1, 0]]
+    # squares 0.25 + 0.5625 + 1 + 0 = 1.8125; ½ · 1.8125 / n(=2) = 0.453125
+    h = H.clone().requires_grad_(True)
+    loss = dh_quantization_loss(h)
+    assert loss.item() == pytest.approx(0.453125)
+    # B is held fixed: d/dh ½(b - h)²/n = (h - b)/n -> [[(0.5-1)/2, (-0.25+1)/2], [(0-1)/2, (1-1)/2]]
+    loss.backward()
+    assert torch.allclose(h.grad, torch.tensor([[-0.25, 0.375], [-0.5, 0.0]]))
+
+
+def test_balance_loss_by_hand():
+    # bit means: (0.5 + 0)/2 = 0.25, (-0.25 + 1)/2 = 0.375
+    # centred squares: bit 0: 0.25² · 2 = 0.125; bit 1: 0.625² · 2 = 0.78125; sum 0.90625
+    # -½ · 0.90625 / 2 = -0.2265625
+    assert dh_balance_loss(H).item() == pytest.approx(-0.2265625)
+    # uncentred (the paper's -tr(HHᵀ)/(2n)): 0.25 + 0.0625 + 0 + 1 = 1.3125; -½ · 1.3125 / 2 = -0.328125
+    assert dh_balance_loss(H, centered=False).item() == pytest.approx(-0.328125)
+    # a constant bit has no variance, however saturated
+    assert dh_balance_loss(torch.ones(4, 3)).item() == 0.0
+
+
+def test_orthogonality_loss_by_hand():
+    w_wide = torch.tensor([[1.0, 2.0, 0.0]])  # [1, 3]: W Wᵀ = [5], (5 - 1)² = 16
+    w_tall = torch.tensor([[1.0], [1.0]])  # [2, 1]: Wᵀ W = [2], (2 - 1)² = 1
+    w_square = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # W Wᵀ = diag(1, 4): (4 - 1)² = 9
+    # ½ · (16 + 1 + 9) = 13
+    assert dh_orthogonality_loss([w_wide, w_tall, w_square]).item() == pytest.approx(13.0)
+    q, _ = torch.linalg.qr(torch.randn(5, 3))  # orthonormal columns: Wᵀ W = I
+    assert dh_orthogonality_loss([q, q.T]).item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_weight_decay_by_hand():
+    w1, c1 = torch.tensor([[1.0, 2.0], [3.0, 0.0]]), torch.tensor([1.0, -1.0])  # 1 + 4 + 9 = 14; 1 + 1 = 2
+    w2, c2 = torch.tensor([[0.5]]), torch.tensor([0.0])  # 0.25; 0
+    # ½ · (14 + 2 + 0.25 + 0) = 8.125
+    assert dh_weight_decay([w1, w2], [c1, c2]).item() == pytest.approx(8.125)
+
+
+def test_objective_weights_the_terms():
+    model = DH(bits=8, in_dim=3, hidden=[], quantization_weight=1.0, balance_weight=0.5,
+               orthogonality_weight=0.1, weight_decay=0.01)
+    terms = {k: torch.tensor(v) for k, v in
+             {"quantization": 1.0, "balance": 2.0, "orthogonality": 3.0, "weight_decay": 4.0}.items()}
+    # 1·1 + 0.5·2 + 0.1·3 + 0.01·4 = 2.34
+    assert model.objective(terms).item() == pytest.approx(2.34)
+
+
+def test_loss_shape_errors():
+    with pytest.raises(ValueError, match="h must be 2-D"):
+        dh_quantization_loss(torch.zeros(3))
+    with pytest.raises(ValueError, match=r"weights\[0\]"):
+        dh_orthogonality_loss([torch.zeros(3)])
+
+
+# ------------------------------------------------------------------------------ network
+
+
+def test_hash_mlp_outputs_standardisation_and_codes():
+    torch.manual_seed(0)
+    net = HashMLP(6, [10, 4], 8)
+    assert [tuple(w.shape) for w in net.weights()] == [(10, 6), (4, 10), (8, 4)]
+    assert dh_orthogonality_loss(net.weights()).item() == pytest.approx(0.0, abs=1e-9)  # orthogonal init
+    x = torch.randn(50, 6) * torch.arange(1, 7) + 3.0
+    net.set_input_stats(x, mode="dim")
+    z = (x - net.mean) / net.std
+    assert torch.allclose(z.mean(0), torch.zeros(6), atol=1e-5) and torch.allclose(z.std(0), torch.ones(6), atol=1e-5)
+    net.set_input_stats(x, mode="global", rms_norm=2.0)
+    z = (x - net.mean) / net.std
+    assert torch.unique(net.std).numel() == 1  # one scale for every dimension
+    assert z.pow(2).sum(1).mean().item() == pytest.approx(4.0 * 49 / 50, rel=1e-4)  # RMS norm 2 (unbiased var)
+    h = net(x)
+    assert h.shape == (50, 8) and h.abs().max() < 1
+    codes = net.encode(x, batch_size=7)
+    assert codes.dtype == torch.bool and codes.shape == (50, 8) and torch.equal(codes, h >= 0)
+    with pytest.raises(ValueError, match=r"x must be \[B, 6\]"):
+        net(torch.zeros(2, 5))
+
+
+# ------------------------------------------------------------------------------ module
+
+
+def test_bad_arguments_name_themselves():
+    for key, value, name in [
+        ("bits", 12, "bits"), ("in_dim", 0, "in_dim"), ("hidden", [16, 0], r"hidden\[1\]"),
+        ("hidden", "16", "hidden"), ("lr", 0.0, "lr"), ("balance_weight", -1.0, "balance_weight"),
+        ("quantization_weight", float("nan"), "quantization_weight"),
+        ("orthogonality_weight", -1e-3, "orthogonality_weight"), ("weight_decay", -1.0, "weight_decay"),
+        ("input_norm", "pca", "input_norm"), ("input_rms", 0.0, "input_rms"), ("init", "xavier", "init"),
+    ]:
+        with pytest.raises(ValueError, match=name):
+            DH(**{"bits": 16, key: value})
+
+
+def test_lazy_network_and_explicit_in_dim():
+    model = DH(bits=16, hidden=[8])
+    with pytest.raises(RuntimeError, match="no network yet"):
+        model.encode_inputs(torch.zeros(2, 5))
+    x = torch.randn(20, 5)
+    model.on_before_fit(x, x)
+    assert model.hparams.in_dim == 5 and model.net.in_dim == 5
+    codes = model.encode_inputs(x, batch_size=6)
+    assert codes.dtype == torch.bool and codes.shape == (20, 16)
+    with pytest.raises(ValueError, match="in_dim=4"):
+        DH(bits=16, in_dim=4).on_before_fit(x, x)
+
+
+def test_training_run_on_digits(make_cfg):
+    cfg = make_cfg(*SMALL)
+    metrics = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert metrics["method"] == "dh" and metrics["features"] == "pixels" and 0 < metrics["map_all"] <= 1
+    assert json.loads((out / "metrics.json").read_text())["method"] == "dh"
+    with open(out / "csv" / "metrics.csv") as f:
+        losses = [float(r[k]) for r in csv.DictReader(f) for k in r if k.startswith("loss/") and r[k]]
+    assert losses and all(math.isfinite(v) for v in losses)
+
+    # the checkpoint records the lazily found in_dim and rebuilds the trained network
+    ckpt = out / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]["in_dim"] == 64
+    model = DH.load_from_checkpoint(ckpt, map_location="cpu")
+    dataset = instantiate(cfg.dataset)
+    split = Split.load(out / "split.npz")
+    features = cached_features(dataset, instantiate(cfg.features),
+                               OmegaConf.to_container(cfg.features, resolve=True), cfg.paths.cache_dir)
+    codes = model.encode_inputs(features[split.database])
+    assert codes.dtype == torch.bool and codes.shape == (split.database.numel(), 16)
+    assert np.array_equal(pack_codes(codes), np.load(out / "database_codes.npy"))
+
+
+def test_bad_setting_through_the_config(make_cfg):
+    with pytest.raises(Exception, match="balance_weight"):
+        train(make_cfg(*SMALL, "method.module.balance_weight=-1"))
+
+
+def test_resume_from_last_checkpoint(make_cfg):
+    first = make_cfg(*SMALL)
+    train(first)
+    ckpt = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] == 8  # 2 epochs x 4 steps
+    resumed = make_cfg(*SMALL, "method.max_epochs=3", f"ckpt_path={ckpt}")
+    metrics = train(resumed)
+    assert metrics["method"] == "dh"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert state["global_step"] == 12  # one more epoch of 4 steps
