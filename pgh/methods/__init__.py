@@ -1,6 +1,8 @@
-"""Deep hashing methods, one LightningModule per method."""
+"""Deep hashing methods, one LightningModule per file, over the `DeepHasher` base."""
 
 from pgh.methods.base import DeepHasher
+from pgh.methods.deepbit import DeepBit
+from pgh.methods.dh import DH
 from pgh.methods.pgh import PGH
 
-__all__ = ["DeepHasher", "PGH"]
+__all__ = ["DH", "DeepBit", "DeepHasher", "PGH"]

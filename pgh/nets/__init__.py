@@ -1,6 +1,19 @@
-"""PGH's networks: the hash-conditioned DCGAN generator and discriminator, and the hash network."""
+"""Networks: PGH's hash-conditioned DCGAN generator and discriminator and its hashing network,
+DH's tanh MLP, DeepBit's CNN / VGG16 trunk."""
 
 from pgh.nets.dcgan import SUPPORTED_IMAGE_SIZES, Discriminator, Generator, dcgan_init
+from pgh.nets.deepbit_cnn import DeepBitCNN, DeepBitNet, VGG16FC7Trunk
 from pgh.nets.hashnet import HashNet
+from pgh.nets.mlp import HashMLP
 
-__all__ = ["SUPPORTED_IMAGE_SIZES", "Discriminator", "Generator", "HashNet", "dcgan_init"]
+__all__ = [
+    "SUPPORTED_IMAGE_SIZES",
+    "DeepBitCNN",
+    "DeepBitNet",
+    "Discriminator",
+    "Generator",
+    "HashMLP",
+    "HashNet",
+    "VGG16FC7Trunk",
+    "dcgan_init",
+]
