@@ -38,6 +38,7 @@ def best_shallow(dataset: str, bits: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--from-runs", action="store_true", help="rebuild the table from finished runs")
+    parser.add_argument("--force", action="store_true", help="train again even where a finished run exists")
     parser.add_argument("--datasets", nargs="+", default=["mnist5k", "fashion_mnist"])
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
@@ -45,7 +46,8 @@ def main() -> None:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         for dataset, features, bits in [g for g in GRID if g[0] in args.datasets]:
             out = RUNS / f"{dataset}_{features}_{bits}"
-            if not args.from_runs:
+            finished = (out / "metrics.json").exists() and not args.force
+            if not args.from_runs and not finished:
                 cfg = compose("config", overrides=[f"dataset={dataset}", "method=pgh", f"features={features}",
                                                    f"bits={bits}", "trainer=cpu", "trainer.enable_progress_bar=false",
                                                    *args.overrides])
