@@ -1,8 +1,9 @@
 """Deep hashing methods, one LightningModule per file, over the `DeepHasher` base."""
 
 from pgh.methods.base import DeepHasher
+from pgh.methods.bgan import BGAN
 from pgh.methods.deepbit import DeepBit
 from pgh.methods.dh import DH
 from pgh.methods.pgh import PGH
 
-__all__ = ["DH", "DeepBit", "DeepHasher", "PGH"]
+__all__ = ["BGAN", "DH", "DeepBit", "DeepHasher", "PGH"]
