@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all train data bench-eval bench-baselines bench-pgh sweep-baselines lint clean
+.PHONY: help install test test-all train data bench-eval bench-baselines bench-pgh bench-deep sweep-baselines lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -47,3 +47,6 @@ clean: ## remove run outputs and caches (not .venv)
 
 bench-pgh: $(VENV)/.installed ## PGH on mnist5k with per-round mAP -> benchmarks/pgh.md + README
 	$(PY) benchmarks/bench_pgh.py $(ARGS)
+
+bench-deep: $(VENV)/.installed ## DH, DeepBit, BGAN on mnist5k x 16/32/64 bits -> benchmarks/deep.md + README
+	$(PY) benchmarks/bench_deep.py $(ARGS)

@@ -132,3 +132,14 @@ def test_negative_codes_errors():
     for mode in ("random", "farthest"):
         with pytest.raises(ValueError, match="at least 2"):
             negative_codes(torch.zeros(1, 8), mode)
+
+
+def test_code_target_loss_hand_computed():
+    from pgh.methods.pgh_losses import code_target_loss
+
+    h = torch.tensor([[0.9, 0.2], [0.4, 0.6]])
+    b = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    # row 0: 0.1² + 0.2² = 0.05; row 1: 0.6² + 0.4² = 0.52; mean 0.285; two identical pairs -> 0.57
+    assert code_target_loss([(h, b), (h, b)]).item() == pytest.approx(0.57)
+    with pytest.raises(ValueError, match="target shape"):
+        code_target_loss([(h, b[:1])])

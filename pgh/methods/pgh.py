@@ -20,6 +20,7 @@ from pgh.methods.pgh_losses import (
     NEGATIVE_MODES,
     adversarial_d_loss,
     adversarial_g_loss,
+    code_target_loss,
     negative_codes,
     quantization_loss,
     triplet_loss,
@@ -27,6 +28,8 @@ from pgh.methods.pgh_losses import (
 from pgh.methods.base import DeepHasher
 from pgh.nets import Discriminator, Generator, HashNet, dcgan_init
 from pgh.retrieval.codes import check_bits
+
+QUANTIZATION_TARGETS = ("own", "condition")
 
 
 def to_network_input(images: torch.Tensor, image_size: int, channels: int) -> torch.Tensor:
@@ -59,6 +62,7 @@ class PGH(DeepHasher):
         gamma: float = 0.25,
         lam: float = 1.0,
         quantization_weight: float = 0.1,
+        quantization_target: str = "own",
         negative: str = "random",
         lr_d: float = 2e-4,
         lr_g: float = 2e-4,
@@ -67,6 +71,8 @@ class PGH(DeepHasher):
     ) -> None:
         super().__init__()
         check_bits(bits)
+        if quantization_target not in QUANTIZATION_TARGETS:
+            raise ValueError(f"quantization_target={quantization_target!r} is not one of {QUANTIZATION_TARGETS}")
         if negative not in NEGATIVE_MODES:
             raise ValueError(f"negative={negative!r} is not one of {NEGATIVE_MODES}")
         if num_train < 2:
@@ -142,7 +148,10 @@ class PGH(DeepHasher):
         fake_other = self.G(z_other, b_other)
         h_real, h_same, h_other = self.H(x), self.H(fake_same), self.H(fake_other)
         loss_triplet = triplet_loss(h_real, h_same, h_other, hp.gamma)
-        loss_quant = quantization_loss(h_real, h_same, h_other)
+        if hp.quantization_target == "own":
+            loss_quant = quantization_loss(h_real, h_same, h_other)
+        else:
+            loss_quant = code_target_loss([(h_real, b), (h_same, b), (h_other, b_other)])
         loss_adv = adversarial_g_loss(self.D(fake_same, b))
         loss = loss_adv + hp.lam * (loss_triplet + hp.quantization_weight * loss_quant)
         opt_g.zero_grad(set_to_none=True)

@@ -69,6 +69,24 @@ def quantization_loss(*hs: torch.Tensor) -> torch.Tensor:
     return total
 
 
+def code_target_loss(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Σ over (h, b) pairs of mean_i ‖h_i − b_i‖² with given {0, 1} targets b (no gradient to b).
+
+    PGH's `quantization_target="condition"` variant: H(x_i) and H(G(z | b_i)) are pulled towards the
+    conditioning code b_i and H(G(z' | b_j)) towards b_j (the protocol's default pulls each h
+    towards its own binarisation instead, see `quantization_loss`).
+    """
+    if not pairs:
+        raise ValueError("code_target_loss needs at least one (h, b) pair")
+    total = pairs[0][0].new_zeros(())
+    for n, (h, b) in enumerate(pairs):
+        _check_codes(f"pairs[{n}][0]", h)
+        if b.shape != h.shape:
+            raise ValueError(f"pairs[{n}]: target shape {tuple(b.shape)} differs from {tuple(h.shape)}")
+        total = total + (h - b.detach().to(h.dtype)).pow(2).sum(1).mean()
+    return total
+
+
 def adversarial_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """−[mean log D(x | b) + mean log(1 − D(G(z | b) | b))] with D = sigmoid(logits):
     BCE-with-logits(real, 1) + BCE-with-logits(fake, 0), each averaged over its batch."""
