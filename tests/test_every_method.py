@@ -1,0 +1,41 @@
+"""One parametrised test over every method config in conf/method/: each trains on digits through
+the same `train(cfg)` and writes the same metrics.json, so every row of a table is comparable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pgh.train import CONFIG_DIR, train
+
+METHODS = sorted(p.stem for p in (Path(CONFIG_DIR) / "method").glob("*.yaml"))
+COMMON_KEYS = {
+    "map_all", "map_at_1000", "precision_at_100", "precision_radius_2", "train_seconds", "encode_seconds",
+    "eval_seconds", "feature_seconds", "dataset", "method", "features", "bits", "distance", "num_queries",
+    "num_database", "num_train", "seed",
+}
+# a few steps of each deep method (small networks, one or two epochs)
+TINY = {
+    "pgh": ["method.rounds=1", "method.progressive.epochs_per_round=1", "method.module.width=8",
+            "method.module.hidden=16", "method.batch_size=64"],
+    "dh": ["method.max_epochs=1"],
+    "deepbit": ["method.max_epochs=2", "method.module.stage1_epochs=1", "method.module.width=8"],
+    "bgan": ["method.max_epochs=1", "method.module.width=8"],
+}
+
+
+def test_every_method_is_covered():
+    assert {"lsh", "itq", "sh", "sph", "pgh", "dh", "deepbit", "bgan"} <= set(METHODS)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_and_reports_the_same_metrics(make_cfg, method):
+    cfg = make_cfg("dataset=digits", f"method={method}", "bits=16", "split.query_per_class=20",
+                   "split.train_size=300", "logger=none", "trainer=cpu", "trainer.enable_progress_bar=false",
+                   "trainer.enable_model_summary=false", *TINY.get(method, []))
+    metrics = train(cfg)
+    saved = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert COMMON_KEYS <= saved.keys() and saved["method"] == method and saved["num_train"] == 300
+    assert 0.0 < saved["map_all"] <= 1.0 and saved["map_all"] == pytest.approx(metrics["map_all"])
