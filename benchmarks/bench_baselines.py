@@ -13,12 +13,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine  # noqa: E402
+from common import machine
 
-from pgh.io import write_text  # noqa: E402
-from pgh.report import paper  # noqa: E402
-from pgh.report.tables import load_metrics, map_table, replace_between  # noqa: E402
-from pgh.train import CONFIG_DIR, train  # noqa: E402
+from pgh.io import write_text
+from pgh.report import paper
+from pgh.report.tables import load_metrics, map_table, replace_between
+from pgh.train import CONFIG_DIR, train
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "logs" / "bench" / "baselines"
@@ -31,8 +31,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["lsh", "itq", "sh", "sph"])
     parser.add_argument("--features", nargs="+", default=["pixels", "gist"])
     parser.add_argument("--bits", nargs="+", type=int, default=[16, 32, 64])
-    parser.add_argument("--from-runs", action="store_true",
-                        help="rebuild the tables from the runs' metrics.json without training again")
+    parser.add_argument(
+        "--from-runs", action="store_true", help="rebuild the tables from the runs' metrics.json without training again"
+    )
     args = parser.parse_args()
 
     grid = [(d, m, f, b) for d in args.datasets for f in args.features for m in args.methods for b in args.bits]
@@ -45,15 +46,24 @@ def main() -> None:
         results = []
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             for (dataset, method, features, bits), out in run_dir.items():
-                cfg = compose("config", overrides=[f"dataset={dataset}", f"features={features}",
-                                                   f"method={method}", f"bits={bits}", "logger=none"])
+                cfg = compose(
+                    "config",
+                    overrides=[
+                        f"dataset={dataset}",
+                        f"features={features}",
+                        f"method={method}",
+                        f"bits={bits}",
+                        "logger=none",
+                    ],
+                )
                 with open_dict(cfg):
                     cfg.paths.output_dir = str(out)
                 results.append(train(cfg))
         wall = time.perf_counter() - started
     table = map_table(results, args.datasets, args.bits, paper=paper.MNIST, paper_label="paper MNIST")
-    times = {d: sum(r["train_seconds"] + r["encode_seconds"] for r in results if r["dataset"] == d)
-             for d in args.datasets}
+    times = {
+        d: sum(r["train_seconds"] + r["encode_seconds"] for r in results if r["dataset"] == d) for d in args.datasets
+    }
     note = (
         f"mAP@all (%), 1,000 queries (100 per class, split seed 0), database = the rest, training set = "
         f"the database. Regenerate with `make bench-baselines` ({wall / 60:.1f} min here, features "

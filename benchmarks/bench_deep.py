@@ -13,12 +13,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, markdown_table  # noqa: E402
+from common import machine, markdown_table
 
-from pgh.io import write_text  # noqa: E402
-from pgh.report import paper  # noqa: E402
-from pgh.report.tables import NAMES, load_metrics, map_table, replace_between  # noqa: E402
-from pgh.train import CONFIG_DIR, train  # noqa: E402
+from pgh.io import write_text
+from pgh.report import paper
+from pgh.report.tables import NAMES, load_metrics, map_table, replace_between
+from pgh.train import CONFIG_DIR, train
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "logs" / "bench" / "deep"
@@ -40,9 +40,18 @@ def main() -> None:
             for bits in args.bits:
                 out = RUNS / f"{args.dataset}_{method}_{bits}"
                 if args.force or not (out / "metrics.json").exists():
-                    cfg = compose("config", overrides=[f"dataset={args.dataset}", f"method={method}",
-                                                       f"features={METHODS[method]}", f"bits={bits}", "logger=none",
-                                                       "trainer=cpu", "trainer.enable_progress_bar=false"])
+                    cfg = compose(
+                        "config",
+                        overrides=[
+                            f"dataset={args.dataset}",
+                            f"method={method}",
+                            f"features={METHODS[method]}",
+                            f"bits={bits}",
+                            "logger=none",
+                            "trainer=cpu",
+                            "trainer.enable_progress_bar=false",
+                        ],
+                    )
                     with open_dict(cfg):
                         cfg.paths.output_dir = str(out)
                     started = time.perf_counter()
@@ -54,11 +63,15 @@ def main() -> None:
     deep = load_metrics(RUNS / f"{args.dataset}_{m}_{b}" for m in args.methods for b in args.bits)
     shallow = load_metrics((ROOT / "logs" / "bench" / "baselines").glob(f"{args.dataset}_*"))
     table = map_table(deep + shallow, [args.dataset], args.bits, paper=paper.MNIST, paper_label="paper MNIST")
-    wall_rows = [[f"{NAMES[m]}+{NAMES[METHODS[m]]}"] + [f"{walls[(m, b)]:.0f}" if (m, b) in walls else "–"
-                                                        for b in args.bits] for m in args.methods]
+    wall_rows = [
+        [f"{NAMES[m]}+{NAMES[METHODS[m]]}"] + [f"{walls[(m, b)]:.0f}" if (m, b) in walls else "–" for b in args.bits]
+        for m in args.methods
+    ]
     wall_table = markdown_table(["wall seconds"] + [f"{b} bits" for b in args.bits], wall_rows)
-    note = (f"mAP@all (%) on {args.dataset}, protocol split (1,000 queries); deep rows from `make bench-deep`, "
-            f"shallow rows from `make bench-baselines`. Machine: {machine()}\n")
+    note = (
+        f"mAP@all (%) on {args.dataset}, protocol split (1,000 queries); deep rows from `make bench-deep`, "
+        f"shallow rows from `make bench-baselines`. Machine: {machine()}\n"
+    )
     body = note + "\n" + table + "\n" + wall_table
     write_text(ROOT / "benchmarks" / "deep.md", "# Deep baselines (`make bench-deep`)\n\n" + body)
     readme = ROOT / "README.md"

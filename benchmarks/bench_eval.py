@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, markdown_table  # noqa: E402
+from common import machine, markdown_table
 
-from pgh.io import write_text  # noqa: E402
-from pgh.retrieval import BinaryIndex, evaluate_packed  # noqa: E402
-from pgh.retrieval.index import gpu_available  # noqa: E402
+from pgh.io import write_text
+from pgh.retrieval import BinaryIndex, evaluate_packed
+from pgh.retrieval.index import gpu_available
 
 N_DB, N_Q, BITS, CLASSES, TARGET_S = 1_000_000, 1_000, 64, 10, 10.0
 
@@ -30,8 +30,13 @@ def main() -> None:
     result = evaluate_packed(q, q_labels, db, db_labels)
     exact = time.perf_counter() - t0
     verdict = "meets" if exact <= TARGET_S else "MISSES"
-    rows.append(["exact mAP@all + mAP@1000 + P@100 + P@r2 + PR curve (numpy, all cores)", f"{exact:.2f}",
-                 f"{verdict} the {TARGET_S:.0f} s target; mAP@all {result.metrics['map_all']:.4f} (chance 0.1)"])
+    rows.append(
+        [
+            "exact mAP@all + mAP@1000 + P@100 + P@r2 + PR curve (numpy, all cores)",
+            f"{exact:.2f}",
+            f"{verdict} the {TARGET_S:.0f} s target; mAP@all {result.metrics['map_all']:.4f} (chance 0.1)",
+        ]
+    )
 
     for use_gpu in [False] + ([True] if gpu_available() else []):
         index = BinaryIndex(BITS, use_gpu=use_gpu)

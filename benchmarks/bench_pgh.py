@@ -14,17 +14,22 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, markdown_table  # noqa: E402
+from common import machine, markdown_table
 
-from pgh.io import write_text  # noqa: E402
-from pgh.report.tables import load_metrics, replace_between  # noqa: E402
-from pgh.train import CONFIG_DIR, train  # noqa: E402
+from pgh.io import write_text
+from pgh.report.tables import load_metrics, replace_between
+from pgh.train import CONFIG_DIR, train
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "logs" / "bench" / "pgh"
 START, END = "<!-- pgh:start -->", "<!-- pgh:end -->"
-GRID = [("mnist5k", "gist", 32), ("mnist5k", "gist", 64), ("mnist5k", "pixels", 32), ("mnist5k", "pixels", 64),
-        ("fashion_mnist", "gist", 32)]
+GRID = [
+    ("mnist5k", "gist", 32),
+    ("mnist5k", "gist", 64),
+    ("mnist5k", "pixels", 32),
+    ("mnist5k", "pixels", 64),
+    ("fashion_mnist", "gist", 32),
+]
 
 
 def best_shallow(dataset: str, bits: int) -> str:
@@ -48,9 +53,18 @@ def main() -> None:
             out = RUNS / f"{dataset}_{features}_{bits}"
             finished = (out / "metrics.json").exists() and not args.force
             if not args.from_runs and not finished:
-                cfg = compose("config", overrides=[f"dataset={dataset}", "method=pgh", f"features={features}",
-                                                   f"bits={bits}", "trainer=cpu", "trainer.enable_progress_bar=false",
-                                                   *args.overrides])
+                cfg = compose(
+                    "config",
+                    overrides=[
+                        f"dataset={dataset}",
+                        "method=pgh",
+                        f"features={features}",
+                        f"bits={bits}",
+                        "trainer=cpu",
+                        "trainer.enable_progress_bar=false",
+                        *args.overrides,
+                    ],
+                )
                 with open_dict(cfg):
                     cfg.paths.output_dir = str(out)
                 started = time.perf_counter()
@@ -62,12 +76,36 @@ def main() -> None:
             m = metrics[0]
             with open(out / "rounds.csv") as f:
                 curve = " → ".join(f"{100 * float(r['map_all']):.2f}" for r in csv.DictReader(f))
-            wall = float((out / "wall_seconds.txt").read_text()) if (out / "wall_seconds.txt").exists() else m["train_seconds"]
-            rows.append([dataset, f"ITQ+{features.upper() if features == 'gist' else 'PIXEL'}", bits,
-                         f"{100 * m['init_map_all']:.2f}", f"{100 * m['map_all']:.2f}", curve,
-                         best_shallow(dataset, bits), f"{wall / 60:.1f}"])
-    table = markdown_table(["dataset", "initial codes", "bits", "round 0 mAP@all", "PGH mAP@all",
-                            "mAP@all by round", "best shallow", "wall min"], rows)
+            wall = (
+                float((out / "wall_seconds.txt").read_text())
+                if (out / "wall_seconds.txt").exists()
+                else m["train_seconds"]
+            )
+            rows.append(
+                [
+                    dataset,
+                    f"ITQ+{features.upper() if features == 'gist' else 'PIXEL'}",
+                    bits,
+                    f"{100 * m['init_map_all']:.2f}",
+                    f"{100 * m['map_all']:.2f}",
+                    curve,
+                    best_shallow(dataset, bits),
+                    f"{wall / 60:.1f}",
+                ]
+            )
+    table = markdown_table(
+        [
+            "dataset",
+            "initial codes",
+            "bits",
+            "round 0 mAP@all",
+            "PGH mAP@all",
+            "mAP@all by round",
+            "best shallow",
+            "wall min",
+        ],
+        rows,
+    )
     note = f"mAP@all (%), protocol split (1,000 queries). Machine: {machine()}\n"
     write_text(ROOT / "benchmarks" / "pgh.md", "# PGH (`make bench-pgh`)\n\n" + note + "\n" + table)
     readme = ROOT / "README.md"

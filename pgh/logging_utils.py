@@ -18,7 +18,9 @@ def instantiate_loggers(logger_cfg: DictConfig | None) -> list[Logger]:
     """Each entry of the group with a `_target_` becomes one Lightning logger."""
     if not logger_cfg:
         return []
-    return [instantiate(entry) for entry in logger_cfg.values() if isinstance(entry, DictConfig) and "_target_" in entry]
+    return [
+        instantiate(entry) for entry in logger_cfg.values() if isinstance(entry, DictConfig) and "_target_" in entry
+    ]
 
 
 def log_figure(loggers: list[Logger], name: str, fig: Figure, png_path: Path) -> None:

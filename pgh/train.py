@@ -57,7 +57,12 @@ def fit_shallow(
 
 
 def train_deep(
-    cfg: DictConfig, dataset: ImageDataset, split: Split, features: torch.Tensor, loggers: list, out: Path,
+    cfg: DictConfig,
+    dataset: ImageDataset,
+    split: Split,
+    features: torch.Tensor,
+    loggers: list,
+    out: Path,
     eval_opts: dict[str, Any],
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Fit the method's LightningModule (`method.module`) with a Lightning Trainer, then encode.
@@ -81,8 +86,11 @@ def train_deep(
             raise ValueError(f"method.init_hash={m.init_hash!r} is not one of {sorted(HASHERS)}")
         init = HASHERS[m.init_hash](bits=cfg.bits, seed=cfg.seed).fit(features[split.train])
         init_metrics = evaluate_packed(
-            pack_codes(init.encode(features[split.query])), labels[split.query],
-            pack_codes(init.encode(features[split.database])), labels[split.database], **eval_opts,
+            pack_codes(init.encode(features[split.query])),
+            labels[split.query],
+            pack_codes(init.encode(features[split.database])),
+            labels[split.database],
+            **eval_opts,
         ).metrics
         init_codes = init.encode(features[split.train])
         module_kwargs["num_train"] = n_train
@@ -101,23 +109,34 @@ def train_deep(
     if "progressive" in m:
         rounds = instantiate(m.progressive)(
             train_images=train_inputs,
-            query_images=inputs[split.query], query_labels=labels[split.query],
-            db_images=inputs[split.database], db_labels=labels[split.database],
-            output_dir=out, initial_metrics=init_metrics, eval_kwargs=eval_opts,
+            query_images=inputs[split.query],
+            query_labels=labels[split.query],
+            db_images=inputs[split.database],
+            db_labels=labels[split.database],
+            output_dir=out,
+            initial_metrics=init_metrics,
+            eval_kwargs=eval_opts,
         )
         callbacks.append(rounds)
         max_epochs = m.rounds * rounds.epochs_per_round
     else:
         max_epochs = m.max_epochs
-    callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
-                                     every_n_train_steps=m.checkpoint_every_n_steps))
+    callbacks.append(
+        ModelCheckpoint(
+            dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=m.checkpoint_every_n_steps
+        )
+    )
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     loader = DataLoader(
         TensorDataset(train_inputs, torch.arange(n_train)),
-        batch_size=m.batch_size, shuffle=True, drop_last=n_train > m.batch_size, num_workers=m.num_workers,
+        batch_size=m.batch_size,
+        shuffle=True,
+        drop_last=n_train > m.batch_size,
+        num_workers=m.num_workers,
     )
-    trainer = instantiate(cfg.trainer, max_epochs=max_epochs, callbacks=callbacks, logger=loggers or False,
-                          plugins=[AtomicCheckpointIO()])
+    trainer = instantiate(
+        cfg.trainer, max_epochs=max_epochs, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
     t0 = time.perf_counter()
     trainer.fit(model, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
     t1 = time.perf_counter()
@@ -157,7 +176,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         dataset, instantiate(cfg.features), OmegaConf.to_container(cfg.features, resolve=True), cfg.paths.cache_dir
     )
     feature_seconds = time.perf_counter() - t0
-    eval_opts = dict(map_k=cfg.eval.map_k, precision_k=cfg.eval.precision_k, radius=cfg.eval.radius)
+    eval_opts = {"map_k": cfg.eval.map_k, "precision_k": cfg.eval.precision_k, "radius": cfg.eval.radius}
     labels = dataset.labels
 
     if "module" in cfg.method:
@@ -171,8 +190,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         query_codes, db_codes, run_info = fit_shallow(hasher, features, split)
 
     t0 = time.perf_counter()
-    result = evaluate_packed(query_codes, labels[split.query], db_codes, labels[split.database],
-                             distance=distance, **eval_opts)
+    result = evaluate_packed(
+        query_codes, labels[split.query], db_codes, labels[split.database], distance=distance, **eval_opts
+    )
     extra = {}
     if distance != "hamming":
         plain = evaluate_packed(query_codes, labels[split.query], db_codes, labels[split.database], **eval_opts)
@@ -200,8 +220,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("save_codes", True):
         save_npy(out / "database_codes.npy", db_codes)
         save_npy(out / "query_codes.npy", query_codes)
-    fig = plot_pr_curves({f"{metrics['method']}+{metrics['features']}": result.pr_curve},
-                         f"{dataset.name}, {bits} bits")
+    fig = plot_pr_curves(
+        {f"{metrics['method']}+{metrics['features']}": result.pr_curve}, f"{dataset.name}, {bits} bits"
+    )
     fig.savefig(out / "pr_curve.png")
     log_figure(loggers, "pr_curve", fig, out / "pr_curve.png")
     matplotlib_close(fig)

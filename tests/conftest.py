@@ -4,6 +4,7 @@ directories under pytest's tmp_path."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -42,18 +43,20 @@ class RecordTrainStart:
     """A Lightning callback (as `+callbacks.probe._target_=conftest.RecordTrainStart`) that records
     the module's round, codes and the trainer's step when training starts or resumes."""
 
-    seen: list[dict] = []
+    seen: ClassVar[list[dict]] = []
 
     def __new__(cls):
         import lightning as L
 
         class _Probe(L.Callback):
             def on_train_start(self, trainer, pl_module):
-                RecordTrainStart.seen.append({
-                    "round": int(pl_module.current_round),
-                    "codes": pl_module.codes.detach().cpu().clone(),
-                    "global_step": trainer.global_step,
-                    "epoch": trainer.current_epoch,
-                })
+                RecordTrainStart.seen.append(
+                    {
+                        "round": int(pl_module.current_round),
+                        "codes": pl_module.codes.detach().cpu().clone(),
+                        "global_step": trainer.global_step,
+                        "epoch": trainer.current_epoch,
+                    }
+                )
 
         return _Probe()

@@ -27,12 +27,23 @@ from pgh.methods.pgh_losses import adversarial_d_loss, adversarial_g_loss
 from pgh.train import train
 
 TINY = [
-    "dataset=digits", "method=bgan", "features=pixels", "bits=16", "split.query_per_class=20",
-    "split.train_size=128", "method.batch_size=32", "method.max_epochs=2",
-    "method.module.width=8", "method.module.hidden=32", "method.module.k1=5", "method.module.k2=8",
+    "dataset=digits",
+    "method=bgan",
+    "features=pixels",
+    "bits=16",
+    "split.query_per_class=20",
+    "split.train_size=128",
+    "method.batch_size=32",
+    "method.max_epochs=2",
+    "method.module.width=8",
+    "method.module.hidden=32",
+    "method.module.k1=5",
+    "method.module.k2=8",
     "method.module.min_shared=2",
     "method.checkpoint_every_n_steps=4",
-    "trainer=cpu", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+    "trainer=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
 ]  # 128 images / 32 = 4 steps per epoch
 
 
@@ -200,8 +211,13 @@ def test_tiny_run_writes_metrics_and_finite_losses(make_cfg):
 
 def test_neighborhood_only_ablation_never_steps_g_or_d(make_cfg):
     """l_C and l_A at weight 0: G and D are neither used nor stepped; only E learns (from l_N)."""
-    cfg = make_cfg(*TINY, "method.max_epochs=1", "method.module.content_weight=0", "method.module.adversarial_weight=0",
-                   "logger=none")
+    cfg = make_cfg(
+        *TINY,
+        "method.max_epochs=1",
+        "method.module.content_weight=0",
+        "method.module.adversarial_weight=0",
+        "logger=none",
+    )
     metrics = train(cfg)
     ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     d_state, g_state, e_state = (o["state"] for o in ckpt["optimizer_states"])  # Adam state appears at the first step
@@ -219,24 +235,29 @@ def test_resume_from_checkpoint_keeps_the_beta_schedule(make_cfg):
     assert int(state["train_steps"]) == 4 and "neighbors" not in state  # kNN lists are rebuilt, not saved
     resumed = make_cfg(*TINY, *e_only, f"ckpt_path={ckpt_path}")
     metrics = train(resumed)
-    final = torch.load(Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    final = torch.load(
+        Path(resumed.paths.output_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
     assert int(final["state_dict"]["train_steps"]) == 8 and 0 < metrics["map_all"] <= 1
 
 
 # ---------------------------------------------------------------------------------- arguments
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    ({"binarizer": "sigmoid"}, "binarizer"),
-    ({"similarity": "dense"}, "similarity"),
-    ({"metric": "manhattan"}, "metric"),
-    ({"k1": 0}, "k1"),
-    ({"adversarial_weight": -1.0}, "adversarial_weight"),
-    ({"neighborhood_weight": 0.0, "content_weight": 0.0, "adversarial_weight": 0.0}, "all 0"),
-    ({"content_weight": 1.0, "pixel_weight": 0.0, "feature_weight": 0.0}, "pixel_weight"),
-    ({"similarity": "shared", "k2": 8, "min_shared": 9}, "min_shared"),
-    ({"bits": 12}, "bits"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"binarizer": "sigmoid"}, "binarizer"),
+        ({"similarity": "dense"}, "similarity"),
+        ({"metric": "manhattan"}, "metric"),
+        ({"k1": 0}, "k1"),
+        ({"adversarial_weight": -1.0}, "adversarial_weight"),
+        ({"neighborhood_weight": 0.0, "content_weight": 0.0, "adversarial_weight": 0.0}, "all 0"),
+        ({"content_weight": 1.0, "pixel_weight": 0.0, "feature_weight": 0.0}, "pixel_weight"),
+        ({"similarity": "shared", "k2": 8, "min_shared": 9}, "min_shared"),
+        ({"bits": 12}, "bits"),
+    ],
+)
 def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):
         BGAN(**({"bits": 16} | kwargs))

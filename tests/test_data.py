@@ -145,8 +145,10 @@ def test_split_invariants(tmp_path):
     assert not torch.equal(make_split(labels, query_per_class=7, seed=4).query, split.query)
     split.save(tmp_path / "split.npz")
     loaded = Split.load(tmp_path / "split.npz")
-    assert all(torch.equal(a, b) for a, b in zip((loaded.query, loaded.database, loaded.train),
-                                                  (split.query, split.database, split.train)))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip((loaded.query, loaded.database, loaded.train), (split.query, split.database, split.train))
+    )
 
 
 def test_split_train_subset_and_errors():

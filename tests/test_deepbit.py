@@ -69,20 +69,14 @@ def test_rotation_invariance_loss_by_hand():
         ]
     )
     # C = [1.0, 0.5]: 1.0 * 0.025 + 0.5 * 0.1 = 0.075
-    assert rotation_invariance_loss(H, h_rotated, torch.tensor([1.0, 0.5])).item() == pytest.approx(
-        0.075
-    )
+    assert rotation_invariance_loss(H, h_rotated, torch.tensor([1.0, 0.5])).item() == pytest.approx(0.075)
     assert rotation_invariance_loss(H, H.expand(3, -1, -1), torch.ones(3)).item() == 0.0
 
 
 def test_rotation_costs():
     # exp(-pi/180 * 10) = exp(-0.1745329) = 0.8398; exp(-pi/180 * 5) = exp(-0.0872665) = 0.9164
-    assert rotation_costs([-10, 5], math.pi / 180).tolist() == pytest.approx(
-        [0.83985, 0.91644], abs=1e-5
-    )
-    assert rotation_costs([-10], 1.0).item() == pytest.approx(
-        math.exp(-10)
-    )  # exp(-|theta|), degrees
+    assert rotation_costs([-10, 5], math.pi / 180).tolist() == pytest.approx([0.83985, 0.91644], abs=1e-5)
+    assert rotation_costs([-10], 1.0).item() == pytest.approx(math.exp(-10))  # exp(-|theta|), degrees
     with pytest.raises(ValueError, match="decay"):
         rotation_costs([5], -1.0)
 
@@ -111,17 +105,13 @@ class MeanIntensity(nn.Module):
 def test_rotation_term_is_zero_only_for_invariant_networks():
     x = torch.rand(4, 1, 28, 28) * 2 - 1
     model = DeepBit(bits=8, rotations=[-10, -5, 5, 10], **TINY)
-    assert (
-        model.compute_losses(x, rotation=True)["rotation"].item() > 0
-    )  # a random CNN is not invariant
+    assert model.compute_losses(x, rotation=True)["rotation"].item() > 0  # a random CNN is not invariant
     assert model.compute_losses(x, rotation=False)["rotation"].item() == 0.0  # stage 1: no L3
     model.net.trunk, model.net.latent = nn.Identity(), Constant()
     assert model.compute_losses(x, rotation=True)["rotation"].item() == 0.0
     quarter = DeepBit(bits=8, rotations=[90, 180, 270], **TINY)
     quarter.net.trunk, quarter.net.latent = nn.Identity(), MeanIntensity()
-    assert quarter.compute_losses(x, rotation=True)["rotation"].item() == pytest.approx(
-        0.0, abs=1e-10
-    )
+    assert quarter.compute_losses(x, rotation=True)["rotation"].item() == pytest.approx(0.0, abs=1e-10)
 
 
 def test_latent_init_reproduces_the_shallow_codes():
@@ -151,9 +141,7 @@ def test_two_stages_end_to_end(make_cfg):
     with open(out / "csv" / "metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("stage")]
     assert [float(r["stage"]) for r in rows] == [1.0, 2.0]
-    assert (
-        float(rows[0]["loss/rotation_epoch"]) == 0.0 and float(rows[1]["loss/rotation_epoch"]) > 0
-    )
+    assert float(rows[0]["loss/rotation_epoch"]) == 0.0 and float(rows[1]["loss/rotation_epoch"]) > 0
     for r in rows:
         for key in ("loss/total_epoch", "loss/quantization_epoch", "loss/balance_epoch"):
             assert math.isfinite(float(r[key]))
@@ -166,9 +154,7 @@ def test_stage1_longer_than_training_is_an_error(make_cfg):
 
 
 def test_vgg16_backbone_with_random_weights_encodes():
-    model = DeepBit(
-        bits=16, backbone="vgg16", pretrained=False, image_size=32, latent_init="random"
-    )
+    model = DeepBit(bits=16, backbone="vgg16", pretrained=False, image_size=32, latent_init="random")
     assert model.channels == 3
     codes = model.encode_inputs(torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8))
     assert codes.shape == (2, 16) and codes.dtype == torch.bool

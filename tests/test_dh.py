@@ -29,9 +29,18 @@ from pgh.retrieval import pack_codes
 from pgh.train import train
 
 SMALL = [
-    "dataset=digits", "method=dh", "features=pixels", "bits=16", "split.query_per_class=20",
-    "split.train_size=128", "method.batch_size=32", "method.max_epochs=2", "method.module.hidden=[32]",
-    "method.checkpoint_every_n_steps=1", "trainer=cpu", "trainer.enable_progress_bar=false",
+    "dataset=digits",
+    "method=dh",
+    "features=pixels",
+    "bits=16",
+    "split.query_per_class=20",
+    "split.train_size=128",
+    "method.batch_size=32",
+    "method.max_epochs=2",
+    "method.module.hidden=[32]",
+    "method.checkpoint_every_n_steps=1",
+    "trainer=cpu",
+    "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 ]  # 128 feature vectors / 32 = 4 steps per epoch
 
@@ -88,10 +97,19 @@ def test_weight_decay_by_hand():
 
 
 def test_objective_weights_the_terms():
-    model = DH(bits=8, in_dim=3, hidden=[], quantization_weight=1.0, balance_weight=0.5,
-               orthogonality_weight=0.1, weight_decay=0.01)
-    terms = {k: torch.tensor(v) for k, v in
-             {"quantization": 1.0, "balance": 2.0, "orthogonality": 3.0, "weight_decay": 4.0}.items()}
+    model = DH(
+        bits=8,
+        in_dim=3,
+        hidden=[],
+        quantization_weight=1.0,
+        balance_weight=0.5,
+        orthogonality_weight=0.1,
+        weight_decay=0.01,
+    )
+    terms = {
+        k: torch.tensor(v)
+        for k, v in {"quantization": 1.0, "balance": 2.0, "orthogonality": 3.0, "weight_decay": 4.0}.items()
+    }
     # 1·1 + 0.5·2 + 0.1·3 + 0.01·4 = 2.34
     assert model.objective(terms).item() == pytest.approx(2.34)
 
@@ -132,11 +150,18 @@ def test_hash_mlp_outputs_standardisation_and_codes():
 
 def test_bad_arguments_name_themselves():
     for key, value, name in [
-        ("bits", 12, "bits"), ("in_dim", 0, "in_dim"), ("hidden", [16, 0], r"hidden\[1\]"),
-        ("hidden", "16", "hidden"), ("lr", 0.0, "lr"), ("balance_weight", -1.0, "balance_weight"),
+        ("bits", 12, "bits"),
+        ("in_dim", 0, "in_dim"),
+        ("hidden", [16, 0], r"hidden\[1\]"),
+        ("hidden", "16", "hidden"),
+        ("lr", 0.0, "lr"),
+        ("balance_weight", -1.0, "balance_weight"),
         ("quantization_weight", float("nan"), "quantization_weight"),
-        ("orthogonality_weight", -1e-3, "orthogonality_weight"), ("weight_decay", -1.0, "weight_decay"),
-        ("input_norm", "pca", "input_norm"), ("input_rms", 0.0, "input_rms"), ("init", "xavier", "init"),
+        ("orthogonality_weight", -1e-3, "orthogonality_weight"),
+        ("weight_decay", -1.0, "weight_decay"),
+        ("input_norm", "pca", "input_norm"),
+        ("input_rms", 0.0, "input_rms"),
+        ("init", "xavier", "init"),
     ]:
         with pytest.raises(ValueError, match=name):
             DH(**{"bits": 16, key: value})
@@ -171,8 +196,9 @@ def test_training_run_on_digits(make_cfg):
     model = DH.load_from_checkpoint(ckpt, map_location="cpu")
     dataset = instantiate(cfg.dataset)
     split = Split.load(out / "split.npz")
-    features = cached_features(dataset, instantiate(cfg.features),
-                               OmegaConf.to_container(cfg.features, resolve=True), cfg.paths.cache_dir)
+    features = cached_features(
+        dataset, instantiate(cfg.features), OmegaConf.to_container(cfg.features, resolve=True), cfg.paths.cache_dir
+    )
     codes = model.encode_inputs(features[split.database])
     assert codes.dtype == torch.bool and codes.shape == (split.database.numel(), 16)
     assert np.array_equal(pack_codes(codes), np.load(out / "database_codes.npy"))

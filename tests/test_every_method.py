@@ -12,14 +12,33 @@ from pgh.train import CONFIG_DIR, train
 
 METHODS = sorted(p.stem for p in (Path(CONFIG_DIR) / "method").glob("*.yaml"))
 COMMON_KEYS = {
-    "map_all", "map_at_1000", "precision_at_100", "precision_radius_2", "train_seconds", "encode_seconds",
-    "eval_seconds", "feature_seconds", "dataset", "method", "features", "bits", "distance", "num_queries",
-    "num_database", "num_train", "seed",
+    "map_all",
+    "map_at_1000",
+    "precision_at_100",
+    "precision_radius_2",
+    "train_seconds",
+    "encode_seconds",
+    "eval_seconds",
+    "feature_seconds",
+    "dataset",
+    "method",
+    "features",
+    "bits",
+    "distance",
+    "num_queries",
+    "num_database",
+    "num_train",
+    "seed",
 }
 # a few steps of each deep method (small networks, one or two epochs)
 TINY = {
-    "pgh": ["method.rounds=1", "method.progressive.epochs_per_round=1", "method.module.width=8",
-            "method.module.hidden=16", "method.batch_size=64"],
+    "pgh": [
+        "method.rounds=1",
+        "method.progressive.epochs_per_round=1",
+        "method.module.width=8",
+        "method.module.hidden=16",
+        "method.batch_size=64",
+    ],
     "dh": ["method.max_epochs=1"],
     "deepbit": ["method.max_epochs=2", "method.module.stage1_epochs=1", "method.module.width=8"],
     "bgan": ["method.max_epochs=1", "method.module.width=8"],
@@ -32,9 +51,18 @@ def test_every_method_is_covered():
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_trains_and_reports_the_same_metrics(make_cfg, method):
-    cfg = make_cfg("dataset=digits", f"method={method}", "bits=16", "split.query_per_class=20",
-                   "split.train_size=300", "logger=none", "trainer=cpu", "trainer.enable_progress_bar=false",
-                   "trainer.enable_model_summary=false", *TINY.get(method, []))
+    cfg = make_cfg(
+        "dataset=digits",
+        f"method={method}",
+        "bits=16",
+        "split.query_per_class=20",
+        "split.train_size=300",
+        "logger=none",
+        "trainer=cpu",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        *TINY.get(method, []),
+    )
     metrics = train(cfg)
     saved = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert COMMON_KEYS <= saved.keys() and saved["method"] == method and saved["num_train"] == 300

@@ -50,7 +50,8 @@ def test_vgg_loads_a_weights_file(tmp_path):
     extractor = VGG16FC7Features(weights=str(tmp_path / "vgg16.pth"), image_size=32, device="cpu")
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     x = (images.float() / 255 - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
-        [0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        [0.229, 0.224, 0.225]
+    ).view(1, 3, 1, 1)
     with torch.no_grad():
         h = torch.flatten(reference.avgpool(reference.features(x)), 1)
         expected = reference.classifier[:5](h)

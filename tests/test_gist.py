@@ -8,18 +8,12 @@ from pgh.features.gist import GistFeatures
 
 
 def _images(n, c=1, size=(28, 28), seed=0):
-    return torch.randint(
-        0, 256, (n, c, *size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8
-    )
+    return torch.randint(0, 256, (n, c, *size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
 
 
 # ---- reference: plain NumPy, float64, written from the MATLAB code ----------------------------
 def ref_create_gabor(ors, n):
-    params = [
-        [0.35, 0.3 / 1.85**i, 16 * o**2 / 32**2, np.pi / o * j]
-        for i, o in enumerate(ors)
-        for j in range(o)
-    ]
+    params = [[0.35, 0.3 / 1.85**i, 16 * o**2 / 32**2, np.pi / o * j] for i, o in enumerate(ors) for j in range(o)]
     fx, fy = np.meshgrid(np.arange(n) - n / 2, np.arange(n) - n / 2)  # -n/2:n/2-1
     fr = np.fft.fftshift(np.sqrt(fx**2 + fy**2))
     t = np.fft.fftshift(np.angle(fx + 1j * fy))
@@ -121,9 +115,7 @@ def test_colour_is_gist_of_channel_mean():
     d = torch.randint(-20, 21, (3, 1, 28, 28), generator=torch.Generator().manual_seed(3))
     colour = torch.cat([grey + d, grey - d, grey], dim=1)  # mean over channels == grey exactly
     g = GistFeatures(device="cpu")
-    torch.testing.assert_close(
-        g(colour.to(torch.uint8)), g(grey.to(torch.uint8)), rtol=1e-4, atol=1e-5
-    )
+    torch.testing.assert_close(g(colour.to(torch.uint8)), g(grey.to(torch.uint8)), rtol=1e-4, atol=1e-5)
 
 
 def test_per_channel():

@@ -58,9 +58,7 @@ def test_generator_depends_on_the_code_and_accepts_float_codes():
 def test_dcgan_init():
     torch.manual_seed(0)
     g = Generator(BITS, image_size=64, width=16)
-    convs = torch.cat(
-        [m.weight.flatten() for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
-    )
+    convs = torch.cat([m.weight.flatten() for m in g.modules() if isinstance(m, nn.ConvTranspose2d)])
     assert abs(convs.mean()) < 0.002 and abs(convs.std() - 0.02) < 0.002
     bn = torch.cat([m.weight for m in g.modules() if isinstance(m, nn.BatchNorm2d)])
     assert abs(bn.mean() - 1) < 0.01 and abs(bn.std() - 0.02) < 0.01

@@ -10,15 +10,27 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import RecordTrainStart
+
 from pgh.train import train
 
 SMALL = [
-    "dataset=digits", "method=pgh", "features=pixels", "bits=16", "split.query_per_class=20",
-    "split.train_size=128", "method.batch_size=32", "method.rounds=2", "method.progressive.epochs_per_round=2",
-    "method.module.width=8", "method.module.hidden=32", "method.module.z_dim=16", "method.checkpoint_every_n_steps=1",
-    "trainer=cpu", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+    "dataset=digits",
+    "method=pgh",
+    "features=pixels",
+    "bits=16",
+    "split.query_per_class=20",
+    "split.train_size=128",
+    "method.batch_size=32",
+    "method.rounds=2",
+    "method.progressive.epochs_per_round=2",
+    "method.module.width=8",
+    "method.module.hidden=32",
+    "method.module.z_dim=16",
+    "method.checkpoint_every_n_steps=1",
+    "trainer=cpu",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
 ]  # 128 images / 32 = 4 steps per epoch, 8 per round
 
 

@@ -28,9 +28,7 @@ def t(rows, grad=False):
 
 
 def test_binarize_maps_one_half_to_one():
-    assert torch.equal(
-        binarize(torch.tensor([0.0, 0.49, 0.5, 0.51, 1.0])), torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0])
-    )
+    assert torch.equal(binarize(torch.tensor([0.0, 0.49, 0.5, 0.51, 1.0])), torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0]))
 
 
 def test_triplet_hand_computed():
@@ -90,9 +88,9 @@ def test_quantization_hand_computed():
 def test_adversarial_losses_match_bce():
     real = torch.tensor([2.0, -1.0, 0.0])
     fake = torch.tensor([-3.0, 0.5])
-    expected_d = F.binary_cross_entropy(
-        torch.sigmoid(real), torch.ones(3)
-    ) + F.binary_cross_entropy(torch.sigmoid(fake), torch.zeros(2))
+    expected_d = F.binary_cross_entropy(torch.sigmoid(real), torch.ones(3)) + F.binary_cross_entropy(
+        torch.sigmoid(fake), torch.zeros(2)
+    )
     assert adversarial_d_loss(real, fake).item() == pytest.approx(expected_d.item(), rel=1e-6)
     # by hand: -mean(log sigmoid(-3), log sigmoid(0.5)) = mean(softplus(3), softplus(-0.5))
     by_hand = (math.log1p(math.exp(3.0)) + math.log1p(math.exp(-0.5))) / 2

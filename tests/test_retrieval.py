@@ -63,7 +63,9 @@ def test_map_matches_torchmetrics():
     target = torch.tensor(dbl[None, :] == ql[:, None]).flatten()
     indexes = torch.arange(n_q).repeat_interleave(n_db)
     expected = metric(preds, target, indexes=indexes).item()
-    assert evaluate_codes(q, ql, db, dbl).metrics["map_all"] == pytest.approx(expected, abs=1e-6)  # torchmetrics sums in float32
+    assert evaluate_codes(q, ql, db, dbl).metrics["map_all"] == pytest.approx(
+        expected, abs=1e-6
+    )  # torchmetrics sums in float32
 
 
 def test_perfect_and_reversed_codes():

@@ -73,9 +73,7 @@ def test_codes_are_bool_and_deterministic(cls):
 
 def test_sph_depends_on_seed():
     train = gaussian(400, 12, seed=1)
-    assert not torch.equal(
-        SpH(16, seed=0).fit(train).encode(train), SpH(16, seed=1).fit(train).encode(train)
-    )
+    assert not torch.equal(SpH(16, seed=0).fit(train).encode(train), SpH(16, seed=1).fit(train).encode(train))
 
 
 def test_sh_matches_numpy_reference():
@@ -125,9 +123,7 @@ def test_sph_spherical_retrieval_beats_chance():
     db, db_labels, queries, q_labels = x[100:], labels[100:], x[:100], labels[:100]
     sph = SpH(32, seed=0).fit(db)
     assert SpH.distance == "spherical"
-    result = evaluate_codes(
-        sph.encode(queries), q_labels, sph.encode(db), db_labels, distance=sph.distance
-    )
+    result = evaluate_codes(sph.encode(queries), q_labels, sph.encode(db), db_labels, distance=sph.distance)
     # chance is 0.2. SpH does not reach LSH's ~1.0 here: each sphere must hold 2.5 of the 5 blobs and
     # pairwise-independent bits push the spheres to cut through blobs, so ~0.55 is expected.
     assert result.metrics["map_all"] > 0.45

@@ -16,8 +16,17 @@ from pgh.retrieval import evaluate_packed
 from pgh.train import train
 
 METRIC_KEYS = {
-    "map_all", "map_at_1000", "precision_at_100", "precision_radius_2", "train_seconds",
-    "encode_seconds", "eval_seconds", "dataset", "method", "features", "bits",
+    "map_all",
+    "map_at_1000",
+    "precision_at_100",
+    "precision_radius_2",
+    "train_seconds",
+    "encode_seconds",
+    "eval_seconds",
+    "dataset",
+    "method",
+    "features",
+    "bits",
 }
 
 
@@ -67,8 +76,16 @@ def test_gist_run_uses_the_feature_cache(make_cfg):
     assert second["feature_seconds"] < first["feature_seconds"]
     assert second["map_all"] == first["map_all"]
     # a different feature config is a different cache entry
-    train(make_cfg("dataset=digits", "method=itq", "features=gist", "features.number_blocks=2",
-                   "bits=32", "split.query_per_class=20"))
+    train(
+        make_cfg(
+            "dataset=digits",
+            "method=itq",
+            "features=gist",
+            "features.number_blocks=2",
+            "bits=32",
+            "split.query_per_class=20",
+        )
+    )
     assert len(list(Path(cfg.paths.cache_dir).glob("digits-*.pt"))) == 2
 
 
@@ -84,8 +101,9 @@ def test_other_loggers(make_cfg, logger):
 def test_wandb_logger_offline(make_cfg, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = make_cfg("dataset=digits", "method=lsh", "bits=16", "logger=wandb", "split.query_per_class=20",
-                   "logger.wandb.name=test")
+    cfg = make_cfg(
+        "dataset=digits", "method=lsh", "bits=16", "logger=wandb", "split.query_per_class=20", "logger.wandb.name=test"
+    )
     train(cfg)
     assert list(Path(cfg.paths.output_dir, "wandb").glob("offline-run-*"))
 
@@ -126,8 +144,11 @@ def test_sweep_and_slurm_launcher_compose(tmp_path):
     sweeps = str(Path(CONFIG_DIR).parent / "sweeps")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=sweeps, version_base="1.3"):
-        cfg = compose("baselines", overrides=[f"hydra.searchpath=[file://{CONFIG_DIR}]", "hydra/launcher=slurm"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "baselines",
+            overrides=[f"hydra.searchpath=[file://{CONFIG_DIR}]", "hydra/launcher=slurm"],
+            return_hydra_config=True,
+        )
     GlobalHydra.instance().clear()
     assert cfg.hydra.sweeper.params.method == "lsh,itq,sh,sph"
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.task_name == "baselines"

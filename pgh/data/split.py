@@ -25,14 +25,12 @@ class Split:
         save_npz(path, query=self.query.numpy(), database=self.database.numpy(), train=self.train.numpy())
 
     @classmethod
-    def load(cls, path: str | Path) -> "Split":
+    def load(cls, path: str | Path) -> Split:
         with np.load(path) as f:
             return cls(*(torch.from_numpy(f[k]).long() for k in ("query", "database", "train")))
 
 
-def make_split(
-    labels: torch.Tensor, query_per_class: int = 100, train_size: int | None = None, seed: int = 0
-) -> Split:
+def make_split(labels: torch.Tensor, query_per_class: int = 100, train_size: int | None = None, seed: int = 0) -> Split:
     """Draw `query_per_class` queries from each class; database = the rest; train ⊆ database."""
     labels = torch.as_tensor(labels).long()
     if query_per_class < 1:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -22,8 +23,11 @@ log = logging.getLogger(__name__)
 
 
 def cache_key(dataset: ImageDataset, feature_config: dict[str, Any]) -> str:
-    payload = json.dumps({"dataset": dataset.name, "content": dataset.fingerprint(), "features": feature_config},
-                         sort_keys=True, default=str)
+    payload = json.dumps(
+        {"dataset": dataset.name, "content": dataset.fingerprint(), "features": feature_config},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha1(payload.encode()).hexdigest()[:20]
 
 
@@ -45,7 +49,7 @@ def cached_features(
             if feats.shape[0] == len(dataset):
                 log.info("features from cache %s", path)
                 return feats
-        except Exception as e:  # a corrupt cache file is recomputed, never trusted
+        except Exception as e:  # noqa: BLE001 - any unreadable cache file is recomputed, never trusted
             log.warning("ignoring unreadable feature cache %s (%s)", path, e)
     feats = extractor(dataset.images)
     with atomic_path(path) as tmp:

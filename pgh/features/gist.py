@@ -124,15 +124,11 @@ class GistFeatures(FeatureExtractor):
                 f"(e.g. [8, 8, 8, 8]), got {orientations_per_scale}"
             )
         if int(number_blocks) != number_blocks or not 1 <= number_blocks <= image_size:
-            raise ValueError(
-                f"number_blocks must be an integer in [1, image_size={image_size}], got {number_blocks}"
-            )
+            raise ValueError(f"number_blocks must be an integer in [1, image_size={image_size}], got {number_blocks}")
         if not fc_prefilt > 0:
             raise ValueError(f"fc_prefilt must be > 0 (LMgist uses 4), got {fc_prefilt}")
         if int(boundary_extension) != boundary_extension or boundary_extension < 0:
-            raise ValueError(
-                f"boundary_extension must be an integer >= 0 (LMgist uses 32), got {boundary_extension}"
-            )
+            raise ValueError(f"boundary_extension must be an integer >= 0 (LMgist uses 32), got {boundary_extension}")
         self.image_size = int(image_size)
         self.orientations_per_scale = orientations
         self.number_blocks = int(number_blocks)
@@ -196,10 +192,7 @@ class GistFeatures(FeatureExtractor):
             s = self.image_size
             scale = max(s / h, s / w)
             size = (math.floor(h * scale + 0.5), math.floor(w * scale + 0.5))  # MATLAB round
-            rows, cols = (
-                _imresize_matrix(n, m)[(m - s) // 2 : (m - s) // 2 + s]
-                for n, m in zip((h, w), size)
-            )
+            rows, cols = (_imresize_matrix(n, m)[(m - s) // 2 : (m - s) // 2 + s] for n, m in zip((h, w), size))
             self._resize[key] = (rows.to(x.device, self.dtype), cols.T.to(x.device, self.dtype))
         rows, cols = self._resize[key]
         return rows @ x @ cols
@@ -244,8 +237,7 @@ class GistFeatures(FeatureExtractor):
         b, c, h, w = images.shape
         if h < _MIN_SIZE or w < _MIN_SIZE:
             raise ValueError(
-                f"GIST needs images of at least {_MIN_SIZE}x{_MIN_SIZE} pixels, got {h}x{w}; "
-                "upsample them first"
+                f"GIST needs images of at least {_MIN_SIZE}x{_MIN_SIZE} pixels, got {h}x{w}; upsample them first"
             )
         x = images.to(self.dtype)
         if not self.per_channel:

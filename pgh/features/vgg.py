@@ -48,9 +48,13 @@ class VGG16FC7Features(FeatureExtractor):
             state = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(state)
         # fc7 = the output of the second fully connected layer after its ReLU (classifier[:5])
-        self.model = torch.nn.Sequential(
-            model.features, model.avgpool, torch.nn.Flatten(1), *list(model.classifier.children())[:5]
-        ).eval().to(self.device)
+        self.model = (
+            torch.nn.Sequential(
+                model.features, model.avgpool, torch.nn.Flatten(1), *list(model.classifier.children())[:5]
+            )
+            .eval()
+            .to(self.device)
+        )
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
 

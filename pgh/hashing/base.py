@@ -18,7 +18,7 @@ class ShallowHasher:
         self.seed = seed
         self.fitted = False
 
-    def fit(self, features: torch.Tensor) -> "ShallowHasher":
+    def fit(self, features: torch.Tensor) -> ShallowHasher:
         x = self._check(features)
         if x.shape[0] < 2:
             raise ValueError(f"{type(self).__name__}.fit needs at least 2 training samples, got {x.shape[0]}")

@@ -41,17 +41,10 @@ class SpH(ShallowHasher):
         if not _is_int(max_iterations) or max_iterations < 0:
             raise ValueError(f"max_iterations must be an integer >= 0, got {max_iterations!r}")
         for name, value in (("eps_mean", eps_mean), ("eps_std", eps_std)):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, Real)
-                or not math.isfinite(value)
-                or value < 0
-            ):
+            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if train_samples is not None and (not _is_int(train_samples) or train_samples < 2):
-            raise ValueError(
-                f"train_samples must be None or an integer >= 2, got {train_samples!r}"
-            )
+            raise ValueError(f"train_samples must be None or an integer >= 2, got {train_samples!r}")
         self.max_iterations = int(max_iterations)
         self.eps_mean, self.eps_std = float(eps_mean), float(eps_std)
         self.train_samples = None if train_samples is None else int(train_samples)
@@ -73,10 +66,7 @@ class SpH(ShallowHasher):
             pairs = overlap[upper[0], upper[1]]
             self.overlap_mean = float((pairs - target).abs().mean())
             self.overlap_std = float(pairs.std(correction=0))
-            converged = (
-                self.overlap_mean <= self.eps_mean * target
-                and self.overlap_std <= self.eps_std * target
-            )
+            converged = self.overlap_mean <= self.eps_mean * target and self.overlap_std <= self.eps_std * target
             if converged or self.iterations_run == self.max_iterations:
                 break
             alpha = 0.5 * (overlap - target) / target

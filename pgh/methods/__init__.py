@@ -6,4 +6,4 @@ from pgh.methods.deepbit import DeepBit
 from pgh.methods.dh import DH
 from pgh.methods.pgh import PGH
 
-__all__ = ["BGAN", "DH", "DeepBit", "DeepHasher", "PGH"]
+__all__ = ["BGAN", "DH", "PGH", "DeepBit", "DeepHasher"]

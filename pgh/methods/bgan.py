@@ -324,10 +324,15 @@ class BGAN(DeepHasher):
         if similarity == "shared" and not (isinstance(min_shared, int) and 0 <= min_shared <= k2):
             bad.append(f"min_shared={min_shared!r} must be an integer in [0, k2={k2}]")
         for name, value in (
-            ("neighborhood_weight", neighborhood_weight), ("positive_weight", positive_weight),
-            ("content_weight", content_weight), ("adversarial_weight", adversarial_weight),
-            ("quantization_weight", quantization_weight), ("pixel_weight", pixel_weight),
-            ("feature_weight", feature_weight), ("beta_gamma", beta_gamma), ("beta_power", beta_power),
+            ("neighborhood_weight", neighborhood_weight),
+            ("positive_weight", positive_weight),
+            ("content_weight", content_weight),
+            ("adversarial_weight", adversarial_weight),
+            ("quantization_weight", quantization_weight),
+            ("pixel_weight", pixel_weight),
+            ("feature_weight", feature_weight),
+            ("beta_gamma", beta_gamma),
+            ("beta_power", beta_power),
         ):
             if not value >= 0:
                 bad.append(f"{name}={value!r} must be >= 0")
@@ -335,8 +340,10 @@ class BGAN(DeepHasher):
             if not value > 0:
                 bad.append(f"{name}={value!r} must be > 0")
         if not bad and neighborhood_weight == content_weight == adversarial_weight == quantization_weight == 0:
-            bad.append("neighborhood_weight, content_weight, adversarial_weight and quantization_weight are all 0; "
-                       "one must be > 0")
+            bad.append(
+                "neighborhood_weight, content_weight, adversarial_weight and quantization_weight are all 0; "
+                "one must be > 0"
+            )
         if not bad and content_weight > 0 and pixel_weight == feature_weight == 0:
             bad.append("content_weight > 0 needs pixel_weight > 0 or feature_weight > 0")
         if bad:
@@ -386,7 +393,8 @@ class BGAN(DeepHasher):
         k = max(hp.k1, hp.k2) if hp.similarity == "shared" else hp.k1
         if k >= n:
             raise ValueError(
-                f"BGAN: k1={hp.k1}" + (f", k2={hp.k2}" if hp.similarity == "shared" else "")
+                f"BGAN: k1={hp.k1}"
+                + (f", k2={hp.k2}" if hp.similarity == "shared" else "")
                 + f" nearest neighbours need fewer than the {n} training images"
             )
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -395,7 +403,9 @@ class BGAN(DeepHasher):
     @torch.no_grad()
     def encode_inputs(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """bool codes [n, bits] = [E(x) >= 0] (eval mode, batched on this module's device)."""
-        chunks = [self.prepare(images[i : i + batch_size].to(self.device)) for i in range(0, images.shape[0], batch_size)]
+        chunks = [
+            self.prepare(images[i : i + batch_size].to(self.device)) for i in range(0, images.shape[0], batch_size)
+        ]
         if not chunks:
             return torch.zeros(0, self.hparams.bits, dtype=torch.bool)
         return torch.cat([self.E.encode(x, batch_size=batch_size) for x in chunks]).cpu()
@@ -471,10 +481,15 @@ class BGAN(DeepHasher):
             terms["adversarial"] = adversarial_g_loss(fake_logits)
         if hp.quantization_weight > 0:
             terms["quantization"] = quantization_loss(h_all)
-        loss = weighted_total(terms, {
-            "neighborhood": hp.neighborhood_weight, "content": hp.content_weight,
-            "adversarial": hp.adversarial_weight, "quantization": hp.quantization_weight,
-        })
+        loss = weighted_total(
+            terms,
+            {
+                "neighborhood": hp.neighborhood_weight,
+                "content": hp.content_weight,
+                "adversarial": hp.adversarial_weight,
+                "quantization": hp.quantization_weight,
+            },
+        )
         opt_e.zero_grad(set_to_none=True)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss)

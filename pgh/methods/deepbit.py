@@ -75,9 +75,7 @@ def rotation_costs(angles: Sequence[float], decay: float) -> torch.Tensor:
     return torch.exp(-decay * torch.tensor([abs(float(a)) for a in angles], dtype=torch.float32))
 
 
-def rotation_invariance_loss(
-    h: torch.Tensor, h_rotated: torch.Tensor, costs: torch.Tensor
-) -> torch.Tensor:
+def rotation_invariance_loss(h: torch.Tensor, h_rotated: torch.Tensor, costs: torch.Tensor) -> torch.Tensor:
     """L3 = Σ_r C_r · mean_i Σ_k (h_ik − h^r_ik)².
 
     h: [B, k] outputs on the images; h_rotated: [R, B, k] outputs on their copies rotated by θ_r;
@@ -85,13 +83,9 @@ def rotation_invariance_loss(
     """
     _check_codes("h", h)
     if h_rotated.ndim != 3 or tuple(h_rotated.shape[1:]) != tuple(h.shape):
-        raise ValueError(
-            f"h_rotated must be [R, {h.shape[0]}, {h.shape[1]}], got {tuple(h_rotated.shape)}"
-        )
+        raise ValueError(f"h_rotated must be [R, {h.shape[0]}, {h.shape[1]}], got {tuple(h_rotated.shape)}")
     if costs.shape != (h_rotated.shape[0],):
-        raise ValueError(
-            f"costs must be [{h_rotated.shape[0]}] (one per rotation), got {tuple(costs.shape)}"
-        )
+        raise ValueError(f"costs must be [{h_rotated.shape[0]}] (one per rotation), got {tuple(costs.shape)}")
     per_rotation = (h.unsqueeze(0) - h_rotated).pow(2).sum(2).mean(1)  # [R]
     return (costs.to(h) * per_rotation).sum()
 
@@ -102,12 +96,7 @@ def rotate_batch(x: torch.Tensor, angles: Sequence[float], fill: float = -1.0) -
     if x.ndim != 4:
         raise ValueError(f"x must be [B, C, H, W], got shape {tuple(x.shape)}")
     fill_values = [float(fill)] * x.shape[1]
-    return torch.cat(
-        [
-            rotate(x, float(a), interpolation=InterpolationMode.BILINEAR, fill=fill_values)
-            for a in angles
-        ]
-    )
+    return torch.cat([rotate(x, float(a), interpolation=InterpolationMode.BILINEAR, fill=fill_values) for a in angles])
 
 
 def _is_finite_number(value) -> bool:
@@ -154,11 +143,7 @@ class DeepBit(DeepHasher):
         check_bits(bits)
         if backbone not in BACKBONES:
             raise ValueError(f"backbone={backbone!r} is not one of {BACKBONES}")
-        if (
-            not isinstance(stage1_epochs, int)
-            or isinstance(stage1_epochs, bool)
-            or stage1_epochs < 0
-        ):
+        if not isinstance(stage1_epochs, int) or isinstance(stage1_epochs, bool) or stage1_epochs < 0:
             raise ValueError(f"stage1_epochs={stage1_epochs!r} must be an integer >= 0")
         for name, value in (
             ("quantization_weight", quantization_weight),
@@ -186,9 +171,7 @@ class DeepBit(DeepHasher):
             or len(rotations) == 0
             or not all(_is_finite_number(a) for a in rotations)
         ):
-            raise ValueError(
-                f"rotations={rotations!r} must be a non-empty list of angles in degrees"
-            )
+            raise ValueError(f"rotations={rotations!r} must be a non-empty list of angles in degrees")
         self.save_hyperparameters()
         self.image_size = DEFAULT_SIZE[backbone] if image_size is None else image_size
         self.channels = DEFAULT_CHANNELS[backbone] if channels is None else channels
@@ -225,8 +208,7 @@ class DeepBit(DeepHasher):
     def encode_inputs(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """bool codes [n, bits] = F(x) >= 0.5 of uint8 images (eval mode, batched on this device)."""
         chunks = [
-            self.prepare(images[i : i + batch_size].to(self.device))
-            for i in range(0, images.shape[0], batch_size)
+            self.prepare(images[i : i + batch_size].to(self.device)) for i in range(0, images.shape[0], batch_size)
         ]
         if not chunks:
             return torch.zeros(0, self.hparams.bits, dtype=torch.bool)
@@ -311,9 +293,7 @@ class DeepBit(DeepHasher):
         if rotation:
             h_all = self.net(torch.cat([x, rotate_batch(x, hp.rotations, hp.rotation_fill)]))
             h = h_all[:n]
-            loss_rot = rotation_invariance_loss(
-                h, h_all[n:].reshape(len(hp.rotations), n, -1), self.costs
-            )
+            loss_rot = rotation_invariance_loss(h, h_all[n:].reshape(len(hp.rotations), n, -1), self.costs)
         else:
             h = self.net(x)
             loss_rot = h.new_zeros(())
@@ -327,9 +307,7 @@ class DeepBit(DeepHasher):
         hp = self.hparams
         images, _ = batch
         stage2 = self.in_stage2()
-        losses = self.compute_losses(
-            self.prepare(images), rotation=stage2 and hp.rotation_weight > 0
-        )
+        losses = self.compute_losses(self.prepare(images), rotation=stage2 and hp.rotation_weight > 0)
         loss = (
             hp.quantization_weight * losses["quantization"]
             + hp.balance_weight * losses["balance"]

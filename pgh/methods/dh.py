@@ -129,8 +129,10 @@ class DH(DeepHasher):
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"lr={lr!r} must be a finite number > 0")
         for name, value in (
-            ("quantization_weight", quantization_weight), ("balance_weight", balance_weight),
-            ("orthogonality_weight", orthogonality_weight), ("weight_decay", weight_decay),
+            ("quantization_weight", quantization_weight),
+            ("balance_weight", balance_weight),
+            ("orthogonality_weight", orthogonality_weight),
+            ("weight_decay", weight_decay),
         ):
             _check_weight(name, value)
         if init not in INITS:
@@ -138,8 +140,10 @@ class DH(DeepHasher):
         if input_norm not in NORM_MODES:
             raise ValueError(f"input_norm={input_norm!r} is not one of {NORM_MODES}")
         if input_rms is not None and (
-            isinstance(input_rms, bool) or not isinstance(input_rms, (int, float))
-            or not math.isfinite(input_rms) or input_rms <= 0
+            isinstance(input_rms, bool)
+            or not isinstance(input_rms, (int, float))
+            or not math.isfinite(input_rms)
+            or input_rms <= 0
         ):
             raise ValueError(f"input_rms={input_rms!r} must be a finite number > 0 or None")
         self.save_hyperparameters()
@@ -165,7 +169,9 @@ class DH(DeepHasher):
         if self.net is None:
             self._build(int(train_inputs.shape[1]))
         elif train_inputs.shape[1] != self.net.in_dim:
-            raise ValueError(f"in_dim={self.net.in_dim} but the training features have {train_inputs.shape[1]} dimensions")
+            raise ValueError(
+                f"in_dim={self.net.in_dim} but the training features have {train_inputs.shape[1]} dimensions"
+            )
         self.net.set_input_stats(train_inputs, mode=self.hparams.input_norm, rms_norm=self.hparams.input_rms)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pgh.methods.base import DeepHasher
 from pgh.methods.pgh_losses import (
     NEGATIVE_MODES,
     adversarial_d_loss,
@@ -25,7 +26,6 @@ from pgh.methods.pgh_losses import (
     quantization_loss,
     triplet_loss,
 )
-from pgh.methods.base import DeepHasher
 from pgh.nets import Discriminator, Generator, HashNet, dcgan_init
 from pgh.retrieval.codes import check_bits
 
@@ -104,7 +104,9 @@ class PGH(DeepHasher):
     @torch.no_grad()
     def encode_inputs(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """bool codes [n, bits] of uint8 images by H (eval mode, batched on this module's device)."""
-        chunks = [self.prepare(images[i : i + batch_size].to(self.device)) for i in range(0, images.shape[0], batch_size)]
+        chunks = [
+            self.prepare(images[i : i + batch_size].to(self.device)) for i in range(0, images.shape[0], batch_size)
+        ]
         return torch.cat([self.H.encode(x, batch_size=batch_size) for x in chunks]).cpu()
 
     @torch.no_grad()
@@ -162,6 +164,9 @@ class PGH(DeepHasher):
 
         self.log_dict(
             {"loss/d": loss_d, "loss/g_adv": loss_adv, "loss/triplet": loss_triplet, "loss/quantization": loss_quant},
-            prog_bar=True, on_step=True, on_epoch=True, batch_size=n,
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+            batch_size=n,
         )
         self.log("round", self.current_round.float(), on_step=False, on_epoch=True, batch_size=n)

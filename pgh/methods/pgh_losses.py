@@ -31,9 +31,7 @@ def _check_codes(name: str, h: torch.Tensor) -> None:
         raise ValueError(f"{name} must be 2-D [batch, bits], got shape {tuple(h.shape)}")
 
 
-def triplet_loss(
-    h_real: torch.Tensor, h_same: torch.Tensor, h_other: torch.Tensor, gamma: float
-) -> torch.Tensor:
+def triplet_loss(h_real: torch.Tensor, h_same: torch.Tensor, h_other: torch.Tensor, gamma: float) -> torch.Tensor:
     """mean_i max(0, γ·k − ‖h_real − h_other‖₁ + ‖h_real − h_same‖₁), k = bits, L1 over the bits.
 
     h_real = H(x_i), h_same = H(G(z | b_i)), h_other = H(G(z' | b_j)); all [B, k] in (0, 1).
@@ -42,9 +40,7 @@ def triplet_loss(
     for name, h in (("h_real", h_real), ("h_same", h_same), ("h_other", h_other)):
         _check_codes(name, h)
         if h.shape != h_real.shape:
-            raise ValueError(
-                f"{name} has shape {tuple(h.shape)}, expected h_real's {tuple(h_real.shape)}"
-            )
+            raise ValueError(f"{name} has shape {tuple(h.shape)}, expected h_real's {tuple(h_real.shape)}")
     if gamma < 0:
         raise ValueError(f"gamma={gamma!r} must be >= 0 (the margin is gamma * bits)")
     k = h_real.shape[1]
@@ -59,9 +55,7 @@ def quantization_loss(*hs: torch.Tensor) -> torch.Tensor:
     binarize(h) carries no gradient, so each h is pulled towards its nearer end of {0, 1}.
     """
     if not hs:
-        raise ValueError(
-            "quantization_loss needs at least one tensor, e.g. quantization_loss(h_real, h_same)"
-        )
+        raise ValueError("quantization_loss needs at least one tensor, e.g. quantization_loss(h_real, h_same)")
     total = hs[0].new_zeros(())
     for n, h in enumerate(hs):
         _check_codes(f"hs[{n}]", h)
@@ -100,9 +94,7 @@ def adversarial_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
 
 
-def negative_codes(
-    codes: torch.Tensor, mode: str, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def negative_codes(codes: torch.Tensor, mode: str, generator: torch.Generator | None = None) -> torch.Tensor:
     """For each sample i, the index j ≠ i (long [B]) of the sample whose code b_j is the negative.
 
     - "random": a random derangement — one random cycle through the whole batch, so every sample is
@@ -118,9 +110,7 @@ def negative_codes(
     _check_codes("codes", codes)
     batch = codes.shape[0]
     if batch < 2:
-        raise ValueError(
-            f"negative_codes needs a batch of at least 2 samples to pick j != i, got {batch}"
-        )
+        raise ValueError(f"negative_codes needs a batch of at least 2 samples to pick j != i, got {batch}")
     if mode == "random":
         device = generator.device if generator is not None else codes.device
         order = torch.randperm(batch, generator=generator, device=device).to(codes.device)

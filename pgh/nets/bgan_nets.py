@@ -62,9 +62,7 @@ class ImageDiscriminator(nn.Module):
     BatchNorm, spectral norm on every conv and linear layer.
     """
 
-    def __init__(
-        self, channels: int = 1, image_size: int = 28, width: int = 64, norm: str = "batch"
-    ) -> None:
+    def __init__(self, channels: int = 1, image_size: int = 28, width: int = 64, norm: str = "batch") -> None:
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"norm={norm!r} is not supported; use one of {NORMS}")

@@ -24,8 +24,7 @@ def layout(image_size: int) -> tuple[int, int]:
     """(s0, n) for a supported image size."""
     if image_size not in _LAYOUT:
         raise ValueError(
-            f"image_size={image_size!r} is not supported; use one of {SUPPORTED_IMAGE_SIZES} "
-            "(resize the images first)"
+            f"image_size={image_size!r} is not supported; use one of {SUPPORTED_IMAGE_SIZES} (resize the images first)"
         )
     return _LAYOUT[image_size]
 
@@ -57,9 +56,7 @@ def dcgan_init(module: nn.Module) -> nn.Module:
     """
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            weight = (
-                m.parametrizations.weight.original if is_parametrized(m, "weight") else m.weight
-            )
+            weight = m.parametrizations.weight.original if is_parametrized(m, "weight") else m.weight
             nn.init.normal_(weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -100,9 +97,7 @@ class Generator(nn.Module):
     Outputs images in [-1, 1] of shape [B, channels, image_size, image_size].
     """
 
-    def __init__(
-        self, bits: int, z_dim: int = 64, channels: int = 1, image_size: int = 28, width: int = 64
-    ) -> None:
+    def __init__(self, bits: int, z_dim: int = 64, channels: int = 1, image_size: int = 28, width: int = 64) -> None:
         super().__init__()
         self.bits = check_positive("bits", bits)
         self.z_dim = check_positive("z_dim", z_dim)
@@ -171,9 +166,7 @@ class Discriminator(nn.Module):
         """phi(x): the flattened output of the last conv stage, [B, F]."""
         expected = (self.channels, self.image_size, self.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"x must have shape [B, {', '.join(map(str, expected))}], got {tuple(x.shape)}"
-            )
+            raise ValueError(f"x must have shape [B, {', '.join(map(str, expected))}], got {tuple(x.shape)}")
         return self.convs(x).flatten(1)
 
     def forward(self, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

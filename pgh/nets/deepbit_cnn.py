@@ -39,9 +39,7 @@ class DeepBitCNN(nn.Module):
         self.image_size = check_positive("image_size", image_size)
         self.width = check_positive("width", width)
         if not isinstance(hidden, int) or isinstance(hidden, bool) or hidden < 0:
-            raise ValueError(
-                f"hidden={hidden!r} must be an integer >= 0 (0: no fully connected layer)"
-            )
+            raise ValueError(f"hidden={hidden!r} must be an integer >= 0 (0: no fully connected layer)")
         self.hidden = hidden
         self.stages = check_positive("stages", stages)
         side = image_size // 2**stages
@@ -71,9 +69,7 @@ class DeepBitCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expected = (self.channels, self.image_size, self.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"x must have shape [B, {', '.join(map(str, expected))}], got {tuple(x.shape)}"
-            )
+            raise ValueError(f"x must have shape [B, {', '.join(map(str, expected))}], got {tuple(x.shape)}")
         return self.fc(self.convs(x))
 
 
@@ -107,9 +103,7 @@ class VGG16FC7Trunk(nn.Module):
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         self.features = model.features
         self.avgpool = model.avgpool
-        self.classifier = nn.Sequential(
-            *list(model.classifier.children())[:6]
-        )  # fc6 .. fc7 + dropout
+        self.classifier = nn.Sequential(*list(model.classifier.children())[:6])  # fc6 .. fc7 + dropout
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -142,16 +136,11 @@ class DeepBitNet(nn.Module):
         self.eval()
         try:
             chunks = [
-                (self(x[i : i + batch_size].to(device)) >= 0.5).to(x.device)
-                for i in range(0, x.shape[0], batch_size)
+                (self(x[i : i + batch_size].to(device)) >= 0.5).to(x.device) for i in range(0, x.shape[0], batch_size)
             ]
         finally:
             self.train(was_training)
-        return (
-            torch.cat(chunks)
-            if chunks
-            else torch.zeros(0, self.bits, dtype=torch.bool, device=x.device)
-        )
+        return torch.cat(chunks) if chunks else torch.zeros(0, self.bits, dtype=torch.bool, device=x.device)
 
 
 def build_deepbit_net(
@@ -170,13 +159,9 @@ def build_deepbit_net(
         trunk: nn.Module = DeepBitCNN(channels, image_size, width, hidden, stages)
     elif backbone == "vgg16":
         if channels != 3:
-            raise ValueError(
-                f"backbone=vgg16 needs channels=3 (grey images are repeated), got channels={channels}"
-            )
+            raise ValueError(f"backbone=vgg16 needs channels=3 (grey images are repeated), got channels={channels}")
         if image_size < 32:
-            raise ValueError(
-                f"backbone=vgg16 needs image_size >= 32 for its five poolings, got {image_size}"
-            )
+            raise ValueError(f"backbone=vgg16 needs image_size >= 32 for its five poolings, got {image_size}")
         trunk = VGG16FC7Trunk(weights, pretrained)
     else:
         raise ValueError(f"backbone={backbone!r} is not one of {BACKBONES}")

@@ -14,9 +14,7 @@ from pgh.nets.dcgan import check_channels, check_positive, conv_stages, dcgan_in
 
 
 class HashNet(nn.Module):
-    def __init__(
-        self, bits: int, channels: int = 1, image_size: int = 28, width: int = 64, hidden: int = 512
-    ) -> None:
+    def __init__(self, bits: int, channels: int = 1, image_size: int = 28, width: int = 64, hidden: int = 512) -> None:
         super().__init__()
         self.bits = check_positive("bits", bits)
         self.channels = check_channels(channels)
@@ -37,9 +35,7 @@ class HashNet(nn.Module):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         expected = (self.channels, self.image_size, self.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(
-                f"x must have shape [B, {', '.join(map(str, expected))}], got {tuple(x.shape)}"
-            )
+            raise ValueError(f"x must have shape [B, {', '.join(map(str, expected))}], got {tuple(x.shape)}")
         return self.head(self.convs(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,13 +53,8 @@ class HashNet(nn.Module):
         self.eval()
         try:
             chunks = [
-                (self(x[i : i + batch_size].to(device)) >= 0.5).to(x.device)
-                for i in range(0, x.shape[0], batch_size)
+                (self(x[i : i + batch_size].to(device)) >= 0.5).to(x.device) for i in range(0, x.shape[0], batch_size)
             ]
         finally:
             self.train(was_training)
-        return (
-            torch.cat(chunks)
-            if chunks
-            else torch.zeros(0, self.bits, dtype=torch.bool, device=x.device)
-        )
+        return torch.cat(chunks) if chunks else torch.zeros(0, self.bits, dtype=torch.bool, device=x.device)

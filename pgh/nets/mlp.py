@@ -111,8 +111,7 @@ class HashMLP(nn.Module):
         self.eval()
         try:
             chunks = [
-                (self(x[i : i + batch_size].to(device)) >= 0).to(x.device)
-                for i in range(0, x.shape[0], batch_size)
+                (self(x[i : i + batch_size].to(device)) >= 0).to(x.device) for i in range(0, x.shape[0], batch_size)
             ]
         finally:
             self.train(was_training)

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-NAMES = {"lsh": "LSH", "itq": "ITQ", "sh": "SH", "sph": "SpH", "dh": "DH", "deepbit": "DeepBit",
-         "bgan": "BGAN", "pgh": "PGH", "pixels": "PIXEL", "gist": "GIST", "vgg16_fc7": "VGG"}
+NAMES = {
+    "lsh": "LSH",
+    "itq": "ITQ",
+    "sh": "SH",
+    "sph": "SpH",
+    "dh": "DH",
+    "deepbit": "DeepBit",
+    "bgan": "BGAN",
+    "pgh": "PGH",
+    "pixels": "PIXEL",
+    "gist": "GIST",
+    "vgg16_fc7": "VGG",
+}
 
 
 FEATURE_ORDER = ["pixels", "gist", "vgg16_fc7"]
@@ -31,9 +43,13 @@ def map_table(
     """One row per (method, features), one column per (dataset, bits); mAP@all in %."""
     by_key = {(r["dataset"], r["method"], r["features"], int(r["bits"])): r for r in results}
     order = list(NAMES)
-    rows = sorted({(r["method"], r["features"]) for r in results},
-                  key=lambda mf: (FEATURE_ORDER.index(mf[1]) if mf[1] in FEATURE_ORDER else 99,
-                                  order.index(mf[0]) if mf[0] in order else 99))
+    rows = sorted(
+        {(r["method"], r["features"]) for r in results},
+        key=lambda mf: (
+            FEATURE_ORDER.index(mf[1]) if mf[1] in FEATURE_ORDER else 99,
+            order.index(mf[0]) if mf[0] in order else 99,
+        ),
+    )
     header = ["method"] + [f"{d} {b}" for d in datasets for b in bits]
     if paper is not None:
         header += [f"{paper_label} {b}" for b in bits]

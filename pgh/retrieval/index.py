@@ -28,7 +28,9 @@ class BinaryIndex:
         self.cpu_index = faiss.IndexBinaryFlat(self.bits)
         self.use_gpu = gpu_available() if use_gpu is None else use_gpu
         if self.use_gpu and not gpu_available():
-            raise RuntimeError("use_gpu=True but faiss has no GPU support here; pip install 'pgh[gpu]' on a CUDA machine")
+            raise RuntimeError(
+                "use_gpu=True but faiss has no GPU support here; pip install 'pgh[gpu]' on a CUDA machine"
+            )
         self._gpu_index = None
         self._gpu_resources = None
 
@@ -42,7 +44,7 @@ class BinaryIndex:
             raise ValueError(f"expected packed codes [n, {self.bits // 8}] (uint8), got shape {packed.shape}")
         return packed
 
-    def add(self, packed: np.ndarray) -> "BinaryIndex":
+    def add(self, packed: np.ndarray) -> BinaryIndex:
         self.cpu_index.add(self._check(packed))
         self._gpu_index = None
         return self
@@ -65,7 +67,7 @@ class BinaryIndex:
             faiss.write_index_binary(self.cpu_index, str(tmp))
 
     @classmethod
-    def load(cls, path: str | Path, use_gpu: bool | None = None) -> "BinaryIndex":
+    def load(cls, path: str | Path, use_gpu: bool | None = None) -> BinaryIndex:
         cpu = faiss.read_index_binary(str(path))
         index = cls(cpu.d, use_gpu=use_gpu)
         index.cpu_index = cpu

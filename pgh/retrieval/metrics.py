@@ -100,9 +100,7 @@ def evaluate_packed(
         raise ValueError(f"distance={distance!r} is not one of {DISTANCES}")
     query_packed, db_packed = np.asarray(query_packed, np.uint8), np.asarray(db_packed, np.uint8)
     if query_packed.shape[1] != db_packed.shape[1]:
-        raise ValueError(
-            f"query codes have {8 * query_packed.shape[1]} bits, database codes {8 * db_packed.shape[1]}"
-        )
+        raise ValueError(f"query codes have {8 * query_packed.shape[1]} bits, database codes {8 * db_packed.shape[1]}")
     q_labels, db_labels = _as_numpy(query_labels).astype(np.int64), _as_numpy(db_labels).astype(np.int64)
     if q_labels.shape != (query_packed.shape[0],) or db_labels.shape != (db_packed.shape[0],):
         raise ValueError("labels must be 1-D with one entry per code")
@@ -124,7 +122,9 @@ def evaluate_packed(
     workers = num_threads or min(os.cpu_count() or 1, 8)
     step = max(1, -(-n_q // (4 * workers)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        per_query = [r for part in pool.map(run, [range(s, min(s + step, n_q)) for s in range(0, n_q, step)]) for r in part]
+        per_query = [
+            r for part in pool.map(run, [range(s, min(s + step, n_q)) for s in range(0, n_q, step)]) for r in part
+        ]
     ap_all, ap_k, prec_k, pr_p, pr_r = (np.asarray(v) for v in zip(*per_query))
     pr = np.stack([np.arange(bits + 1), pr_p.mean(0), pr_r.mean(0)], axis=1)
     metrics = {
