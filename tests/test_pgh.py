@@ -75,7 +75,7 @@ def test_resume_mid_round_continues_the_same_round_with_the_same_codes(make_cfg)
     assert ckpt["global_step"] == 33 and int(ckpt["state_dict"]["current_round"]) == 1
     rows_before = read_rows(Path(first.paths.output_dir) / "rounds.csv")
 
-    resumed = make_cfg(*SMALL, probe, f"ckpt_path={ckpt_path}")
+    resumed = make_cfg(*SMALL, probe, "ckpt_path=last")  # same run dir: Lightning finds last.ckpt
     final = train(resumed)
     start = RecordTrainStart.seen[-1]
     assert start["round"] == 1 and start["global_step"] == 33 and start["epoch"] == 2
