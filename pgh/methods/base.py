@@ -8,10 +8,28 @@ Training batches are `(inputs, index)`: `inputs` are uint8 images [B, C, H, W] w
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lightning as L
 import torch
+import torch.nn.functional as F
 
 INPUT_KINDS = ("images", "features")
+
+
+def to_network_input(images: torch.Tensor, image_size: int, channels: int) -> torch.Tensor:
+    """uint8 [B, C, H, W] -> float in [-1, 1], resized to image_size and with `channels` channels."""
+    x = images.float().div(127.5).sub(1.0)
+    if x.shape[1] != channels:
+        if x.shape[1] == 3 and channels == 1:
+            x = x.mean(1, keepdim=True)
+        elif x.shape[1] == 1 and channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        else:
+            raise ValueError(f"cannot feed {x.shape[1]}-channel images to a {channels}-channel network")
+    if x.shape[-1] != image_size or x.shape[-2] != image_size:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return x
 
 
 class DeepHasher(L.LightningModule):
@@ -24,3 +42,22 @@ class DeepHasher(L.LightningModule):
     def encode_inputs(self, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """bool codes [n, bits] of inputs of `input_kind`, in eval mode, batched on this device."""
         raise NotImplementedError
+
+    def prepare(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Raw inputs (on this device) -> what the network reads; image methods resize and rescale."""
+        return inputs
+
+    @torch.no_grad()
+    def encode_prepared(
+        self, inputs: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 512
+    ) -> torch.Tensor:
+        """Apply `encode` (a network's bool encoder) to `prepare`d chunks of `inputs`, one chunk on the
+        device at a time; bool codes [n, bits] on the CPU."""
+        if inputs.shape[0] == 0:
+            return torch.zeros(0, self.hparams.bits, dtype=torch.bool)
+        return torch.cat(
+            [
+                encode(self.prepare(inputs[i : i + batch_size].to(self.device))).cpu()
+                for i in range(0, inputs.shape[0], batch_size)
+            ]
+        )

@@ -49,8 +49,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from pgh.methods.base import DeepHasher
-from pgh.methods.pgh import to_network_input
+from pgh.methods.base import DeepHasher, to_network_input
 from pgh.methods.pgh_losses import adversarial_d_loss, adversarial_g_loss
 from pgh.nets import HashNet
 from pgh.nets.bgan_nets import CodeGenerator, ImageDiscriminator
@@ -403,12 +402,7 @@ class BGAN(DeepHasher):
     @torch.no_grad()
     def encode_inputs(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """bool codes [n, bits] = [E(x) >= 0] (eval mode, batched on this module's device)."""
-        chunks = [
-            self.prepare(images[i : i + batch_size].to(self.device)) for i in range(0, images.shape[0], batch_size)
-        ]
-        if not chunks:
-            return torch.zeros(0, self.hparams.bits, dtype=torch.bool)
-        return torch.cat([self.E.encode(x, batch_size=batch_size) for x in chunks]).cpu()
+        return self.encode_prepared(images, lambda x: self.E.encode(x, batch_size=batch_size), batch_size)
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:

@@ -36,8 +36,7 @@ from torchvision.transforms.functional import rotate
 
 from pgh.hashing import ITQ, LSH
 from pgh.hashing.base import pca
-from pgh.methods.base import DeepHasher
-from pgh.methods.pgh import to_network_input
+from pgh.methods.base import DeepHasher, to_network_input
 from pgh.nets.deepbit_cnn import BACKBONES, build_deepbit_net
 from pgh.retrieval.codes import check_bits
 
@@ -207,12 +206,7 @@ class DeepBit(DeepHasher):
     @torch.no_grad()
     def encode_inputs(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """bool codes [n, bits] = F(x) >= 0.5 of uint8 images (eval mode, batched on this device)."""
-        chunks = [
-            self.prepare(images[i : i + batch_size].to(self.device)) for i in range(0, images.shape[0], batch_size)
-        ]
-        if not chunks:
-            return torch.zeros(0, self.hparams.bits, dtype=torch.bool)
-        return torch.cat([self.net.encode(x, batch_size=batch_size) for x in chunks]).cpu()
+        return self.encode_prepared(images, lambda x: self.net.encode(x, batch_size=batch_size), batch_size)
 
     # ------------------------------------------------------------------------------ training
 

@@ -14,9 +14,8 @@ those codes the GAN's condition (`codes`, one row per training image, saved in c
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from pgh.methods.base import DeepHasher
+from pgh.methods.base import DeepHasher, to_network_input
 from pgh.methods.pgh_losses import (
     NEGATIVE_MODES,
     adversarial_d_loss,
@@ -30,21 +29,6 @@ from pgh.nets import Discriminator, Generator, HashNet, dcgan_init
 from pgh.retrieval.codes import check_bits
 
 QUANTIZATION_TARGETS = ("own", "condition")
-
-
-def to_network_input(images: torch.Tensor, image_size: int, channels: int) -> torch.Tensor:
-    """uint8 [B, C, H, W] -> float in [-1, 1], resized to image_size and with `channels` channels."""
-    x = images.float().div(127.5).sub(1.0)
-    if x.shape[1] != channels:
-        if x.shape[1] == 3 and channels == 1:
-            x = x.mean(1, keepdim=True)
-        elif x.shape[1] == 1 and channels == 3:
-            x = x.expand(-1, 3, -1, -1)
-        else:
-            raise ValueError(f"cannot feed {x.shape[1]}-channel images to a {channels}-channel network")
-    if x.shape[-1] != image_size or x.shape[-2] != image_size:
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    return x
 
 
 class PGH(DeepHasher):
@@ -104,10 +88,7 @@ class PGH(DeepHasher):
     @torch.no_grad()
     def encode_inputs(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """bool codes [n, bits] of uint8 images by H (eval mode, batched on this module's device)."""
-        chunks = [
-            self.prepare(images[i : i + batch_size].to(self.device)) for i in range(0, images.shape[0], batch_size)
-        ]
-        return torch.cat([self.H.encode(x, batch_size=batch_size) for x in chunks]).cpu()
+        return self.encode_prepared(images, lambda x: self.H.encode(x, batch_size=batch_size), batch_size)
 
     @torch.no_grad()
     def generate(self, codes: torch.Tensor, seed: int = 0) -> torch.Tensor:

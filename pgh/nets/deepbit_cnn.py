@@ -1,7 +1,7 @@
 """DeepBit's networks (Lin et al., CVPR 2016): a trunk, then a latent linear layer to `bits`
 sigmoids h = F(x) in (0, 1); the binary code is b = (h >= 0.5).
 
-Two trunks, both fed images in [-1, 1] (as `pgh.methods.pgh.to_network_input` makes them):
+Two trunks, both fed images in [-1, 1] (as `pgh.methods.base.to_network_input` makes them):
 - `DeepBitCNN` (our choice, for 28-32 px images on a CPU): `stages` x [Conv 3x3 pad 1, ReLU,
   MaxPool 2], channels width -> 2 width -> ..., then Flatten -> Linear(hidden) -> ReLU (hidden=0: no
   fully connected layer, the flattened conv output is the feature). No BatchNorm, so the trunk is the
