@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from pgh.nets.dcgan import check_channels, check_positive
+from pgh.nets.encoding import encode_in_eval_mode
 
 BACKBONES = ("cnn", "vgg16")
 
@@ -130,17 +131,7 @@ class DeepBitNet(nn.Module):
     def encode(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """bool codes [N, bits] = forward(x) >= 0.5 in eval mode, `batch_size` images at a time on the
         network's device, returned on x's device; the train/eval mode is restored afterwards."""
-        check_positive("batch_size", batch_size)
-        device = next(self.parameters()).device
-        was_training = self.training
-        self.eval()
-        try:
-            chunks = [
-                (self(x[i : i + batch_size].to(device)) >= 0.5).to(x.device) for i in range(0, x.shape[0], batch_size)
-            ]
-        finally:
-            self.train(was_training)
-        return torch.cat(chunks) if chunks else torch.zeros(0, self.bits, dtype=torch.bool, device=x.device)
+        return encode_in_eval_mode(self, x, self.bits, 0.5, batch_size)
 
 
 def build_deepbit_net(

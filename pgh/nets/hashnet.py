@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from pgh.nets.dcgan import check_channels, check_positive, conv_stages, dcgan_init, layout
+from pgh.nets.encoding import encode_in_eval_mode
 
 
 class HashNet(nn.Module):
@@ -47,14 +48,4 @@ class HashNet(nn.Module):
         """Binary codes bool [N, bits] = forward(x) >= 0.5, in eval mode (BatchNorm running stats),
         `batch_size` images at a time on the network's device; returned on x's device. The network's
         train/eval mode is restored afterwards."""
-        check_positive("batch_size", batch_size)
-        device = next(self.parameters()).device
-        was_training = self.training
-        self.eval()
-        try:
-            chunks = [
-                (self(x[i : i + batch_size].to(device)) >= 0.5).to(x.device) for i in range(0, x.shape[0], batch_size)
-            ]
-        finally:
-            self.train(was_training)
-        return torch.cat(chunks) if chunks else torch.zeros(0, self.bits, dtype=torch.bool, device=x.device)
+        return encode_in_eval_mode(self, x, self.bits, 0.5, batch_size)

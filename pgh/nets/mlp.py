@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pgh.nets.encoding import encode_in_eval_mode
+
 INITS = ("orthogonal", "default")
 NORM_MODES = ("dim", "global")
 
@@ -105,14 +107,4 @@ class HashMLP(nn.Module):
     def encode(self, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """bool codes [N, bits] = forward(x) >= 0 (exactly 0 maps to 1), `batch_size` rows at a time
         on the network's device, in eval mode (restored afterwards); returned on x's device."""
-        _check_positive("batch_size", batch_size)
-        device = self.mean.device
-        was_training = self.training
-        self.eval()
-        try:
-            chunks = [
-                (self(x[i : i + batch_size].to(device)) >= 0).to(x.device) for i in range(0, x.shape[0], batch_size)
-            ]
-        finally:
-            self.train(was_training)
-        return torch.cat(chunks) if chunks else torch.zeros(0, self.bits, dtype=torch.bool, device=x.device)
+        return encode_in_eval_mode(self, x, self.bits, 0, batch_size)
