@@ -90,3 +90,31 @@ def test_bad_pgh_settings(make_cfg):
         train(make_cfg(*SMALL, "method.init_hash=pca"))
     with pytest.raises(Exception, match="negative"):
         train(make_cfg(*SMALL, "method.module.negative=nearest"))
+
+
+def test_gan_warmup_leaves_h_untouched():
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from pgh.methods import PGH
+
+    torch.manual_seed(0)
+    model = PGH(bits=8, num_train=32, width=8, hidden=16, z_dim=8, gan_warmup_epochs=1)
+    model.set_codes(torch.randint(0, 2, (32, 8)))
+    h_before = {k: v.clone() for k, v in model.H.named_parameters()}
+    g_before = next(model.G.parameters()).clone()
+    images = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8)
+    loader = DataLoader(TensorDataset(images, torch.arange(32)), batch_size=16)
+    L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(model, loader)
+    h_after = dict(model.H.named_parameters())
+    assert all(torch.equal(v, h_after[k]) for k, v in h_before.items())  # H not stepped in the warm-up
+    assert not torch.equal(g_before, next(model.G.parameters()))  # G was
+    with pytest.raises(ValueError, match="gan_warmup_epochs"):
+        PGH(bits=8, num_train=32, gan_warmup_epochs=-1)

@@ -47,6 +47,7 @@ class PGH(DeepHasher):
         lam: float = 1.0,
         quantization_weight: float = 0.1,
         quantization_target: str = "own",
+        gan_warmup_epochs: int = 0,
         negative: str = "random",
         lr_d: float = 2e-4,
         lr_g: float = 2e-4,
@@ -55,6 +56,8 @@ class PGH(DeepHasher):
     ) -> None:
         super().__init__()
         check_bits(bits)
+        if gan_warmup_epochs < 0:
+            raise ValueError(f"gan_warmup_epochs must be >= 0, got {gan_warmup_epochs}")
         if quantization_target not in QUANTIZATION_TARGETS:
             raise ValueError(f"quantization_target={quantization_target!r} is not one of {QUANTIZATION_TARGETS}")
         if negative not in NEGATIVE_MODES:
@@ -136,12 +139,15 @@ class PGH(DeepHasher):
         else:
             loss_quant = code_target_loss([(h_real, b), (h_same, b), (h_other, b_other)])
         loss_adv = adversarial_g_loss(self.D(fake_same, b))
-        loss = loss_adv + hp.lam * (loss_triplet + hp.quantization_weight * loss_quant)
+        # during the GAN warm-up (the first epochs of the run) G learns the conditioning alone
+        warm = self.current_epoch >= hp.gan_warmup_epochs
+        loss = loss_adv + warm * hp.lam * (loss_triplet + hp.quantization_weight * loss_quant)
         opt_g.zero_grad(set_to_none=True)
         opt_h.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         opt_g.step()
-        opt_h.step()
+        if warm:
+            opt_h.step()
 
         self.log_dict(
             {"loss/d": loss_d, "loss/g_adv": loss_adv, "loss/triplet": loss_triplet, "loss/quantization": loss_quant},
