@@ -133,3 +133,15 @@ def test_faiss_gpu_matches_cpu():
     cpu = BinaryIndex(64, use_gpu=False).add(packed).search(packed[:50], 20)[0]
     gpu = BinaryIndex(64, use_gpu=True).add(packed).search(packed[:50], 20)[0]
     assert np.array_equal(cpu, gpu)
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from pgh.io import write_text
+
+    write_text(tmp_path / "result.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "result.txt").stat().st_mode) == 0o666 & ~mask
