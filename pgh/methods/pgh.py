@@ -132,7 +132,9 @@ class PGH(DeepHasher):
         opt_d.step()
 
         fake_other = self.G(z_other, b_other)
-        h_real, h_same, h_other = self.H(x), self.H(fake_same), self.H(fake_other)
+        # one forward over the three parts: BatchNorm then normalises real and synthetic images with
+        # the same batch statistics its running averages (used when encoding) are made of
+        h_real, h_same, h_other = self.H(torch.cat([x, fake_same, fake_other])).split(n)
         loss_triplet = triplet_loss(h_real, h_same, h_other, hp.gamma)
         if hp.quantization_target == "own":
             loss_quant = quantization_loss(h_real, h_same, h_other)
