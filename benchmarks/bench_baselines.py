@@ -9,16 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from hydra import initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine
+from common import machine, run_timed  # noqa: E402
 
 from pgh.io import write_text
 from pgh.report import paper
 from pgh.report.tables import load_metrics, map_table, replace_between
-from pgh.train import CONFIG_DIR, train
+from pgh.train import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "logs" / "bench" / "baselines"
@@ -46,19 +45,8 @@ def main() -> None:
         results = []
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             for (dataset, method, features, bits), out in run_dir.items():
-                cfg = compose(
-                    "config",
-                    overrides=[
-                        f"dataset={dataset}",
-                        f"features={features}",
-                        f"method={method}",
-                        f"bits={bits}",
-                        "logger=none",
-                    ],
-                )
-                with open_dict(cfg):
-                    cfg.paths.output_dir = str(out)
-                results.append(train(cfg))
+                overrides = [f"dataset={dataset}", f"features={features}", f"method={method}", f"bits={bits}"]
+                results.append(run_timed([*overrides, "logger=none"], out))
         wall = time.perf_counter() - started
     table = map_table(results, args.datasets, args.bits, paper=paper.MNIST, paper_label="paper MNIST")
     times = {

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from hydra import initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, markdown_table
+from common import machine, markdown_table, run_timed, wall_seconds  # noqa: E402
 
 from pgh.io import write_text
 from pgh.report import paper
 from pgh.report.tables import NAMES, load_metrics, map_table, replace_between
-from pgh.train import CONFIG_DIR, train
+from pgh.train import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "logs" / "bench" / "deep"
@@ -40,9 +38,8 @@ def main() -> None:
             for bits in args.bits:
                 out = RUNS / f"{args.dataset}_{method}_{bits}"
                 if args.force or not (out / "metrics.json").exists():
-                    cfg = compose(
-                        "config",
-                        overrides=[
+                    run_timed(
+                        [
                             f"dataset={args.dataset}",
                             f"method={method}",
                             f"features={METHODS[method]}",
@@ -51,14 +48,10 @@ def main() -> None:
                             "trainer=cpu",
                             "trainer.enable_progress_bar=false",
                         ],
+                        out,
                     )
-                    with open_dict(cfg):
-                        cfg.paths.output_dir = str(out)
-                    started = time.perf_counter()
-                    train(cfg)
-                    write_text(out / "wall_seconds.txt", f"{time.perf_counter() - started:.1f}\n")
-                if (out / "wall_seconds.txt").exists():
-                    walls[(method, bits)] = float((out / "wall_seconds.txt").read_text())
+                if wall_seconds(out) is not None:
+                    walls[(method, bits)] = wall_seconds(out)
 
     deep = load_metrics(RUNS / f"{args.dataset}_{m}_{b}" for m in args.methods for b in args.bits)
     shallow = load_metrics((ROOT / "logs" / "bench" / "baselines").glob(f"{args.dataset}_*"))

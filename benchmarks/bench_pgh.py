@@ -7,18 +7,16 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from hydra import initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, markdown_table
+from common import machine, markdown_table, run_timed, wall_seconds  # noqa: E402
 
 from pgh.io import write_text
 from pgh.report.tables import load_metrics, replace_between
-from pgh.train import CONFIG_DIR, train
+from pgh.train import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "logs" / "bench" / "pgh"
@@ -53,9 +51,8 @@ def main() -> None:
             out = RUNS / f"{dataset}_{features}_{bits}"
             finished = (out / "metrics.json").exists() and not args.force
             if not args.from_runs and not finished:
-                cfg = compose(
-                    "config",
-                    overrides=[
+                run_timed(
+                    [
                         f"dataset={dataset}",
                         "method=pgh",
                         f"features={features}",
@@ -64,23 +61,15 @@ def main() -> None:
                         "trainer.enable_progress_bar=false",
                         *args.overrides,
                     ],
+                    out,
                 )
-                with open_dict(cfg):
-                    cfg.paths.output_dir = str(out)
-                started = time.perf_counter()
-                train(cfg)
-                write_text(out / "wall_seconds.txt", f"{time.perf_counter() - started:.1f}\n")
             metrics = load_metrics([out])
             if not metrics:
                 continue
             m = metrics[0]
             with open(out / "rounds.csv") as f:
                 curve = " → ".join(f"{100 * float(r['map_all']):.2f}" for r in csv.DictReader(f))
-            wall = (
-                float((out / "wall_seconds.txt").read_text())
-                if (out / "wall_seconds.txt").exists()
-                else m["train_seconds"]
-            )
+            wall = wall_seconds(out) or m["train_seconds"]
             rows.append(
                 [
                     dataset,

@@ -14,6 +14,29 @@ from omegaconf import DictConfig, open_dict
 
 from pgh.train import CONFIG_DIR
 
+# keys every run's metrics.json has, shallow or deep
+METRIC_KEYS = frozenset(
+    {
+        "map_all",
+        "map_at_1000",
+        "precision_at_100",
+        "precision_radius_2",
+        "train_seconds",
+        "encode_seconds",
+        "eval_seconds",
+        "feature_seconds",
+        "dataset",
+        "method",
+        "features",
+        "bits",
+        "distance",
+        "num_queries",
+        "num_database",
+        "num_train",
+        "seed",
+    }
+)
+
 
 @pytest.fixture
 def make_cfg(tmp_path: Path):

@@ -7,29 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import METRIC_KEYS
 
 from pgh.train import CONFIG_DIR, train
 
 METHODS = sorted(p.stem for p in (Path(CONFIG_DIR) / "method").glob("*.yaml"))
-COMMON_KEYS = {
-    "map_all",
-    "map_at_1000",
-    "precision_at_100",
-    "precision_radius_2",
-    "train_seconds",
-    "encode_seconds",
-    "eval_seconds",
-    "feature_seconds",
-    "dataset",
-    "method",
-    "features",
-    "bits",
-    "distance",
-    "num_queries",
-    "num_database",
-    "num_train",
-    "seed",
-}
 # a few steps of each deep method (small networks, one or two epochs)
 TINY = {
     "pgh": [
@@ -65,5 +47,5 @@ def test_every_method_trains_and_reports_the_same_metrics(make_cfg, method):
     )
     metrics = train(cfg)
     saved = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
-    assert COMMON_KEYS <= saved.keys() and saved["method"] == method and saved["num_train"] == 300
+    assert METRIC_KEYS <= saved.keys() and saved["method"] == method and saved["num_train"] == 300
     assert 0.0 < saved["map_all"] <= 1.0 and saved["map_all"] == pytest.approx(metrics["map_all"])

@@ -8,26 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import METRIC_KEYS
 from hydra.errors import ConfigCompositionException, InstantiationException
 
 from pgh.data import Split
 from pgh.hashing import HASHERS
 from pgh.retrieval import evaluate_packed
 from pgh.train import train
-
-METRIC_KEYS = {
-    "map_all",
-    "map_at_1000",
-    "precision_at_100",
-    "precision_radius_2",
-    "train_seconds",
-    "encode_seconds",
-    "eval_seconds",
-    "dataset",
-    "method",
-    "features",
-    "bits",
-}
 
 
 @pytest.mark.parametrize("method", sorted(HASHERS))
