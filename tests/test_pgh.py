@@ -118,3 +118,54 @@ def test_gan_warmup_leaves_h_untouched():
     assert not torch.equal(g_before, next(model.G.parameters()))  # G was
     with pytest.raises(ValueError, match="gan_warmup_epochs"):
         PGH(bits=8, num_train=32, gan_warmup_epochs=-1)
+
+
+def test_distill_epochs_pull_h_towards_the_conditioning_codes_first(monkeypatch):
+    """The first `distill_epochs` epochs use the conditioning codes as H's quantisation target, the
+    later ones the protocol's own binarisation."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import pgh.methods.pgh as pgh_module
+    from pgh.methods import PGH
+
+    calls: list[tuple[str, int]] = []
+    model = PGH(bits=8, num_train=32, width=8, hidden=16, z_dim=8, distill_epochs=1)
+    for name in ("code_target_loss", "quantization_loss"):
+        original = getattr(pgh_module, name)
+
+        def spy(*args, _name=name, _original=original):
+            calls.append((_name, model.current_epoch))
+            return _original(*args)
+
+        monkeypatch.setattr(pgh_module, name, spy)
+    torch.manual_seed(0)
+    model.set_codes(torch.randint(0, 2, (32, 8)))
+    images = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8)
+    loader = DataLoader(TensorDataset(images, torch.arange(32)), batch_size=16)
+    L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(model, loader)
+    assert calls == [("code_target_loss", 0)] * 2 + [("quantization_loss", 1)] * 2
+    with pytest.raises(ValueError, match="distill_epochs"):
+        PGH(bits=8, num_train=32, distill_epochs=-2)
+
+
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_config_builds_its_pgh(make_cfg, experiment):
+    from hydra.utils import instantiate
+
+    from pgh.methods import PGH
+
+    cfg = make_cfg(f"experiment={experiment}")
+    model = instantiate(cfg.method.module, num_train=10)
+    assert isinstance(model, PGH) and model.codes.shape == (10, cfg.bits)
+    assert cfg.method.module.distill_epochs < cfg.method.progressive.epochs_per_round  # round 1 is not all warm-up

@@ -7,6 +7,10 @@ Per batch of real images x_i with their current conditioning codes b_i:
                (x_i, x̄_i = G(z | b_i), x̄_j = G(z' | b_j)), then a G step and an H step. G thus gets
                the adversarial and the triplet gradient; H gets λ·∇(triplet + μ·quantisation), the
                same direction as an H step on triplet + μ·quantisation (Adam is scale-invariant).
+Two warm-ups of our own (off unless configured): `gan_warmup_epochs` trains G and D alone first;
+`distill_epochs` makes the conditioning codes b_i, b_j H's quantisation target for the first epochs
+(H learns the initial codes, and G, through H, learns to draw images that carry their code), after
+which the protocol's own-binarisation target takes over.
 Between rounds, `pgh.callbacks.ProgressiveRounds` re-encodes every training image with H and makes
 those codes the GAN's condition (`codes`, one row per training image, saved in checkpoints).
 """
@@ -48,6 +52,7 @@ class PGH(DeepHasher):
         quantization_weight: float = 0.1,
         quantization_target: str = "own",
         gan_warmup_epochs: int = 0,
+        distill_epochs: int = 0,
         negative: str = "random",
         lr_d: float = 2e-4,
         lr_g: float = 2e-4,
@@ -56,8 +61,9 @@ class PGH(DeepHasher):
     ) -> None:
         super().__init__()
         check_bits(bits)
-        if gan_warmup_epochs < 0:
-            raise ValueError(f"gan_warmup_epochs must be >= 0, got {gan_warmup_epochs}")
+        for name, value in (("gan_warmup_epochs", gan_warmup_epochs), ("distill_epochs", distill_epochs)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
         if quantization_target not in QUANTIZATION_TARGETS:
             raise ValueError(f"quantization_target={quantization_target!r} is not one of {QUANTIZATION_TARGETS}")
         if negative not in NEGATIVE_MODES:
@@ -136,7 +142,9 @@ class PGH(DeepHasher):
         # the same batch statistics its running averages (used when encoding) are made of
         h_real, h_same, h_other = self.H(torch.cat([x, fake_same, fake_other])).split(n)
         loss_triplet = triplet_loss(h_real, h_same, h_other, hp.gamma)
-        if hp.quantization_target == "own":
+        # distillation warm-up: the conditioning codes are the target (see the module docstring)
+        distilling = self.current_epoch < hp.distill_epochs
+        if hp.quantization_target == "own" and not distilling:
             loss_quant = quantization_loss(h_real, h_same, h_other)
         else:
             loss_quant = code_target_loss([(h_real, b), (h_same, b), (h_other, b_other)])
