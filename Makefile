@@ -23,8 +23,8 @@ test: $(VENV)/.installed ## run the tests (installs first when .venv is missing)
 test-all: $(VENV)/.installed ## run every test, the slow ones too
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-train: $(VENV)/.installed ## the main job: ITQ on pixels, 32 bits, mnist5k (override with ARGS="...")
-	$(VENV)/bin/pgh-train $(ARGS)
+train: $(VENV)/.installed ## the main job: PGH+GIST, 32 bits, mnist5k, CPU-sized (experiment=pgh_mnist5k; ARGS="bits=64")
+	$(VENV)/bin/pgh-train experiment=pgh_mnist5k $(ARGS)
 
 data: ## install the offline Fashion-MNIST (Debian package dataset-fashion-mnist)
 	@if [ -d /usr/share/datasets/fashion-mnist ]; then echo "fashion-mnist already in /usr/share/datasets/fashion-mnist"; \
