@@ -27,6 +27,7 @@ SMALL = [
     "method.module.width=8",
     "method.module.hidden=32",
     "method.module.z_dim=16",
+    "method.module.distill_epochs=1",  # both phases: distillation in epoch 0, the protocol's losses after
     "method.checkpoint_every_n_steps=1",
     "trainer=cpu",
     "trainer.enable_progress_bar=false",

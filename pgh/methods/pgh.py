@@ -7,8 +7,8 @@ Per batch of real images x_i with their current conditioning codes b_i:
                (x_i, x̄_i = G(z | b_i), x̄_j = G(z' | b_j)), then a G step and an H step. G thus gets
                the adversarial and the triplet gradient; H gets λ·∇(triplet + μ·quantisation), the
                same direction as an H step on triplet + μ·quantisation (Adam is scale-invariant).
-Two warm-ups of our own (off unless configured): `gan_warmup_epochs` trains G and D alone first;
-`distill_epochs` makes the conditioning codes b_i, b_j H's quantisation target for the first epochs
+Two warm-ups of our own: `gan_warmup_epochs` (default 0) trains G and D alone first;
+`distill_epochs` (default 10) makes the conditioning codes b_i, b_j H's quantisation target first
 (H learns the initial codes, and G, through H, learns to draw images that carry their code), after
 which the protocol's own-binarisation target takes over.
 Between rounds, `pgh.callbacks.ProgressiveRounds` re-encodes every training image with H and makes
@@ -47,12 +47,12 @@ class PGH(DeepHasher):
         z_dim: int = 64,
         width: int = 64,
         hidden: int = 512,
-        gamma: float = 0.25,
+        gamma: float = 0.5,
         lam: float = 1.0,
-        quantization_weight: float = 0.1,
+        quantization_weight: float = 0.3,
         quantization_target: str = "own",
         gan_warmup_epochs: int = 0,
-        distill_epochs: int = 0,
+        distill_epochs: int = 10,
         negative: str = "random",
         lr_d: float = 2e-4,
         lr_g: float = 2e-4,
