@@ -1,0 +1,120 @@
+"""PGH diagnostics behind the README's "Why the warm-up matters": how good can H get from PGH's
+triplet + quantisation losses when the positives are good, and how good are G's positives?
+
+  python benchmarks/diag_pgh_positives.py neighbours --dataset mnist5k --bits 32
+      "ideal G": the positive of x_i is a random one of its --k nearest training images in the
+      ITQ Hamming space of --features, the negative a random training image; a fresh H is trained
+      and mAP@all printed every 5 epochs.
+  python benchmarks/diag_pgh_positives.py generator --ckpt RUN/checkpoints/last.ckpt
+      positives and negatives from that run's G (frozen) for its current codes; also prints G's
+      label fidelity: how often the nearest real training image (pixels) of G(z | b_i) has x_i's label.
+
+Labels are used only to score, never to train. Prints; writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from pgh.features import cached_features
+from pgh.hashing import HASHERS
+from pgh.methods import PGH
+from pgh.methods.base import to_network_input
+from pgh.methods.pgh_losses import negative_codes, quantization_loss, triplet_loss
+from pgh.nets import HashNet
+from pgh.retrieval import evaluate_packed, pack_codes
+from pgh.train import CONFIG_DIR
+
+
+def hamming_neighbours(codes: torch.Tensor, k: int) -> torch.Tensor:
+    c = codes.float()
+    distance = c @ (1 - c).T + (1 - c) @ c.T
+    distance.fill_diagonal_(float("inf"))
+    return distance.argsort(1)[:, :k]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("positives", choices=["neighbours", "generator"])
+    parser.add_argument("--dataset", default="mnist5k")
+    parser.add_argument("--features", default="gist")
+    parser.add_argument("--bits", type=int, default=32)
+    parser.add_argument("--train-size", type=int, help="split.train_size (e.g. 10000 for fashion_mnist)")
+    parser.add_argument("--k", type=int, default=10, help="neighbours to draw the positive from")
+    parser.add_argument("--ckpt", help="a PGH checkpoint (positives=generator)")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--gamma", type=float, default=0.5)
+    parser.add_argument("--quantization-weight", type=float, default=0.1)
+    args = parser.parse_args()
+    if args.positives == "generator" and not args.ckpt:
+        parser.error("positives=generator needs --ckpt RUN/checkpoints/last.ckpt")
+
+    torch.manual_seed(0)
+    overrides = [f"dataset={args.dataset}", f"features={args.features}", f"bits={args.bits}"]
+    overrides += [f"split.train_size={args.train_size}"] if args.train_size else []
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    dataset = instantiate(cfg.dataset)
+    split = instantiate(cfg.split)(dataset.labels)
+    labels, train_labels = dataset.labels, dataset.labels[split.train]
+    images = {name: to_network_input(dataset.images[getattr(split, name)], 28, 1) for name in ("train", "query")}
+    images["database"] = to_network_input(dataset.images[split.database], 28, 1)
+    x, n = images["train"], images["train"].shape[0]
+
+    def map_all(h: HashNet) -> float:
+        result = evaluate_packed(
+            pack_codes(h.encode(images["query"])),
+            labels[split.query],
+            pack_codes(h.encode(images["database"])),
+            labels[split.database],
+        )
+        return 100 * result.metrics["map_all"]
+
+    if args.positives == "neighbours":
+        config = OmegaConf.to_container(cfg.features, resolve=True)
+        features = cached_features(dataset, instantiate(cfg.features), config, cfg.paths.cache_dir)
+        codes = HASHERS["itq"](bits=args.bits, seed=0).fit(features[split.train]).encode(features[split.train])
+        neighbours = hamming_neighbours(codes, args.k)
+        print(f"neighbour label precision {(train_labels[neighbours] == train_labels[:, None]).float().mean():.3f}")
+
+        def triplet_images(i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            positive = neighbours[i, torch.randint(args.k, (len(i),))]
+            return x[positive], x[torch.randint(n, (len(i),))]
+    else:
+        model = PGH.load_from_checkpoint(args.ckpt, map_location="cpu", weights_only=False)
+        if model.codes.shape[0] != n:
+            raise SystemExit(f"{args.ckpt} holds {model.codes.shape[0]} codes; this split trains on {n} images")
+        generator, codes, z_dim = model.G.requires_grad_(False), model.codes, model.hparams.z_dim
+        fakes = model.generate(codes, seed=1).flatten(1)  # eval mode
+        generator.train()  # triplets with batch statistics, as in training
+        nearest = torch.cdist(fakes, x.flatten(1)).argmin(1)
+        print(f"G label fidelity {(train_labels[nearest] == train_labels).float().mean():.3f}")
+
+        def triplet_images(i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.no_grad():
+                same = generator(torch.randn(len(i), z_dim), codes[i])
+                other = i[negative_codes(codes[i], "random")]  # a derangement, as in PGH
+                return same, generator(torch.randn(len(i), z_dim), codes[other])
+
+    h = HashNet(args.bits, channels=1, image_size=28, width=32, hidden=256)
+    optimizer = torch.optim.Adam(h.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    for epoch in range(args.epochs):
+        for i in torch.randperm(n).split(64):
+            positive, negative = triplet_images(i)
+            h_real, h_same, h_other = h(torch.cat([x[i], positive, negative])).split(len(i))
+            loss = triplet_loss(h_real, h_same, h_other, args.gamma)
+            loss = loss + args.quantization_weight * quantization_loss(h_real, h_same, h_other)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if epoch % 5 == 4 or epoch == args.epochs - 1:
+            print(f"epoch {epoch + 1}: mAP@all {map_all(h):.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
