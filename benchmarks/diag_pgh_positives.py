@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -28,12 +29,14 @@ from pgh.methods.base import to_network_input
 from pgh.methods.pgh_losses import negative_codes, quantization_loss, triplet_loss
 from pgh.nets import HashNet
 from pgh.retrieval import evaluate_packed, pack_codes
+from pgh.retrieval.hamming import hamming_matrix
 from pgh.train import CONFIG_DIR
 
 
 def hamming_neighbours(codes: torch.Tensor, k: int) -> torch.Tensor:
-    c = codes.float()
-    distance = c @ (1 - c).T + (1 - c) @ c.T
+    """Indices [n, k] of each code's k nearest other codes in Hamming distance."""
+    packed = pack_codes(codes)
+    distance = torch.from_numpy(hamming_matrix(packed, packed).astype(np.float32))
     distance.fill_diagonal_(float("inf"))
     return distance.argsort(1)[:, :k]
 

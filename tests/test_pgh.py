@@ -8,9 +8,11 @@ import json
 import math
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from conftest import RecordTrainStart
+from torch.utils.data import DataLoader, TensorDataset
 
 from pgh.train import train
 
@@ -93,27 +95,29 @@ def test_bad_pgh_settings(make_cfg):
         train(make_cfg(*SMALL, "method.module.negative=nearest"))
 
 
-def test_gan_warmup_leaves_h_untouched():
-    import lightning as L
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from pgh.methods import PGH
-
+def fit_tiny(model, epochs: int) -> None:
+    """Fit a PGH built for 32 training images on random 28-px images and codes, 2 batches an epoch."""
     torch.manual_seed(0)
-    model = PGH(bits=8, num_train=32, width=8, hidden=16, z_dim=8, gan_warmup_epochs=1)
-    model.set_codes(torch.randint(0, 2, (32, 8)))
-    h_before = {k: v.clone() for k, v in model.H.named_parameters()}
-    g_before = next(model.G.parameters()).clone()
+    model.set_codes(torch.randint(0, 2, (32, model.hparams.bits)))
     images = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8)
     loader = DataLoader(TensorDataset(images, torch.arange(32)), batch_size=16)
     L.Trainer(
-        max_epochs=1,
+        max_epochs=epochs,
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
     ).fit(model, loader)
+
+
+def test_gan_warmup_leaves_h_untouched():
+    from pgh.methods import PGH
+
+    model = PGH(bits=8, num_train=32, width=8, hidden=16, z_dim=8, gan_warmup_epochs=1)
+    h_before = {k: v.clone() for k, v in model.H.named_parameters()}
+    g_before = next(model.G.parameters()).clone()
+    fit_tiny(model, epochs=1)
     h_after = dict(model.H.named_parameters())
     assert all(torch.equal(v, h_after[k]) for k, v in h_before.items())  # H not stepped in the warm-up
     assert not torch.equal(g_before, next(model.G.parameters()))  # G was
@@ -124,9 +128,6 @@ def test_gan_warmup_leaves_h_untouched():
 def test_distill_epochs_pull_h_towards_the_conditioning_codes_first(monkeypatch):
     """The first `distill_epochs` epochs use the conditioning codes as H's quantisation target, the
     later ones the protocol's own binarisation."""
-    import lightning as L
-    from torch.utils.data import DataLoader, TensorDataset
-
     import pgh.methods.pgh as pgh_module
     from pgh.methods import PGH
 
@@ -140,18 +141,7 @@ def test_distill_epochs_pull_h_towards_the_conditioning_codes_first(monkeypatch)
             return _original(*args)
 
         monkeypatch.setattr(pgh_module, name, spy)
-    torch.manual_seed(0)
-    model.set_codes(torch.randint(0, 2, (32, 8)))
-    images = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8)
-    loader = DataLoader(TensorDataset(images, torch.arange(32)), batch_size=16)
-    L.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    ).fit(model, loader)
+    fit_tiny(model, epochs=2)
     assert calls == [("code_target_loss", 0)] * 2 + [("quantization_loss", 1)] * 2
     with pytest.raises(ValueError, match="distill_epochs"):
         PGH(bits=8, num_train=32, distill_epochs=-2)
