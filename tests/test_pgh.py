@@ -147,6 +147,30 @@ def test_distill_epochs_pull_h_towards_the_conditioning_codes_first(monkeypatch)
         PGH(bits=8, num_train=32, distill_epochs=-2)
 
 
+def test_augment_jitters_what_h_trains_on_but_not_what_it_encodes(monkeypatch):
+    """augment_shift / augment_degrees reach the jitter of H's training batch (real, same-code and
+    other-code images in one call); encoding the database never jitters."""
+    import pgh.methods.pgh as pgh_module
+    from pgh.methods import PGH
+
+    calls: list[tuple[int, float, float]] = []
+    original = pgh_module.random_affine
+
+    def spy(x, shift, degrees):
+        calls.append((x.shape[0], shift, degrees))
+        return original(x, shift, degrees)
+
+    monkeypatch.setattr(pgh_module, "random_affine", spy)
+    model = PGH(bits=8, num_train=32, width=8, hidden=16, z_dim=8, augment_shift=2.0, augment_degrees=10.0)
+    fit_tiny(model, epochs=1)
+    assert calls == [(48, 2.0, 10.0)] * 2  # 2 batches of 16 real + 16 + 16 synthetic images
+    images = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
+    codes = model.encode_inputs(images)
+    assert len(calls) == 2 and torch.equal(codes, model.encode_inputs(images))
+    with pytest.raises(ValueError, match="augment_shift"):
+        PGH(bits=8, num_train=32, augment_shift=-1.0)
+
+
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
 
 

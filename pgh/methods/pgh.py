@@ -10,7 +10,9 @@ Per batch of real images x_i with their current conditioning codes b_i:
 Two warm-ups of our own: `gan_warmup_epochs` (default 0) trains G and D alone first;
 `distill_epochs` (default 10) makes the conditioning codes b_i, b_j H's quantisation target first
 (H learns the initial codes, and G, through H, learns to draw images that carry their code), after
-which the protocol's own-binarisation target takes over.
+which the protocol's own-binarisation target takes over. And one regulariser of our own: H trains on
+jittered inputs (real and synthetic: a random shift of up to `augment_shift` pixels and rotation of up
+to `augment_degrees`, default 2 and 10; 0 and 0 switch it off), see `pgh.nets.augment`.
 Between rounds, `pgh.callbacks.ProgressiveRounds` re-encodes every training image with H and makes
 those codes the GAN's condition (`codes`, one row per training image, saved in checkpoints).
 """
@@ -30,6 +32,7 @@ from pgh.methods.pgh_losses import (
     triplet_loss,
 )
 from pgh.nets import Discriminator, Generator, HashNet, dcgan_init
+from pgh.nets.augment import random_affine
 from pgh.retrieval.codes import check_bits
 
 QUANTIZATION_TARGETS = ("own", "condition")
@@ -53,6 +56,8 @@ class PGH(DeepHasher):
         quantization_target: str = "own",
         gan_warmup_epochs: int = 0,
         distill_epochs: int = 10,
+        augment_shift: float = 2.0,
+        augment_degrees: float = 10.0,
         negative: str = "random",
         lr_d: float = 2e-4,
         lr_g: float = 2e-4,
@@ -61,7 +66,12 @@ class PGH(DeepHasher):
     ) -> None:
         super().__init__()
         check_bits(bits)
-        for name, value in (("gan_warmup_epochs", gan_warmup_epochs), ("distill_epochs", distill_epochs)):
+        for name, value in (
+            ("gan_warmup_epochs", gan_warmup_epochs),
+            ("distill_epochs", distill_epochs),
+            ("augment_shift", augment_shift),
+            ("augment_degrees", augment_degrees),
+        ):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if quantization_target not in QUANTIZATION_TARGETS:
@@ -140,7 +150,8 @@ class PGH(DeepHasher):
         fake_other = self.G(z_other, b_other)
         # one forward over the three parts: BatchNorm then normalises real and synthetic images with
         # the same batch statistics its running averages (used when encoding) are made of
-        h_real, h_same, h_other = self.H(torch.cat([x, fake_same, fake_other])).split(n)
+        h_input = random_affine(torch.cat([x, fake_same, fake_other]), hp.augment_shift, hp.augment_degrees)
+        h_real, h_same, h_other = self.H(h_input).split(n)
         loss_triplet = triplet_loss(h_real, h_same, h_other, hp.gamma)
         # distillation warm-up: the conditioning codes are the target (see the module docstring)
         distilling = self.current_epoch < hp.distill_epochs
