@@ -1,6 +1,7 @@
 """`make bench-pgh`: PGH on mnist5k (32 and 64 bits; ITQ+GIST and ITQ+pixels initial codes) and on
-fashion_mnist (32 bits, ITQ+GIST), with the per-round mAP@all and the wall time of each run, beside
-the best shallow baseline on the same split. Writes benchmarks/pgh.md and the README table."""
+fashion_mnist (32 bits, ITQ+GIST), each with H's jitter (the default) and without it (the protocol as
+written), with the per-round mAP@all and the wall time of each run, beside the best shallow baseline on
+the same split. Writes benchmarks/pgh.md and the README table."""
 
 from __future__ import annotations
 

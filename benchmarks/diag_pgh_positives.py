@@ -8,6 +8,11 @@ triplet + quantisation losses when the positives are good, and how good are G's 
   python benchmarks/diag_pgh_positives.py generator --ckpt RUN/checkpoints/last.ckpt
       positives and negatives from that run's G (frozen) for its current codes; also prints G's
       label fidelity: how often the nearest real training image (pixels) of G(z | b_i) has x_i's label.
+  python benchmarks/diag_pgh_positives.py codes --dataset fashion_mnist --train-size 10000
+      no triplet: a fresh H only learns to reproduce the ITQ codes of --features (the distillation
+      warm-up alone): how much of the initial codes' mAP a pixel CNN of this size can carry.
+--width / --hidden size H (PGH's defaults 32 / 256); --augment-shift / --augment-degrees jitter its
+training inputs as PGH's `augment_*` do (default 0: off).
 
 Labels are used only to score, never to train. Prints; writes nothing.
 """
@@ -26,8 +31,9 @@ from pgh.features import cached_features
 from pgh.hashing import HASHERS
 from pgh.methods import PGH
 from pgh.methods.base import to_network_input
-from pgh.methods.pgh_losses import negative_codes, quantization_loss, triplet_loss
+from pgh.methods.pgh_losses import code_target_loss, negative_codes, quantization_loss, triplet_loss
 from pgh.nets import HashNet
+from pgh.nets.augment import random_affine
 from pgh.retrieval import evaluate_packed, pack_codes
 from pgh.retrieval.hamming import hamming_matrix
 from pgh.train import CONFIG_DIR
@@ -43,7 +49,7 @@ def hamming_neighbours(codes: torch.Tensor, k: int) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("positives", choices=["neighbours", "generator"])
+    parser.add_argument("positives", choices=["neighbours", "generator", "codes"])
     parser.add_argument("--dataset", default="mnist5k")
     parser.add_argument("--features", default="gist")
     parser.add_argument("--bits", type=int, default=32)
@@ -53,6 +59,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--gamma", type=float, default=0.5)
     parser.add_argument("--quantization-weight", type=float, default=0.1)
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--augment-shift", type=float, default=0.0)
+    parser.add_argument("--augment-degrees", type=float, default=0.0)
     args = parser.parse_args()
     if args.positives == "generator" and not args.ckpt:
         parser.error("positives=generator needs --ckpt RUN/checkpoints/last.ckpt")
@@ -78,10 +88,18 @@ def main() -> None:
         )
         return 100 * result.metrics["map_all"]
 
-    if args.positives == "neighbours":
+    if args.positives in ("neighbours", "codes"):
         config = OmegaConf.to_container(cfg.features, resolve=True)
         features = cached_features(dataset, instantiate(cfg.features), config, cfg.paths.cache_dir)
-        codes = HASHERS["itq"](bits=args.bits, seed=0).fit(features[split.train]).encode(features[split.train])
+        itq = HASHERS["itq"](bits=args.bits, seed=0).fit(features[split.train])
+        codes = itq.encode(features[split.train])
+        initial = evaluate_packed(
+            pack_codes(itq.encode(features[split.query])),
+            labels[split.query],
+            pack_codes(itq.encode(features[split.database])),
+            labels[split.database],
+        )
+        print(f"initial ITQ codes: mAP@all {100 * initial.metrics['map_all']:.2f}")
         neighbours = hamming_neighbours(codes, args.k)
         print(f"neighbour label precision {(train_labels[neighbours] == train_labels[:, None]).float().mean():.3f}")
 
@@ -104,14 +122,19 @@ def main() -> None:
                 other = i[negative_codes(codes[i], "random")]  # a derangement, as in PGH
                 return same, generator(torch.randn(len(i), z_dim), codes[other])
 
-    h = HashNet(args.bits, channels=1, image_size=28, width=32, hidden=256)
+    h = HashNet(args.bits, channels=1, image_size=28, width=args.width, hidden=args.hidden)
     optimizer = torch.optim.Adam(h.parameters(), lr=2e-4, betas=(0.5, 0.999))
     for epoch in range(args.epochs):
         for i in torch.randperm(n).split(64):
-            positive, negative = triplet_images(i)
-            h_real, h_same, h_other = h(torch.cat([x[i], positive, negative])).split(len(i))
-            loss = triplet_loss(h_real, h_same, h_other, args.gamma)
-            loss = loss + args.quantization_weight * quantization_loss(h_real, h_same, h_other)
+            if args.positives == "codes":
+                h_real = h(random_affine(x[i], args.augment_shift, args.augment_degrees))
+                loss = code_target_loss([(h_real, codes[i].float())])
+            else:
+                positive, negative = triplet_images(i)
+                h_input = random_affine(torch.cat([x[i], positive, negative]), args.augment_shift, args.augment_degrees)
+                h_real, h_same, h_other = h(h_input).split(len(i))
+                loss = triplet_loss(h_real, h_same, h_other, args.gamma)
+                loss = loss + args.quantization_weight * quantization_loss(h_real, h_same, h_other)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
