@@ -95,6 +95,13 @@ def test_bad_pgh_settings(make_cfg):
         train(make_cfg(*SMALL, "method.module.negative=nearest"))
 
 
+def test_bf16_mixed_precision_runs_the_same_job(make_cfg):
+    """trainer.precision=bf16-mixed (CPU autocast here; the GPU configs' default) trains, refreshes
+    and evaluates like full precision."""
+    metrics = train(make_cfg(*SMALL, "trainer.precision=bf16-mixed"))
+    assert metrics["rounds_completed"] == 2 and 0 < metrics["map_all"] <= 1
+
+
 def fit_tiny(model, epochs: int) -> None:
     """Fit a PGH built for 32 training images on random 28-px images and codes, 2 batches an epoch."""
     torch.manual_seed(0)

@@ -1,0 +1,70 @@
+"""PGH under DDP on two CPU processes (gloo): the end-of-round code refresh encodes one shard per
+rank and all-gathers them, so every rank ends with the same codes, and they are the codes the final
+H gives the whole training set. Also: conf/trainer/ddp.yaml's strategy is one this step can run with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.distributed as dist
+from lightning.pytorch.strategies import DDPStrategy
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, TensorDataset
+
+from pgh.callbacks import ProgressiveRounds
+from pgh.methods import PGH
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs gloo")
+
+N, BITS = 37, 8  # an odd count: the last rank's shard is padded and the padding cut off after the gather
+
+
+class SaveCodes(L.Callback):
+    """Each rank saves its conditioning codes and its own H's codes of the whole training set."""
+
+    def __init__(self, out: Path, images: torch.Tensor) -> None:
+        self.out, self.images = out, images
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        rank = trainer.global_rank
+        torch.save(pl_module.codes.cpu(), self.out / f"codes_rank{rank}.pt")
+        torch.save(pl_module.encode_inputs(self.images), self.out / f"own_rank{rank}.pt")
+
+
+def test_code_refresh_gathers_the_same_codes_on_every_rank(tmp_path):
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (N, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(N) % 4
+    model = PGH(bits=BITS, num_train=N, width=8, hidden=16, z_dim=8, distill_epochs=1)
+    initial = torch.randint(0, 2, (N, BITS))
+    model.set_codes(initial)
+    rounds = ProgressiveRounds(images, images[:8], labels[:8], images, labels, tmp_path, epochs_per_round=1)
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=2,
+        strategy=DDPStrategy(find_unused_parameters=True, start_method="spawn"),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[rounds, SaveCodes(tmp_path, images)],
+    )
+    trainer.fit(model, DataLoader(TensorDataset(images, torch.arange(N)), batch_size=8, shuffle=True))
+
+    rank0, rank1 = (torch.load(tmp_path / f"codes_rank{r}.pt") for r in (0, 1))
+    assert torch.equal(rank0, rank1)
+    assert not torch.equal(rank0, initial.float())  # the rounds did refresh them
+    # rank r encoded rows [19 r, 19 r + 19) with its own H (BatchNorm statistics are per rank on CPU,
+    # where SyncBatchNorm does not run), and the gather put them back in place
+    own0, own1 = (torch.load(tmp_path / f"own_rank{r}.pt") for r in (0, 1))
+    assert torch.equal(rank0[:19].bool(), own0[:19]) and torch.equal(rank0[19:].bool(), own1[19:])
+    assert (tmp_path / "rounds.csv").read_text().count("\n") == 3  # header + rounds 1 and 2
+
+
+def test_the_ddp_trainer_config_finds_unused_parameters():
+    config = OmegaConf.load(Path(__file__).parents[1] / "conf" / "trainer" / "ddp.yaml")
+    assert config.strategy == "ddp_find_unused_parameters_true" and config.sync_batchnorm
