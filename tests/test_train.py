@@ -139,3 +139,28 @@ def test_sweep_and_slurm_launcher_compose(tmp_path):
     GlobalHydra.instance().clear()
     assert cfg.hydra.sweeper.params.method == "lsh,itq,sh,sph"
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.task_name == "baselines"
+
+
+SWEEPS = sorted(p.stem for p in (Path(__file__).parents[1] / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_every_sweep_composes_and_sweeps_existing_keys(sweep):
+    """Each sweep composes, and every swept key is a key of the composed config (a misspelt
+    `method.module.*` would otherwise only fail when the job runs)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from pgh.train import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(Path(CONFIG_DIR).parent / "sweeps"), version_base="1.3"):
+        cfg = compose(sweep, overrides=[f"hydra.searchpath=[file://{CONFIG_DIR}]"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    params = cfg.hydra.sweeper.params
+    assert params and cfg.task_name == sweep
+    for key in params:
+        if key.startswith(("+", "hydra")) or key in ("method", "features", "dataset", "trainer"):
+            continue
+        assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", f"{sweep} sweeps unknown key {key}"
