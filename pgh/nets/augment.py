@@ -1,8 +1,9 @@
 """Random small affine jitter (shift + rotation) of a batch of network inputs, one draw per image.
 
-Used by PGH's hashing network (ours, `augment_shift` / `augment_degrees`): H sees jittered real images,
-so it cannot reproduce initial codes that are a linear function of the pixels (ITQ+PIXEL) exactly and
-has to learn codes that survive a 2-pixel shift, i.e. codes of the digit rather than of its pixels.
+Used by PGH's hashing network (ours, `augment_shift` / `augment_degrees`): H trains on jittered real
+and synthetic images, so it cannot reproduce initial codes that are a linear function of the pixels
+(ITQ+PIXEL) exactly and has to learn codes that survive a small shift and rotation, i.e. codes of the
+digit rather than of its pixels.
 """
 
 from __future__ import annotations
