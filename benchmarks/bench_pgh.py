@@ -47,7 +47,7 @@ def run_name(dataset: str, features: str, bits: int, extra: list[str]) -> str:
 
 
 def settings(extra: list[str]) -> str:
-    """The extra overrides as the table shows them, e.g. "width=64 hidden=512"."""
+    """The extra overrides as the table shows them, e.g. "augment_shift=0 augment_degrees=0"."""
     return " ".join(o.rsplit(".", 1)[-1] for o in extra) or "defaults"
 
 

@@ -1,6 +1,6 @@
 """PGH under DDP on two CPU processes (gloo): the end-of-round code refresh encodes one shard per
-rank and all-gathers them, so every rank ends with the same codes, and they are the codes the final
-H gives the whole training set. Also: conf/trainer/ddp.yaml's strategy is one this step can run with."""
+rank and all-gathers them, so every rank ends with the same codes, each shard the one its rank's H
+gives. Also: conf/trainer/ddp.yaml's strategy is one PGH's manual-optimisation step can run with."""
 
 from __future__ import annotations
 

@@ -122,21 +122,22 @@ def test_more_bits_than_feature_dims(make_cfg):
         train(make_cfg("dataset=digits", "method=itq", "bits=72"))
 
 
-def test_sweep_and_slurm_launcher_compose(tmp_path):
+def compose_sweep(name: str, *overrides: str):
+    """The primary config sweeps/<name>.yaml on top of conf/, with its hydra node (sweeper, launcher)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     from pgh.train import CONFIG_DIR
 
-    sweeps = str(Path(CONFIG_DIR).parent / "sweeps")
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=sweeps, version_base="1.3"):
-        cfg = compose(
-            "baselines",
-            overrides=[f"hydra.searchpath=[file://{CONFIG_DIR}]", "hydra/launcher=slurm"],
-            return_hydra_config=True,
-        )
+    with initialize_config_dir(config_dir=str(Path(CONFIG_DIR).parent / "sweeps"), version_base="1.3"):
+        cfg = compose(name, overrides=[f"hydra.searchpath=[file://{CONFIG_DIR}]", *overrides], return_hydra_config=True)
     GlobalHydra.instance().clear()
+    return cfg
+
+
+def test_sweep_and_slurm_launcher_compose():
+    cfg = compose_sweep("baselines", "hydra/launcher=slurm")
     assert cfg.hydra.sweeper.params.method == "lsh,itq,sh,sph"
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.task_name == "baselines"
 
@@ -148,16 +149,9 @@ SWEEPS = sorted(p.stem for p in (Path(__file__).parents[1] / "sweeps").glob("*.y
 def test_every_sweep_composes_and_sweeps_existing_keys(sweep):
     """Each sweep composes, and every swept key is a key of the composed config (a misspelt
     `method.module.*` would otherwise only fail when the job runs)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from pgh.train import CONFIG_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(Path(CONFIG_DIR).parent / "sweeps"), version_base="1.3"):
-        cfg = compose(sweep, overrides=[f"hydra.searchpath=[file://{CONFIG_DIR}]"], return_hydra_config=True)
-    GlobalHydra.instance().clear()
+    cfg = compose_sweep(sweep)
     params = cfg.hydra.sweeper.params
     assert params and cfg.task_name == sweep
     for key in params:
