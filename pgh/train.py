@@ -101,7 +101,7 @@ def train_deep(
     if not isinstance(model, DeepHasher) or model.input_kind not in INPUT_KINDS:
         raise TypeError(f"{m.module._target_} must be a pgh.methods.base.DeepHasher with input_kind in {INPUT_KINDS}")
     if init_codes is not None:
-        model.set_codes(init_codes)
+        model.set_codes(init_codes, initial=True)
     inputs = dataset.images if model.input_kind == "images" else features
     train_inputs = inputs[split.train]
     model.on_before_fit(train_inputs, features[split.train])

@@ -155,27 +155,75 @@ def test_distill_epochs_pull_h_towards_the_conditioning_codes_first(monkeypatch)
 
 
 def test_augment_jitters_what_h_trains_on_but_not_what_it_encodes(monkeypatch):
-    """augment_shift / augment_degrees reach the jitter of H's training batch (real, same-code and
-    other-code images in one call); encoding the database never jitters."""
+    """augment_* reach the jitter of H's training batch (real, same-code and other-code images in one
+    call); encoding the database never jitters."""
     import pgh.methods.pgh as pgh_module
     from pgh.methods import PGH
 
-    calls: list[tuple[int, float, float]] = []
-    original = pgh_module.random_affine
+    calls: list[tuple] = []
+    affine, contrast = pgh_module.random_affine, pgh_module.random_contrast
 
-    def spy(x, shift, degrees):
-        calls.append((x.shape[0], shift, degrees))
-        return original(x, shift, degrees)
+    def spy_affine(x, *args):
+        calls.append(("affine", x.shape[0], *args))
+        return affine(x, *args)
 
-    monkeypatch.setattr(pgh_module, "random_affine", spy)
-    model = PGH(bits=8, num_train=32, width=8, hidden=16, z_dim=8, augment_shift=2.0, augment_degrees=10.0)
+    def spy_contrast(x, *args):
+        calls.append(("contrast", x.shape[0], *args))
+        return contrast(x, *args)
+
+    monkeypatch.setattr(pgh_module, "random_affine", spy_affine)
+    monkeypatch.setattr(pgh_module, "random_contrast", spy_contrast)
+    model = PGH(
+        bits=8, num_train=32, width=8, hidden=16, z_dim=8, augment_shift=2.0, augment_degrees=10.0,
+        augment_scale=0.1, augment_flip=True, augment_contrast=0.3,
+    )  # fmt: skip
     fit_tiny(model, epochs=1)
-    assert calls == [(48, 2.0, 10.0)] * 2  # 2 batches of 16 real + 16 + 16 synthetic images
+    # 2 batches of 16 real + 16 + 16 synthetic images
+    assert calls == [("affine", 48, 2.0, 10.0, 0.1, True), ("contrast", 48, 0.3)] * 2
     images = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
     codes = model.encode_inputs(images)
-    assert len(calls) == 2 and torch.equal(codes, model.encode_inputs(images))
-    with pytest.raises(ValueError, match="augment_shift"):
-        PGH(bits=8, num_train=32, augment_shift=-1.0)
+    assert len(calls) == 4 and torch.equal(codes, model.encode_inputs(images))
+    for name, value, message in (
+        ("augment_shift", -1.0, ">= 0"),
+        ("augment_scale", 1.0, r"in \[0, 1\)"),
+        ("augment_contrast", -0.1, r"in \[0, 1\)"),
+    ):
+        with pytest.raises(ValueError, match=f"{name} must be {message}"):
+            PGH(bits=8, num_train=32, **{name: value})
+
+
+def test_anchor_pulls_real_codes_towards_the_round_0_codes_after_the_warm_up(monkeypatch):
+    """anchor_weight > 0: after the distillation epochs, one more code_target_loss term pulls H(x_i)
+    towards the codes given with set_codes(initial=True), which later set_codes calls leave alone."""
+    import pgh.methods.pgh as pgh_module
+    from pgh.methods import PGH
+
+    model = PGH(bits=8, num_train=32, width=8, hidden=16, z_dim=8, distill_epochs=1, anchor_weight=0.5)
+    initial = torch.randint(0, 2, (32, 8), generator=torch.Generator().manual_seed(1))
+    model.set_codes(initial, initial=True)
+    model.set_codes(1 - initial)  # a later round's codes
+    assert torch.equal(model.initial_codes, initial.float()) and torch.equal(model.codes, 1 - initial.float())
+
+    targets: list[tuple[int, torch.Tensor]] = []
+    original = pgh_module.code_target_loss
+
+    def spy(pairs):
+        targets.append((model.current_epoch, torch.cat([b for _, b in pairs])))
+        return original(pairs)
+
+    monkeypatch.setattr(pgh_module, "code_target_loss", spy)
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8)
+    loader = DataLoader(TensorDataset(images, torch.arange(32)), batch_size=16)
+    L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False).fit(model, loader)  # fmt: skip
+    # epoch 0: the distillation target (b_i, b_i, b_j) of each batch; epoch 1: the anchor alone
+    assert [epoch for epoch, _ in targets] == [0, 0, 1, 1]
+    assert [t.shape[0] for _, t in targets] == [48, 48, 16, 16]
+    torch.testing.assert_close(torch.cat([t for _, t in targets[2:]]), initial.float())
+    assert "initial_codes" in model.state_dict()
+    with pytest.raises(ValueError, match="anchor_weight must be >= 0"):
+        PGH(bits=8, num_train=32, anchor_weight=-1.0)
 
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))

@@ -12,7 +12,11 @@ Two warm-ups of our own: `gan_warmup_epochs` (default 0) trains G and D alone fi
 (H learns the initial codes, and G, through H, learns to draw images that carry their code), after
 which the protocol's own-binarisation target takes over. And one regulariser of our own: H trains on
 jittered inputs (real and synthetic: a random shift of up to `augment_shift` pixels and rotation of up
-to `augment_degrees`, default 2 and 10; 0 and 0 switch it off), see `pgh.nets.augment`.
+to `augment_degrees`, default 2 and 10; 0 and 0 switch it off; `augment_scale`, `augment_flip` and
+`augment_contrast` add scale, mirror and ink-contrast jitter, off by default), see `pgh.nets.augment`.
+And an optional anchor (`anchor_weight`, default 0): after the distillation warm-up, H's codes of the
+real images are also pulled towards their round-0 codes, so the rounds refine the initial
+neighbourhoods instead of drifting away from them.
 Between rounds, `pgh.callbacks.ProgressiveRounds` re-encodes every training image with H and makes
 those codes the GAN's condition (`codes`, one row per training image, saved in checkpoints).
 """
@@ -32,7 +36,7 @@ from pgh.methods.pgh_losses import (
     triplet_loss,
 )
 from pgh.nets import Discriminator, Generator, HashNet, dcgan_init
-from pgh.nets.augment import random_affine
+from pgh.nets.augment import random_affine, random_contrast
 from pgh.retrieval.codes import check_bits
 
 QUANTIZATION_TARGETS = ("own", "condition")
@@ -58,6 +62,10 @@ class PGH(DeepHasher):
         distill_epochs: int = 10,
         augment_shift: float = 2.0,
         augment_degrees: float = 10.0,
+        augment_scale: float = 0.0,
+        augment_flip: bool = False,
+        augment_contrast: float = 0.0,
+        anchor_weight: float = 0.0,
         negative: str = "random",
         lr_d: float = 2e-4,
         lr_g: float = 2e-4,
@@ -71,9 +79,13 @@ class PGH(DeepHasher):
             ("distill_epochs", distill_epochs),
             ("augment_shift", augment_shift),
             ("augment_degrees", augment_degrees),
+            ("anchor_weight", anchor_weight),
         ):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
+        for name, value in (("augment_scale", augment_scale), ("augment_contrast", augment_contrast)):
+            if not 0 <= value < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
         if quantization_target not in QUANTIZATION_TARGETS:
             raise ValueError(f"quantization_target={quantization_target!r} is not one of {QUANTIZATION_TARGETS}")
         if negative not in NEGATIVE_MODES:
@@ -87,14 +99,18 @@ class PGH(DeepHasher):
         self.H = HashNet(bits, channels=channels, image_size=image_size, width=width, hidden=hidden)
         self.reset_gan()
         self.register_buffer("codes", torch.zeros(num_train, bits))  # conditioning codes b_i, in {0, 1}
+        self.register_buffer("initial_codes", torch.zeros(num_train, bits))  # round-0 codes (the anchor)
         self.register_buffer("current_round", torch.zeros((), dtype=torch.long))
 
     # ------------------------------------------------------------------------------ state
 
-    def set_codes(self, codes: torch.Tensor) -> None:
+    def set_codes(self, codes: torch.Tensor, initial: bool = False) -> None:
+        """Make `codes` [num_train, bits] the GAN's condition; `initial=True` also makes them the anchor."""
         if codes.shape != self.codes.shape:
             raise ValueError(f"codes must be [{self.codes.shape[0]}, {self.codes.shape[1]}], got {tuple(codes.shape)}")
         self.codes.copy_(codes.to(self.codes))
+        if initial:
+            self.initial_codes.copy_(codes.to(self.initial_codes))
 
     def reset_gan(self) -> None:
         """Re-initialise G and D (DCGAN init); their optimiser state is reset by the caller."""
@@ -150,7 +166,10 @@ class PGH(DeepHasher):
         fake_other = self.G(z_other, b_other)
         # one forward over the three parts: BatchNorm then normalises real and synthetic images with
         # the same batch statistics its running averages (used when encoding) are made of
-        h_input = random_affine(torch.cat([x, fake_same, fake_other]), hp.augment_shift, hp.augment_degrees)
+        h_input = random_affine(
+            torch.cat([x, fake_same, fake_other]), hp.augment_shift, hp.augment_degrees, hp.augment_scale, hp.augment_flip
+        )
+        h_input = random_contrast(h_input, hp.augment_contrast)
         h_real, h_same, h_other = self.H(h_input).split(n)
         loss_triplet = triplet_loss(h_real, h_same, h_other, hp.gamma)
         # distillation warm-up: the conditioning codes are the target (see the module docstring)
@@ -159,6 +178,8 @@ class PGH(DeepHasher):
             loss_quant = quantization_loss(h_real, h_same, h_other)
         else:
             loss_quant = code_target_loss([(h_real, b), (h_same, b), (h_other, b_other)])
+        if hp.anchor_weight > 0 and not distilling:
+            loss_quant = loss_quant + hp.anchor_weight * code_target_loss([(h_real, self.initial_codes[index])])
         loss_adv = adversarial_g_loss(self.D(fake_same, b))
         # during the GAN warm-up (the first epochs of the run) G learns the conditioning alone
         warm = self.current_epoch >= hp.gan_warmup_epochs
