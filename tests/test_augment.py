@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 

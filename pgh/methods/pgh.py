@@ -166,9 +166,8 @@ class PGH(DeepHasher):
         fake_other = self.G(z_other, b_other)
         # one forward over the three parts: BatchNorm then normalises real and synthetic images with
         # the same batch statistics its running averages (used when encoding) are made of
-        h_input = random_affine(
-            torch.cat([x, fake_same, fake_other]), hp.augment_shift, hp.augment_degrees, hp.augment_scale, hp.augment_flip
-        )
+        h_input = torch.cat([x, fake_same, fake_other])
+        h_input = random_affine(h_input, hp.augment_shift, hp.augment_degrees, hp.augment_scale, hp.augment_flip)
         h_input = random_contrast(h_input, hp.augment_contrast)
         h_real, h_same, h_other = self.H(h_input).split(n)
         loss_triplet = triplet_loss(h_real, h_same, h_other, hp.gamma)
