@@ -14,8 +14,8 @@ which the protocol's own-binarisation target takes over. And one regulariser of 
 jittered inputs (real and synthetic: a random shift of up to `augment_shift` pixels and rotation of up
 to `augment_degrees`, default 2 and 10; 0 and 0 switch it off; `augment_scale`, `augment_flip` and
 `augment_contrast` add scale, mirror and ink-contrast jitter, off by default), see `pgh.nets.augment`.
-And an optional anchor (`anchor_weight`, default 0): after the distillation warm-up, H's codes of the
-real images are also pulled towards their round-0 codes, so the rounds refine the initial
+And an optional anchor (`anchor_weight` = α, default 0): after the distillation warm-up the G+H loss
+gets + λ·α·‖H(x_i) − b⁰_i‖², b⁰_i the round-0 code of x_i, so the rounds refine the initial
 neighbourhoods instead of drifting away from them.
 Between rounds, `pgh.callbacks.ProgressiveRounds` re-encodes every training image with H and makes
 those codes the GAN's condition (`codes`, one row per training image, saved in checkpoints).
@@ -177,12 +177,15 @@ class PGH(DeepHasher):
             loss_quant = quantization_loss(h_real, h_same, h_other)
         else:
             loss_quant = code_target_loss([(h_real, b), (h_same, b), (h_other, b_other)])
+        loss_h = loss_triplet + hp.quantization_weight * loss_quant
         if hp.anchor_weight > 0 and not distilling:
-            loss_quant = loss_quant + hp.anchor_weight * code_target_loss([(h_real, self.initial_codes[index])])
+            loss_anchor = code_target_loss([(h_real, self.initial_codes[index])])
+            loss_h = loss_h + hp.anchor_weight * loss_anchor
+            self.log("loss/anchor", loss_anchor, on_step=True, on_epoch=True, batch_size=n)
         loss_adv = adversarial_g_loss(self.D(fake_same, b))
         # during the GAN warm-up (the first epochs of the run) G learns the conditioning alone
         warm = self.current_epoch >= hp.gan_warmup_epochs
-        loss = loss_adv + warm * hp.lam * (loss_triplet + hp.quantization_weight * loss_quant)
+        loss = loss_adv + warm * hp.lam * loss_h
         opt_g.zero_grad(set_to_none=True)
         opt_h.zero_grad(set_to_none=True)
         self.manual_backward(loss)
