@@ -45,7 +45,7 @@ lint: $(VENV)/.installed ## ruff
 clean: ## remove run outputs and caches (not .venv)
 	rm -rf logs outputs multirun .cache .pytest_cache
 
-bench-pgh: $(VENV)/.installed ## PGH on mnist5k with per-round mAP -> benchmarks/pgh.md + README
+bench-pgh: $(VENV)/.installed ## PGH on mnist5k and fashion_mnist with per-round mAP -> benchmarks/pgh.md + README
 	$(PY) benchmarks/bench_pgh.py $(ARGS)
 
 bench-deep: $(VENV)/.installed ## DH, DeepBit, BGAN on mnist5k x 16/32/64 bits -> benchmarks/deep.md + README
