@@ -34,7 +34,7 @@ from pgh.methods.base import to_network_input
 from pgh.methods.pgh_losses import code_target_loss, negative_codes, quantization_loss, triplet_loss
 from pgh.nets import HashNet
 from pgh.nets.augment import random_affine
-from pgh.retrieval import evaluate_packed, pack_codes
+from pgh.retrieval import evaluate_codes, pack_codes
 from pgh.retrieval.hamming import hamming_matrix
 from pgh.train import CONFIG_DIR
 
@@ -79,13 +79,8 @@ def main() -> None:
     images["database"] = to_network_input(dataset.images[split.database], 28, 1)
     x, n = images["train"], images["train"].shape[0]
 
-    def map_all(h: HashNet) -> float:
-        result = evaluate_packed(
-            pack_codes(h.encode(images["query"])),
-            labels[split.query],
-            pack_codes(h.encode(images["database"])),
-            labels[split.database],
-        )
+    def map_all(query_codes: torch.Tensor, db_codes: torch.Tensor) -> float:
+        result = evaluate_codes(query_codes, labels[split.query], db_codes, labels[split.database])
         return 100 * result.metrics["map_all"]
 
     if args.positives in ("neighbours", "codes"):
@@ -93,13 +88,8 @@ def main() -> None:
         features = cached_features(dataset, instantiate(cfg.features), config, cfg.paths.cache_dir)
         itq = HASHERS["itq"](bits=args.bits, seed=0).fit(features[split.train])
         codes = itq.encode(features[split.train])
-        initial = evaluate_packed(
-            pack_codes(itq.encode(features[split.query])),
-            labels[split.query],
-            pack_codes(itq.encode(features[split.database])),
-            labels[split.database],
-        )
-        print(f"initial ITQ codes: mAP@all {100 * initial.metrics['map_all']:.2f}")
+        initial = map_all(itq.encode(features[split.query]), itq.encode(features[split.database]))
+        print(f"initial ITQ codes: mAP@all {initial:.2f}")
         neighbours = hamming_neighbours(codes, args.k)
         print(f"neighbour label precision {(train_labels[neighbours] == train_labels[:, None]).float().mean():.3f}")
 
@@ -139,7 +129,8 @@ def main() -> None:
             loss.backward()
             optimizer.step()
         if epoch % 5 == 4 or epoch == args.epochs - 1:
-            print(f"epoch {epoch + 1}: mAP@all {map_all(h):.2f}", flush=True)
+            score = map_all(h.encode(images["query"]), h.encode(images["database"]))
+            print(f"epoch {epoch + 1}: mAP@all {score:.2f}", flush=True)
 
 
 if __name__ == "__main__":
