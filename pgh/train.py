@@ -164,6 +164,13 @@ def closing_line(m: dict[str, Any]) -> str:
 def train(cfg: DictConfig) -> dict[str, Any]:
     bits = check_bits(cfg.bits)
     out = Path(cfg.paths.output_dir)
+    if cfg.get("ckpt_path") is None and any((out / "checkpoints").glob("*.ckpt")):
+        # Lightning would write the new run's checkpoints beside the old ones as last-v1.ckpt, and
+        # checkpoints/last.ckpt would silently stay the earlier run's model
+        raise FileExistsError(
+            f"{out / 'checkpoints'} holds checkpoints of an earlier run: resume it with ckpt_path=last, "
+            f"or start afresh in a new hydra.run.dir (or delete {out})"
+        )
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

@@ -158,3 +158,13 @@ def test_every_sweep_composes_and_sweeps_existing_keys(sweep):
         if key.startswith(("+", "hydra")) or key in ("method", "features", "dataset", "trainer"):
             continue
         assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", f"{sweep} sweeps unknown key {key}"
+
+
+def test_fresh_run_refuses_a_directory_with_checkpoints(make_cfg):
+    cfg = make_cfg("dataset=digits", "method=itq")
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"an earlier run")
+    with pytest.raises(FileExistsError, match="resume it with ckpt_path=last"):
+        train(cfg)
+    assert ckpt.read_bytes() == b"an earlier run"
