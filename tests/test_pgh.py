@@ -222,6 +222,24 @@ def test_anchor_pulls_real_codes_towards_the_round_0_codes_after_the_warm_up(mon
         PGH(bits=8, num_train=32, anchor_weight=-1.0)
 
 
+def test_checkpoint_from_before_the_anchor_loads_without_one(tmp_path):
+    """A checkpoint without `initial_codes` (written before anchor_weight existed) loads, with its
+    conditioning codes in that buffer's place; with an anchor asked for, it fails and says why."""
+    from pgh.methods import PGH
+
+    model = PGH(bits=8, num_train=32, width=8, hidden=16, z_dim=8)
+    model.set_codes(torch.randint(0, 2, (32, 8), generator=torch.Generator().manual_seed(1)))
+    state = {k: v for k, v in model.state_dict().items() if k != "initial_codes"}
+    path = tmp_path / "old.ckpt"
+    hparams, version = dict(model.hparams), {"pytorch-lightning_version": L.__version__}
+    torch.save({"state_dict": state, "hyper_parameters": hparams, **version}, path)
+    loaded = PGH.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    assert torch.equal(loaded.codes, model.codes) and torch.equal(loaded.initial_codes, model.codes)
+    torch.save({"state_dict": state, "hyper_parameters": {**hparams, "anchor_weight": 0.3}, **version}, path)
+    with pytest.raises(ValueError, match="resume it with method.module.anchor_weight=0"):
+        PGH.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+
+
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
 
 

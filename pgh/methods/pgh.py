@@ -112,6 +112,18 @@ class PGH(DeepHasher):
         if initial:
             self.initial_codes.copy_(codes.to(self.initial_codes))
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints written before the anchor existed have no `initial_codes`; without an anchor
+        they are never read, so those load with the conditioning codes in their place."""
+        state = checkpoint["state_dict"]
+        if "initial_codes" not in state and "codes" in state:
+            if self.hparams.anchor_weight > 0:
+                raise ValueError(
+                    "this checkpoint holds no round-0 codes (it predates anchor_weight), so it cannot "
+                    "continue with anchor_weight > 0; resume it with method.module.anchor_weight=0"
+                )
+            state["initial_codes"] = state["codes"].clone()
+
     def reset_gan(self) -> None:
         """Re-initialise G and D (DCGAN init); their optimiser state is reset by the caller."""
         dcgan_init(self.G)
