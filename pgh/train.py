@@ -125,11 +125,10 @@ def train_deep(
     # the manual-optimisation checkpoint holds the state after the batch's steps, which is what an exact
     # resume needs (tests/test_pgh.py resumes mid-round); Lightning's long warning about it is noise
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-    callbacks.append(
-        ModelCheckpoint(
-            dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=m.checkpoint_every_n_steps
-        )
+    checkpointing = ModelCheckpoint(
+        dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=m.checkpoint_every_n_steps
     )
+    callbacks.append(checkpointing)
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     loader = DataLoader(
         TensorDataset(train_inputs, torch.arange(n_train)),
@@ -143,6 +142,11 @@ def train_deep(
     )
     t0 = time.perf_counter()
     trainer.fit(model, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
+    # the step-interval checkpoint can predate the last steps and the last round's code refresh, so
+    # save the model that is evaluated below; not after a stop by trainer.max_steps in mid-epoch,
+    # where Lightning would record the epoch as finished and a resume would skip its remaining batches
+    if not 0 < trainer.max_steps <= trainer.global_step:
+        trainer.save_checkpoint(checkpointing.last_model_path or out / "checkpoints" / "last.ckpt")
     t1 = time.perf_counter()
     query = pack_codes(model.encode_inputs(inputs[split.query]))
     database = pack_codes(model.encode_inputs(inputs[split.database]))

@@ -62,7 +62,9 @@ def test_two_rounds_write_everything(make_cfg):
     logged = read_rows(out / "csv" / "metrics.csv")
     losses = [float(r[k]) for r in logged for k in r if k.startswith("loss/") and r[k]]
     assert losses and all(math.isfinite(v) for v in losses)
-    assert (out / "checkpoints" / "last.ckpt").exists()
+    final = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert int(final["state_dict"]["current_round"]) == 2  # the evaluated model, after the last refresh
+    assert [r["round"] for r in final["callbacks"]["ProgressiveRounds"]["rows"]] == [0, 1, 2]
 
 
 def test_resume_mid_round_continues_the_same_round_with_the_same_codes(make_cfg):
