@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: machine description and table writing."""
+"""Helpers shared by the benchmark scripts: machine description, table writing, timed runs and the
+protocol's data as `pgh-train` composes it."""
 
 from __future__ import annotations
 
@@ -47,3 +48,27 @@ def run_timed(overrides: list[str], out: Path) -> dict:
 def wall_seconds(out: Path) -> float | None:
     path = out / "wall_seconds.txt"
     return float(path.read_text()) if path.exists() else None
+
+
+def compose_protocol(overrides: list[str]):
+    """(cfg, dataset, split) from conf/ composed with `overrides`, as `pgh-train` builds them."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from pgh.train import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    dataset = instantiate(cfg.dataset)
+    return cfg, dataset, instantiate(cfg.split)(dataset.labels)
+
+
+def protocol_features(cfg, dataset) -> torch.Tensor:
+    """The `features` group's features of every image of `dataset` (through the feature cache)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from pgh.features import cached_features
+
+    config = OmegaConf.to_container(cfg.features, resolve=True)
+    return cached_features(dataset, instantiate(cfg.features), config, cfg.paths.cache_dir)

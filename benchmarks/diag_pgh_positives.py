@@ -20,14 +20,15 @@ Labels are used only to score, never to train. Prints; writes nothing.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from pgh.features import cached_features
+sys.path.insert(0, str(Path(__file__).parent))
+from common import compose_protocol, protocol_features
+
 from pgh.hashing import HASHERS
 from pgh.methods import PGH
 from pgh.methods.base import to_network_input
@@ -36,7 +37,6 @@ from pgh.nets import HashNet
 from pgh.nets.augment import random_affine
 from pgh.retrieval import evaluate_codes, pack_codes
 from pgh.retrieval.hamming import hamming_matrix
-from pgh.train import CONFIG_DIR
 
 
 def hamming_neighbours(codes: torch.Tensor, k: int) -> torch.Tensor:
@@ -70,10 +70,7 @@ def main() -> None:
     torch.manual_seed(0)
     overrides = [f"dataset={args.dataset}", f"features={args.features}", f"bits={args.bits}"]
     overrides += [f"split.train_size={args.train_size}"] if args.train_size else []
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    dataset = instantiate(cfg.dataset)
-    split = instantiate(cfg.split)(dataset.labels)
+    cfg, dataset, split = compose_protocol(overrides)
     labels, train_labels = dataset.labels, dataset.labels[split.train]
     images = {name: to_network_input(dataset.images[getattr(split, name)], 28, 1) for name in ("train", "query")}
     images["database"] = to_network_input(dataset.images[split.database], 28, 1)
@@ -84,8 +81,7 @@ def main() -> None:
         return 100 * result.metrics["map_all"]
 
     if args.positives in ("neighbours", "codes"):
-        config = OmegaConf.to_container(cfg.features, resolve=True)
-        features = cached_features(dataset, instantiate(cfg.features), config, cfg.paths.cache_dir)
+        features = protocol_features(cfg, dataset)
         itq = HASHERS["itq"](bits=args.bits, seed=0).fit(features[split.train])
         codes = itq.encode(features[split.train])
         initial = map_all(itq.encode(features[split.query]), itq.encode(features[split.database]))

@@ -1,0 +1,153 @@
+"""Diagnostics behind the README's Fashion-MNIST paragraph: how far do other ways of refining the
+initial codes get, next to PGH? Each prints mAP@all (and mAP@1000) on the protocol split.
+
+  python benchmarks/diag_pgh_ceilings.py smooth --dataset fashion_mnist --train-size 10000
+      no network: the ITQ codes of --features on the training set, each replaced --iterations times by
+      the bitwise majority of its --k nearest training images' codes (Euclidean, in feature space,
+      itself included); queries and database items take the majority code of their 10 nearest
+      training images. How good the codes get refined along the features' own neighbourhoods.
+  python benchmarks/diag_pgh_ceilings.py contrastive --dataset fashion_mnist --train-size 10000
+      a fresh H (PGH's size) trained with a SimCLR-style NT-Xent loss alone between two jittered views
+      of each training image (shift, rotation, scale, mirror, contrast; no codes, no GAN).
+  python benchmarks/diag_pgh_ceilings.py rehash --run logs/bench/pgh/fashion_mnist_gist_32_anchor8
+      a finished PGH run: its H's codes next to ITQ fitted, on the same training images, on H's hidden
+      layer and on D's (unconditional) features.
+
+Labels are used only to score, never to train. Prints; writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import compose_protocol, protocol_features
+
+from pgh.data import Split
+from pgh.hashing import HASHERS
+from pgh.methods import PGH
+from pgh.methods.base import to_network_input
+from pgh.nets import HashNet
+from pgh.nets.augment import random_affine, random_contrast
+from pgh.retrieval import evaluate_codes
+
+
+def nearest(queries: torch.Tensor, points: torch.Tensor, k: int, chunk: int = 2000) -> torch.Tensor:
+    """Indices [n, k] of each query's k nearest points (Euclidean), nearest first."""
+    return torch.cat([torch.cdist(q, points).topk(k, largest=False).indices for q in queries.split(chunk)])
+
+
+def majority(codes: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+    """Bitwise majority vote of bool codes over each row of neighbour indices (ties give 1)."""
+    return codes[neighbours].float().mean(1) >= 0.5
+
+
+def nt_xent(h_a: torch.Tensor, h_b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent on centred bit probabilities 2h − 1: row i of h_a and of h_b are the positive pair."""
+    z = F.normalize(torch.cat([h_a, h_b]) * 2 - 1, dim=1)
+    n = h_a.shape[0]
+    similarity = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
+    return F.cross_entropy(similarity, torch.cat([torch.arange(n, 2 * n), torch.arange(n)]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["smooth", "contrastive", "rehash"])
+    parser.add_argument("--dataset", default="fashion_mnist")
+    parser.add_argument("--features", default="gist")
+    parser.add_argument("--bits", type=int, default=32)
+    parser.add_argument("--train-size", type=int, help="split.train_size (e.g. 10000 for fashion_mnist)")
+    parser.add_argument("--k", type=int, default=20, help="smooth: neighbours voting on a training code")
+    parser.add_argument("--iterations", type=int, default=10, help="smooth: rounds of voting")
+    parser.add_argument("--epochs", type=int, default=40, help="contrastive: epochs")
+    parser.add_argument("--temperature", type=float, default=1.0, help="contrastive: NT-Xent temperature")
+    parser.add_argument("--run", help="rehash: a finished PGH run directory")
+    args = parser.parse_args()
+    if args.mode == "rehash" and not args.run:
+        parser.error("rehash needs --run RUN_DIR (a finished PGH run)")
+    torch.manual_seed(0)
+
+    if args.mode == "rehash":
+        run = Path(args.run)
+        checkpoints = sorted((run / "checkpoints").glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not checkpoints or not (run / "split.npz").exists():
+            raise SystemExit(f"{run} is not a PGH run directory (no checkpoints/last*.ckpt or split.npz)")
+        cfg = OmegaConf.load(run / "config.yaml")
+        dataset, split = instantiate(cfg.dataset), Split.load(run / "split.npz")
+    else:
+        overrides = [f"dataset={args.dataset}", f"features={args.features}", f"bits={args.bits}"]
+        overrides += [f"split.train_size={args.train_size}"] if args.train_size else []
+        cfg, dataset, split = compose_protocol(overrides)
+    labels = dataset.labels
+
+    def score(what: str, query_codes: torch.Tensor, db_codes: torch.Tensor) -> None:
+        m = evaluate_codes(query_codes, labels[split.query], db_codes, labels[split.database]).metrics
+        print(f"{what}: mAP@all {100 * m['map_all']:.2f}, mAP@1000 {100 * m['map_at_1000']:.2f}", flush=True)
+
+    if args.mode == "smooth":
+        features = protocol_features(cfg, dataset).float()
+        itq = HASHERS["itq"](bits=args.bits, seed=0).fit(features[split.train])
+        codes = itq.encode(features[split.train])
+        train = features[split.train]
+        outside = {name: nearest(features[getattr(split, name)], train, 10) for name in ("query", "database")}
+        score("ITQ", itq.encode(features[split.query]), itq.encode(features[split.database]))
+        score("ITQ, by the 10 nearest training codes", *(majority(codes, outside[s]) for s in ("query", "database")))
+        voters = nearest(train, train, args.k + 1)
+        for iteration in range(1, args.iterations + 1):
+            codes = majority(codes, voters)
+            if iteration in (1, 3) or iteration == args.iterations:
+                what = f"smoothed {iteration}x over {args.k} neighbours ({len(torch.unique(codes, dim=0))} distinct)"
+                score(what, *(majority(codes, outside[s]) for s in ("query", "database")))
+
+    elif args.mode == "contrastive":
+        images = {s: to_network_input(dataset.images[getattr(split, s)], 28, 1) for s in ("train", "query", "database")}
+        h = HashNet(args.bits, channels=1, image_size=28, width=32, hidden=256)
+        optimizer = torch.optim.Adam(h.parameters(), lr=1e-3)
+
+        def view(x: torch.Tensor) -> torch.Tensor:
+            return random_contrast(random_affine(x, 3.0, 15.0, 0.2, True), 0.4)
+
+        for epoch in range(1, args.epochs + 1):
+            for i in torch.randperm(images["train"].shape[0]).split(256):
+                if len(i) < 2:
+                    continue
+                x = images["train"][i]
+                h_a, h_b = h(torch.cat([view(x), view(x)])).split(len(i))
+                loss = nt_xent(h_a, h_b, args.temperature)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            if epoch % 5 == 0:
+                what = f"epoch {epoch} (loss {loss.item():.3f})"
+                score(what, h.encode(images["query"]), h.encode(images["database"]))
+
+    else:
+        model = PGH.load_from_checkpoint(checkpoints[-1], map_location="cpu", weights_only=False).eval()
+
+        @torch.no_grad()
+        def layers(part: str) -> tuple[torch.Tensor, torch.Tensor]:
+            """(H's hidden layer, D's features) of the split's `part`, in eval mode."""
+            hidden, critic = [], []
+            for chunk in dataset.images[getattr(split, part)].split(1000):
+                x = model.prepare(chunk)
+                hidden.append(model.H.head[:-1](model.H.convs(x)))  # up to H's last linear layer
+                critic.append(model.D.features(x))
+            return torch.cat(hidden), torch.cat(critic)
+
+        parts = {s: layers(s) for s in ("train", "query", "database")}
+        score("sign of H (PGH's codes)", model.encode_inputs(dataset.images[split.query]),
+              model.encode_inputs(dataset.images[split.database]))  # fmt: skip
+        for which, name in enumerate(("H's hidden layer", "D's features")):
+            itq = HASHERS["itq"](bits=model.hparams.bits, seed=0).fit(parts["train"][which])
+            score(f"ITQ on {name}", *(itq.encode(parts[s][which]) for s in ("query", "database")))
+
+
+if __name__ == "__main__":
+    main()
