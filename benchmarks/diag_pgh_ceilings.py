@@ -32,21 +32,12 @@ from common import compose_protocol, protocol_features
 
 from pgh.data import Split
 from pgh.hashing import HASHERS
+from pgh.hashing.vote import majority_vote, nearest_neighbors
 from pgh.methods import PGH
 from pgh.methods.base import to_network_input
 from pgh.nets import HashNet
 from pgh.nets.augment import random_affine, random_contrast
 from pgh.retrieval import evaluate_codes
-
-
-def nearest(queries: torch.Tensor, points: torch.Tensor, k: int, chunk: int = 2000) -> torch.Tensor:
-    """Indices [n, k] of each query's k nearest points (Euclidean), nearest first."""
-    return torch.cat([torch.cdist(q, points).topk(k, largest=False).indices for q in queries.split(chunk)])
-
-
-def majority(codes: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
-    """Bitwise majority vote of bool codes over each row of neighbour indices (ties give 1)."""
-    return codes[neighbours].float().mean(1) >= 0.5
 
 
 def nt_xent(h_a: torch.Tensor, h_b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -96,15 +87,15 @@ def main() -> None:
         itq = HASHERS["itq"](bits=args.bits, seed=0).fit(features[split.train])
         codes = itq.encode(features[split.train])
         train = features[split.train]
-        outside = {name: nearest(features[getattr(split, name)], train, 10) for name in ("query", "database")}
+        outside = [nearest_neighbors(features[part], train, 10) for part in (split.query, split.database)]
         score("ITQ", itq.encode(features[split.query]), itq.encode(features[split.database]))
-        score("ITQ, by the 10 nearest training codes", *(majority(codes, outside[s]) for s in ("query", "database")))
-        voters = nearest(train, train, args.k + 1)
+        score("ITQ, by the 10 nearest training codes", *(majority_vote(codes, n) for n in outside))
+        voters = nearest_neighbors(train, train, args.k + 1)
         for iteration in range(1, args.iterations + 1):
-            codes = majority(codes, voters)
+            codes = majority_vote(codes, voters)
             if iteration in (1, 3) or iteration == args.iterations:
                 what = f"smoothed {iteration}x over {args.k} neighbours ({len(torch.unique(codes, dim=0))} distinct)"
-                score(what, *(majority(codes, outside[s]) for s in ("query", "database")))
+                score(what, *(majority_vote(codes, n) for n in outside))
 
     elif args.mode == "contrastive":
         images = {s: to_network_input(dataset.images[getattr(split, s)], 28, 1) for s in ("train", "query", "database")}

@@ -117,6 +117,7 @@ def train_deep(
             output_dir=out,
             initial_metrics=init_metrics,
             eval_kwargs=eval_opts,
+            train_features=features[split.train],
         )
         callbacks.append(rounds)
         max_epochs = m.rounds * rounds.epochs_per_round

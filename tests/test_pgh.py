@@ -67,6 +67,41 @@ def test_two_rounds_write_everything(make_cfg):
     assert [r["round"] for r in final["callbacks"]["ProgressiveRounds"]["rows"]] == [0, 1, 2]
 
 
+def test_vote_refines_the_refreshed_codes_along_the_feature_neighbourhoods(make_cfg):
+    """vote_neighbors=k: the conditioning codes after a refresh are the neighbourhood vote of H's
+    codes over the k nearest training images in the features group's space (here pixels)."""
+    from hydra.utils import instantiate
+
+    from pgh.data import Split
+    from pgh.hashing.vote import majority_vote, nearest_neighbors
+    from pgh.methods import PGH
+
+    cfg = make_cfg(*SMALL, "method.progressive.vote_neighbors=4", "method.progressive.vote_iterations=2")
+    metrics = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert metrics["rounds_completed"] == 2 and len(read_rows(out / "rounds.csv")) == 3
+    model = PGH.load_from_checkpoint(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    dataset, split = instantiate(cfg.dataset), Split.load(out / "split.npz")
+    features = instantiate(cfg.features)(dataset.images[split.train])
+    h_codes = model.encode_inputs(dataset.images[split.train])
+    voted = majority_vote(h_codes, nearest_neighbors(features, features, 5), iterations=2)
+    assert torch.equal(model.codes.bool(), voted) and not torch.equal(voted, h_codes)
+
+
+def test_vote_settings_are_checked(tmp_path):
+    from pgh.callbacks import ProgressiveRounds
+
+    images, labels = torch.zeros(6, 1, 8, 8, dtype=torch.uint8), torch.zeros(6, dtype=torch.long)
+    common = dict(query_images=images, query_labels=labels, db_images=images, db_labels=labels)
+    common.update(train_images=images, output_dir=tmp_path, epochs_per_round=1)
+    with pytest.raises(ValueError, match="vote_neighbors must be >= 0"):
+        ProgressiveRounds(**common, vote_neighbors=-1)
+    with pytest.raises(ValueError, match="needs train_features"):
+        ProgressiveRounds(**common, vote_neighbors=2)
+    with pytest.raises(ValueError, match="train_features has 5 rows for 6 training images"):
+        ProgressiveRounds(**common, vote_neighbors=2, train_features=torch.zeros(5, 3))
+
+
 def test_resume_mid_round_continues_the_same_round_with_the_same_codes(make_cfg):
     RecordTrainStart.seen.clear()
     probe = "+callbacks.probe._target_=conftest.RecordTrainStart"

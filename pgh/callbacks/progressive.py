@@ -4,7 +4,10 @@ and make those codes the GAN's condition for the next round.
 Each round also logs the bit change rate, evaluates mAP@all on the protocol's queries/database with
 H's codes, writes `rounds.csv` (round, bit_change, map_all, map_at_1000; round 0 = the initial
 shallow codes) and saves a grid of real training images above G's images for the same codes.
-Training stops early once fewer than `converge_bit_change` of the bits changed. Under DDP every
+Training stops early once fewer than `converge_bit_change` of the bits changed. With
+`vote_neighbors` = k > 0 (ours), H's new codes are first refined by a neighbourhood vote: each
+becomes the bitwise majority of its own and its k nearest training images' codes, nearest in the
+initial features (`train_features`, the `features` group), `vote_iterations` times. Under DDP every
 rank encodes a shard of the training set and the codes are all-gathered, so all ranks agree.
 """
 
@@ -18,6 +21,7 @@ import lightning as L
 import torch
 from torchvision.utils import make_grid, save_image
 
+from pgh.hashing.vote import majority_vote, nearest_neighbors
 from pgh.io import atomic_path, write_text
 from pgh.retrieval import evaluate_packed, pack_codes
 
@@ -37,11 +41,26 @@ class ProgressiveRounds(L.Callback):
         initial_metrics: dict[str, float] | None = None,
         grid_size: int = 8,
         eval_kwargs: dict[str, Any] | None = None,
+        train_features: torch.Tensor | None = None,
+        vote_neighbors: int = 0,
+        vote_iterations: int = 1,
     ) -> None:
         if epochs_per_round < 1:
             raise ValueError(f"epochs_per_round must be >= 1, got {epochs_per_round}")
         if not 0.0 <= converge_bit_change <= 1.0:
             raise ValueError(f"converge_bit_change must be a fraction in [0, 1], got {converge_bit_change}")
+        if vote_neighbors < 0 or vote_iterations < 1:
+            raise ValueError(
+                f"vote_neighbors must be >= 0 and vote_iterations >= 1, got {vote_neighbors} and {vote_iterations}"
+            )
+        if vote_neighbors and train_features is None:
+            raise ValueError("vote_neighbors > 0 needs train_features: the training images' features [n, d]")
+        if vote_neighbors and train_features.shape[0] != train_images.shape[0]:
+            raise ValueError(
+                f"train_features has {train_features.shape[0]} rows for {train_images.shape[0]} training images"
+            )
+        self.train_features, self.vote_neighbors, self.vote_iterations = train_features, vote_neighbors, vote_iterations
+        self._voters: torch.Tensor | None = None  # [n, vote_neighbors + 1] nearest training images, itself first
         self.train_images, self.query_images, self.db_images = train_images, query_images, db_images
         self.query_labels, self.db_labels = query_labels, db_labels
         self.output_dir = Path(output_dir)
@@ -80,7 +99,7 @@ class ProgressiveRounds(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.epochs_per_round:
             return
-        new_codes = self._encode_all(trainer, pl_module)
+        new_codes = self._vote(self._encode_all(trainer, pl_module), pl_module.device)
         bit_change = float((new_codes != pl_module.codes.bool().cpu()).float().mean())
         pl_module.set_codes(new_codes)
         pl_module.current_round += 1
@@ -114,6 +133,15 @@ class ProgressiveRounds(L.Callback):
         mine = pl_module.encode_inputs(self.train_images[index]).to(pl_module.device)
         gathered = pl_module.all_gather(mine)  # [world, shard, bits]
         return gathered.reshape(world * shard, -1)[:n].cpu().bool()
+
+    def _vote(self, codes: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """H's codes refined by the neighbourhood vote in feature space (unchanged when it is off)."""
+        if not self.vote_neighbors:
+            return codes
+        if self._voters is None:  # the same graph every round: computed once, on the module's device
+            x = self.train_features.to(device)
+            self._voters = nearest_neighbors(x, x, min(self.vote_neighbors + 1, x.shape[0]))
+        return majority_vote(codes, self._voters, self.vote_iterations)
 
     def _write_rounds_csv(self) -> None:
         lines = ["round,bit_change,map_all,map_at_1000"]
