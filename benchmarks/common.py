@@ -50,13 +50,24 @@ def wall_seconds(out: Path) -> float | None:
     return float(path.read_text()) if path.exists() else None
 
 
-def compose_protocol(overrides: list[str]):
-    """(cfg, dataset, split) from conf/ composed with `overrides`, as `pgh-train` builds them."""
+def add_protocol_arguments(parser, dataset: str) -> None:
+    """--dataset (default `dataset`), --features, --bits, --train-size: what `compose_protocol` reads."""
+    parser.add_argument("--dataset", default=dataset)
+    parser.add_argument("--features", default="gist")
+    parser.add_argument("--bits", type=int, default=32)
+    parser.add_argument("--train-size", type=int, help="split.train_size (e.g. 10000 for fashion_mnist)")
+
+
+def compose_protocol(args):
+    """(cfg, dataset, split) from conf/ composed with the `add_protocol_arguments` options in `args`,
+    as `pgh-train` builds them."""
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
     from pgh.train import CONFIG_DIR
 
+    overrides = [f"dataset={args.dataset}", f"features={args.features}", f"bits={args.bits}"]
+    overrides += [f"split.train_size={args.train_size}"] if args.train_size else []
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     dataset = instantiate(cfg.dataset)

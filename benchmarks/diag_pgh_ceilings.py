@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import compose_protocol, protocol_features
+from common import add_protocol_arguments, compose_protocol, protocol_features
 
 from pgh.data import Split
 from pgh.hashing import HASHERS
@@ -51,10 +51,7 @@ def nt_xent(h_a: torch.Tensor, h_b: torch.Tensor, temperature: float) -> torch.T
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=["smooth", "contrastive", "rehash"])
-    parser.add_argument("--dataset", default="fashion_mnist")
-    parser.add_argument("--features", default="gist")
-    parser.add_argument("--bits", type=int, default=32)
-    parser.add_argument("--train-size", type=int, help="split.train_size (e.g. 10000 for fashion_mnist)")
+    add_protocol_arguments(parser, dataset="fashion_mnist")
     parser.add_argument("--k", type=int, default=20, help="smooth: neighbours voting on a training code")
     parser.add_argument("--iterations", type=int, default=10, help="smooth: rounds of voting")
     parser.add_argument("--epochs", type=int, default=40, help="contrastive: epochs")
@@ -73,9 +70,7 @@ def main() -> None:
         cfg = OmegaConf.load(run / "config.yaml")
         dataset, split = instantiate(cfg.dataset), Split.load(run / "split.npz")
     else:
-        overrides = [f"dataset={args.dataset}", f"features={args.features}", f"bits={args.bits}"]
-        overrides += [f"split.train_size={args.train_size}"] if args.train_size else []
-        cfg, dataset, split = compose_protocol(overrides)
+        cfg, dataset, split = compose_protocol(args)
     labels = dataset.labels
 
     def score(what: str, query_codes: torch.Tensor, db_codes: torch.Tensor) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import compose_protocol, protocol_features
+from common import add_protocol_arguments, compose_protocol, protocol_features
 
 from pgh.hashing import HASHERS
 from pgh.methods import PGH
@@ -50,10 +50,7 @@ def hamming_neighbours(codes: torch.Tensor, k: int) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("positives", choices=["neighbours", "generator", "codes"])
-    parser.add_argument("--dataset", default="mnist5k")
-    parser.add_argument("--features", default="gist")
-    parser.add_argument("--bits", type=int, default=32)
-    parser.add_argument("--train-size", type=int, help="split.train_size (e.g. 10000 for fashion_mnist)")
+    add_protocol_arguments(parser, dataset="mnist5k")
     parser.add_argument("--k", type=int, default=10, help="neighbours to draw the positive from")
     parser.add_argument("--ckpt", help="a PGH checkpoint (positives=generator)")
     parser.add_argument("--epochs", type=int, default=40)
@@ -68,9 +65,7 @@ def main() -> None:
         parser.error("positives=generator needs --ckpt RUN/checkpoints/last.ckpt")
 
     torch.manual_seed(0)
-    overrides = [f"dataset={args.dataset}", f"features={args.features}", f"bits={args.bits}"]
-    overrides += [f"split.train_size={args.train_size}"] if args.train_size else []
-    cfg, dataset, split = compose_protocol(overrides)
+    cfg, dataset, split = compose_protocol(args)
     labels, train_labels = dataset.labels, dataset.labels[split.train]
     images = {name: to_network_input(dataset.images[getattr(split, name)], 28, 1) for name in ("train", "query")}
     images["database"] = to_network_input(dataset.images[split.database], 28, 1)

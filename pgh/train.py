@@ -79,13 +79,14 @@ def train_deep(
     from pgh.methods.base import INPUT_KINDS, DeepHasher
 
     m, labels, n_train = cfg.method, dataset.labels, int(split.train.numel())
+    train_features = features[split.train]
     run_info: dict[str, Any] = {}
     module_kwargs: dict[str, Any] = {}
     init_codes = init_metrics = None
     if "init_hash" in m:
         if m.init_hash not in HASHERS:
             raise ValueError(f"method.init_hash={m.init_hash!r} is not one of {sorted(HASHERS)}")
-        init = HASHERS[m.init_hash](bits=cfg.bits, seed=cfg.seed).fit(features[split.train])
+        init = HASHERS[m.init_hash](bits=cfg.bits, seed=cfg.seed).fit(train_features)
         init_metrics = evaluate_packed(
             pack_codes(init.encode(features[split.query])),
             labels[split.query],
@@ -93,7 +94,7 @@ def train_deep(
             labels[split.database],
             **eval_opts,
         ).metrics
-        init_codes = init.encode(features[split.train])
+        init_codes = init.encode(train_features)
         module_kwargs["num_train"] = n_train
         run_info.update(init_map_all=init_metrics["map_all"], init_hash=m.init_hash)
 
@@ -104,7 +105,7 @@ def train_deep(
         model.set_codes(init_codes, initial=True)
     inputs = dataset.images if model.input_kind == "images" else features
     train_inputs = inputs[split.train]
-    model.on_before_fit(train_inputs, features[split.train])
+    model.on_before_fit(train_inputs, train_features)
 
     callbacks: list = []
     if "progressive" in m:
@@ -117,7 +118,7 @@ def train_deep(
             output_dir=out,
             initial_metrics=init_metrics,
             eval_kwargs=eval_opts,
-            train_features=features[split.train],
+            train_features=train_features,
         )
         callbacks.append(rounds)
         max_epochs = m.rounds * rounds.epochs_per_round

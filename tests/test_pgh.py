@@ -96,6 +96,8 @@ def test_vote_settings_are_checked(tmp_path):
     common.update(train_images=images, output_dir=tmp_path, epochs_per_round=1)
     with pytest.raises(ValueError, match="vote_neighbors must be >= 0"):
         ProgressiveRounds(**common, vote_neighbors=-1)
+    with pytest.raises(ValueError, match=r"vote_neighbors=6 must be below the number of training images \(6\)"):
+        ProgressiveRounds(**common, vote_neighbors=6, train_features=torch.zeros(6, 3))
     with pytest.raises(ValueError, match="needs train_features"):
         ProgressiveRounds(**common, vote_neighbors=2)
     with pytest.raises(ValueError, match="train_features has 5 rows for 6 training images"):

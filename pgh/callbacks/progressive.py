@@ -55,6 +55,10 @@ class ProgressiveRounds(L.Callback):
             )
         if vote_neighbors and train_features is None:
             raise ValueError("vote_neighbors > 0 needs train_features: the training images' features [n, d]")
+        if vote_neighbors >= train_images.shape[0]:
+            raise ValueError(
+                f"vote_neighbors={vote_neighbors} must be below the number of training images ({train_images.shape[0]})"
+            )
         if vote_neighbors and train_features.shape[0] != train_images.shape[0]:
             raise ValueError(
                 f"train_features has {train_features.shape[0]} rows for {train_images.shape[0]} training images"
@@ -140,7 +144,7 @@ class ProgressiveRounds(L.Callback):
             return codes
         if self._voters is None:  # the same graph every round: computed once, on the module's device
             x = self.train_features.to(device)
-            self._voters = nearest_neighbors(x, x, min(self.vote_neighbors + 1, x.shape[0]))
+            self._voters = nearest_neighbors(x, x, self.vote_neighbors + 1)
         return majority_vote(codes, self._voters, self.vote_iterations)
 
     def _write_rounds_csv(self) -> None:
