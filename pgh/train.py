@@ -75,7 +75,7 @@ def train_deep(
     from lightning.pytorch.callbacks import ModelCheckpoint
     from torch.utils.data import DataLoader, TensorDataset
 
-    from pgh.callbacks import AtomicCheckpointIO
+    from pgh.callbacks import AtomicCheckpointIO, RandomState
     from pgh.methods.base import INPUT_KINDS, DeepHasher
 
     m, labels, n_train = cfg.method, dataset.labels, int(split.train.numel())
@@ -130,7 +130,7 @@ def train_deep(
     checkpointing = ModelCheckpoint(
         dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=m.checkpoint_every_n_steps
     )
-    callbacks.append(checkpointing)
+    callbacks += [checkpointing, RandomState()]
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     loader = DataLoader(
         TensorDataset(train_inputs, torch.arange(n_train)),

@@ -12,6 +12,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import RecordTrainStart
+from omegaconf import open_dict
 from torch.utils.data import DataLoader, TensorDataset
 
 from pgh.train import train
@@ -125,6 +126,23 @@ def test_resume_mid_round_continues_the_same_round_with_the_same_codes(make_cfg)
     assert final["rounds_completed"] == 2
     rows = read_rows(Path(resumed.paths.output_dir) / "rounds.csv")
     assert [r["round"] for r in rows] == ["0", "1", "2"] and rows[:2] == rows_before
+
+
+def test_resume_at_a_round_boundary_repeats_the_uninterrupted_run(make_cfg, tmp_path):
+    """The checkpoint holds the random generators' states: a run stopped after round 1 and resumed
+    to round 2 draws the same batches, noise and jitter as one run of two rounds, bit for bit."""
+    straight = make_cfg(*SMALL)
+    with open_dict(straight):
+        straight.paths.output_dir = str(tmp_path / "straight")
+    expected = train(straight)
+
+    train(make_cfg(*SMALL, "method.rounds=1"))
+    resumed = train(make_cfg(*SMALL, "ckpt_path=last"))
+    assert resumed["rounds_completed"] == 2
+    assert read_rows(tmp_path / "run" / "rounds.csv") == read_rows(tmp_path / "straight" / "rounds.csv")
+    assert resumed["map_all"] == expected["map_all"]
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert set(ckpt["callbacks"]["RandomState"]) == {"torch", "cuda", "numpy", "python"}
 
 
 def test_bad_pgh_settings(make_cfg):

@@ -1,6 +1,8 @@
-"""Lightning callbacks and plugins: PGH's progressive code refresh, atomic checkpoint writes."""
+"""Lightning callbacks and plugins: PGH's progressive code refresh, atomic checkpoint writes, random
+generator states in checkpoints."""
 
 from pgh.callbacks.checkpointing import AtomicCheckpointIO
 from pgh.callbacks.progressive import ProgressiveRounds
+from pgh.callbacks.random_state import RandomState
 
-__all__ = ["AtomicCheckpointIO", "ProgressiveRounds"]
+__all__ = ["AtomicCheckpointIO", "ProgressiveRounds", "RandomState"]

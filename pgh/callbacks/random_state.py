@@ -1,0 +1,35 @@
+"""Random generator states in checkpoints: saved with every checkpoint and restored on resume, so a
+run resumed at an epoch boundary (e.g. after a finished round) draws the same batch order, noise
+and jitter as the uninterrupted run, and gives the same numbers."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+
+class RandomState(L.Callback):
+    def state_dict(self) -> dict[str, Any]:
+        # plain tensors and lists only, so the checkpoint still loads with weights_only=True
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, python_state, gauss_next = random.getstate()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+            "python": [version, list(python_state), gauss_next],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        cuda = state_dict["cuda"]
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        kind, keys, pos, has_gauss, gauss = state_dict["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        version, python_state, gauss_next = state_dict["python"]
+        random.setstate((version, tuple(python_state), gauss_next))
