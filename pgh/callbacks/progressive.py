@@ -57,7 +57,8 @@ class ProgressiveRounds(L.Callback):
             raise ValueError("vote_neighbors > 0 needs train_features: the training images' features [n, d]")
         if vote_neighbors >= train_images.shape[0]:
             raise ValueError(
-                f"vote_neighbors={vote_neighbors} must be below the number of training images ({train_images.shape[0]})"
+                f"vote_neighbors={vote_neighbors} must be below the number of training images "
+                f"({train_images.shape[0]}): lower it, or set it to 0 to switch the vote off"
             )
         if vote_neighbors and train_features.shape[0] != train_images.shape[0]:
             raise ValueError(
