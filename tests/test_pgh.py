@@ -310,3 +310,23 @@ def test_every_experiment_config_builds_its_pgh(make_cfg, experiment):
     model = instantiate(cfg.method.module, num_train=10)
     assert isinstance(model, PGH) and model.codes.shape == (10, cfg.bits)
     assert cfg.method.module.distill_epochs < cfg.method.progressive.epochs_per_round  # round 1 is not all warm-up
+
+
+def test_random_state_round_trip_and_a_checkpoint_from_other_cuda_devices():
+    import random
+
+    import numpy as np
+
+    from pgh.callbacks import RandomState
+
+    saved = RandomState().state_dict()
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.rand(5), np.random.rand(5), random.random()  # move every generator on
+    RandomState().load_state_dict(saved)
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(again[0], expected[0]) and np.array_equal(again[1], expected[1]) and again[2] == expected[2]
+
+    here = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    foreign = {**saved, "cuda": [torch.zeros(16, dtype=torch.uint8)] * (here + 1)}
+    with pytest.warns(UserWarning, match=rf"holds {here + 1} CUDA generator states and this machine has {here}"):
+        RandomState().load_state_dict(foreign)

@@ -5,6 +5,7 @@ and jitter as the uninterrupted run, and gives the same numbers."""
 from __future__ import annotations
 
 import random
+import warnings
 from typing import Any
 
 import lightning as L
@@ -27,8 +28,15 @@ class RandomState(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         torch.set_rng_state(state_dict["torch"])
         cuda = state_dict["cuda"]
-        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        here = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if cuda and len(cuda) == here:
             torch.cuda.set_rng_state_all(cuda)
+        elif cuda:
+            warnings.warn(
+                f"the checkpoint holds {len(cuda)} CUDA generator states and this machine has {here} CUDA "
+                "devices: the resumed run's CUDA random draws differ from the uninterrupted run's",
+                stacklevel=2,
+            )
         kind, keys, pos, has_gauss, gauss = state_dict["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
         version, python_state, gauss_next = state_dict["python"]
