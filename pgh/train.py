@@ -231,6 +231,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "num_database": int(split.database.numel()),
         "num_train": int(split.train.numel()),
         "seed": int(cfg.seed),
+        # deep runs are deterministic for a seed and this thread count; another count changes the floating point
+        "torch_threads": torch.get_num_threads(),
     }
     write_json(out / "metrics.json", metrics)
     write_text(out / "pr_curve.csv", result.pr_curve_csv())

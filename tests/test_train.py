@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import METRIC_KEYS
 from hydra.errors import ConfigCompositionException, InstantiationException
 
@@ -24,6 +25,7 @@ def test_train_every_method_on_digits(make_cfg, method, capsys):
     out = Path(cfg.paths.output_dir)
     saved = json.loads((out / "metrics.json").read_text())
     assert METRIC_KEYS <= saved.keys() and saved["method"] == method and saved["bits"] == 16
+    assert saved["seed"] == 0 and saved["torch_threads"] == torch.get_num_threads()
     assert saved["map_all"] == pytest.approx(metrics["map_all"])
     # well above chance (10 classes -> ~0.1) for every hasher on digits
     assert 0.2 < metrics["map_all"] <= 1.0
