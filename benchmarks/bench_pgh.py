@@ -43,26 +43,25 @@ VOTE50_ANCHOR = [
     "method.rounds=8",
 ]
 FASHION_TRAIN = ["split.train_size=10000"]
-# (dataset, features, bits, extra overrides, run-name suffix)
+MNIST5K = [("gist", 32), ("gist", 64), ("pixels", 32), ("pixels", 64)]
+
+
+def mnist5k_rows(extra: list[str], suffix: str) -> list[tuple]:
+    """The four mnist5k settings (GIST / pixels x 32 / 64 bits) with the same extra overrides."""
+    return [("mnist5k", features, bits, extra, suffix) for features, bits in MNIST5K]
+
+
+# (dataset, features, bits, extra overrides, run-name suffix), in the table's order
 GRID = [
-    ("mnist5k", "gist", 32, [], ""),
-    ("mnist5k", "gist", 64, [], ""),
-    ("mnist5k", "pixels", 32, [], ""),
-    ("mnist5k", "pixels", 64, [], ""),
+    *mnist5k_rows([], ""),
     ("fashion_mnist", "gist", 32, FASHION_TRAIN, ""),
     ("fashion_mnist", "pixels", 32, FASHION_TRAIN, ""),
     ("fashion_mnist", "gist", 32, FASHION_TRAIN + VOTE50_ANCHOR, "_vote50_anchor"),
-    ("mnist5k", "gist", 32, NOVOTE, "_novote"),
-    ("mnist5k", "gist", 64, NOVOTE, "_novote"),
-    ("mnist5k", "pixels", 32, NOVOTE, "_novote"),
-    ("mnist5k", "pixels", 64, NOVOTE, "_novote"),
+    *mnist5k_rows(NOVOTE, "_novote"),
     ("fashion_mnist", "gist", 32, FASHION_TRAIN + NOVOTE, "_novote"),
     ("fashion_mnist", "pixels", 32, FASHION_TRAIN + NOVOTE, "_novote"),
     ("fashion_mnist", "gist", 32, FASHION_TRAIN + ANCHOR8, "_anchor8"),
-    ("mnist5k", "gist", 32, NOAUG, "_noaug"),
-    ("mnist5k", "gist", 64, NOAUG, "_noaug"),
-    ("mnist5k", "pixels", 32, NOAUG, "_noaug"),
-    ("mnist5k", "pixels", 64, NOAUG, "_noaug"),
+    *mnist5k_rows(NOAUG, "_noaug"),
     ("fashion_mnist", "gist", 32, FASHION_TRAIN + NOAUG, "_noaug"),
     # the paper's claim that the initial hash matters little to where the rounds end
     ("mnist5k", "gist", 32, ["method.init_hash=lsh"], "_lsh"),

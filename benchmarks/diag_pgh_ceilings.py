@@ -79,9 +79,9 @@ def main() -> None:
 
     if args.mode == "smooth":
         features = protocol_features(cfg, dataset).float()
-        itq = HASHERS["itq"](bits=args.bits, seed=0).fit(features[split.train])
-        codes = itq.encode(features[split.train])
         train = features[split.train]
+        itq = HASHERS["itq"](bits=args.bits, seed=0).fit(train)
+        codes = itq.encode(train)
         outside = [nearest_neighbors(features[part], train, 10) for part in (split.query, split.database)]
         score("ITQ", itq.encode(features[split.query]), itq.encode(features[split.database]))
         score("ITQ, by the 10 nearest training codes", *(majority_vote(codes, n) for n in outside))
