@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all train data bench-eval bench-baselines bench-pgh bench-deep sweep-baselines lint clean
+.PHONY: help install install-gpu test test-all train data bench-eval bench-gpu bench-baselines bench-pgh bench-deep sweep-baselines lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -16,6 +16,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed ## create .venv and install pgh with the dev extras
+
+install-gpu: $(VENV)/.installed ## on a CUDA machine: add faiss-gpu (CUDA 12 wheels) and make its files the ones faiss imports
+	$(PIP) install --quiet -e '.[gpu]'
+	$(PIP) install --quiet --force-reinstall --no-deps 'faiss-gpu>=1.8'
+	$(PY) -c "from pgh.retrieval.index import gpu_available; print('FAISS search on the GPU:', gpu_available())"
 
 test: $(VENV)/.installed ## run the tests (installs first when .venv is missing); slow ones excluded
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -32,6 +37,9 @@ data: ## install the offline Fashion-MNIST (Debian package dataset-fashion-mnist
 
 bench-eval: $(VENV)/.installed ## time exact mAP@all and FAISS top-100 over 1M codes -> benchmarks/eval.md
 	$(PY) benchmarks/bench_eval.py
+
+bench-gpu: $(VENV)/.installed ## on a CUDA machine: PGH throughput (32-true, bf16), make train's job on the GPU, DDP, FAISS CPU vs GPU -> benchmarks/gpu.md
+	$(PY) benchmarks/bench_gpu.py $(ARGS)
 
 bench-baselines: $(VENV)/.installed data ## LSH/ITQ/SH/SpH x pixels/GIST x 16/32/64 bits -> benchmarks/baselines.md + README
 	$(PY) benchmarks/bench_baselines.py

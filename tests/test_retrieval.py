@@ -135,6 +135,47 @@ def test_faiss_gpu_matches_cpu():
     assert np.array_equal(cpu, gpu)
 
 
+def test_shadowed_faiss_gpu_wheel_is_named_with_the_fix(monkeypatch):
+    """faiss-gpu installed, but faiss-cpu's build in the shared `faiss` folder: a warning in auto mode,
+    an error naming the reinstall command when the GPU is asked for."""
+    from importlib import metadata
+
+    from pgh.retrieval import index as index_module
+
+    monkeypatch.delattr(index_module.faiss, "StandardGpuResources", raising=False)
+    real_distribution = metadata.distribution
+
+    def distribution(name):
+        return object() if name == "faiss-gpu" else real_distribution(name)
+
+    monkeypatch.setattr(index_module.metadata, "distribution", distribution)
+    assert index_module.gpu_wheel_shadowed()
+    with pytest.warns(UserWarning, match="faiss-cpu's files replaced it"):
+        assert not index_module.gpu_available()
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="force-reinstall --no-deps 'faiss-gpu"):
+        BinaryIndex(32, use_gpu=True)
+    monkeypatch.setattr(index_module.metadata, "distribution", real_distribution)
+    if "faiss-gpu" not in {d.metadata["Name"] for d in metadata.distributions()}:
+        assert not index_module.gpu_wheel_shadowed()
+        with pytest.raises(RuntimeError, match=r"no GPU support here; pip install -e '\.\[gpu\]'"):
+            BinaryIndex(32, use_gpu=True)
+
+
+def test_incomplete_faiss_folder_fails_on_import(monkeypatch):
+    """Uninstalling one of faiss-cpu / faiss-gpu leaves `faiss` as an empty namespace: named on import."""
+    import importlib.util
+    import sys
+    import types
+    from pathlib import Path
+
+    import pgh.retrieval.index as index_module
+
+    monkeypatch.setitem(sys.modules, "faiss", types.ModuleType("faiss"))
+    spec = importlib.util.spec_from_file_location("index_copy", Path(index_module.__file__))
+    with pytest.raises(ImportError, match="faiss-cpu and faiss-gpu share that folder"):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
 def test_atomic_writes_get_ordinary_permissions(tmp_path):
     import os
     import stat

@@ -1,9 +1,16 @@
 """FAISS binary index over packed codes: exact top-k Hamming search, on the GPU when faiss-gpu and
-CUDA are present (and k fits the GPU kernel's limit), saved and loaded atomically."""
+CUDA are present (and k fits the GPU kernel's limit), saved and loaded atomically.
+
+faiss-cpu (a dependency) and faiss-gpu (the `gpu` extra) are two wheels that write the same `faiss`
+folder: whichever pip installed last is the one imported, and uninstalling either deletes files the
+other needs. Both cases are caught here and named, with the command that repairs them.
+"""
 
 from __future__ import annotations
 
 import logging
+import warnings
+from importlib import metadata
 from pathlib import Path
 
 import faiss
@@ -14,9 +21,39 @@ from pgh.retrieval.codes import check_bits
 
 log = logging.getLogger(__name__)
 GPU_MAX_K = 2048
+GPU_WHEELS = ("faiss-gpu", "faiss-gpu-cu12")
+REINSTALL_GPU = "pip install --force-reinstall --no-deps 'faiss-gpu>=1.8'  (or `make install-gpu`)"
+
+if not hasattr(faiss, "IndexBinaryFlat"):
+    raise ImportError(
+        f"the `faiss` package at {list(getattr(faiss, '__path__', []))} is incomplete: faiss-cpu and faiss-gpu "
+        "share that folder, and uninstalling one deletes the other's files. Reinstall the one you use: "
+        f"{REINSTALL_GPU} on a CUDA machine, else pip install --force-reinstall --no-deps faiss-cpu"
+    )
+
+
+def gpu_wheel_shadowed() -> bool:
+    """True when a faiss-gpu wheel is installed but the imported `faiss` is faiss-cpu's build
+    (faiss-cpu was installed after it and overwrote the shared folder)."""
+    if hasattr(faiss, "StandardGpuResources"):
+        return False
+    for name in GPU_WHEELS:
+        try:
+            metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        return True
+    return False
 
 
 def gpu_available() -> bool:
+    """faiss has GPU support and sees a GPU. Warns when faiss-gpu is installed but shadowed."""
+    if gpu_wheel_shadowed():
+        warnings.warn(
+            f"faiss-gpu is installed but faiss-cpu's files replaced it, so search runs on the CPU: {REINSTALL_GPU}",
+            stacklevel=2,
+        )
+        return False
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
@@ -28,9 +65,13 @@ class BinaryIndex:
         self.cpu_index = faiss.IndexBinaryFlat(self.bits)
         self.use_gpu = gpu_available() if use_gpu is None else use_gpu
         if self.use_gpu and not gpu_available():
-            raise RuntimeError(
-                "use_gpu=True but faiss has no GPU support here; pip install 'pgh[gpu]' on a CUDA machine"
-            )
+            if gpu_wheel_shadowed():
+                problem, fix = "faiss-gpu is installed but faiss-cpu's files replaced it", REINSTALL_GPU
+            elif hasattr(faiss, "StandardGpuResources"):
+                problem, fix = "faiss sees no GPU", "run on a machine with a CUDA device, or use_gpu=False"
+            else:
+                problem, fix = "faiss has no GPU support here", "pip install -e '.[gpu]' && " + REINSTALL_GPU
+            raise RuntimeError(f"use_gpu=True but {problem}; {fix}")
         self._gpu_index = None
         self._gpu_resources = None
 
