@@ -1,0 +1,254 @@
+"""`make bench-gpu`: what only a GPU shows, in one script of a few minutes on one CUDA device.
+
+1. PGH training throughput: Lightning fits PGH's training step (a D, a G and an H optimiser step per
+   batch) on random images, at the sizes of conf/experiment/ (the CPU-sized mnist5k one and the
+   paper-scale MNIST and CIFAR-10 ones, CIFAR-10 also at 64 px), in 32-true and bf16-mixed precision:
+   images per second after a warm-up, and the peak GPU memory.
+2. End to end: `experiment=pgh_mnist5k trainer=gpu` (bf16-mixed; the `make train` job on the GPU) and
+   the same in 32-true; then one round of it through `trainer=ddp` (NCCL, as many ranks as there are
+   GPUs) — mAP@all and wall time next to the CPU's.
+3. FAISS top-100 over 1,000,000 random 64-bit codes on the CPU and, with faiss-gpu (`make
+   install-gpu`), on the GPU; the GPU's distances are checked against the CPU's.
+
+Writes benchmarks/gpu.md (--out). `--device cpu --quick` runs every part on the CPU at toy sizes in
+seconds (the test suite does), so the script is known to work before a GPU is at hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine, markdown_table
+
+from pgh.io import write_text
+
+# (row name, overrides composing the size) — the network sizes come from the experiment configs
+SIZES = {
+    "mnist5k (CPU-sized)": ["experiment=pgh_mnist5k"],
+    "MNIST, paper scale": ["experiment=pgh_mnist"],
+    "CIFAR-10, paper scale": ["experiment=pgh_cifar10"],
+    "CIFAR-10 at 64 px": ["experiment=pgh_cifar10", "method.module.image_size=64"],
+}
+PRECISIONS = ("32-true", "bf16-mixed")
+# --quick: toy networks, two batches timed, digits for the end-to-end rows
+QUICK_MODULE = ["method.module.width=8", "method.module.hidden=32", "method.module.z_dim=16", "method.batch_size=16"]
+QUICK_RUN = [
+    "dataset=digits",
+    "features=pixels",
+    "split.query_per_class=10",
+    "split.train_size=96",
+    "method.rounds=1",
+    "method.progressive.epochs_per_round=2",
+    "method.progressive.vote_neighbors=5",
+    "method.module.distill_epochs=1",
+    *QUICK_MODULE,
+]
+CPU_MNIST5K_MAP = "87.66 (2 threads, `make train`)"  # README's headline run
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from pgh.train import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return hydra_compose("config", overrides=overrides)
+
+
+class StepTimer(Callback):
+    """Lightning callback: wall time from the start of batch `warmup` to the end of the last batch."""
+
+    def __init__(self, warmup: int, device: torch.device) -> None:
+        self.warmup, self.device, self.started, self.seconds = warmup, device, None, None
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if batch_idx == self.warmup:
+            self._sync()
+            self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self._sync()
+        self.seconds = time.perf_counter() - self.started if self.started is not None else None
+
+
+def throughput(overrides: list[str], precision: str, device: torch.device, warmup: int, steps: int) -> list[str]:
+    """One row: the composed PGH's images/s over `steps` batches after `warmup` batches."""
+    import lightning as L
+    from hydra.utils import instantiate
+    from torch.utils.data import DataLoader, TensorDataset
+
+    cfg = compose(overrides)
+    module, batch = cfg.method.module, int(cfg.method.batch_size)
+    n = batch * (warmup + steps)
+    torch.manual_seed(0)
+    model = instantiate(module, num_train=n)
+    model.set_codes(torch.randint(0, 2, (n, cfg.bits)), initial=True)
+    images = torch.randint(0, 256, (n, module.channels, module.image_size, module.image_size), dtype=torch.uint8)
+    timer = StepTimer(warmup, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    L.Trainer(
+        accelerator=device.type if device.type == "cpu" else "gpu",
+        devices=1,
+        precision=precision,
+        max_epochs=1,
+        logger=False,
+        callbacks=[timer],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(model, DataLoader(TensorDataset(images, torch.arange(n)), batch_size=batch, shuffle=True))
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    memory = f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f}" if device.type == "cuda" else "–"
+    size = f"{module.channels}×{module.image_size}², width {module.width}, hidden {module.hidden}, batch {batch}"
+    rate, per_batch = steps * batch / timer.seconds, 1000 * timer.seconds / steps
+    return [size, precision, f"{params:.1f}", f"{rate:,.0f}", f"{per_batch:.1f}", memory]
+
+
+def end_to_end(overrides: list[str], what: str, out: Path) -> list[str]:
+    """One row: a full `train(cfg)` run of PGH into `out`, its mAP and wall time."""
+    from omegaconf import open_dict
+
+    from pgh.train import train
+
+    cfg = compose(overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    started = time.perf_counter()
+    metrics = train(cfg)
+    wall = time.perf_counter() - started
+    return [
+        what,
+        f"{100 * metrics['init_map_all']:.2f}",
+        f"{100 * metrics['map_all']:.2f}",
+        f"{100 * metrics['map_at_1000']:.2f}",
+        str(metrics["rounds_completed"]),
+        f"{metrics['train_seconds']:.0f}",
+        f"{wall:.0f}",
+    ]
+
+
+def faiss_search(n_db: int, n_q: int, bits: int = 64) -> list[list[str]]:
+    """Rows: top-100 Hamming search over n_db random codes on the CPU and, with faiss-gpu, the GPU."""
+    from pgh.retrieval import BinaryIndex
+    from pgh.retrieval.index import gpu_available, gpu_wheel_shadowed
+
+    rng = np.random.default_rng(0)
+    db = rng.integers(0, 256, (n_db, bits // 8), dtype=np.uint8)
+    q = rng.integers(0, 256, (n_q, bits // 8), dtype=np.uint8)
+    rows, results = [], {}
+    for use_gpu in [False] + ([True] if gpu_available() else []):
+        index = BinaryIndex(bits, use_gpu=use_gpu).add(db)
+        index.search(q[:10], 100)  # warm-up (the GPU copy of the index is made here)
+        t0 = time.perf_counter()
+        results[use_gpu] = index.search(q, 100)[0]
+        seconds = time.perf_counter() - t0
+        note = ""
+        if use_gpu:
+            same = np.array_equal(results[True], results[False])
+            note = "distances identical to the CPU's" if same else "DISTANCES DIFFER from the CPU's"
+        where = "GPU" if use_gpu else "CPU"
+        rows.append([f"FAISS IndexBinaryFlat ({where})", f"{seconds:.3f}", f"{n_q / seconds:,.0f}", note])
+    if True not in results:
+        why = "faiss-cpu's files shadow faiss-gpu" if gpu_wheel_shadowed() else "faiss-gpu not installed or no GPU"
+        rows.append(["FAISS IndexBinaryFlat (GPU)", "–", "–", f"not run: {why} (`make install-gpu`)"])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--quick", action="store_true", help="toy sizes: checks the script, measures nothing")
+    parser.add_argument("--steps", type=int, default=100, help="timed batches per throughput row")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed batches before them")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "e2e", "ddp", "faiss"])
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "gpu.md")
+    parser.add_argument("--run-dir", type=Path, help="where the end-to-end runs write (default: a temporary dir)")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            "bench-gpu measures the GPU paths and no CUDA device is visible to torch; run it on a CUDA "
+            "machine, or check the script on the CPU with `python benchmarks/bench_gpu.py --device cpu --quick`"
+        )
+    device = torch.device(args.device)
+    steps, warmup = (2, 1) if args.quick else (args.steps, args.warmup)
+    trainer = ["trainer=cpu"] if device.type == "cpu" else ["trainer=gpu"]
+    sections = []
+
+    if "throughput" not in args.skip:
+        rows = []
+        for name, overrides in SIZES.items():
+            if args.quick and name != next(iter(SIZES)):
+                continue
+            for precision in PRECISIONS:
+                row = throughput(overrides + (QUICK_MODULE if args.quick else []), precision, device, warmup, steps)
+                rows.append([name, *row])
+                print(rows[-1], flush=True)
+        header = ["config", "networks", "precision", "params (M)", "images / s", "ms / batch", "peak GPU GiB"]
+        sections.append(
+            f"## PGH training throughput\n\nOne batch = a D, a G and an H optimiser step (Lightning, manual "
+            f"optimisation) on random images; {steps} batches timed after {warmup}.\n\n" + markdown_table(header, rows)
+        )
+
+    run_root = args.run_dir or Path(tempfile.mkdtemp(prefix="bench_gpu_"))
+    if "e2e" not in args.skip or "ddp" not in args.skip:
+        base = ["experiment=pgh_mnist5k", "logger=none", "trainer.enable_progress_bar=false"]
+        base += QUICK_RUN if args.quick else []
+        runs = []
+        if "e2e" not in args.skip:
+            runs += [(f"{trainer[0]} (bf16-mixed)", [*trainer, "trainer.precision=bf16-mixed"], "bf16")]
+            runs += [(f"{trainer[0]} (32-true)", [*trainer, "trainer.precision=32-true"], "fp32")]
+        if "ddp" not in args.skip:
+            # one rank: Lightning starts further ranks by re-running this script, which would repeat the
+            # whole benchmark in each; `pgh-train trainer=ddp` is the multi-GPU run
+            ddp = ["trainer=ddp", "trainer.devices=1", "method.rounds=1"]
+            ddp += ["trainer.accelerator=cpu", "trainer.sync_batchnorm=false"] if device.type == "cpu" else []
+            runs += [(f"trainer=ddp, 1 rank ({'gloo' if device.type == 'cpu' else 'NCCL'}), 1 round", ddp, "ddp")]
+        rows = []
+        for what, overrides, name in runs:
+            rows.append(end_to_end(base + overrides, what, run_root / name))
+            print(rows[-1], flush=True)
+        header = ["trainer", "round 0 mAP@all", "mAP@all", "mAP@1000", "rounds", "train s", "wall s"]
+        sections.append(
+            "## PGH end to end\n\n`pgh-train experiment=pgh_mnist5k` (ITQ+GIST, 32 bits, 4 rounds × 15 epochs, "
+            f"batch 64) on this machine; on 2 CPU cores it reaches {CPU_MNIST5K_MAP} in about 370 s. "
+            "Run directories: `" + str(run_root) + "`.\n\n" + markdown_table(header, rows)
+        )
+
+    if "faiss" not in args.skip:
+        n_db, n_q = (20_000, 100) if args.quick else (1_000_000, 1_000)
+        rows = faiss_search(n_db, n_q)
+        sections.append(
+            f"## FAISS search\n\nTop-100 of {n_q:,} queries over {n_db:,} random 64-bit codes (after one "
+            "warm-up search).\n\n" + markdown_table(["index", "seconds", "queries / s", "note"], rows)
+        )
+
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU only"
+    text = (
+        "# GPU benchmark (`make bench-gpu`)\n\n"
+        + ("**`--quick` on the CPU: toy sizes, the numbers mean nothing.**\n\n" if args.quick else "")
+        + f"Machine: {machine()}; device: {gpu}\n\n"
+        + "\n".join(sections)
+    )
+    write_text(args.out, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

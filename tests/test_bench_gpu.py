@@ -1,0 +1,58 @@
+"""benchmarks/bench_gpu.py (`make bench-gpu`) runs every part on the CPU at toy sizes (`--quick`), so
+the GPU session that runs it for real finds a working script; without CUDA it stops with the fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "bench_gpu.py"
+
+
+def run(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PGH_ROOT": str(tmp_path), "PGH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def table_rows(text: str, heading: str) -> list[list[str]]:
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in row] for row in rows[1:]]  # without the header
+
+
+def test_quick_cpu_run_writes_every_table(tmp_path):
+    out = tmp_path / "gpu.md"
+    done = run("--device", "cpu", "--quick", "--out", str(out), "--run-dir", str(tmp_path / "runs"), tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_text()
+    assert "toy sizes, the numbers mean nothing" in text
+
+    throughput = table_rows(text, "PGH training throughput")
+    assert [row[2] for row in throughput] == ["32-true", "bf16-mixed"]
+    assert all(float(row[4].replace(",", "")) > 0 for row in throughput)  # images / s
+
+    runs = table_rows(text, "PGH end to end")
+    assert [row[0] for row in runs] == [
+        "trainer=cpu (bf16-mixed)",
+        "trainer=cpu (32-true)",
+        "trainer=ddp, 1 rank (gloo), 1 round",
+    ]
+    assert all(0 < float(row[2]) <= 100 and row[4] == "1" for row in runs)
+    assert all((tmp_path / "runs" / name / "metrics.json").exists() for name in ("bf16", "fp32", "ddp"))
+
+    search = table_rows(text, "FAISS search")
+    assert search[0][0] == "FAISS IndexBinaryFlat (CPU)" and float(search[0][1]) > 0
+    if not torch.cuda.is_available():
+        assert "not run" in search[1][3] and "make install-gpu" in search[1][3]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a CUDA device")
+def test_without_cuda_it_stops_and_names_the_cpu_check(tmp_path):
+    done = run("--out", str(tmp_path / "gpu.md"), tmp_path=tmp_path)
+    assert done.returncode != 0 and "no CUDA device" in done.stderr and "--device cpu --quick" in done.stderr
+    assert not (tmp_path / "gpu.md").exists()
