@@ -68,23 +68,26 @@ def compose(overrides: list[str]):
 
 
 class StepTimer(Callback):
-    """Lightning callback: wall time from the start of batch `warmup` to the end of the last batch."""
+    """Wall time from the start of batch `first` to the end of batch `last` (synchronising the GPU at
+    those two points only, so the batches in between queue their kernels as in training)."""
 
-    def __init__(self, warmup: int, device: torch.device) -> None:
-        self.warmup, self.device, self.started, self.seconds = warmup, device, None, None
+    def __init__(self, first: int, last: int, device: torch.device) -> None:
+        self.first, self.last, self.device = first, last, device
+        self.started = self.seconds = None
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        if batch_idx == self.warmup:
+        if batch_idx == self.first:
             self._sync()
             self.started = time.perf_counter()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self._sync()
-        self.seconds = time.perf_counter() - self.started if self.started is not None else None
+        if batch_idx == self.last:
+            self._sync()
+            self.seconds = time.perf_counter() - self.started
 
 
 def throughput(overrides: list[str], precision: str, device: torch.device, warmup: int, steps: int) -> list[str]:
@@ -100,7 +103,7 @@ def throughput(overrides: list[str], precision: str, device: torch.device, warmu
     model = instantiate(module, num_train=n)
     model.set_codes(torch.randint(0, 2, (n, cfg.bits)), initial=True)
     images = torch.randint(0, 256, (n, module.channels, module.image_size, module.image_size), dtype=torch.uint8)
-    timer = StepTimer(warmup, device)
+    timer = StepTimer(warmup, warmup + steps - 1, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     L.Trainer(
