@@ -33,7 +33,14 @@ def test_quick_cpu_run_writes_every_table(tmp_path):
     assert "toy sizes, the numbers mean nothing" in text
 
     throughput = table_rows(text, "PGH training throughput")
-    assert [row[2] for row in throughput] == ["32-true", "bf16-mixed"]
+    assert [row[0] for row in throughput[::2]] == [
+        "mnist5k (CPU-sized)",
+        "MNIST, paper scale",
+        "CIFAR-10, paper scale",
+        "CIFAR-10 at 64 px",
+    ]
+    assert [row[2] for row in throughput] == ["32-true", "bf16-mixed"] * 4
+    assert throughput[-1][1].startswith("3×64²")  # the 64-px override reaches the networks
     assert all(float(row[4].replace(",", "")) > 0 for row in throughput)  # images / s
 
     runs = table_rows(text, "PGH end to end")
