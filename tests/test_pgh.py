@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from conftest import RecordTrainStart
@@ -66,6 +67,20 @@ def test_two_rounds_write_everything(make_cfg):
     final = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert int(final["state_dict"]["current_round"]) == 2  # the evaluated model, after the last refresh
     assert [r["round"] for r in final["callbacks"]["ProgressiveRounds"]["rows"]] == [0, 1, 2]
+
+    # the README's "Using a trained model": the reloaded H codes the database as the run did
+    from hydra.utils import instantiate
+
+    from pgh.data import Split
+    from pgh.methods import PGH
+    from pgh.retrieval import BinaryIndex, pack_codes
+
+    model = PGH.load_from_checkpoint(out / "checkpoints" / "last.ckpt", map_location="cpu")
+    dataset, split = instantiate(cfg.dataset), Split.load(out / "split.npz")
+    packed = pack_codes(model.encode_inputs(dataset.images[split.database]))
+    assert np.array_equal(packed, np.load(out / "database_codes.npy"))
+    distances, ids = BinaryIndex(16, use_gpu=False).add(packed).search(packed[:5], 3)
+    assert (distances[:, 0] == 0).all() and (packed[ids[:, 0]] == packed[:5]).all()
 
 
 def test_vote_refines_the_refreshed_codes_along_the_feature_neighbourhoods(make_cfg):
