@@ -65,8 +65,9 @@ def train_deep(
     loggers: list,
     out: Path,
     eval_opts: dict[str, Any],
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | None:
     """Fit the method's LightningModule (`method.module`) with a Lightning Trainer, then encode.
+    Returns None on the ranks other than 0 of a multi-process run (DDP), which have nothing to write.
 
     Methods conditioned on initial shallow codes (`method.init_hash`, PGH) get those codes first;
     methods trained in progressive rounds (`method.progressive`) get the round callback and
@@ -148,7 +149,9 @@ def train_deep(
     # save the model that is evaluated below; not after a stop by trainer.max_steps in mid-epoch,
     # where Lightning would record the epoch as finished and a resume would skip its remaining batches
     if not 0 < trainer.max_steps <= trainer.global_step:
-        trainer.save_checkpoint(checkpointing.last_model_path or out / "checkpoints" / "last.ckpt")
+        trainer.save_checkpoint(checkpointing.last_model_path or out / "checkpoints" / "last.ckpt", weights_only=False)
+    if not trainer.is_global_zero:
+        return None  # under DDP every rank runs train(); rank 0 alone encodes, evaluates and writes
     t1 = time.perf_counter()
     query = pack_codes(model.encode_inputs(inputs[split.query]))
     database = pack_codes(model.encode_inputs(inputs[split.database]))
@@ -168,6 +171,8 @@ def closing_line(m: dict[str, Any]) -> str:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run the composed job into `cfg.paths.output_dir` and return its metrics (the dict written to
+    metrics.json). Under DDP every rank runs it; ranks other than 0 return {} and write no results."""
     bits = check_bits(cfg.bits)
     out = Path(cfg.paths.output_dir)
     if cfg.get("ckpt_path") is None and any((out / "checkpoints").glob("*.ckpt")):
@@ -198,7 +203,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     if "module" in cfg.method:
         distance = "hamming"
-        query_codes, db_codes, run_info = train_deep(cfg, dataset, split, features, loggers, out, eval_opts)
+        trained = train_deep(cfg, dataset, split, features, loggers, out, eval_opts)
+        if trained is None:
+            return {}
+        query_codes, db_codes, run_info = trained
     else:
         hasher = instantiate(cfg.method)
         if not isinstance(hasher, ShallowHasher):
@@ -252,7 +260,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
-    return train(cfg)["map_all"]
+    # {} on a DDP rank other than 0, whose return value no sweeper reads
+    return train(cfg).get("map_all", float("nan"))
 
 
 if __name__ == "__main__":

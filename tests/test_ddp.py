@@ -68,3 +68,30 @@ def test_code_refresh_gathers_the_same_codes_on_every_rank(tmp_path):
 def test_the_ddp_trainer_config_finds_unused_parameters():
     config = OmegaConf.load(Path(__file__).parents[1] / "conf" / "trainer" / "ddp.yaml")
     assert config.strategy == "ddp_find_unused_parameters_true" and config.sync_batchnorm
+
+
+def test_pgh_train_under_ddp_writes_the_results_once(tmp_path):
+    """`pgh-train trainer=ddp` on two CPU processes (Lightning re-launches the Hydra app for rank 1):
+    rank 0 alone encodes, evaluates and writes metrics.json, and the run prints one closing line."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    command = [
+        *(sys.executable, "-m", "pgh.train", "dataset=digits", "method=pgh", "features=pixels", "bits=16"),
+        *("split.query_per_class=20", "split.train_size=128", "method.batch_size=32", "method.rounds=1"),
+        *("method.progressive.epochs_per_round=2", "method.module.width=8", "method.module.hidden=32"),
+        *("method.module.z_dim=16", "method.module.distill_epochs=1", "method.progressive.vote_neighbors=4"),
+        *("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false"),
+        *("trainer.enable_progress_bar=false", "logger=none", f"hydra.run.dir={out}"),
+    ]
+    env = {**os.environ, "PGH_ROOT": str(tmp_path), "PGH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    closing = [line for line in done.stdout.splitlines() if line.startswith("pgh | digits | pgh+pixels")]
+    assert len(closing) == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert f"mAP@all {100 * metrics['map_all']:.2f}" in closing[0] and metrics["rounds_completed"] == 1
+    assert (out / "checkpoints" / "last.ckpt").exists() and (out / "database_codes.npy").exists()
