@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from matplotlib.figure import Figure
@@ -30,6 +31,15 @@ def log_figure(loggers: list[Logger], name: str, fig: Figure, png_path: Path) ->
             logger.log_image(key=name, images=[str(png_path)])
         elif isinstance(logger, TensorBoardLogger):
             logger.experiment.add_figure(name, fig)
+
+
+def log_image(loggers: list[Logger], name: str, image: torch.Tensor, png_path: Path, step: int) -> None:
+    """Send an image (float [C, H, W] in [0, 1], already saved as png_path) to loggers that show images."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=name, images=[str(png_path)], step=step)
+        elif isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(name, image, global_step=step)
 
 
 def finish(loggers: list[Logger], metrics: dict[str, Any]) -> None:

@@ -83,6 +83,31 @@ def test_two_rounds_write_everything(make_cfg):
     assert (distances[:, 0] == 0).all() and (packed[ids[:, 0]] == packed[:5]).all()
 
 
+def test_rounds_reach_the_dashboards(make_cfg):
+    """logger=tensorboard: every round's grid (round 0 included) and metrics land in the event file."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = make_cfg(*SMALL, "logger=tensorboard")
+    train(cfg)
+    events = EventAccumulator(str(Path(cfg.paths.output_dir) / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    grids = events.Images("rounds/grid")
+    assert [g.step for g in grids] == [0, 24, 48]  # 8 batches a round, 3 optimizer steps each
+    assert all(g.width > g.height > 0 for g in grids)  # two rows of grid_size images
+    assert [s.step for s in events.Scalars("rounds/map_all")] == [24, 48]
+
+
+@pytest.mark.slow
+def test_rounds_reach_wandb_offline(make_cfg, monkeypatch):
+    """logger=wandb (offline): the run's media holds one grid image per round, round 0 included."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = make_cfg(*SMALL, "logger=wandb", "logger.wandb.name=test")
+    train(cfg)
+    (run,) = Path(cfg.paths.output_dir, "wandb").glob("offline-run-*")
+    assert len(list(run.rglob("media/images/rounds/grid_*.png"))) == 3
+
+
 def test_vote_refines_the_refreshed_codes_along_the_feature_neighbourhoods(make_cfg):
     """vote_neighbors=k: the conditioning codes after a refresh are the neighbourhood vote of H's
     codes over the k nearest training images in the features group's space (here pixels)."""

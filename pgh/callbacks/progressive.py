@@ -3,7 +3,8 @@ and make those codes the GAN's condition for the next round.
 
 Each round also logs the bit change rate, evaluates mAP@all on the protocol's queries/database with
 H's codes, writes `rounds.csv` (round, bit_change, map_all, map_at_1000; round 0 = the initial
-shallow codes) and saves a grid of real training images above G's images for the same codes.
+shallow codes) and saves a grid of real training images above G's images for the same codes (also
+sent to W&B / TensorBoard, as are the round's metrics).
 Training stops early once fewer than `converge_bit_change` of the bits changed. With
 `vote_neighbors` = k > 0 (ours), H's new codes are first refined by a neighbourhood vote: each
 becomes the bitwise majority of its own and its k nearest training images' codes, nearest in the
@@ -23,6 +24,7 @@ from torchvision.utils import make_grid, save_image
 
 from pgh.hashing.vote import majority_vote, nearest_neighbors
 from pgh.io import atomic_path, write_text
+from pgh.logging_utils import log_image
 from pgh.retrieval import evaluate_packed, pack_codes
 
 
@@ -99,7 +101,7 @@ class ProgressiveRounds(L.Callback):
         if trainer.is_global_zero:
             self._write_rounds_csv()
             if int(pl_module.current_round) == 0:
-                self._save_grid(pl_module, 0)
+                self._save_grid(pl_module, 0, trainer.loggers, trainer.global_step)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.epochs_per_round:
@@ -117,7 +119,7 @@ class ProgressiveRounds(L.Callback):
             row.update(map_all=m["map_all"], map_at_1000=m.get("map_at_1000", math.nan))
             self.rows.append(row)
             self._write_rounds_csv()
-            self._save_grid(pl_module, t)
+            self._save_grid(pl_module, t, trainer.loggers, trainer.global_step)
             for logger in trainer.loggers:
                 logger.log_metrics({f"rounds/{k}": v for k, v in row.items()}, step=trainer.global_step)
         if self.reset_gan_each_round:
@@ -154,8 +156,9 @@ class ProgressiveRounds(L.Callback):
             lines.append(f"{r['round']},{r['bit_change']:.6f},{r['map_all']:.6f},{r['map_at_1000']:.6f}")
         write_text(self.output_dir / "rounds.csv", "\n".join(lines) + "\n")
 
-    def _save_grid(self, pl_module: L.LightningModule, t: int) -> None:
-        """Row 1: real training images spread over the set; row 2: G(z | their current codes)."""
+    def _save_grid(self, pl_module: L.LightningModule, t: int, loggers: list, step: int) -> None:
+        """Row 1: real training images spread over the set; row 2: G(z | their current codes). Saved as
+        grids/round_<t>.png and sent to the image-showing loggers (W&B, TensorBoard) at `step`."""
         index = torch.linspace(0, self.train_images.shape[0] - 1, self.grid_size).long()
         real = pl_module.prepare(self.train_images[index].to(pl_module.device))
         fake = pl_module.generate(pl_module.codes[index], seed=t)
@@ -169,3 +172,4 @@ class ProgressiveRounds(L.Callback):
         path = self.output_dir / "grids" / f"round_{t}.png"
         with atomic_path(path) as tmp:
             save_image(grid, tmp, format="png")
+        log_image(loggers, "rounds/grid", grid, path, step)
