@@ -48,3 +48,7 @@ def finish(loggers: list[Logger], metrics: dict[str, Any]) -> None:
         logger.log_metrics(numeric)
         logger.save()
         logger.finalize("success")
+        if isinstance(logger, WandbLogger):
+            # Lightning leaves the W&B run open, and the next WandbLogger in this process (the next job
+            # of a multirun on the basic launcher) would log into it
+            logger.experiment.finish()

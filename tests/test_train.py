@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import METRIC_KEYS
 from hydra.errors import ConfigCompositionException, InstantiationException
+from omegaconf import open_dict
 
 from pgh.data import Split
 from pgh.hashing import HASHERS
@@ -95,6 +96,22 @@ def test_wandb_logger_offline(make_cfg, monkeypatch):
     )
     train(cfg)
     assert list(Path(cfg.paths.output_dir, "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.slow
+def test_each_job_of_a_process_gets_its_own_wandb_run(make_cfg, monkeypatch, tmp_path):
+    """Two jobs in one process (a multirun on the basic launcher): the second does not log into the
+    first's W&B run, which Lightning leaves open."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    runs = []
+    for job in ("a", "b"):
+        cfg = make_cfg("dataset=digits", "method=lsh", "bits=16", "logger=wandb", f"logger.wandb.name={job}")
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / job)
+        train(cfg)
+        runs += list(Path(cfg.paths.output_dir, "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and runs[0].parent != runs[1].parent
 
 
 # ------------------------------------------------------------------------------- bad inputs
