@@ -182,6 +182,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"{out / 'checkpoints'} holds checkpoints of an earlier run: resume it with ckpt_path=last, "
             f"or start afresh in a new hydra.run.dir (or delete {out})"
         )
+    accelerator = str(cfg.trainer.get("accelerator", "auto")) if "module" in cfg.method else "cpu"
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        # Lightning would say "No supported gpu backend found!" only after the features and initial codes
+        raise RuntimeError(
+            f"trainer.accelerator={accelerator} but torch sees no CUDA device; run on a GPU machine, or add "
+            "trainer=cpu (the paper-scale experiment configs pick trainer=gpu)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

@@ -192,6 +192,14 @@ def test_bad_pgh_settings(make_cfg):
         train(make_cfg(*SMALL, "method.module.negative=nearest"))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a CUDA device")
+def test_gpu_trainer_without_cuda_fails_first_and_names_the_fix(make_cfg):
+    cfg = make_cfg(*SMALL, "trainer=gpu")
+    with pytest.raises(RuntimeError, match="no CUDA device.*add trainer=cpu"):
+        train(cfg)
+    assert not Path(cfg.paths.output_dir).exists()  # before anything is computed or written
+
+
 def test_bf16_mixed_precision_runs_the_same_job(make_cfg):
     """trainer.precision=bf16-mixed (CPU autocast here; the GPU configs' default) trains, refreshes
     and evaluates like full precision."""
