@@ -11,7 +11,8 @@
    install-gpu`), on the GPU; the GPU's distances are checked against the CPU's.
 
 Writes benchmarks/gpu.md (--out). `--device cpu --quick` runs every part on the CPU at toy sizes in
-seconds (the test suite does), so the script is known to work before a GPU is at hand.
+seconds (the test suite does), so the script is known to work before a GPU is at hand; `--device cpu`
+prints its tables and writes a file only when --out names one.
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="timed batches per throughput row")
     parser.add_argument("--warmup", type=int, default=20, help="untimed batches before them")
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "e2e", "ddp", "faiss"])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "gpu.md")
+    parser.add_argument("--out", type=Path, help="default: benchmarks/gpu.md on CUDA; on the CPU only printed")
     parser.add_argument("--run-dir", type=Path, help="where the end-to-end runs write (default: a temporary dir)")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -256,7 +257,9 @@ def main() -> None:
         + f"Machine: {machine()}; device: {gpu}\n\n"
         + "\n".join(sections)
     )
-    write_text(args.out, text)
+    out = args.out or (Path(__file__).parent / "gpu.md" if device.type == "cuda" else None)
+    if out is not None:
+        write_text(out, text)
     print(text)
 
 

@@ -25,11 +25,13 @@ def table_rows(text: str, heading: str) -> list[list[str]]:
     return [[cell.strip() for cell in row] for row in rows[1:]]  # without the header
 
 
-def test_quick_cpu_run_writes_every_table(tmp_path):
-    out = tmp_path / "gpu.md"
-    done = run("--device", "cpu", "--quick", "--out", str(out), "--run-dir", str(tmp_path / "runs"), tmp_path=tmp_path)
+def test_quick_cpu_run_prints_every_table(tmp_path):
+    committed = SCRIPT.parent / "gpu.md"  # the GPU's results: a CPU run must not overwrite them
+    before = committed.stat().st_mtime_ns if committed.exists() else None
+    done = run("--device", "cpu", "--quick", "--run-dir", str(tmp_path / "runs"), tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    text = out.read_text()
+    assert (committed.stat().st_mtime_ns if committed.exists() else None) == before
+    text = done.stdout
     assert "toy sizes, the numbers mean nothing" in text
 
     throughput = table_rows(text, "PGH training throughput")
