@@ -1,6 +1,8 @@
-"""Figures: the precision-recall curve over Hamming radii."""
+"""Figures: the precision-recall curve over Hamming radii, and PGH's progressive curve (mAP by round)."""
 
 from __future__ import annotations
+
+import textwrap
 
 import matplotlib
 
@@ -24,6 +26,21 @@ def plot_pr_curves(curves: dict[str, np.ndarray], title: str = "") -> Figure:
     if len(curves) > 1 or any(curves):
         ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot_rounds(curves: dict[str, list[float]], title: str = "") -> Figure:
+    """curves: label -> mAP@all (%) at rounds 0, 1, ... (round 0: the initial codes)."""
+    fig, ax = plt.subplots(figsize=(4.5, 4), dpi=120)
+    for label, values in curves.items():
+        ax.plot(range(len(values)), values, marker="o", markersize=4, label=textwrap.fill(label, 60))
+    ax.set_xlabel("round t (0: initial codes)")
+    ax.set_ylabel("mAP@all (%)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=9)
+    if curves:  # below the axes: labels can be long (a sweep's settings); save with bbox_inches="tight"
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     return fig
 
 

@@ -40,30 +40,38 @@ def map_table(
     paper: dict[tuple[str, str], dict[int, float]] | None = None,
     paper_label: str = "paper MNIST",
 ) -> str:
-    """One row per (method, features), one column per (dataset, bits); mAP@all in %."""
-    by_key = {(r["dataset"], r["method"], r["features"], int(r["bits"])): r for r in results}
+    """One row per (method, features[, variant]), one column per (dataset, bits); mAP@all in %.
+
+    A result's optional `variant` (settings that tell runs of one method+features apart, from
+    pgh-report) splits its row; an optional `map_all_std` is shown as ± after the mean."""
+    by_key = {(r["dataset"], r["method"], r["features"], r.get("variant", ""), int(r["bits"])): r for r in results}
     order = list(NAMES)
     rows = sorted(
-        {(r["method"], r["features"]) for r in results},
-        key=lambda mf: (
-            FEATURE_ORDER.index(mf[1]) if mf[1] in FEATURE_ORDER else 99,
-            order.index(mf[0]) if mf[0] in order else 99,
+        {(r["method"], r["features"], r.get("variant", "")) for r in results},
+        key=lambda row: (
+            FEATURE_ORDER.index(row[1]) if row[1] in FEATURE_ORDER else 99,
+            order.index(row[0]) if row[0] in order else 99,
+            row[2],
         ),
     )
     header = ["method"] + [f"{d} {b}" for d in datasets for b in bits]
     if paper is not None:
         header += [f"{paper_label} {b}" for b in bits]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    for method, features in rows:
+    for method, features, variant in rows:
         cells = []
         for d in datasets:
             for b in bits:
-                r = by_key.get((d, method, features, b))
-                cells.append(f"{100 * r['map_all']:.2f}" if r else "–")
+                r = by_key.get((d, method, features, variant, b))
+                cell = f"{100 * r['map_all']:.2f}" if r else "–"
+                if r and "map_all_std" in r:
+                    cell += f" ± {100 * r['map_all_std']:.2f}"
+                cells.append(cell)
         if paper is not None:
             ref = paper.get((method, features), {})
             cells += [f"{ref[b]:.2f}" if b in ref else "–" for b in bits]
-        lines.append(f"| {row_name(method, features)} | " + " | ".join(cells) + " |")
+        name = row_name(method, features) + (f" ({variant})" if variant else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

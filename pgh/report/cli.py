@@ -1,0 +1,247 @@
+"""`pgh-report`: one markdown report, and PGH's progressive curves, from finished runs — single runs,
+sweeps (multirun directories) or any folder that holds them.
+
+  pgh-report logs/pgh_init/multiruns/2026-11-30_12-00-00            # prints the report
+  pgh-report logs/bench/pgh/mnist5k_gist_32* --out reports/mnist5k   # also writes report.md, rounds.png
+
+Every directory at or below the arguments that holds a metrics.json is a run. The report has
+1. mAP@all (%) per method+features (rows) and dataset × bits (columns), mean ± standard deviation
+   where several runs share a cell (seeds), beside the paper's numbers when every run is on MNIST
+   (`mnist`, `mnist5k`) or every run is on CIFAR-10;
+2. every run: where it is, seed, initial codes, mAP@all, mAP@1000, P@100, training seconds;
+3. for the runs with a rounds.csv (PGH): mAP@all by round, the paper's progressive curve, as a table
+   and as rounds.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import statistics
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from pgh.io import atomic_path, write_text
+from pgh.report import paper
+from pgh.report.plots import matplotlib_close, plot_rounds
+from pgh.report.tables import map_table, row_name
+
+MNIST_DATASETS = {"mnist", "mnist5k"}
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Run directories (holding metrics.json) at or below `paths`, each once, in path order."""
+    runs: dict[Path, None] = {}
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist")
+        for metrics in sorted(path.rglob("metrics.json")):
+            runs[metrics.parent.resolve()] = None
+    if not runs:
+        raise FileNotFoundError(
+            f"no metrics.json at or below {', '.join(map(str, paths))}: a run writes it when it finishes, "
+            "so unfinished or failed runs have none"
+        )
+    return list(runs)
+
+
+def load_run(run: Path) -> dict[str, Any]:
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("dataset", "method", "features", "bits", "map_all"):
+        if key not in metrics:
+            raise ValueError(f"{run / 'metrics.json'} has no {key!r}: not written by pgh-train")
+    return {**metrics, "run": run}
+
+
+# config keys that are a table axis, a seed, or do not change the result: never what tells runs apart
+NOT_SETTINGS = (
+    "paths", "logger", "hydra", "dataset", "features", "callbacks", "task_name", "ckpt_path", "save_codes",
+    "seed", "split.seed", "bits", "trainer.default_root_dir", "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+)  # fmt: skip
+
+
+def settings(run: Path) -> dict[str, Any]:
+    """The run's config.yaml as dotted keys, without NOT_SETTINGS ({} when it has none)."""
+    path = run / "config.yaml"
+    if not path.exists():
+        return {}
+
+    def walk(node: Any, prefix: str):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield from walk(value, f"{prefix}{key}.")
+        else:
+            yield prefix[:-1], node
+
+    flat = walk(OmegaConf.to_container(OmegaConf.load(path)), "")
+    return {k: v for k, v in flat if not any(k == n or k.startswith(n + ".") for n in NOT_SETTINGS)}
+
+
+def label_variants(results: list[dict[str, Any]]) -> None:
+    """Set each result's `variant`: among the runs of its method+features, the settings where its
+    value is not the most common one (e.g. `method.init_hash=lsh` in a sweep over initial hashes,
+    where the most common value gets no label). A key that a run's config lacks (a run made
+    before the key existed) counts as the value `absent`; keys that only mirror the bit length or
+    the seed (`method.module.bits`, `method.seed`) do not count. Distinct settings always get
+    distinct variants, and runs with the same variant in the same cell are repeats (seeds), which
+    the table averages."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        groups[(r["method"], r["features"])].append(r)
+    for group in groups.values():
+        configs = [settings(r["run"]) for r in group]
+        keys = set().union(*configs)
+        differing = sorted(
+            key
+            for key in keys
+            if len({repr(c.get(key, "absent")) for c in configs}) > 1
+            and not any(
+                all(c.get(key) == r.get(axis) for c, r in zip(configs, group, strict=True)) for axis in ("bits", "seed")
+            )
+        )
+        values = [{key: c.get(key, "absent") for key in differing} for c in configs]
+        common = {key: Counter(repr(v[key]) for v in values).most_common(1)[0][0] for key in differing}
+        for r, v in zip(group, values, strict=True):
+            r["settings"] = {key: value for key, value in v.items() if repr(value) != common[key]}
+            r["variant"] = ", ".join(f"{key}={value}" for key, value in r["settings"].items())
+
+
+def by_cell(results: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """The results grouped by table cell: (dataset, method, features, variant, bits)."""
+    cells: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        cells[(r["dataset"], r["method"], r["features"], r.get("variant", ""), int(r["bits"]))].append(r)
+    return cells
+
+
+def mean_per_cell(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result per table cell: mAP@all averaged over its runs, with the
+    standard deviation as `map_all_std` where there are several."""
+    merged = []
+    for group in by_cell(results).values():
+        values = [r["map_all"] for r in group]
+        cell = {**group[0], "map_all": statistics.fmean(values)}
+        if len(values) > 1:
+            cell["map_all_std"] = statistics.stdev(values)
+        merged.append(cell)
+    return merged
+
+
+def paper_reference(datasets: set[str]) -> tuple[dict | None, str]:
+    if datasets <= MNIST_DATASETS:
+        return paper.MNIST, "paper MNIST"
+    if datasets == {"cifar10"}:
+        return paper.CIFAR10, "paper CIFAR-10"
+    return None, ""
+
+
+def read_rounds(run: Path) -> list[float]:
+    """mAP@all (%) at rounds 0, 1, ... from the run's rounds.csv ([] when it has none)."""
+    path = run / "rounds.csv"
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [100 * float(row["map_all"]) for row in csv.DictReader(f)]
+
+
+def run_names(runs: list[Path]) -> dict[Path, str]:
+    """Each run's path relative to what all of them share (its folder name when alone)."""
+    if len(runs) == 1:
+        return {runs[0]: runs[0].name}
+    common = Path(os.path.commonpath(runs))
+    return {run: str(run.relative_to(common)) for run in runs}
+
+
+def pct(value: Any) -> str:
+    return f"{100 * value:.2f}" if isinstance(value, (int, float)) and math.isfinite(value) else "–"
+
+
+def build_report(paths: list[str | Path]) -> tuple[str, dict[str, list[float]]]:
+    """(the markdown report, PGH's progressive curves: label -> mAP@all % by round)."""
+    results = [load_run(run) for run in find_runs(paths)]
+    label_variants(results)
+    names = run_names([r["run"] for r in results])
+    datasets = sorted({r["dataset"] for r in results})
+    bits = sorted({int(r["bits"]) for r in results})
+    reference, label = paper_reference(set(datasets))
+    several_seeds = len({r.get("seed") for r in results}) > 1
+
+    text = f"# pgh report: {len(results)} runs\n\n## mAP@all (%)\n\n"
+    text += map_table(mean_per_cell(results), datasets, bits, paper=reference, paper_label=label)
+    if any(len(group) > 1 for group in by_cell(results).values()):
+        text += "\nCells with several runs show mean ± standard deviation over them.\n"
+
+    header = ["run", "dataset", "method", "settings", "bits", "seed", "initial codes", "mAP@all", "mAP@1000", "P@100"]
+    header += ["train s"]
+    text += "\n## Runs\n\n| " + " | ".join(header) + " |\n|---|---|---|---|---:|---:|---|---:|---:|---:|---:|\n"
+    for r in results:
+        initial = ""
+        if "init_hash" in r:
+            initial = f"{row_name(r['init_hash'], r['features'])} {pct(r.get('init_map_all'))}"
+        cells = [
+            names[r["run"]],
+            r["dataset"],
+            row_name(r["method"], r["features"]),
+            r["variant"],
+            str(r["bits"]),
+            str(r.get("seed", "")),
+            initial,
+            pct(r["map_all"]),
+            pct(r.get("map_at_1000")),
+            pct(r.get("precision_at_100")),
+            f"{r['train_seconds']:.1f}" if "train_seconds" in r else "–",
+        ]
+        text += "| " + " | ".join(cells) + " |\n"
+
+    curves: dict[str, list[float]] = {}
+    for r in results:
+        values = read_rounds(r["run"])
+        if not values:
+            continue
+        curve = row_name(r.get("init_hash", "?"), r["features"]) + f", {r['bits']} bits"
+        curve += "".join(f", {k}={v}" for k, v in r["settings"].items() if k != "method.init_hash")
+        curve += f", {r['dataset']}" if len(datasets) > 1 else ""
+        curve += f", seed {r.get('seed')}" if several_seeds else ""
+        curves[curve if curve not in curves else f"{curve} ({names[r['run']]})"] = values
+    if curves:
+        rounds = max(map(len, curves.values()))
+        text += "\n## PGH: mAP@all (%) by round (round 0: the initial codes)\n\n"
+        text += "| initial codes | " + " | ".join(f"t = {t}" for t in range(rounds)) + " |\n"
+        text += "|---|" + "---:|" * rounds + "\n"
+        for curve, values in curves.items():
+            cells = [f"{v:.2f}" for v in values] + ["–"] * (rounds - len(values))
+            text += f"| {curve} | " + " | ".join(cells) + " |\n"
+    return text, curves
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="pgh-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("paths", nargs="+", help="run directories, sweep directories, or folders holding them")
+    parser.add_argument("--out", type=Path, help="also write report.md (and rounds.png) into this directory")
+    args = parser.parse_args(argv)
+    try:
+        text, curves = build_report(args.paths)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"pgh-report: {error}")
+    if args.out is not None:
+        write_text(args.out / "report.md", text)
+        if curves:
+            fig = plot_rounds(curves, "PGH: mAP@all by round")
+            with atomic_path(args.out / "rounds.png") as tmp:
+                fig.savefig(tmp, format="png", bbox_inches="tight")  # the legend sits below the axes
+            matplotlib_close(fig)
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""pgh-report: the mAP table (variants told apart by their settings, seeds averaged), the run list,
+PGH's progressive curves, and its errors — on hand-written run directories and on a real run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pgh.report.cli import build_report, main
+from pgh.train import train
+
+PGH_CONFIG = {
+    "seed": 0,
+    "bits": 32,
+    "paths": {"output_dir": "somewhere"},
+    "method": {"init_hash": "itq", "rounds": 4, "module": {"bits": 32, "gamma": 0.5}},
+}
+
+
+def write_run(path: Path, map_all: float, seed: int = 0, init_hash: str | None = "itq", rounds=None, **metrics) -> Path:
+    """A run directory as pgh-train leaves it: metrics.json, config.yaml and, for PGH, rounds.csv."""
+    path.mkdir(parents=True)
+    record = {"dataset": "mnist5k", "method": "pgh", "features": "gist", "bits": 32, "map_all": map_all}
+    record.update(seed=seed, map_at_1000=map_all + 0.01, precision_at_100=map_all + 0.02, train_seconds=12.5)
+    if init_hash:
+        record.update(init_hash=init_hash, init_map_all=0.5)
+    record.update(metrics)
+    (path / "metrics.json").write_text(json.dumps(record))
+    config = json.loads(json.dumps(PGH_CONFIG))
+    config["seed"], config["paths"]["output_dir"] = seed, str(path)  # differ per run, never a setting
+    if init_hash:
+        config["method"]["init_hash"] = init_hash
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    if rounds:
+        lines = ["round,bit_change,map_all,map_at_1000"] + [f"{t},0.1,{v},{v}" for t, v in enumerate(rounds)]
+        (path / "rounds.csv").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def table_rows(text: str, heading: str) -> dict[str, list[str]]:
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip("|").split(" | ") for line in section.splitlines() if line.startswith("| ")][1:]
+    return {row[0].strip(): [cell.strip() for cell in row[1:]] for row in rows}
+
+
+def test_sweep_report_separates_settings_and_averages_seeds(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_run(sweep / "0_itq", 0.80, seed=0, rounds=[0.55, 0.70, 0.80])
+    write_run(sweep / "1_itq", 0.84, seed=1, rounds=[0.55, 0.75, 0.84])
+    write_run(sweep / "2_lsh", 0.70, seed=0, init_hash="lsh", rounds=[0.35, 0.60, 0.70])
+    text, curves = build_report([sweep])
+
+    maps = table_rows(text, "mAP@all (%)")
+    # the most common init hash (itq) is the plain row; its two seeds: mean 82.00, stdev sqrt(8) = 2.83
+    assert maps == {"PGH+GIST": ["82.00 ± 2.83", "66.95"], "PGH+GIST (method.init_hash=lsh)": ["70.00", "66.95"]}
+    runs = table_rows(text, "Runs")
+    assert list(runs) == ["0_itq", "1_itq", "2_lsh"]
+    assert runs["2_lsh"] == ["mnist5k", "PGH+GIST", "method.init_hash=lsh", "32", "0", "LSH+GIST 50.00", "70.00"] + [
+        "71.00",
+        "72.00",
+        "12.5",
+    ]
+    assert curves == {
+        "ITQ+GIST, 32 bits, seed 0": pytest.approx([55.0, 70.0, 80.0]),
+        "ITQ+GIST, 32 bits, seed 1": pytest.approx([55.0, 75.0, 84.0]),
+        "LSH+GIST, 32 bits, seed 0": pytest.approx([35.0, 60.0, 70.0]),
+    }
+    assert table_rows(text, "PGH: mAP@all (%) by round")["LSH+GIST, 32 bits, seed 0"] == ["35.00", "60.00", "70.00"]
+
+
+def test_cli_writes_the_report_and_the_curves(tmp_path, capsys):
+    write_run(tmp_path / "runs" / "a", 0.8, rounds=[0.5, 0.8])
+    main([str(tmp_path / "runs"), "--out", str(tmp_path / "report")])
+    printed = capsys.readouterr().out
+    assert printed == (tmp_path / "report" / "report.md").read_text()
+    assert (tmp_path / "report" / "rounds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_real_run_without_paper_numbers(make_cfg, tmp_path):
+    cfg = make_cfg("dataset=digits", "method=itq", "features=pixels", "bits=16", "split.query_per_class=20")
+    metrics = train(cfg)
+    text, curves = build_report([cfg.paths.output_dir])
+    # digits is neither MNIST nor CIFAR-10: no paper column; a shallow run has no rounds
+    assert table_rows(text, "mAP@all (%)") == {"ITQ+PIXEL": [f"{100 * metrics['map_all']:.2f}"]}
+    assert curves == {} and "by round" not in text
+
+
+def test_missing_or_empty_paths_name_the_problem(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="does not exist"):
+        main([str(tmp_path / "nowhere")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no metrics.json at or below .*unfinished or failed runs have none"):
+        main([str(tmp_path / "empty")])
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "metrics.json").write_text(json.dumps({"map_all": 0.5}))
+    with pytest.raises(SystemExit, match="has no 'dataset': not written by pgh-train"):
+        main([str(tmp_path / "odd")])
+
+
+def test_report_of_a_real_multirun(tmp_path):
+    """`pgh-train -m` over methods × seeds, then pgh-report on the sweep directory: one row per
+    method, each cell the mean ± stdev of its two seeds' mAP@all."""
+    import os
+    import statistics
+    import subprocess
+    import sys
+
+    from pgh.train import CONFIG_DIR
+
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "-m", "pgh.train", "-m", "-cd", str(Path(CONFIG_DIR).parent / "sweeps"), "-cn"]
+    command += ["baselines", "dataset=digits", "features=pixels", "method=lsh,itq", "bits=16", "seed=0,1"]
+    command += ["split.query_per_class=20", "logger=none", f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "PGH_ROOT": str(tmp_path), "PGH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    jobs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
+    assert len(jobs) == 4
+    text, _ = build_report([sweep])
+    expected = {}
+    for method, name in (("lsh", "LSH+PIXEL"), ("itq", "ITQ+PIXEL")):
+        values = [100 * j["map_all"] for j in jobs if j["method"] == method]
+        expected[name] = [f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"]
+    assert table_rows(text, "mAP@all (%)") == expected
+    assert len(table_rows(text, "Runs")) == 4
