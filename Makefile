@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu test test-all train data bench-eval bench-gpu bench-baselines bench-pgh bench-deep sweep-baselines lint clean
+.PHONY: help install install-gpu test test-all train data bench-eval bench-gpu bench-baselines bench-pgh bench-deep sweep-baselines report lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ bench-baselines: $(VENV)/.installed data ## LSH/ITQ/SH/SpH x pixels/GIST x 16/32
 
 sweep-baselines: $(VENV)/.installed ## the same grid as a Hydra multirun (add ARGS="hydra/launcher=slurm" on a cluster)
 	$(VENV)/bin/pgh-train -m -cd sweeps -cn baselines $(ARGS)
+
+report: $(VENV)/.installed ## pgh-report: tables and curves from finished runs (ARGS="<run or sweep dirs> --out <dir>")
+	$(VENV)/bin/pgh-report $(ARGS)
 
 lint: $(VENV)/.installed ## ruff
 	$(VENV)/bin/ruff check pgh tests benchmarks

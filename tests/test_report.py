@@ -37,6 +37,9 @@ def write_run(path: Path, map_all: float, seed: int = 0, init_hash: str | None =
     if rounds:
         lines = ["round,bit_change,map_all,map_at_1000"] + [f"{t},0.1,{v},{v}" for t, v in enumerate(rounds)]
         (path / "rounds.csv").write_text("\n".join(lines) + "\n")
+    # a precision-recall curve over radii 0..32 whose precision at radius 0 is map_all (to tell runs apart)
+    lines = ["hamming_radius,precision,recall"] + [f"{r},{map_all if r == 0 else 0.1},{r / 32}" for r in range(33)]
+    (path / "pr_curve.csv").write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -51,7 +54,8 @@ def test_sweep_report_separates_settings_and_averages_seeds(tmp_path):
     write_run(sweep / "0_itq", 0.80, seed=0, rounds=[0.55, 0.70, 0.80])
     write_run(sweep / "1_itq", 0.84, seed=1, rounds=[0.55, 0.75, 0.84])
     write_run(sweep / "2_lsh", 0.70, seed=0, init_hash="lsh", rounds=[0.35, 0.60, 0.70])
-    text, curves = build_report([sweep])
+    report = build_report([sweep])
+    text, curves = report.text, report.rounds
 
     maps = table_rows(text, "mAP@all (%)")
     # the most common init hash (itq) is the plain row; its two seeds: mean 82.00, stdev sqrt(8) = 2.83
@@ -69,6 +73,10 @@ def test_sweep_report_separates_settings_and_averages_seeds(tmp_path):
         "LSH+GIST, 32 bits, seed 0": pytest.approx([35.0, 60.0, 70.0]),
     }
     assert table_rows(text, "PGH: mAP@all (%) by round")["LSH+GIST, 32 bits, seed 0"] == ["35.00", "60.00", "70.00"]
+    # one PR figure for (mnist5k, 32 bits), a curve per row, the itq row the mean of its two seeds
+    (pr,) = report.pr_curves.values()
+    assert list(report.pr_curves) == [("mnist5k", 32)] and sorted(pr) == sorted(maps)
+    assert pr["PGH+GIST"][0].tolist() == pytest.approx([0, 0.82, 0]) and pr["PGH+GIST"].shape == (33, 3)
 
 
 def test_cli_writes_the_report_and_the_curves(tmp_path, capsys):
@@ -76,16 +84,18 @@ def test_cli_writes_the_report_and_the_curves(tmp_path, capsys):
     main([str(tmp_path / "runs"), "--out", str(tmp_path / "report")])
     printed = capsys.readouterr().out
     assert printed == (tmp_path / "report" / "report.md").read_text()
-    assert (tmp_path / "report" / "rounds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for figure in ("rounds.png", "pr_mnist5k_32.png"):
+        assert (tmp_path / "report" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_real_run_without_paper_numbers(make_cfg, tmp_path):
     cfg = make_cfg("dataset=digits", "method=itq", "features=pixels", "bits=16", "split.query_per_class=20")
     metrics = train(cfg)
-    text, curves = build_report([cfg.paths.output_dir])
+    report = build_report([cfg.paths.output_dir])
     # digits is neither MNIST nor CIFAR-10: no paper column; a shallow run has no rounds
-    assert table_rows(text, "mAP@all (%)") == {"ITQ+PIXEL": [f"{100 * metrics['map_all']:.2f}"]}
-    assert curves == {} and "by round" not in text
+    assert table_rows(report.text, "mAP@all (%)") == {"ITQ+PIXEL": [f"{100 * metrics['map_all']:.2f}"]}
+    assert report.rounds == {} and "by round" not in report.text
+    assert report.pr_curves[("digits", 16)]["ITQ+PIXEL"].shape == (17, 3)
 
 
 def test_missing_or_empty_paths_name_the_problem(tmp_path, capsys):
@@ -120,7 +130,7 @@ def test_report_of_a_real_multirun(tmp_path):
 
     jobs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
     assert len(jobs) == 4
-    text, _ = build_report([sweep])
+    text = build_report([sweep]).text
     expected = {}
     for method, name in (("lsh", "LSH+PIXEL"), ("itq", "ITQ+PIXEL")):
         values = [100 * j["map_all"] for j in jobs if j["method"] == method]

@@ -10,7 +10,9 @@ Every directory at or below the arguments that holds a metrics.json is a run. Th
    (`mnist`, `mnist5k`) or every run is on CIFAR-10;
 2. every run: where it is, seed, initial codes, mAP@all, mAP@1000, P@100, training seconds;
 3. for the runs with a rounds.csv (PGH): mAP@all by round, the paper's progressive curve, as a table
-   and as rounds.png.
+   and as rounds.png;
+and, with --out, the precision-recall curves over Hamming radii of every row, one figure per dataset
+and bit length (pr_<dataset>_<bits>.png; repeats averaged).
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ import os
 import statistics
 import sys
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import OmegaConf
 
 from pgh.io import atomic_path, write_text
 from pgh.report import paper
-from pgh.report.plots import matplotlib_close, plot_rounds
+from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_rounds
 from pgh.report.tables import map_table, row_name
 
 MNIST_DATASETS = {"mnist", "mnist5k"}
@@ -164,8 +168,20 @@ def pct(value: Any) -> str:
     return f"{100 * value:.2f}" if isinstance(value, (int, float)) and math.isfinite(value) else "–"
 
 
-def build_report(paths: list[str | Path]) -> tuple[str, dict[str, list[float]]]:
-    """(the markdown report, PGH's progressive curves: label -> mAP@all % by round)."""
+@dataclass
+class Report:
+    text: str  # markdown
+    rounds: dict[str, list[float]]  # PGH's progressive curves: label -> mAP@all % by round
+    pr_curves: dict[tuple[str, int], dict[str, np.ndarray]]  # (dataset, bits) -> row -> [bits + 1, 3]
+
+
+def read_pr_curve(run: Path) -> np.ndarray | None:
+    """[bits + 1, 3] (Hamming radius, precision, recall) from the run's pr_curve.csv, if any."""
+    path = run / "pr_curve.csv"
+    return np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2) if path.exists() else None
+
+
+def build_report(paths: list[str | Path]) -> Report:
     results = [load_run(run) for run in find_runs(paths)]
     label_variants(results)
     names = run_names([r["run"] for r in results])
@@ -174,7 +190,7 @@ def build_report(paths: list[str | Path]) -> tuple[str, dict[str, list[float]]]:
     reference, label = paper_reference(set(datasets))
     several_seeds = len({r.get("seed") for r in results}) > 1
 
-    text = f"# pgh report: {len(results)} runs\n\n## mAP@all (%)\n\n"
+    text = f"# pgh report: {len(results)} run{'' if len(results) == 1 else 's'}\n\n## mAP@all (%)\n\n"
     text += map_table(mean_per_cell(results), datasets, bits, paper=reference, paper_label=label)
     if any(len(group) > 1 for group in by_cell(results).values()):
         text += "\nCells with several runs show mean ± standard deviation over them.\n"
@@ -219,7 +235,13 @@ def build_report(paths: list[str | Path]) -> tuple[str, dict[str, list[float]]]:
         for curve, values in curves.items():
             cells = [f"{v:.2f}" for v in values] + ["–"] * (rounds - len(values))
             text += f"| {curve} | " + " | ".join(cells) + " |\n"
-    return text, curves
+    pr_curves: dict[tuple[str, int], dict[str, np.ndarray]] = defaultdict(dict)
+    for (dataset, method, features, variant, b), group in by_cell(results).items():
+        curves_of_cell = [c for c in (read_pr_curve(r["run"]) for r in group) if c is not None]
+        if curves_of_cell:
+            name = row_name(method, features) + (f" ({variant})" if variant else "")
+            pr_curves[(dataset, b)][name] = np.mean(curves_of_cell, axis=0)
+    return Report(text, curves, dict(pr_curves))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -227,20 +249,22 @@ def main(argv: list[str] | None = None) -> None:
         prog="pgh-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("paths", nargs="+", help="run directories, sweep directories, or folders holding them")
-    parser.add_argument("--out", type=Path, help="also write report.md (and rounds.png) into this directory")
+    parser.add_argument("--out", type=Path, help="also write report.md and the figures into this directory")
     args = parser.parse_args(argv)
     try:
-        text, curves = build_report(args.paths)
+        report = build_report(args.paths)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"pgh-report: {error}")
     if args.out is not None:
-        write_text(args.out / "report.md", text)
-        if curves:
-            fig = plot_rounds(curves, "PGH: mAP@all by round")
-            with atomic_path(args.out / "rounds.png") as tmp:
-                fig.savefig(tmp, format="png", bbox_inches="tight")  # the legend sits below the axes
+        write_text(args.out / "report.md", report.text)
+        figures = {"rounds.png": plot_rounds(report.rounds, "PGH: mAP@all by round")} if report.rounds else {}
+        for (dataset, b), curves in sorted(report.pr_curves.items()):
+            figures[f"pr_{dataset}_{b}.png"] = plot_pr_curves(curves, f"{dataset}, {b} bits")
+        for name, fig in figures.items():
+            with atomic_path(args.out / name) as tmp:
+                fig.savefig(tmp, format="png", bbox_inches="tight")  # legends can sit below the axes
             matplotlib_close(fig)
-    print(text, end="")
+    print(report.text, end="")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,18 @@ import numpy as np
 from matplotlib.figure import Figure
 
 
+def _distinct_colors(ax, n: int) -> None:
+    """More than the default cycle's 10 curves: take them from tab20 so that no two share a colour."""
+    if n > 10:
+        ax.set_prop_cycle(color=plt.get_cmap("tab20")(np.arange(n) % 20))
+
+
 def plot_pr_curves(curves: dict[str, np.ndarray], title: str = "") -> Figure:
     """curves: label -> [bits + 1, 3] (hamming radius, precision, recall)."""
     fig, ax = plt.subplots(figsize=(4.5, 4), dpi=120)
+    _distinct_colors(ax, len(curves))
     for label, pr in curves.items():
-        ax.plot(pr[:, 2], pr[:, 1], marker=".", markersize=3, label=label)
+        ax.plot(pr[:, 2], pr[:, 1], marker=".", markersize=3, label=textwrap.fill(label, 50))
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)
@@ -32,6 +39,7 @@ def plot_pr_curves(curves: dict[str, np.ndarray], title: str = "") -> Figure:
 def plot_rounds(curves: dict[str, list[float]], title: str = "") -> Figure:
     """curves: label -> mAP@all (%) at rounds 0, 1, ... (round 0: the initial codes)."""
     fig, ax = plt.subplots(figsize=(4.5, 4), dpi=120)
+    _distinct_colors(ax, len(curves))
     for label, values in curves.items():
         ax.plot(range(len(values)), values, marker="o", markersize=4, label=textwrap.fill(label, 60))
     ax.set_xlabel("round t (0: initial codes)")
