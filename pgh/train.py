@@ -189,6 +189,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"trainer.accelerator={accelerator} but torch sees no CUDA device; run on a GPU machine, or add "
             "trainer=cpu (the paper-scale experiment configs pick trainer=gpu)"
         )
+    if accelerator == "cpu" and "module" in cfg.method and cfg.trainer.get("sync_batchnorm"):
+        raise ValueError(
+            "trainer.sync_batchnorm=true needs GPUs (SyncBatchNorm does not run on the CPU); for DDP on the "
+            "CPU (gloo) add trainer.sync_batchnorm=false"
+        )
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

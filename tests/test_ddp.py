@@ -95,3 +95,11 @@ def test_pgh_train_under_ddp_writes_the_results_once(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert f"mAP@all {100 * metrics['map_all']:.2f}" in closing[0] and metrics["rounds_completed"] == 1
     assert (out / "checkpoints" / "last.ckpt").exists() and (out / "database_codes.npy").exists()
+
+
+def test_ddp_on_the_cpu_with_sync_batchnorm_names_the_fix(make_cfg):
+    from pgh.train import train
+
+    cfg = make_cfg("dataset=digits", "method=pgh", "trainer=ddp", "trainer.accelerator=cpu")
+    with pytest.raises(ValueError, match="add trainer.sync_batchnorm=false"):
+        train(cfg)
