@@ -378,3 +378,31 @@ def test_random_state_round_trip_and_a_checkpoint_from_other_cuda_devices():
     foreign = {**saved, "cuda": [torch.zeros(16, dtype=torch.uint8)] * (here + 1)}
     with pytest.warns(UserWarning, match=rf"holds {here + 1} CUDA generator states and this machine has {here}"):
         RandomState().load_state_dict(foreign)
+
+
+@pytest.mark.slow
+def test_a_sweep_rerun_with_ckpt_path_last_finishes_what_is_missing(tmp_path):
+    """The README's way to resume a sweep: the same command, the same hydra.sweep.dir, plus
+    ckpt_path=last. A finished job reloads its final checkpoint and reports the same numbers; a job
+    that never ran (its directory removed here) runs from scratch."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "-m", "pgh.train", "-m", *SMALL, "logger=none", "method.rounds=1"]
+    command += ["method.module.quantization_weight=0.3,0.1", f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "PGH_ROOT": str(tmp_path), "PGH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+
+    def run_sweep(*extra: str) -> dict[str, float]:
+        done = subprocess.run([*command, *extra], capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return {p.parent.name: json.loads(p.read_text())["map_all"] for p in sorted(sweep.glob("*/metrics.json"))}
+
+    first = run_sweep()
+    assert len(first) == 2
+    (never_ran,) = [d for d in sweep.iterdir() if d.name.startswith("1_")]
+    shutil.rmtree(never_ran)
+    assert run_sweep("ckpt_path=last") == first
