@@ -8,7 +8,8 @@ Every directory at or below the arguments that holds a metrics.json is a run. Th
 1. mAP@all (%) per method+features (rows) and dataset × bits (columns), mean ± standard deviation
    where several runs share a cell (seeds), beside the paper's numbers when every run is on MNIST
    (`mnist`, `mnist5k`) or every run is on CIFAR-10;
-2. every run: where it is, seed, initial codes, mAP@all, mAP@1000, P@100, training seconds;
+2. every run: where it is, its settings, seed, initial codes, mAP@all, mAP@1000, P@100, training
+   seconds;
 3. for the runs with a rounds.csv (PGH): mAP@all by round, the paper's progressive curve, as a table
    and as rounds.png;
 and, with --out, the precision-recall curves over Hamming radii of every row, one figure per dataset
@@ -181,42 +182,26 @@ def read_pr_curve(run: Path) -> np.ndarray | None:
     return np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2) if path.exists() else None
 
 
-def build_report(paths: list[str | Path]) -> Report:
-    results = [load_run(run) for run in find_runs(paths)]
-    label_variants(results)
+def runs_table(results: list[dict[str, Any]]) -> str:
     names = run_names([r["run"] for r in results])
-    datasets = sorted({r["dataset"] for r in results})
-    bits = sorted({int(r["bits"]) for r in results})
-    reference, label = paper_reference(set(datasets))
-    several_seeds = len({r.get("seed") for r in results}) > 1
-
-    text = f"# pgh report: {len(results)} run{'' if len(results) == 1 else 's'}\n\n## mAP@all (%)\n\n"
-    text += map_table(mean_per_cell(results), datasets, bits, paper=reference, paper_label=label)
-    if any(len(group) > 1 for group in by_cell(results).values()):
-        text += "\nCells with several runs show mean ± standard deviation over them.\n"
-
     header = ["run", "dataset", "method", "settings", "bits", "seed", "initial codes", "mAP@all", "mAP@1000", "P@100"]
     header += ["train s"]
-    text += "\n## Runs\n\n| " + " | ".join(header) + " |\n|---|---|---|---|---:|---:|---|---:|---:|---:|---:|\n"
+    text = "| " + " | ".join(header) + " |\n|---|---|---|---|---:|---:|---|---:|---:|---:|---:|\n"
     for r in results:
-        initial = ""
-        if "init_hash" in r:
-            initial = f"{row_name(r['init_hash'], r['features'])} {pct(r.get('init_map_all'))}"
-        cells = [
-            names[r["run"]],
-            r["dataset"],
-            row_name(r["method"], r["features"]),
-            r["variant"],
-            str(r["bits"]),
-            str(r.get("seed", "")),
-            initial,
-            pct(r["map_all"]),
-            pct(r.get("map_at_1000")),
-            pct(r.get("precision_at_100")),
-            f"{r['train_seconds']:.1f}" if "train_seconds" in r else "–",
-        ]
+        initial = f"{row_name(r['init_hash'], r['features'])} {pct(r.get('init_map_all'))}" if "init_hash" in r else ""
+        cells = [names[r["run"]], r["dataset"], row_name(r["method"], r["features"]), r["variant"], str(r["bits"])]
+        cells += [str(r.get("seed", "")), initial, pct(r["map_all"]), pct(r.get("map_at_1000"))]
+        cells += [pct(r.get("precision_at_100")), f"{r['train_seconds']:.1f}" if "train_seconds" in r else "–"]
         text += "| " + " | ".join(cells) + " |\n"
+    return text
 
+
+def progressive_curves(results: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """label -> mAP@all % by round, for the runs with a rounds.csv; the label names the initial codes,
+    bits and the run's settings, and the dataset and seed where those vary."""
+    names = run_names([r["run"] for r in results])
+    several_datasets = len({r["dataset"] for r in results}) > 1
+    several_seeds = len({r.get("seed") for r in results}) > 1
     curves: dict[str, list[float]] = {}
     for r in results:
         values = read_rounds(r["run"])
@@ -224,24 +209,49 @@ def build_report(paths: list[str | Path]) -> Report:
             continue
         curve = row_name(r.get("init_hash", "?"), r["features"]) + f", {r['bits']} bits"
         curve += "".join(f", {k}={v}" for k, v in r["settings"].items() if k != "method.init_hash")
-        curve += f", {r['dataset']}" if len(datasets) > 1 else ""
+        curve += f", {r['dataset']}" if several_datasets else ""
         curve += f", seed {r.get('seed')}" if several_seeds else ""
         curves[curve if curve not in curves else f"{curve} ({names[r['run']]})"] = values
-    if curves:
-        rounds = max(map(len, curves.values()))
-        text += "\n## PGH: mAP@all (%) by round (round 0: the initial codes)\n\n"
-        text += "| initial codes | " + " | ".join(f"t = {t}" for t in range(rounds)) + " |\n"
-        text += "|---|" + "---:|" * rounds + "\n"
-        for curve, values in curves.items():
-            cells = [f"{v:.2f}" for v in values] + ["–"] * (rounds - len(values))
-            text += f"| {curve} | " + " | ".join(cells) + " |\n"
-    pr_curves: dict[tuple[str, int], dict[str, np.ndarray]] = defaultdict(dict)
-    for (dataset, method, features, variant, b), group in by_cell(results).items():
-        curves_of_cell = [c for c in (read_pr_curve(r["run"]) for r in group) if c is not None]
-        if curves_of_cell:
+    return curves
+
+
+def rounds_table(curves: dict[str, list[float]]) -> str:
+    rounds = max(map(len, curves.values()))
+    text = "| initial codes | " + " | ".join(f"t = {t}" for t in range(rounds)) + " |\n"
+    text += "|---|" + "---:|" * rounds + "\n"
+    for curve, values in curves.items():
+        cells = [f"{v:.2f}" for v in values] + ["–"] * (rounds - len(values))
+        text += f"| {curve} | " + " | ".join(cells) + " |\n"
+    return text
+
+
+def pr_curves_per_cell(results: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, np.ndarray]]:
+    """(dataset, bits) -> table row -> its runs' mean precision-recall curve."""
+    figures: dict[tuple[str, int], dict[str, np.ndarray]] = defaultdict(dict)
+    for (dataset, method, features, variant, bits), group in by_cell(results).items():
+        curves = [c for c in (read_pr_curve(r["run"]) for r in group) if c is not None]
+        if curves:
             name = row_name(method, features) + (f" ({variant})" if variant else "")
-            pr_curves[(dataset, b)][name] = np.mean(curves_of_cell, axis=0)
-    return Report(text, curves, dict(pr_curves))
+            figures[(dataset, bits)][name] = np.mean(curves, axis=0)
+    return dict(figures)
+
+
+def build_report(paths: list[str | Path]) -> Report:
+    results = [load_run(run) for run in find_runs(paths)]
+    label_variants(results)
+    datasets = sorted({r["dataset"] for r in results})
+    bits = sorted({int(r["bits"]) for r in results})
+    reference, label = paper_reference(set(datasets))
+
+    text = f"# pgh report: {len(results)} run{'' if len(results) == 1 else 's'}\n\n## mAP@all (%)\n\n"
+    text += map_table(mean_per_cell(results), datasets, bits, paper=reference, paper_label=label)
+    if any(len(group) > 1 for group in by_cell(results).values()):
+        text += "\nCells with several runs show mean ± standard deviation over them.\n"
+    text += "\n## Runs\n\n" + runs_table(results)
+    curves = progressive_curves(results)
+    if curves:
+        text += "\n## PGH: mAP@all (%) by round (round 0: the initial codes)\n\n" + rounds_table(curves)
+    return Report(text, curves, pr_curves_per_cell(results))
 
 
 def main(argv: list[str] | None = None) -> None:
