@@ -207,7 +207,7 @@ def test_bf16_mixed_precision_runs_the_same_job(make_cfg):
     assert metrics["rounds_completed"] == 2 and 0 < metrics["map_all"] <= 1
 
 
-def fit_tiny(model, epochs: int) -> None:
+def fit_tiny(model, epochs: int, precision: str = "32-true") -> None:
     """Fit a PGH built for 32 training images on random 28-px images and codes, 2 batches an epoch."""
     torch.manual_seed(0)
     model.set_codes(torch.randint(0, 2, (32, model.hparams.bits)))
@@ -216,6 +216,7 @@ def fit_tiny(model, epochs: int) -> None:
     L.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
+        precision=precision,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -257,6 +258,28 @@ def test_distill_epochs_pull_h_towards_the_conditioning_codes_first(monkeypatch)
     assert calls == [("code_target_loss", 0)] * 2 + [("quantization_loss", 1)] * 2
     with pytest.raises(ValueError, match="distill_epochs"):
         PGH(bits=8, num_train=32, distill_epochs=-2)
+
+
+def test_losses_on_h_run_in_float32_under_bf16_mixed(monkeypatch):
+    """Under bf16-mixed H's sigmoids come out in bfloat16; the triplet and quantisation losses get
+    them in float32 (a bfloat16 L1 sum over the bits steps by 0.125 or more near the margin)."""
+    import pgh.methods.pgh as pgh_module
+    from pgh.methods import PGH
+
+    seen: list[torch.dtype] = []
+    for name in ("triplet_loss", "quantization_loss", "code_target_loss"):
+        original = getattr(pgh_module, name)
+
+        def spy(*args, _original=original):
+            # triplet / quantisation: the h tensors themselves; code_target_loss: a list of (h, target)
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            tensors += [h for a in args if isinstance(a, list) for h, _ in a]
+            seen.extend(t.dtype for t in tensors)
+            return _original(*args)
+
+        monkeypatch.setattr(pgh_module, name, spy)
+    fit_tiny(PGH(bits=8, num_train=32, width=8, hidden=16, z_dim=8, distill_epochs=1), epochs=2, precision="bf16-mixed")
+    assert seen and set(seen) == {torch.float32}
 
 
 def test_augment_jitters_what_h_trains_on_but_not_what_it_encodes(monkeypatch):

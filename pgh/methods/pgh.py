@@ -181,7 +181,9 @@ class PGH(DeepHasher):
         h_input = torch.cat([x, fake_same, fake_other])
         h_input = random_affine(h_input, hp.augment_shift, hp.augment_degrees, hp.augment_scale, hp.augment_flip)
         h_input = random_contrast(h_input, hp.augment_contrast)
-        h_real, h_same, h_other = self.H(h_input).split(n)
+        # the losses in float32: under bf16-mixed H's sigmoids are bfloat16, whose L1 sums over the bits
+        # step by 0.125 or more around the triplet margin (a no-op in 32-true)
+        h_real, h_same, h_other = self.H(h_input).float().split(n)
         loss_triplet = triplet_loss(h_real, h_same, h_other, hp.gamma)
         # distillation warm-up: the conditioning codes are the target (see the module docstring)
         distilling = self.current_epoch < hp.distill_epochs
