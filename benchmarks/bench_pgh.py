@@ -161,7 +161,24 @@ def main() -> None:
     readme = ROOT / "README.md"
     if START in readme.read_text():
         write_text(readme, replace_between(readme.read_text(), START, END, note + "\n" + table))
+    write_rounds_figure()
     print(table)
+
+
+def write_rounds_figure() -> None:
+    """The README's progressive curves (docs/pgh_rounds_mnist5k.png): mnist5k, GIST, 32 bits, from
+    ITQ (the default row), LSH, SH and SpH codes, as `pgh-report ... --out` draws them."""
+    from pgh.io import atomic_path
+    from pgh.report.cli import build_report
+    from pgh.report.plots import matplotlib_close, plot_rounds
+
+    runs = [RUNS / f"mnist5k_gist_32{suffix}" for suffix in ("", "_lsh", "_sh", "_sph")]
+    if not all((run / "rounds.csv").exists() for run in runs):
+        return
+    fig = plot_rounds(build_report(runs).rounds, "PGH: mAP@all by round")
+    with atomic_path(ROOT / "docs" / "pgh_rounds_mnist5k.png") as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+    matplotlib_close(fig)
 
 
 if __name__ == "__main__":
