@@ -2,7 +2,7 @@
 sweeps (multirun directories) or any folder that holds them.
 
   pgh-report logs/pgh_init/multiruns/2026-11-30_12-00-00            # prints the report
-  pgh-report logs/bench/pgh/mnist5k_gist_32* --out reports/mnist5k   # also writes report.md, rounds.png
+  pgh-report logs/bench/pgh/mnist5k_gist_32* --out reports/mnist5k   # also writes report.md and figures
 
 Every directory at or below the arguments that holds a metrics.json is a run. The report has
 1. mAP@all (%) per method+features (rows) and dataset × bits (columns), mean ± standard deviation
