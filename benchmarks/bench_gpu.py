@@ -28,9 +28,11 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, markdown_table
+from common import machine, markdown_table, run_timed, wall_seconds
+from hydra import compose, initialize_config_dir
 
 from pgh.io import write_text
+from pgh.train import CONFIG_DIR
 
 # (row name, overrides composing the size) — the network sizes come from the experiment configs
 SIZES = {
@@ -57,18 +59,6 @@ CPU_MNIST5K_MAP = "87.66 (2 threads, `make train`)"  # README's headline run
 # training images of each experiment's dataset under the protocol (database = training set = all
 # images but the 1,000 queries), for the estimated training time of its rounds
 TRAIN_IMAGES = {"pgh.data.load_mnist5k": 4_000, "pgh.data.load_mnist": 69_000, "pgh.data.load_cifar10": 59_000}
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from pgh.train import CONFIG_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
 
 
 class StepTimer(Callback):
@@ -100,7 +90,7 @@ def throughput(overrides: list[str], precision: str, device: torch.device, warmu
     from hydra.utils import instantiate
     from torch.utils.data import DataLoader, TensorDataset
 
-    cfg = compose(overrides)
+    cfg = compose("config", overrides=overrides)
     module, batch = cfg.method.module, int(cfg.method.batch_size)
     n = batch * (warmup + steps)
     torch.manual_seed(0)
@@ -133,16 +123,7 @@ def throughput(overrides: list[str], precision: str, device: torch.device, warmu
 
 def end_to_end(overrides: list[str], what: str, out: Path) -> list[str]:
     """One row: a full `train(cfg)` run of PGH into `out`, its mAP and wall time."""
-    from omegaconf import open_dict
-
-    from pgh.train import train
-
-    cfg = compose(overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-    started = time.perf_counter()
-    metrics = train(cfg)
-    wall = time.perf_counter() - started
+    metrics = run_timed(overrides, out)
     return [
         what,
         f"{100 * metrics['init_map_all']:.2f}",
@@ -150,7 +131,7 @@ def end_to_end(overrides: list[str], what: str, out: Path) -> list[str]:
         f"{100 * metrics['map_at_1000']:.2f}",
         str(metrics["rounds_completed"]),
         f"{metrics['train_seconds']:.0f}",
-        f"{wall:.0f}",
+        f"{wall_seconds(out):.0f}",
     ]
 
 
@@ -181,22 +162,8 @@ def faiss_search(n_db: int, n_q: int, bits: int = 64) -> list[list[str]]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    parser.add_argument("--quick", action="store_true", help="toy sizes: checks the script, measures nothing")
-    parser.add_argument("--steps", type=int, default=100, help="timed batches per throughput row")
-    parser.add_argument("--warmup", type=int, default=20, help="untimed batches before them")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "e2e", "ddp", "faiss"])
-    parser.add_argument("--out", type=Path, help="default: benchmarks/gpu.md on CUDA; on the CPU only printed")
-    parser.add_argument("--run-dir", type=Path, help="where the end-to-end runs write (default: a temporary dir)")
-    args = parser.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(
-            "bench-gpu measures the GPU paths and no CUDA device is visible to torch; run it on a CUDA "
-            "machine, or check the script on the CPU with `python benchmarks/bench_gpu.py --device cpu --quick`"
-        )
-    device = torch.device(args.device)
+def measure(args: argparse.Namespace, device: torch.device) -> list[str]:
+    """The markdown sections of the parts not in --skip (needs an active initialize_config_dir)."""
     steps, warmup = (2, 1) if args.quick else (args.steps, args.warmup)
     trainer = ["trainer=cpu"] if device.type == "cpu" else ["trainer=gpu"]
     sections = []
@@ -217,8 +184,8 @@ def main() -> None:
             "at this rate, without the rounds' code refresh and evaluation.\n\n" + markdown_table(header, rows)
         )
 
-    run_root = args.run_dir or Path(tempfile.mkdtemp(prefix="bench_gpu_"))
     if "e2e" not in args.skip or "ddp" not in args.skip:
+        run_root = args.run_dir or Path(tempfile.mkdtemp(prefix="bench_gpu_"))
         base = ["experiment=pgh_mnist5k", "logger=none", "trainer.enable_progress_bar=false"]
         base += QUICK_RUN if args.quick else []
         runs = []
@@ -249,7 +216,27 @@ def main() -> None:
             f"## FAISS search\n\nTop-100 of {n_q:,} queries over {n_db:,} random 64-bit codes (after one "
             "warm-up search).\n\n" + markdown_table(["index", "seconds", "queries / s", "note"], rows)
         )
+    return sections
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--quick", action="store_true", help="toy sizes: checks the script, measures nothing")
+    parser.add_argument("--steps", type=int, default=100, help="timed batches per throughput row")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed batches before them")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "e2e", "ddp", "faiss"])
+    parser.add_argument("--out", type=Path, help="default: benchmarks/gpu.md on CUDA; on the CPU only printed")
+    parser.add_argument("--run-dir", type=Path, help="where the end-to-end runs write (default: a temporary dir)")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            "bench-gpu measures the GPU paths and no CUDA device is visible to torch; run it on a CUDA "
+            "machine, or check the script on the CPU with `python benchmarks/bench_gpu.py --device cpu --quick`"
+        )
+    device = torch.device(args.device)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        sections = measure(args, device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU only"
     text = (
         "# GPU benchmark (`make bench-gpu`)\n\n"
