@@ -168,16 +168,14 @@ def main() -> None:
 def write_rounds_figure() -> None:
     """The README's progressive curves (docs/pgh_rounds_mnist5k.png): mnist5k, GIST, 32 bits, from
     ITQ (the default row), LSH, SH and SpH codes, as `pgh-report ... --out` draws them."""
-    from pgh.io import atomic_path
     from pgh.report.cli import build_report
-    from pgh.report.plots import matplotlib_close, plot_rounds
+    from pgh.report.plots import matplotlib_close, plot_rounds, save_figure
 
     runs = [RUNS / f"mnist5k_gist_32{suffix}" for suffix in ("", "_lsh", "_sh", "_sph")]
     if not all((run / "rounds.csv").exists() for run in runs):
         return
     fig = plot_rounds(build_report(runs).rounds, "PGH: mAP@all by round")
-    with atomic_path(ROOT / "docs" / "pgh_rounds_mnist5k.png") as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
+    save_figure(fig, ROOT / "docs" / "pgh_rounds_mnist5k.png")
     matplotlib_close(fig)
 
 

@@ -25,7 +25,7 @@ from pgh.features import cached_features
 from pgh.hashing import HASHERS, ShallowHasher
 from pgh.io import save_npy, write_json, write_text
 from pgh.logging_utils import finish, instantiate_loggers, log_figure
-from pgh.report.plots import matplotlib_close, plot_pr_curves
+from pgh.report.plots import matplotlib_close, plot_pr_curves, save_figure
 from pgh.retrieval import check_bits, evaluate_packed, pack_codes
 
 log = logging.getLogger(__name__)
@@ -262,7 +262,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     fig = plot_pr_curves(
         {f"{metrics['method']}+{metrics['features']}": result.pr_curve}, f"{dataset.name}, {bits} bits"
     )
-    fig.savefig(out / "pr_curve.png")
+    save_figure(fig, out / "pr_curve.png")
     log_figure(loggers, "pr_curve", fig, out / "pr_curve.png")
     matplotlib_close(fig)
     finish(loggers, metrics)

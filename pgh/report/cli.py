@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from pgh.io import atomic_path, write_text
+from pgh.io import write_text
 from pgh.report import paper
-from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_rounds
+from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_rounds, save_figure
 from pgh.report.tables import map_table, row_name
 
 MNIST_DATASETS = {"mnist", "mnist5k"}
@@ -272,8 +272,7 @@ def main(argv: list[str] | None = None) -> None:
         for (dataset, b), curves in sorted(report.pr_curves.items()):
             figures[f"pr_{dataset}_{b}.png"] = plot_pr_curves(curves, f"{dataset}, {b} bits")
         for name, fig in figures.items():
-            with atomic_path(args.out / name) as tmp:
-                fig.savefig(tmp, format="png", bbox_inches="tight")  # legends can sit below the axes
+            save_figure(fig, args.out / name)
             matplotlib_close(fig)
     print(report.text, end="")
 

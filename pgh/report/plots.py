@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import matplotlib
 
@@ -10,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+
+from pgh.io import atomic_path
 
 
 def _distinct_colors(ax, n: int) -> None:
@@ -47,9 +50,16 @@ def plot_rounds(curves: dict[str, list[float]], title: str = "") -> Figure:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=9)
-    if curves:  # below the axes: labels can be long (a sweep's settings); save with bbox_inches="tight"
+    if curves:  # below the axes: labels can be long (a sweep's settings); save_figure keeps it in
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     return fig
+
+
+def save_figure(fig: Figure, path: str | Path) -> None:
+    """The figure as a PNG at `path`, written atomically; bbox_inches="tight" keeps a legend that sits
+    below the axes (plot_rounds) in the picture."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
 
 
 def matplotlib_close(fig: Figure) -> None:
