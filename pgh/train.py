@@ -170,6 +170,22 @@ def closing_line(m: dict[str, Any]) -> str:
     )
 
 
+def check_trainer(trainer: DictConfig) -> None:
+    """Trainer settings this machine cannot run, caught before any work: Lightning and torch only say
+    so after the features and initial codes, in their own words."""
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"trainer.accelerator={accelerator} but torch sees no CUDA device; run on a GPU machine, or add "
+            "trainer=cpu (the paper-scale experiment configs pick trainer=gpu)"
+        )
+    if accelerator == "cpu" and trainer.get("sync_batchnorm"):
+        raise ValueError(
+            "trainer.sync_batchnorm=true needs GPUs (SyncBatchNorm does not run on the CPU); for DDP on the "
+            "CPU (gloo) add trainer.sync_batchnorm=false"
+        )
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run the composed job into `cfg.paths.output_dir` and return its metrics (the dict written to
     metrics.json). Under DDP every rank runs it; ranks other than 0 return {} and write no results."""
@@ -182,18 +198,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"{out / 'checkpoints'} holds checkpoints of an earlier run: resume it with ckpt_path=last, "
             f"or start afresh in a new hydra.run.dir (or delete {out})"
         )
-    accelerator = str(cfg.trainer.get("accelerator", "auto")) if "module" in cfg.method else "cpu"
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        # Lightning would say "No supported gpu backend found!" only after the features and initial codes
-        raise RuntimeError(
-            f"trainer.accelerator={accelerator} but torch sees no CUDA device; run on a GPU machine, or add "
-            "trainer=cpu (the paper-scale experiment configs pick trainer=gpu)"
-        )
-    if accelerator == "cpu" and "module" in cfg.method and cfg.trainer.get("sync_batchnorm"):
-        raise ValueError(
-            "trainer.sync_batchnorm=true needs GPUs (SyncBatchNorm does not run on the CPU); for DDP on the "
-            "CPU (gloo) add trainer.sync_batchnorm=false"
-        )
+    if "module" in cfg.method:
+        check_trainer(cfg.trainer)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
