@@ -3,6 +3,9 @@ directories under pytest's tmp_path."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import ClassVar
 
@@ -36,6 +39,25 @@ METRIC_KEYS = frozenset(
         "seed",
     }
 )
+
+
+def run_python(*args: str, tmp_path: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """`python *args` in tmp_path, with runs, logs and the feature cache under it and one torch thread
+    (as a user would start it: a fresh process). With `check`, a non-zero exit fails the test and
+    shows the end of stderr."""
+    env = {**os.environ, "PGH_ROOT": str(tmp_path), "PGH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def markdown_table_rows(text: str, heading: str) -> list[list[str]]:
+    """The cells of the first table after the markdown heading that starts with `## {heading}`,
+    without the header and separator rows."""
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip().strip("|").split("|") for line in section.splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in row] for row in rows[1:]]
 
 
 @pytest.fixture

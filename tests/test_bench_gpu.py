@@ -3,26 +3,18 @@ the GPU session that runs it for real finds a working script; without CUDA it st
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import markdown_table_rows, run_python
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "bench_gpu.py"
 
 
 def run(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PGH_ROOT": str(tmp_path), "PGH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=600)
-
-
-def table_rows(text: str, heading: str) -> list[list[str]]:
-    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ")]
-    return [[cell.strip() for cell in row] for row in rows[1:]]  # without the header
+    return run_python(str(SCRIPT), *args, tmp_path=tmp_path, check=False)
 
 
 def test_quick_cpu_run_prints_every_table(tmp_path):
@@ -34,7 +26,7 @@ def test_quick_cpu_run_prints_every_table(tmp_path):
     text = done.stdout
     assert "toy sizes, the numbers mean nothing" in text
 
-    throughput = table_rows(text, "PGH training throughput")
+    throughput = markdown_table_rows(text, "PGH training throughput")
     assert [row[0] for row in throughput[::2]] == [
         "mnist5k (CPU-sized)",
         "MNIST, paper scale",
@@ -45,7 +37,7 @@ def test_quick_cpu_run_prints_every_table(tmp_path):
     assert throughput[-1][1].startswith("3×64²")  # the 64-px override reaches the networks
     assert all(float(row[4].replace(",", "")) > 0 for row in throughput)  # images / s
 
-    runs = table_rows(text, "PGH end to end")
+    runs = markdown_table_rows(text, "PGH end to end")
     assert [row[0] for row in runs] == [
         "trainer=cpu (bf16-mixed)",
         "trainer=cpu (32-true)",
@@ -54,7 +46,7 @@ def test_quick_cpu_run_prints_every_table(tmp_path):
     assert all(0 < float(row[2]) <= 100 and row[4] == "1" for row in runs)
     assert all((tmp_path / "runs" / name / "metrics.json").exists() for name in ("bf16", "fp32", "ddp"))
 
-    search = table_rows(text, "FAISS search")
+    search = markdown_table_rows(text, "FAISS search")
     assert search[0][0] == "FAISS IndexBinaryFlat (CPU)" and float(search[0][1]) > 0
     if not torch.cuda.is_available():
         assert "not run" in search[1][3] and "make install-gpu" in search[1][3]

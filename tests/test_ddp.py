@@ -74,22 +74,19 @@ def test_pgh_train_under_ddp_writes_the_results_once(tmp_path):
     """`pgh-train trainer=ddp` on two CPU processes (Lightning re-launches the Hydra app for rank 1):
     rank 0 alone encodes, evaluates and writes metrics.json, and the run prints one closing line."""
     import json
-    import os
-    import subprocess
-    import sys
+
+    from conftest import run_python
 
     out = tmp_path / "run"
     command = [
-        *(sys.executable, "-m", "pgh.train", "dataset=digits", "method=pgh", "features=pixels", "bits=16"),
+        *("-m", "pgh.train", "dataset=digits", "method=pgh", "features=pixels", "bits=16"),
         *("split.query_per_class=20", "split.train_size=128", "method.batch_size=32", "method.rounds=1"),
         *("method.progressive.epochs_per_round=2", "method.module.width=8", "method.module.hidden=32"),
         *("method.module.z_dim=16", "method.module.distill_epochs=1", "method.progressive.vote_neighbors=4"),
         *("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false"),
         *("trainer.enable_progress_bar=false", "logger=none", f"hydra.run.dir={out}"),
     ]
-    env = {**os.environ, "PGH_ROOT": str(tmp_path), "PGH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_python(*command, tmp_path=tmp_path)
     closing = [line for line in done.stdout.splitlines() if line.startswith("pgh | digits | pgh+pixels")]
     assert len(closing) == 1
     metrics = json.loads((out / "metrics.json").read_text())

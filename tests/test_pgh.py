@@ -409,19 +409,16 @@ def test_a_sweep_rerun_with_ckpt_path_last_finishes_what_is_missing(tmp_path):
     ckpt_path=last. A finished job reloads its final checkpoint and reports the same numbers; a job
     that never ran (its directory removed here) runs from scratch."""
     import json
-    import os
     import shutil
-    import subprocess
-    import sys
+
+    from conftest import run_python
 
     sweep = tmp_path / "sweep"
-    command = [sys.executable, "-m", "pgh.train", "-m", *SMALL, "logger=none", "method.rounds=1"]
+    command = ["-m", "pgh.train", "-m", *SMALL, "logger=none", "method.rounds=1"]
     command += ["method.module.quantization_weight=0.3,0.1", f"hydra.sweep.dir={sweep}"]
-    env = {**os.environ, "PGH_ROOT": str(tmp_path), "PGH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
 
     def run_sweep(*extra: str) -> dict[str, float]:
-        done = subprocess.run([*command, *extra], capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
-        assert done.returncode == 0, done.stderr[-3000:]
+        run_python(*command, *extra, tmp_path=tmp_path)
         return {p.parent.name: json.loads(p.read_text())["map_all"] for p in sorted(sweep.glob("*/metrics.json"))}
 
     first = run_sweep()

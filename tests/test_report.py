@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import markdown_table_rows, run_python
 
 from pgh.report.cli import build_report, main
 from pgh.train import train
@@ -44,9 +45,8 @@ def write_run(path: Path, map_all: float, seed: int = 0, init_hash: str | None =
 
 
 def table_rows(text: str, heading: str) -> dict[str, list[str]]:
-    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
-    rows = [line.strip("|").split(" | ") for line in section.splitlines() if line.startswith("| ")][1:]
-    return {row[0].strip(): [cell.strip() for cell in row[1:]] for row in rows}
+    """The table after the heading, keyed by its first column."""
+    return {row[0]: row[1:] for row in markdown_table_rows(text, heading)}
 
 
 def test_sweep_report_separates_settings_and_averages_seeds(tmp_path):
@@ -113,20 +113,15 @@ def test_missing_or_empty_paths_name_the_problem(tmp_path, capsys):
 def test_report_of_a_real_multirun(tmp_path):
     """`pgh-train -m` over methods × seeds, then pgh-report on the sweep directory: one row per
     method, each cell the mean ± stdev of its two seeds' mAP@all."""
-    import os
     import statistics
-    import subprocess
-    import sys
 
     from pgh.train import CONFIG_DIR
 
     sweep = tmp_path / "sweep"
-    command = [sys.executable, "-m", "pgh.train", "-m", "-cd", str(Path(CONFIG_DIR).parent / "sweeps"), "-cn"]
-    command += ["baselines", "dataset=digits", "features=pixels", "method=lsh,itq", "bits=16", "seed=0,1"]
+    command = ["-m", "pgh.train", "-m", "-cd", str(Path(CONFIG_DIR).parent / "sweeps"), "-cn", "baselines"]
+    command += ["dataset=digits", "features=pixels", "method=lsh,itq", "bits=16", "seed=0,1"]
     command += ["split.query_per_class=20", "logger=none", f"hydra.sweep.dir={sweep}"]
-    env = {**os.environ, "PGH_ROOT": str(tmp_path), "PGH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_python(*command, tmp_path=tmp_path)
 
     jobs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
     assert len(jobs) == 4
