@@ -105,3 +105,28 @@ class RecordTrainStart:
                 )
 
         return _Probe()
+
+
+def assert_checkpoint_codes_the_database_as_the_run_did(cfg: DictConfig) -> None:
+    """README, *Using a trained model*: load the run's checkpoint with the module's class and code
+    the database from the inputs it reads (images, or the features group's features)."""
+    import numpy as np
+    from hydra.utils import get_class, instantiate
+    from omegaconf import OmegaConf
+
+    from pgh.data import Split
+    from pgh.features import cached_features
+    from pgh.retrieval import pack_codes
+
+    out = Path(cfg.paths.output_dir)
+    model = get_class(cfg.method.module._target_).load_from_checkpoint(
+        out / "checkpoints" / "last.ckpt", map_location="cpu"
+    )
+    dataset, split = instantiate(cfg.dataset), Split.load(out / "split.npz")
+    if model.input_kind == "images":
+        inputs = dataset.images
+    else:
+        config = OmegaConf.to_container(cfg.features, resolve=True)
+        inputs = cached_features(dataset, instantiate(cfg.features), config, cfg.paths.cache_dir)
+    codes = pack_codes(model.encode_inputs(inputs[split.database]))
+    assert np.array_equal(codes, np.load(out / "database_codes.npy"))

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import METRIC_KEYS
+from conftest import METRIC_KEYS, assert_checkpoint_codes_the_database_as_the_run_did
 
 from pgh.train import CONFIG_DIR, train
 
@@ -52,27 +51,3 @@ def test_every_method_trains_and_reports_the_same_metrics(make_cfg, method):
     assert 0.0 < saved["map_all"] <= 1.0 and saved["map_all"] == pytest.approx(metrics["map_all"])
     if "module" in cfg.method:  # a deep method: its last.ckpt is the model the run evaluated
         assert_checkpoint_codes_the_database_as_the_run_did(cfg)
-
-
-def assert_checkpoint_codes_the_database_as_the_run_did(cfg) -> None:
-    """README, *Using a trained model*: load the run's checkpoint with the module's class and code
-    the database from the inputs it reads (images, or the features group's features)."""
-    from hydra.utils import get_class, instantiate
-    from omegaconf import OmegaConf
-
-    from pgh.data import Split
-    from pgh.features import cached_features
-    from pgh.retrieval import pack_codes
-
-    out = Path(cfg.paths.output_dir)
-    model = get_class(cfg.method.module._target_).load_from_checkpoint(
-        out / "checkpoints" / "last.ckpt", map_location="cpu"
-    )
-    dataset, split = instantiate(cfg.dataset), Split.load(out / "split.npz")
-    if model.input_kind == "images":
-        inputs = dataset.images
-    else:
-        config = OmegaConf.to_container(cfg.features, resolve=True)
-        inputs = cached_features(dataset, instantiate(cfg.features), config, cfg.paths.cache_dir)
-    codes = pack_codes(model.encode_inputs(inputs[split.database]))
-    assert np.array_equal(codes, np.load(out / "database_codes.npy"))

@@ -12,7 +12,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import RecordTrainStart
+from conftest import RecordTrainStart, assert_checkpoint_codes_the_database_as_the_run_did
 from omegaconf import open_dict
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -68,19 +68,7 @@ def test_two_rounds_write_everything(make_cfg):
     assert int(final["state_dict"]["current_round"]) == 2  # the evaluated model, after the last refresh
     assert [r["round"] for r in final["callbacks"]["ProgressiveRounds"]["rows"]] == [0, 1, 2]
 
-    # the README's "Using a trained model": the reloaded H codes the database as the run did
-    from hydra.utils import instantiate
-
-    from pgh.data import Split
-    from pgh.methods import PGH
-    from pgh.retrieval import BinaryIndex, pack_codes
-
-    model = PGH.load_from_checkpoint(out / "checkpoints" / "last.ckpt", map_location="cpu")
-    dataset, split = instantiate(cfg.dataset), Split.load(out / "split.npz")
-    packed = pack_codes(model.encode_inputs(dataset.images[split.database]))
-    assert np.array_equal(packed, np.load(out / "database_codes.npy"))
-    distances, ids = BinaryIndex(16, use_gpu=False).add(packed).search(packed[:5], 3)
-    assert (distances[:, 0] == 0).all() and (packed[ids[:, 0]] == packed[:5]).all()
+    assert_checkpoint_codes_the_database_as_the_run_did(cfg)  # the README's "Using a trained model"
 
 
 def test_rounds_reach_the_dashboards(make_cfg):
@@ -385,8 +373,6 @@ def test_every_experiment_config_builds_its_pgh(make_cfg, experiment):
 
 def test_random_state_round_trip_and_a_checkpoint_from_other_cuda_devices():
     import random
-
-    import numpy as np
 
     from pgh.callbacks import RandomState
 
