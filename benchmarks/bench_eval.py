@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, markdown_table
+from common import machine, markdown_table, timed_faiss_search
 
 from pgh.io import write_text
-from pgh.retrieval import BinaryIndex, evaluate_packed
+from pgh.retrieval import evaluate_packed
 from pgh.retrieval.index import gpu_available
 
 N_DB, N_Q, BITS, CLASSES, TARGET_S = 1_000_000, 1_000, 64, 10, 10.0
@@ -39,14 +39,7 @@ def main() -> None:
     )
 
     for use_gpu in [False] + ([True] if gpu_available() else []):
-        index = BinaryIndex(BITS, use_gpu=use_gpu)
-        t0 = time.perf_counter()
-        index.add(db)
-        build = time.perf_counter() - t0
-        index.search(q[:10], 100)  # warm-up (GPU transfer)
-        t0 = time.perf_counter()
-        index.search(q, 100)
-        search = time.perf_counter() - t0
+        build, search, _ = timed_faiss_search(db, q, BITS, use_gpu)
         where = "GPU" if use_gpu else "CPU"
         rows.append([f"FAISS IndexBinaryFlat top-100 search ({where})", f"{search:.2f}", f"index build {build:.2f} s"])
 

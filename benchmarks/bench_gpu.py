@@ -28,7 +28,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, markdown_table, run_timed, wall_seconds
+from common import machine, markdown_table, run_timed, timed_faiss_search, wall_seconds
 from hydra import compose, initialize_config_dir
 
 from pgh.io import write_text
@@ -137,7 +137,6 @@ def end_to_end(overrides: list[str], what: str, out: Path) -> list[str]:
 
 def faiss_search(n_db: int, n_q: int, bits: int = 64) -> list[list[str]]:
     """Rows: top-100 Hamming search over n_db random codes on the CPU and, with faiss-gpu, the GPU."""
-    from pgh.retrieval import BinaryIndex
     from pgh.retrieval.index import gpu_available, gpu_wheel_shadowed
 
     rng = np.random.default_rng(0)
@@ -145,11 +144,7 @@ def faiss_search(n_db: int, n_q: int, bits: int = 64) -> list[list[str]]:
     q = rng.integers(0, 256, (n_q, bits // 8), dtype=np.uint8)
     rows, results = [], {}
     for use_gpu in [False] + ([True] if gpu_available() else []):
-        index = BinaryIndex(bits, use_gpu=use_gpu).add(db)
-        index.search(q[:10], 100)  # warm-up (the GPU copy of the index is made here)
-        t0 = time.perf_counter()
-        results[use_gpu] = index.search(q, 100)[0]
-        seconds = time.perf_counter() - t0
+        _, seconds, results[use_gpu] = timed_faiss_search(db, q, bits, use_gpu)
         note = ""
         if use_gpu:
             same = np.array_equal(results[True], results[False])
