@@ -51,7 +51,7 @@ report: $(VENV)/.installed ## pgh-report: tables and curves from finished runs (
 	$(VENV)/bin/pgh-report $(ARGS)
 
 lint: $(VENV)/.installed ## ruff
-	$(VENV)/bin/ruff check pgh tests benchmarks
+	$(VENV)/bin/ruff check pgh hydra_plugins tests benchmarks
 
 clean: ## remove run outputs and caches (not .venv)
 	rm -rf logs outputs multirun .cache .pytest_cache

@@ -4,6 +4,7 @@ directories under pytest's tmp_path."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,8 @@ def run_python(*args: str, tmp_path: Path, check: bool = True) -> subprocess.Com
     (as a user would start it: a fresh process). With `check`, a non-zero exit fails the test and
     shows the end of stderr."""
     env = {**os.environ, "PGH_ROOT": str(tmp_path), "PGH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    # so that configs can name test callbacks (`conftest.…`) in the subprocess too
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
     done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     if check:
         assert done.returncode == 0, done.stderr[-3000:]
@@ -105,6 +108,23 @@ class RecordTrainStart:
                 )
 
         return _Probe()
+
+
+class SignalPreemption:
+    """A Lightning callback (as `+callbacks.preempt._target_=conftest.SignalPreemption
+    +callbacks.preempt.at_step=N`) that, in a run that did not resume, sends its own process
+    submitit's preemption signal (SIGUSR2) once global step N is done: what SLURM does to a job it
+    preempts."""
+
+    def __new__(cls, at_step: int):
+        import lightning as L
+
+        class _Preempt(L.Callback):
+            def on_train_batch_end(self, trainer, *args):
+                if trainer.ckpt_path is None and trainer.global_step >= at_step:
+                    os.kill(os.getpid(), signal.SIGUSR2)
+
+        return _Preempt()
 
 
 def assert_checkpoint_codes_the_database_as_the_run_did(cfg: DictConfig) -> None:

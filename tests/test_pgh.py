@@ -412,3 +412,25 @@ def test_a_sweep_rerun_with_ckpt_path_last_finishes_what_is_missing(tmp_path):
     (never_ran,) = [d for d in sweep.iterdir() if d.name.startswith("1_")]
     shutil.rmtree(never_ran)
     assert run_sweep("ckpt_path=last") == first
+
+
+def test_a_preempted_sweep_job_is_requeued_and_resumes_from_its_last_checkpoint(tmp_path):
+    """hydra/launcher=local (submitit subprocesses, requeued as on SLURM): job 0 is sent the
+    preemption signal 3 batches into round 2, submitit requeues it, and the rerun resumes from its
+    last checkpoint (ckpt_path=last added by the launcher) instead of failing beside it. Job 1, not
+    preempted, is its twin: the rounds before the preemption match."""
+    from conftest import run_python
+
+    sweep = tmp_path / "sweep"
+    command = ["-m", "pgh.train", "-m", *SMALL, "logger=none", "hydra/launcher=local", f"hydra.sweep.dir={sweep}"]
+    command += ["+callbacks.preempt._target_=conftest.SignalPreemption", "+callbacks.preempt.at_step=33,1000"]
+    run_python(*command, tmp_path=tmp_path)
+
+    preempted, twin = sorted(d for d in sweep.iterdir() if d.name[0].isdigit())
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
+    assert "Requeued job" in logs and f"Restoring states from the checkpoint path at {preempted}" in logs
+    assert "ckpt_path: last" in (preempted / "config.yaml").read_text()
+    assert "ckpt_path: null" in (twin / "config.yaml").read_text()
+    for run in (preempted, twin):
+        assert json.loads((run / "metrics.json").read_text())["rounds_completed"] == 2
+    assert read_rows(preempted / "rounds.csv")[:2] == read_rows(twin / "rounds.csv")[:2]

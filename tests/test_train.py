@@ -158,7 +158,24 @@ def compose_sweep(name: str, *overrides: str):
 def test_sweep_and_slurm_launcher_compose():
     cfg = compose_sweep("baselines", "hydra/launcher=slurm")
     assert cfg.hydra.sweeper.params.method == "lsh,itq,sh,sph"
-    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.task_name == "baselines"
+    assert cfg.task_name == "baselines"
+    assert cfg.hydra.launcher._target_ == "hydra_plugins.pgh_submitit.ResumingSlurmLauncher"
+    assert cfg.hydra.launcher.max_num_timeout > 0  # a job at its time limit is requeued (and resumes)
+    assert compose_sweep("baselines", "hydra/launcher=local").hydra.launcher._target_.endswith("ResumingLocalLauncher")
+
+
+def test_a_requeued_job_reruns_with_its_overrides_and_ckpt_path_last():
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+
+    from hydra_plugins.pgh_submitit import ResumingLocalLauncher, ResumingSlurmLauncher, overrides_that_resume
+
+    assert {ResumingSlurmLauncher, ResumingLocalLauncher} <= set(Plugins.instance().discover(Launcher))
+    assert overrides_that_resume(["method=pgh", "bits=32"]) == ["method=pgh", "bits=32", "ckpt_path=last"]
+    for given in ("ckpt_path=/runs/a.ckpt", "+ckpt_path=x", "++ckpt_path=x", "~ckpt_path"):
+        assert overrides_that_resume(["bits=32", given]) == ["bits=32", "ckpt_path=last"]
+    delayed = ResumingSlurmLauncher().checkpoint(["bits=16"], "hydra.sweep.dir", 3, "job_id_for_3", {})
+    assert delayed.args == (["bits=16", "ckpt_path=last"], "hydra.sweep.dir", 3, "job_id_for_3", {})
 
 
 SWEEPS = sorted(p.stem for p in (Path(__file__).parents[1] / "sweeps").glob("*.yaml"))

@@ -1,0 +1,41 @@
+"""Hydra launchers for pgh sweeps through submitit (SLURM, or local subprocesses) whose jobs resume
+after a requeue.
+
+submitit requeues a job that SLURM preempts or that reaches its time limit, and reruns it with the
+arguments its launcher's `checkpoint()` returns. hydra-submitit-launcher returns the job's original
+overrides, so the rerun started training afresh (and `pgh-train` refuses to, beside the first
+attempt's checkpoints). These launchers add `ckpt_path=last`: the rerun continues from the job's
+last checkpoint. Hydra loads launchers only from the `hydra_plugins` package, hence this module's home.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
+
+RESUME_OVERRIDE = "ckpt_path=last"
+
+
+def overrides_that_resume(overrides: Sequence[str]) -> list[str]:
+    """`overrides` with any ckpt_path override (`ckpt_path=`, `+ckpt_path=`, `++ckpt_path=`,
+    `~ckpt_path`) replaced by ckpt_path=last."""
+    kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != "ckpt_path"]
+    return [*kept, RESUME_OVERRIDE]
+
+
+class _ResumeOnRequeue:
+    def checkpoint(self, sweep_overrides: Sequence[str], *args: Any, **kwargs: Any) -> Any:
+        """What submitit reruns after a preemption or a timeout: this job, resuming."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, overrides_that_resume(sweep_overrides), *args, **kwargs)
+
+
+class ResumingSlurmLauncher(_ResumeOnRequeue, SlurmLauncher):
+    """hydra/launcher=slurm: one SLURM job per sweep job; a requeued job resumes from its last checkpoint."""
+
+
+class ResumingLocalLauncher(_ResumeOnRequeue, LocalLauncher):
+    """hydra/launcher=local: each sweep job in a local submitit subprocess, requeued and resumed as on SLURM."""
