@@ -277,9 +277,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     # {} on a DDP rank other than 0, whose return value no sweeper reads
     return train(cfg).get("map_all", float("nan"))
+
+
+def main() -> None:
+    """`pgh-train`: the configs stay in the repository's conf/, which only an editable install sees."""
+    if not Path(CONFIG_DIR).is_dir():
+        raise SystemExit(
+            f"pgh-train: no configs at {CONFIG_DIR}: they live in the repository's conf/, which a "
+            "non-editable install does not carry; clone the repository and install it with `make install` "
+            "(pip install -e .)"
+        )
+    hydra_main()
 
 
 if __name__ == "__main__":

@@ -204,3 +204,11 @@ def test_fresh_run_refuses_a_directory_with_checkpoints(make_cfg):
     with pytest.raises(FileExistsError, match="resume it with ckpt_path=last"):
         train(cfg)
     assert ckpt.read_bytes() == b"an earlier run"
+
+
+def test_pgh_train_without_the_repository_configs_says_how_to_install(monkeypatch, tmp_path):
+    import pgh.train
+
+    monkeypatch.setattr(pgh.train, "CONFIG_DIR", str(tmp_path / "site-packages" / "conf"))
+    with pytest.raises(SystemExit, match=r"no configs at .*site-packages/conf.*make install"):
+        pgh.train.main()
