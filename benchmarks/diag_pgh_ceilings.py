@@ -6,6 +6,12 @@ initial codes get, next to PGH? Each prints mAP@all (and mAP@1000) on the protoc
       the bitwise majority of its --k nearest training images' codes (Euclidean, in feature space,
       itself included); queries and database items take the majority code of their 10 nearest
       training images. How good the codes get refined along the features' own neighbourhoods.
+  python benchmarks/diag_pgh_ceilings.py exact --dataset fashion_mnist --train-size 10000
+      no codes: the database ranked by Euclidean distance in --features itself (mAP@all only).
+  python benchmarks/diag_pgh_ceilings.py embed --dataset fashion_mnist --train-size 10000
+      manifold hashing: a Laplacian eigenmap (--dims) of the training images' --k-nearest-neighbour
+      graph in --features, hashed by ITQ (--dims ≥ --bits) or LSH; queries and database items take
+      the majority code of their 10 nearest training images.
   python benchmarks/diag_pgh_ceilings.py contrastive --dataset fashion_mnist --train-size 10000
       a fresh H (PGH's size) trained with a SimCLR-style NT-Xent loss alone between two jittered views
       of each training image (shift, rotation, scale, mirror, contrast; no codes, no GAN).
@@ -50,9 +56,10 @@ def nt_xent(h_a: torch.Tensor, h_b: torch.Tensor, temperature: float) -> torch.T
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["smooth", "contrastive", "rehash"])
+    parser.add_argument("mode", choices=["smooth", "exact", "embed", "contrastive", "rehash"])
     add_protocol_arguments(parser, dataset="fashion_mnist")
-    parser.add_argument("--k", type=int, default=20, help="smooth: neighbours voting on a training code")
+    parser.add_argument("--k", type=int, default=20, help="smooth: neighbours voting on a training code; embed: graph")
+    parser.add_argument("--dims", type=int, default=32, help="embed: dimensions of the Laplacian eigenmap")
     parser.add_argument("--iterations", type=int, default=10, help="smooth: rounds of voting")
     parser.add_argument("--epochs", type=int, default=40, help="contrastive: epochs")
     parser.add_argument("--temperature", type=float, default=1.0, help="contrastive: NT-Xent temperature")
@@ -91,6 +98,31 @@ def main() -> None:
             if iteration in (1, 3) or iteration == args.iterations:
                 what = f"smoothed {iteration}x over {args.k} neighbours ({len(torch.unique(codes, dim=0))} distinct)"
                 score(what, *(majority_vote(codes, n) for n in outside))
+
+    elif args.mode == "exact":
+        features = protocol_features(cfg, dataset).float()
+        database, database_labels = features[split.database], labels[split.database]
+        precisions = []
+        for queries, query_labels in zip(features[split.query].split(100), labels[split.query].split(100)):
+            order = torch.cdist(queries, database).argsort(dim=1, stable=True)
+            relevant = (database_labels[order] == query_labels[:, None]).float()
+            ranks = torch.arange(1, database.shape[0] + 1)
+            precisions.append((relevant.cumsum(1) / ranks * relevant).sum(1) / relevant.sum(1))
+        print(f"Euclidean ranking in {args.features}: mAP@all {100 * torch.cat(precisions).mean():.2f}")
+
+    elif args.mode == "embed":
+        from sklearn.manifold import SpectralEmbedding
+
+        features = protocol_features(cfg, dataset).float()
+        train = features[split.train]
+        outside = [nearest_neighbors(features[part], train, 10) for part in (split.query, split.database)]
+        eigenmap = SpectralEmbedding(args.dims, affinity="nearest_neighbors", n_neighbors=args.k, random_state=0)
+        embedded = torch.from_numpy(eigenmap.fit_transform(train.numpy())).float()
+        if args.dims >= args.bits:
+            codes = HASHERS["itq"](bits=args.bits, seed=0).fit(embedded).encode(embedded)
+            score(f"ITQ on a {args.dims}-d eigenmap ({args.k}-NN graph)", *(majority_vote(codes, n) for n in outside))
+        codes = HASHERS["lsh"](bits=args.bits, seed=0).fit(embedded).encode(embedded)
+        score(f"LSH on a {args.dims}-d eigenmap ({args.k}-NN graph)", *(majority_vote(codes, n) for n in outside))
 
     elif args.mode == "contrastive":
         images = {s: to_network_input(dataset.images[getattr(split, s)], 28, 1) for s in ("train", "query", "database")}
