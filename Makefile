@@ -35,7 +35,7 @@ data: ## install the offline Fashion-MNIST (Debian package dataset-fashion-mnist
 	@if [ -d /usr/share/datasets/fashion-mnist ]; then echo "fashion-mnist already in /usr/share/datasets/fashion-mnist"; \
 	else apt-get update && apt-get install -y dataset-fashion-mnist; fi
 
-bench-eval: $(VENV)/.installed ## time exact mAP@all and FAISS top-100 over 1M codes -> benchmarks/eval.md
+bench-eval: $(VENV)/.installed ## time exact mAP@all and FAISS top-100 (exact and IVF) over 1M codes -> benchmarks/eval.md
 	$(PY) benchmarks/bench_eval.py
 
 bench-gpu: $(VENV)/.installed ## on a CUDA machine: PGH throughput (32-true, bf16), make train's job on the GPU, DDP, FAISS CPU vs GPU -> benchmarks/gpu.md

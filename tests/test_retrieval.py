@@ -123,6 +123,52 @@ def test_index_save_load_roundtrip(tmp_path):
         index.add(np.zeros((3, 3), np.uint8))
 
 
+def clustered_codes(n: int, centres: int, bits: int, flip: float) -> np.ndarray:
+    """Packed codes around `centres` random centres, each bit flipped with probability `flip`."""
+    rng = np.random.default_rng(0)
+    centre_codes = rng.integers(0, 2, (centres, bits)).astype(bool)
+    return pack_codes(centre_codes[rng.integers(0, centres, n)] ^ (rng.random((n, bits)) < flip))
+
+
+def test_ivf_index_scanning_every_list_is_exact_and_a_few_lists_find_most_neighbours(tmp_path):
+    packed, queries = np.split(clustered_codes(5200, centres=50, bits=64, flip=0.05), [5000])
+    exact_distances, exact_ids = BinaryIndex(64, use_gpu=False).add(packed).search(queries, 10)
+    ivf = BinaryIndex(64, nlist=50).train(packed).add(packed)
+    assert (ivf.nlist, ivf.nprobe, ivf.use_gpu, ivf.ntotal) == (50, 16, False, 5000)
+
+    ivf.nprobe = 50
+    assert np.array_equal(ivf.search(queries, 10)[0], exact_distances)
+    ivf.nprobe = 2
+    distances, ids = ivf.search(queries, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact_ids)])
+    assert recall >= 0.9 and (distances >= exact_distances).all()
+
+    ivf.save(tmp_path / "ivf.faissindex")
+    loaded = BinaryIndex.load(tmp_path / "ivf.faissindex")
+    assert (loaded.nlist, loaded.nprobe, loaded.ntotal, loaded.use_gpu) == (50, 2, 5000, False)
+    assert np.array_equal(loaded.search(queries, 10)[1], ids)
+
+    ivf.nprobe = 1  # one list holds about 100 codes: the rest of the top 1000 is missing
+    assert (ivf.search(queries[:5], 1000)[1] == -1).any()
+
+
+def test_ivf_index_errors():
+    packed = clustered_codes(100, centres=5, bits=32, flip=0.1)
+    with pytest.raises(ValueError, match=r"needs train\(codes\) before add"):
+        BinaryIndex(32, nlist=8).add(packed)
+    with pytest.raises(ValueError, match="100 training codes for nlist=200"):
+        BinaryIndex(32, nlist=200).train(packed)
+    with pytest.raises(ValueError, match="no GPU binary IVF"):
+        BinaryIndex(32, use_gpu=True, nlist=8)
+    with pytest.raises(ValueError, match=r"nprobe=9 must be in 1..nlist=8"):
+        BinaryIndex(32, nlist=8, nprobe=9)
+    with pytest.raises(ValueError, match="nprobe=4 needs an IVF index"):
+        BinaryIndex(32, use_gpu=False, nprobe=4)
+    with pytest.raises(ValueError, match="nlist=0"):
+        BinaryIndex(32, nlist=0)
+    assert BinaryIndex(32, nlist=8).nprobe == 8 and BinaryIndex(32, use_gpu=False).train(packed).nprobe is None
+
+
 @pytest.mark.gpu
 def test_faiss_gpu_matches_cpu():
     from pgh.retrieval.index import gpu_available

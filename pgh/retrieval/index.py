@@ -1,5 +1,6 @@
 """FAISS binary index over packed codes: exact top-k Hamming search, on the GPU when faiss-gpu and
-CUDA are present (and k fits the GPU kernel's limit), saved and loaded atomically.
+CUDA are present (and k fits the GPU kernel's limit), or an inverted file over Hamming centroids for
+databases too large to scan (CPU); saved and loaded atomically.
 
 faiss-cpu (a dependency) and faiss-gpu (the `gpu` extra) are two wheels that write the same `faiss`
 folder: whichever pip installed last is the one imported, and uninstalling either deletes files the
@@ -58,11 +59,33 @@ def gpu_available() -> bool:
 
 
 class BinaryIndex:
-    """Exact Hamming search over packed uint8 codes [n, bits/8] (`IndexBinaryFlat`)."""
+    """Top-k Hamming search over packed uint8 codes [n, bits/8].
 
-    def __init__(self, bits: int, use_gpu: bool | None = None) -> None:
+    By default exact (`IndexBinaryFlat`): every query is compared with every code, on the GPU when
+    faiss-gpu sees one. With `nlist`, an inverted file (`IndexBinaryIVF`, CPU only: FAISS has no GPU
+    binary IVF): `train` clusters a sample of the codes into `nlist` Hamming centroids, `add` files
+    each code under its nearest centroid, and a query scans the codes of its `nprobe` nearest
+    centroids only (nprobe=None: 16, or nlist if fewer). Approximate: nprobe = nlist gives the exact
+    distances; ids are -1 where the scanned codes were fewer than k.
+    """
+
+    def __init__(
+        self, bits: int, use_gpu: bool | None = None, nlist: int | None = None, nprobe: int | None = None
+    ) -> None:
         self.bits = check_bits(bits)
-        self.cpu_index = faiss.IndexBinaryFlat(self.bits)
+        if nlist is None:
+            if nprobe is not None:
+                raise ValueError(f"nprobe={nprobe} needs an IVF index: give nlist too (nprobe=None: exact search)")
+            self.cpu_index = faiss.IndexBinaryFlat(self.bits)
+        else:
+            if nlist < 1:
+                raise ValueError(f"nlist={nlist} must be a positive number of centroids (or None: exact search)")
+            if use_gpu:
+                raise ValueError("use_gpu=True with nlist: FAISS has no GPU binary IVF index; nlist=None (exact, GPU)")
+            use_gpu = False
+            self._quantizer = faiss.IndexBinaryFlat(self.bits)  # the IVF index does not own it
+            self.cpu_index = faiss.IndexBinaryIVF(self._quantizer, self.bits, nlist)
+            self.nprobe = min(16, nlist) if nprobe is None else nprobe
         self.use_gpu = gpu_available() if use_gpu is None else use_gpu
         if self.use_gpu and not gpu_available():
             if gpu_wheel_shadowed():
@@ -76,6 +99,37 @@ class BinaryIndex:
         self._gpu_resources = None
 
     @property
+    def nlist(self) -> int | None:
+        """Number of IVF centroids, None for the exact index."""
+        return self.cpu_index.nlist if isinstance(self.cpu_index, faiss.IndexBinaryIVF) else None
+
+    @property
+    def nprobe(self) -> int | None:
+        """Centroids whose codes a query scans (IVF), None for the exact index."""
+        return self.cpu_index.nprobe if self.nlist else None
+
+    @nprobe.setter
+    def nprobe(self, nprobe: int) -> None:
+        if not self.nlist:
+            raise ValueError("nprobe is for an IVF index (BinaryIndex(bits, nlist=...)); the exact one scans all")
+        if not 1 <= nprobe <= self.nlist:
+            raise ValueError(f"nprobe={nprobe} must be in 1..nlist={self.nlist}")
+        self.cpu_index.nprobe = nprobe
+
+    def train(self, packed: np.ndarray) -> BinaryIndex:
+        """IVF: cluster these codes (the database or a sample of it) into the nlist centroids. The
+        exact index needs no training and returns at once."""
+        packed = self._check(packed)
+        if self.nlist:
+            if len(packed) < self.nlist:
+                raise ValueError(
+                    f"{len(packed)} training codes for nlist={self.nlist} centroids: train on at least nlist "
+                    f"codes (FAISS suggests 39 x nlist = {39 * self.nlist}), or lower nlist"
+                )
+            self.cpu_index.train(packed)
+        return self
+
+    @property
     def ntotal(self) -> int:
         return self.cpu_index.ntotal
 
@@ -86,12 +140,16 @@ class BinaryIndex:
         return packed
 
     def add(self, packed: np.ndarray) -> BinaryIndex:
+        if not self.cpu_index.is_trained:
+            raise ValueError(
+                f"an IVF index (nlist={self.nlist}) needs train(codes) before add: on the database or a sample of it"
+            )
         self.cpu_index.add(self._check(packed))
         self._gpu_index = None
         return self
 
     def search(self, packed_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (distances int32 [q, k], database ids int64 [q, k]) by Hamming distance."""
+        """Top-k (distances int32 [q, k], database ids int64 [q, k]) by Hamming distance, nearest first."""
         if not 1 <= k <= max(self.ntotal, 1):
             raise ValueError(f"k={k} must be in 1..{self.ntotal} (the number of indexed codes)")
         queries = self._check(packed_queries)
@@ -110,6 +168,7 @@ class BinaryIndex:
     @classmethod
     def load(cls, path: str | Path, use_gpu: bool | None = None) -> BinaryIndex:
         cpu = faiss.read_index_binary(str(path))
-        index = cls(cpu.d, use_gpu=use_gpu)
+        ivf = isinstance(cpu, faiss.IndexBinaryIVF)
+        index = cls(cpu.d, use_gpu=use_gpu, nlist=cpu.nlist if ivf else None)
         index.cpu_index = cpu
         return index
