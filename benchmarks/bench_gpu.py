@@ -4,7 +4,7 @@
    batch) on random images, at the sizes of conf/experiment/ (the CPU-sized mnist5k one and the
    paper-scale MNIST and CIFAR-10 ones, CIFAR-10 also at 64 px), in 32-true and bf16-mixed precision:
    images per second after a warm-up, and the peak GPU memory.
-2. End to end: `experiment=pgh_mnist5k trainer=gpu` (bf16-mixed; the `make train` job on the GPU) and
+2. End to end: `experiment=pgh_mnist5k trainer=gpu` (the `make train` job on the GPU) in bf16-mixed and
    the same in 32-true; then one round of it through `trainer=ddp` (NCCL, as many ranks as there are
    GPUs) — mAP@all and wall time next to the CPU's.
 3. FAISS top-100 over 1,000,000 random 64-bit codes on the CPU and, with faiss-gpu (`make

@@ -189,7 +189,7 @@ def test_gpu_trainer_without_cuda_fails_first_and_names_the_fix(make_cfg):
 
 
 def test_bf16_mixed_precision_runs_the_same_job(make_cfg):
-    """trainer.precision=bf16-mixed (CPU autocast here; the GPU configs' default) trains, refreshes
+    """trainer.precision=bf16-mixed (CPU autocast here; an option on the GPU) trains, refreshes
     and evaluates like full precision."""
     metrics = train(make_cfg(*SMALL, "trainer.precision=bf16-mixed"))
     assert metrics["rounds_completed"] == 2 and 0 < metrics["map_all"] <= 1
