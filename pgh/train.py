@@ -262,6 +262,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     }
     write_json(out / "metrics.json", metrics)
     write_text(out / "pr_curve.csv", result.pr_curve_csv())
+    write_text(out / "precision_at_n.csv", result.precision_at_n_csv())
     if cfg.get("save_codes", True):
         save_npy(out / "database_codes.npy", db_codes)
         save_npy(out / "query_codes.npy", query_codes)

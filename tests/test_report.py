@@ -41,6 +41,8 @@ def write_run(path: Path, map_all: float, seed: int = 0, init_hash: str | None =
     # a precision-recall curve over radii 0..32 whose precision at radius 0 is map_all (to tell runs apart)
     lines = ["hamming_radius,precision,recall"] + [f"{r},{map_all if r == 0 else 0.1},{r / 32}" for r in range(33)]
     (path / "pr_curve.csv").write_text("\n".join(lines) + "\n")
+    # and a precision@N curve at 1 and 100 whose value at N = 100 is map_all
+    (path / "precision_at_n.csv").write_text(f"n,precision\n1,1.0\n100,{map_all}\n")
     return path
 
 
@@ -77,6 +79,8 @@ def test_sweep_report_separates_settings_and_averages_seeds(tmp_path):
     (pr,) = report.pr_curves.values()
     assert list(report.pr_curves) == [("mnist5k", 32)] and sorted(pr) == sorted(maps)
     assert pr["PGH+GIST"][0].tolist() == pytest.approx([0, 0.82, 0]) and pr["PGH+GIST"].shape == (33, 3)
+    (at_n,) = report.precision_at_n.values()
+    assert at_n["PGH+GIST"].ravel().tolist() == pytest.approx([1, 1.0, 100, 0.82]) and sorted(at_n) == sorted(maps)
 
 
 def test_cli_writes_the_report_and_the_curves(tmp_path, capsys):
@@ -84,7 +88,7 @@ def test_cli_writes_the_report_and_the_curves(tmp_path, capsys):
     main([str(tmp_path / "runs"), "--out", str(tmp_path / "report")])
     printed = capsys.readouterr().out
     assert printed == (tmp_path / "report" / "report.md").read_text()
-    for figure in ("rounds.png", "pr_mnist5k_32.png"):
+    for figure in ("rounds.png", "pr_mnist5k_32.png", "precision_at_n_mnist5k_32.png"):
         assert (tmp_path / "report" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -96,6 +100,7 @@ def test_a_real_run_without_paper_numbers(make_cfg, tmp_path):
     assert table_rows(report.text, "mAP@all (%)") == {"ITQ+PIXEL": [f"{100 * metrics['map_all']:.2f}"]}
     assert report.rounds == {} and "by round" not in report.text
     assert report.pr_curves[("digits", 16)]["ITQ+PIXEL"].shape == (17, 3)
+    assert report.precision_at_n[("digits", 16)]["ITQ+PIXEL"].shape == (13, 2)
 
 
 def test_missing_or_empty_paths_name_the_problem(tmp_path, capsys):

@@ -12,9 +12,9 @@ from pgh.retrieval import BinaryIndex, evaluate_codes, pack_codes, unpack_codes
 from pgh.retrieval.hamming import hamming_matrix
 
 
-def brute_force(q, ql, db, dbl, map_k, precision_k, radius):
+def brute_force(q, ql, db, dbl, map_k, precision_k, radius, top_n=()):
     """Plain loops, straight from the definitions (stable tie-break by database index)."""
-    aps, apks, pks, prs = [], [], [], []
+    aps, apks, pks, prs, pns = [], [], [], [], []
     for i in range(len(q)):
         dist = [int((q[i] != db[j]).sum()) for j in range(len(db))]
         order = sorted(range(len(db)), key=lambda j: (dist[j], j))
@@ -30,7 +30,8 @@ def brute_force(q, ql, db, dbl, map_k, precision_k, radius):
         pks.append(sum(rel[:precision_k]) / precision_k)
         within = [j for j in range(len(db)) if dist[j] <= radius]
         prs.append(sum(dbl[j] == ql[i] for j in within) / len(within) if within else 0.0)
-    return np.mean(aps), np.mean(apks), np.mean(pks), np.mean(prs)
+        pns.append([sum(rel[:n]) / n for n in top_n])
+    return np.mean(aps), np.mean(apks), np.mean(pks), np.mean(prs), np.mean(pns, axis=0)
 
 
 @pytest.mark.parametrize("bits,seed", [(8, 0), (16, 1), (24, 2), (72, 3)])
@@ -40,12 +41,16 @@ def test_metrics_match_brute_force(bits, seed):
     q = rng.integers(0, 2, (15, bits)).astype(bool)
     dbl, ql = rng.integers(0, 4, 120), rng.integers(0, 4, 15)
     # few bits -> many ties, which the stable order must break by database index
-    m = evaluate_codes(q, ql, db, dbl, map_k=20, precision_k=10, radius=2).metrics
-    ref = brute_force(q, ql, db, dbl, 20, 10, 2)
+    result = evaluate_codes(q, ql, db, dbl, map_k=20, precision_k=10, radius=2)
+    m = result.metrics
+    ref = brute_force(q, ql, db, dbl, 20, 10, 2, top_n=(1, 10, 50, 100))  # TOP_N up to the 120 database items
     assert m["map_all"] == pytest.approx(ref[0], abs=1e-12)
     assert m["map_at_20"] == pytest.approx(ref[1], abs=1e-12)
     assert m["precision_at_10"] == pytest.approx(ref[2], abs=1e-12)
     assert m["precision_radius_2"] == pytest.approx(ref[3], abs=1e-12)
+    assert result.precision_at_n[:, 0].tolist() == [1, 10, 50, 100]
+    assert result.precision_at_n[:, 1] == pytest.approx(ref[4], abs=1e-12)
+    assert result.precision_at_n[3, 1] == pytest.approx(evaluate_codes(q, ql, db, dbl).metrics["precision_at_100"])
 
 
 def test_map_matches_torchmetrics():

@@ -12,8 +12,10 @@ Every directory at or below the arguments that holds a metrics.json is a run. Th
    seconds;
 3. for the runs with a rounds.csv (PGH): mAP@all by round, the paper's progressive curve, as a table
    and as rounds.png;
-and, with --out, the precision-recall curves over Hamming radii of every row, one figure per dataset
-and bit length (pr_<dataset>_<bits>.png; repeats averaged).
+and, with --out, the precision-recall curves over Hamming radii and the precision@N curves of every
+row, one figure each per dataset and bit length (pr_<dataset>_<bits>.png,
+precision_at_n_<dataset>_<bits>.png; repeats averaged; runs that predate precision_at_n.csv are left
+out of the second).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from omegaconf import OmegaConf
 
 from pgh.io import write_text
 from pgh.report import paper
-from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_rounds, save_figure
+from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, plot_rounds, save_figure
 from pgh.report.tables import map_table, row_name
 
 MNIST_DATASETS = {"mnist", "mnist5k"}
@@ -175,11 +177,13 @@ class Report:
     text: str  # markdown
     rounds: dict[str, list[float]]  # PGH's progressive curves: label -> mAP@all % by round
     pr_curves: dict[tuple[str, int], dict[str, np.ndarray]]  # (dataset, bits) -> row -> [bits + 1, 3]
+    precision_at_n: dict[tuple[str, int], dict[str, np.ndarray]]  # (dataset, bits) -> row -> [m, 2]
 
 
-def read_pr_curve(run: Path) -> np.ndarray | None:
-    """[bits + 1, 3] (Hamming radius, precision, recall) from the run's pr_curve.csv, if any."""
-    path = run / "pr_curve.csv"
+def read_curve(run: Path, filename: str) -> np.ndarray | None:
+    """The table in the run's csv `filename` (pr_curve.csv: Hamming radius, precision, recall;
+    precision_at_n.csv: N, precision), if the run has it."""
+    path = run / filename
     return np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2) if path.exists() else None
 
 
@@ -226,11 +230,12 @@ def rounds_table(curves: dict[str, list[float]]) -> str:
     return text
 
 
-def pr_curves_per_cell(results: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, np.ndarray]]:
-    """(dataset, bits) -> table row -> its runs' mean precision-recall curve."""
+def curves_per_cell(results: list[dict[str, Any]], filename: str) -> dict[tuple[str, int], dict[str, np.ndarray]]:
+    """(dataset, bits) -> table row -> the mean of its runs' curves in `filename` (pr_curve.csv,
+    precision_at_n.csv)."""
     figures: dict[tuple[str, int], dict[str, np.ndarray]] = defaultdict(dict)
     for (dataset, method, features, variant, bits), group in by_cell(results).items():
-        curves = [c for c in (read_pr_curve(r["run"]) for r in group) if c is not None]
+        curves = [c for c in (read_curve(r["run"], filename) for r in group) if c is not None]
         if curves:
             name = row_name(method, features) + (f" ({variant})" if variant else "")
             figures[(dataset, bits)][name] = np.mean(curves, axis=0)
@@ -252,7 +257,9 @@ def build_report(paths: list[str | Path]) -> Report:
     curves = progressive_curves(results)
     if curves:
         text += "\n## PGH: mAP@all (%) by round (round 0: the initial codes)\n\n" + rounds_table(curves)
-    return Report(text, curves, pr_curves_per_cell(results))
+    return Report(
+        text, curves, curves_per_cell(results, "pr_curve.csv"), curves_per_cell(results, "precision_at_n.csv")
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -271,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
         figures = {"rounds.png": plot_rounds(report.rounds, "PGH: mAP@all by round")} if report.rounds else {}
         for (dataset, b), curves in sorted(report.pr_curves.items()):
             figures[f"pr_{dataset}_{b}.png"] = plot_pr_curves(curves, f"{dataset}, {b} bits")
+        for (dataset, b), curves in sorted(report.precision_at_n.items()):
+            figures[f"precision_at_n_{dataset}_{b}.png"] = plot_precision_at_n(curves, f"{dataset}, {b} bits")
         for name, fig in figures.items():
             save_figure(fig, args.out / name)
             matplotlib_close(fig)

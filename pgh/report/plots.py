@@ -1,4 +1,5 @@
-"""Figures: the precision-recall curve over Hamming radii, and PGH's progressive curve (mAP by round)."""
+"""Figures: the precision-recall curve over Hamming radii, the precision@N curve, and PGH's progressive
+curve (mAP by round)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,23 @@ def plot_pr_curves(curves: dict[str, np.ndarray], title: str = "") -> Figure:
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=9)
     if len(curves) > 1 or any(curves):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_precision_at_n(curves: dict[str, np.ndarray], title: str = "") -> Figure:
+    """curves: label -> [m, 2] (N, precision of the top N retrieved)."""
+    fig, ax = plt.subplots(figsize=(4.5, 4), dpi=120)
+    _distinct_colors(ax, len(curves))
+    for label, at_n in curves.items():
+        ax.plot(at_n[:, 0], at_n[:, 1], marker=".", markersize=4, label=textwrap.fill(label, 50))
+    ax.set_xlabel("number of top retrieved images N")
+    ax.set_ylabel("precision@N")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=9)
+    if curves:
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

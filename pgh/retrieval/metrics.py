@@ -1,5 +1,6 @@
 """Exact retrieval metrics over a full ranking of the database: mAP@all, mAP@K, precision@K,
-precision within a Hamming radius, and the precision-recall curve over Hamming radii.
+precision within a Hamming radius, the precision-recall curve over Hamming radii, and the
+precision@N curve over the top N retrieved (N = 1 … 1,000).
 
 Ranking is by distance with ties broken by database order (a stable sort), as the protocol says.
 Each query is a handful of whole-array numpy passes over the database (popcount, a radix argsort of
@@ -20,6 +21,8 @@ from pgh.retrieval.codes import pack_codes
 from pgh.retrieval.hamming import as_words
 
 DISTANCES = ("hamming", "spherical")
+# where the precision@N curve is evaluated (those up to the database size): hashing papers' top-N plots
+TOP_N = (1, 10, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000)
 
 
 @dataclass
@@ -27,10 +30,15 @@ class RetrievalResult:
     metrics: dict[str, float]
     pr_curve: np.ndarray  # [bits + 1, 3]: hamming radius, precision, recall (averaged over queries)
     average_precision: np.ndarray  # [num_queries] AP over the whole database
+    precision_at_n: np.ndarray  # [len(TOP_N) or fewer, 2]: N, precision of the top N (averaged over queries)
 
     def pr_curve_csv(self) -> str:
         lines = ["hamming_radius,precision,recall"]
         lines += [f"{int(r)},{p:.6f},{rc:.6f}" for r, p, rc in self.pr_curve]
+        return "\n".join(lines) + "\n"
+
+    def precision_at_n_csv(self) -> str:
+        lines = ["n,precision"] + [f"{int(n)},{p:.6f}" for n, p in self.precision_at_n]
         return "\n".join(lines) + "\n"
 
 
@@ -41,9 +49,10 @@ def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
 class _QueryKernel:
     """Everything one query needs, computed from its distances to the whole database."""
 
-    def __init__(self, db_words, db_labels, bits, distance, map_k, precision_k, radius):
+    def __init__(self, db_words, db_labels, bits, distance, map_k, precision_k, radius, top_n):
         self.db_words, self.db_labels, self.bits = db_words, db_labels, bits
         self.distance, self.map_k, self.precision_k, self.radius = distance, map_k, precision_k, radius
+        self.top_n = top_n
 
     def hamming(self, q_words: np.ndarray) -> np.ndarray:
         dtype = np.uint8 if self.bits <= 255 else np.uint16
@@ -61,7 +70,8 @@ class _QueryKernel:
         dist[both == 0] = np.inf
         return dist
 
-    def __call__(self, q_words: np.ndarray, q_label: int) -> tuple[float, float, float, np.ndarray, np.ndarray]:
+    def __call__(self, q_words: np.ndarray, q_label: int) -> tuple[float, float, float, np.ndarray, ...]:
+        """(AP@all, AP@map_k, precision@precision_k, precision and recall by radius, precision@N)."""
         ham = self.hamming(q_words)
         relevant = self.db_labels == q_label
         num_relevant = int(relevant.sum())
@@ -72,11 +82,12 @@ class _QueryKernel:
         in_k = ranks <= self.map_k
         ap_k = precision_at_hits[in_k].mean() if in_k.any() else 0.0
         prec_k = np.count_nonzero(ranks <= self.precision_k) / min(self.precision_k, ham.size)
+        prec_n = np.searchsorted(ranks, self.top_n, side="right") / self.top_n  # relevant in the top n, / n
         hist_all = np.bincount(ham, minlength=self.bits + 1).cumsum()
         hist_rel = np.bincount(ham[relevant], minlength=self.bits + 1).cumsum()
         pr_precision = hist_rel / np.maximum(hist_all, 1)
         pr_recall = hist_rel / max(num_relevant, 1)
-        return ap_all, ap_k, prec_k, pr_precision, pr_recall
+        return ap_all, ap_k, prec_k, pr_precision, pr_recall, prec_n
 
 
 def evaluate_packed(
@@ -112,7 +123,8 @@ def evaluate_packed(
     bits = 8 * db_packed.shape[1]
     if not 0 <= radius <= bits:
         raise ValueError(f"radius must be in 0..{bits}, got {radius}")
-    kernel = _QueryKernel(as_words(db_packed), db_labels, bits, distance, map_k, precision_k, radius)
+    top_n = np.array([n for n in TOP_N if n <= db_packed.shape[0]])
+    kernel = _QueryKernel(as_words(db_packed), db_labels, bits, distance, map_k, precision_k, radius, top_n)
     q_words = as_words(query_packed)
 
     def run(rows: range) -> list:
@@ -125,7 +137,7 @@ def evaluate_packed(
         per_query = [
             r for part in pool.map(run, [range(s, min(s + step, n_q)) for s in range(0, n_q, step)]) for r in part
         ]
-    ap_all, ap_k, prec_k, pr_p, pr_r = (np.asarray(v) for v in zip(*per_query))
+    ap_all, ap_k, prec_k, pr_p, pr_r, prec_n = (np.asarray(v) for v in zip(*per_query))
     pr = np.stack([np.arange(bits + 1), pr_p.mean(0), pr_r.mean(0)], axis=1)
     metrics = {
         "map_all": float(ap_all.mean()),
@@ -133,7 +145,8 @@ def evaluate_packed(
         f"precision_at_{precision_k}": float(prec_k.mean()),
         f"precision_radius_{radius}": float(pr_p[:, radius].mean()),
     }
-    return RetrievalResult(metrics=metrics, pr_curve=pr, average_precision=ap_all)
+    at_n = np.stack([top_n, prec_n.mean(0)], axis=1)
+    return RetrievalResult(metrics=metrics, pr_curve=pr, average_precision=ap_all, precision_at_n=at_n)
 
 
 def evaluate_codes(
