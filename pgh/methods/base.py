@@ -43,6 +43,14 @@ class DeepHasher(L.LightningModule):
         """bool codes [n, bits] of inputs of `input_kind`, in eval mode, batched on this device."""
         raise NotImplementedError
 
+    def log_losses(self, values: dict[str, torch.Tensor], batch_size: int, prog_bar: bool = False) -> None:
+        """Each value as `<name>_step` (this batch on this rank) and `<name>_epoch` (the epoch's mean over
+        all ranks), the names Lightning gives on_step + on_epoch, but synced under DDP once an epoch:
+        sync_dist on a step value would add an all-reduce per value to every step."""
+        self.log_dict({f"{k}_step": v for k, v in values.items()}, prog_bar=prog_bar, batch_size=batch_size)
+        epoch = {f"{k}_epoch": v for k, v in values.items()}
+        self.log_dict(epoch, on_step=False, on_epoch=True, sync_dist=True, batch_size=batch_size)
+
     def prepare(self, inputs: torch.Tensor) -> torch.Tensor:
         """Raw inputs (on this device) -> what the network reads; image methods resize and rescale."""
         return inputs

@@ -494,4 +494,4 @@ class BGAN(DeepHasher):
 
         logs.update({f"loss/{k}": v for k, v in terms.items()})
         logs["loss/total"] = loss
-        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=True, batch_size=n)
+        self.log_losses(logs, batch_size=n)

@@ -308,12 +308,6 @@ class DeepBit(DeepHasher):
             + hp.rotation_weight * losses["rotation"]
         )
         n = images.shape[0]
-        self.log_dict(
-            {"loss/total": loss, **{f"loss/{k}": v for k, v in losses.items()}},
-            prog_bar=True,
-            on_step=True,
-            on_epoch=True,
-            batch_size=n,
-        )
-        self.log("stage", 2.0 if stage2 else 1.0, on_step=False, on_epoch=True, batch_size=n)
+        self.log_losses({"loss/total": loss, **{f"loss/{k}": v for k, v in losses.items()}}, n, prog_bar=True)
+        self.log("stage", 2.0 if stage2 else 1.0, on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
         return loss

@@ -211,6 +211,5 @@ class DH(DeepHasher):
         terms = self.losses(h)
         loss = self.objective(terms)
         n = x.shape[0]
-        self.log_dict({f"loss/{k}": v for k, v in terms.items()}, on_step=True, on_epoch=True, batch_size=n)
-        self.log("loss/total", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        self.log_losses({"loss/total": loss, **{f"loss/{k}": v for k, v in terms.items()}}, n, prog_bar=True)
         return loss

@@ -195,7 +195,7 @@ class PGH(DeepHasher):
         if hp.anchor_weight > 0 and not distilling:
             loss_anchor = code_target_loss([(h_real, self.initial_codes[index])])
             loss_h = loss_h + hp.anchor_weight * loss_anchor
-            self.log("loss/anchor", loss_anchor, on_step=True, on_epoch=True, batch_size=n)
+            self.log_losses({"loss/anchor": loss_anchor}, n)
         loss_adv = adversarial_g_loss(self.D(fake_same, b))
         # during the GAN warm-up (the first epochs of the run) G learns the conditioning alone
         warm = self.current_epoch >= hp.gan_warmup_epochs
@@ -207,11 +207,6 @@ class PGH(DeepHasher):
         if warm:
             opt_h.step()
 
-        self.log_dict(
-            {"loss/d": loss_d, "loss/g_adv": loss_adv, "loss/triplet": loss_triplet, "loss/quantization": loss_quant},
-            prog_bar=True,
-            on_step=True,
-            on_epoch=True,
-            batch_size=n,
-        )
-        self.log("round", self.current_round.float(), on_step=False, on_epoch=True, batch_size=n)
+        losses = {"loss/d": loss_d, "loss/g_adv": loss_adv, "loss/triplet": loss_triplet}
+        self.log_losses({**losses, "loss/quantization": loss_quant}, n, prog_bar=True)
+        self.log("round", self.current_round.float(), on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
