@@ -256,6 +256,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "num_queries": int(split.query.numel()),
         "num_database": int(split.database.numel()),
         "num_train": int(split.train.numel()),
+        "image_shape": list(dataset.images.shape[1:]),  # [C, H, W]: how pgh-index reads new images
         "seed": int(cfg.seed),
         # deep runs are deterministic for a seed and this thread count; another count changes the floating point
         "torch_threads": torch.get_num_threads(),

@@ -159,3 +159,24 @@ def test_split_train_subset_and_errors():
         make_split(labels, query_per_class=2, train_size=1000)
     with pytest.raises(ValueError, match="query_per_class"):
         make_split(labels, query_per_class=20)
+
+
+def test_find_and_read_image_files(tmp_path):
+    from pgh.data.files import find_images, read_images
+
+    (tmp_path / "b" / "deep").mkdir(parents=True)
+    Image.fromarray(np.full((4, 6), 200, np.uint8)).save(tmp_path / "b" / "deep" / "x.PNG")
+    Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(tmp_path / "a.jpg")
+    (tmp_path / "notes.txt").write_text("not an image")
+    found = find_images(tmp_path)
+    assert found == [tmp_path / "a.jpg", tmp_path / "b" / "deep" / "x.PNG"]  # recursive, sorted, by suffix
+    assert find_images(found[1]) == [found[1]]
+    images = read_images(found, channels=3, size=8)
+    assert images.shape == (2, 3, 8, 8) and images.dtype == torch.uint8 and (images[1] == 200).all()
+    assert read_images([], channels=1, size=8).shape == (0, 1, 8, 8)
+    with pytest.raises(ValueError, match="is not an image"):
+        find_images(tmp_path / "notes.txt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        find_images(tmp_path / "missing")
+    with pytest.raises(ValueError, match="channels must be 1"):
+        read_images(found, channels=2, size=8)

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pgh.data.files import IMAGE_SUFFIXES, read_images
+
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are missing; the message says how to get them."""
@@ -195,35 +197,24 @@ def load_cifar10(root: str = "data/cifar10", download: bool = False) -> ImageDat
 
 # --------------------------------------------------------------------------------------- folders
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-
 
 def load_folder(root: str, image_size: int = 32, grayscale: bool = False, name: str = "folder") -> ImageDataset:
     """An image folder with one sub-folder per class; every image is resized to image_size^2."""
-    from PIL import Image, UnidentifiedImageError
-
     root_path = Path(root)
     if not root_path.is_dir():
         raise DatasetNotFoundError(f"folder dataset: {root_path} is not a directory (set dataset.root)")
     classes = sorted(p.name for p in root_path.iterdir() if p.is_dir())
     if not classes:
         raise DatasetNotFoundError(f"folder dataset: {root_path} has no class sub-folders")
-    images, labels, bad = [], [], []
+    paths, labels = [], []
     for label, cls in enumerate(classes):
-        for path in sorted((root_path / cls).iterdir()):
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(path) as im:
-                    im = im.convert("L" if grayscale else "RGB").resize((image_size, image_size), Image.BILINEAR)
-                    array = np.asarray(im, dtype=np.uint8)
-            except (UnidentifiedImageError, OSError, SyntaxError) as e:
-                bad.append(f"{path} ({type(e).__name__})")
-                continue
-            images.append(array[None] if grayscale else array.transpose(2, 0, 1))
-            labels.append(label)
-    if bad:
-        raise ValueError(f"folder dataset: {len(bad)} unreadable image(s):\n  " + "\n  ".join(bad))
-    if not images:
+        files = sorted(p for p in (root_path / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths += files
+        labels += [label] * len(files)
+    if not paths:
         raise DatasetNotFoundError(f"folder dataset: no images with suffix {sorted(IMAGE_SUFFIXES)} under {root_path}")
-    return ImageDataset(name, torch.from_numpy(np.stack(images)), torch.tensor(labels))
+    try:
+        images = read_images(paths, 1 if grayscale else 3, image_size)
+    except ValueError as e:
+        raise ValueError(f"folder dataset: {e}") from None
+    return ImageDataset(name, images, torch.tensor(labels))

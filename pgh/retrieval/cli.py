@@ -1,0 +1,138 @@
+"""`pgh-index`: code a collection of images with a finished deep run, index the codes, search them.
+
+  pgh-index build RUN IMAGES --out INDEX_DIR                  # exact search (FAISS IndexBinaryFlat)
+  pgh-index build RUN IMAGES --out INDEX_DIR --nlist 1024     # IVF, for collections too large to scan
+  pgh-index search INDEX_DIR QUERY [QUERY ...] -k 10 [--out neighbours.csv]
+
+build: every image file under IMAGES (recursively; sorted paths), coded by RUN's model
+(checkpoints/last.ckpt, fed as in training) a chunk at a time, into INDEX_DIR: index.faissindex,
+paths.txt (each indexed file relative to IMAGES, in index order) and index.json (the run, the images
+folder, bits, count, IVF settings; written last). search: codes the query images (files or folders)
+with the index's run and prints each one's k nearest indexed images (rank, Hamming distance, path);
+--out writes the same rows as CSV. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pgh.data.files import find_images
+from pgh.io import write_json, write_text
+from pgh.retrieval.codes import pack_codes
+from pgh.retrieval.index import BinaryIndex
+from pgh.retrieval.run_encoder import RunEncoder
+
+IVF_TRAIN_SAMPLE = 100_000
+
+
+def encode_files(encoder: RunEncoder, paths: list[Path], chunk: int, verbose: bool = True) -> np.ndarray:
+    """Packed codes uint8 [n, bits/8] of the image files, `chunk` files read and coded at a time."""
+    packed = []
+    for start in range(0, len(paths), chunk):
+        packed.append(pack_codes(encoder(paths[start : start + chunk])))
+        if verbose:
+            print(f"coded {min(start + chunk, len(paths)):,} / {len(paths):,} images", file=sys.stderr, flush=True)
+    return np.concatenate(packed) if packed else np.zeros((0, encoder.bits // 8), np.uint8)
+
+
+def build(args: argparse.Namespace) -> None:
+    images_root = Path(args.images).resolve()
+    paths = find_images(images_root)
+    if not paths:
+        raise ValueError(f"no image files under {images_root}")
+    encoder = RunEncoder(args.run, device=args.device)
+    t0 = time.perf_counter()
+    codes = encode_files(encoder, paths, args.chunk)
+    coded = time.perf_counter() - t0
+    index = BinaryIndex(encoder.bits, use_gpu=False if args.nlist else None, nlist=args.nlist, nprobe=args.nprobe)
+    if args.nlist:
+        sample = np.random.default_rng(0).permutation(len(codes))[:IVF_TRAIN_SAMPLE]
+        index.train(codes[np.sort(sample)])
+    index.add(codes)
+    out = Path(args.out)
+    (out / "index.json").unlink(missing_ok=True)  # the finished mark: gone until all three files are new
+    index.save(out / "index.faissindex")
+    relative = [p.relative_to(images_root) if images_root.is_dir() else Path(p.name) for p in paths]
+    write_text(out / "paths.txt", "".join(f"{p.as_posix()}\n" for p in relative))
+    info = {
+        "run": str(Path(args.run).resolve()),
+        "images": str(images_root),
+        "bits": encoder.bits,
+        "count": len(paths),
+        "nlist": index.nlist,
+        "nprobe": index.nprobe,
+        "coding_seconds": coded,
+    }
+    write_json(out / "index.json", info)
+    kind = f"IVF, nlist {index.nlist}, nprobe {index.nprobe}" if index.nlist else "exact"
+    print(f"pgh-index | {len(paths):,} images | {encoder.bits} bits | {kind} | coded in {coded:.1f}s | {out}")
+
+
+def search(args: argparse.Namespace) -> None:
+    out = Path(args.index)
+    if not (out / "index.json").exists():
+        raise FileNotFoundError(f"{out} holds no finished index (no index.json): build one with pgh-index build")
+    info = json.loads((out / "index.json").read_text())
+    indexed = (out / "paths.txt").read_text().splitlines()
+    index = BinaryIndex.load(out / "index.faissindex", use_gpu=False if info["nlist"] else None)
+    if index.ntotal != len(indexed) or index.bits != info["bits"]:
+        raise ValueError(f"{out}: index.faissindex, paths.txt and index.json disagree; rebuild it")
+    if args.nprobe is not None:
+        index.nprobe = args.nprobe
+    queries = [path for query in args.queries for path in find_images(query)]
+    if not queries:
+        raise ValueError(f"no image files in {' '.join(args.queries)}")
+    encoder = RunEncoder(info["run"], device=args.device)
+    distances, ids = index.search(encode_files(encoder, queries, args.chunk, verbose=False), args.k)
+    rows = [
+        [str(query), rank, int(d), indexed[i]]
+        for query, row_d, row_i in zip(queries, distances, ids)
+        for rank, (d, i) in enumerate(((d, i) for d, i in zip(row_d, row_i) if i >= 0), start=1)
+    ]
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerows([["query", "rank", "hamming_distance", "path"], *rows])
+    if args.out:
+        write_text(args.out, text.getvalue())
+    print(text.getvalue(), end="")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="pgh-index", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    b = commands.add_parser("build", help="code every image under a folder with a run and index the codes")
+    b.add_argument("run", help="a finished deep pgh-train run directory (PGH, DH, DeepBit, BGAN)")
+    b.add_argument("images", help="a folder of image files (searched recursively)")
+    b.add_argument("--out", required=True, help="the index directory to write")
+    b.add_argument("--nlist", type=int, help="IVF centroids (none: exact search, on the GPU with faiss-gpu)")
+    b.add_argument("--nprobe", type=int, help="IVF: centroids a query scans (default 16, or nlist if fewer)")
+    s = commands.add_parser("search", help="the k nearest indexed images of query images")
+    s.add_argument("index", help="an index directory written by pgh-index build")
+    s.add_argument("queries", nargs="+", help="query image files or folders")
+    s.add_argument("-k", type=int, default=10, help="neighbours per query (default 10)")
+    s.add_argument("--nprobe", type=int, help="IVF: centroids to scan (default: the index's)")
+    s.add_argument("--out", help="also write the neighbours as CSV to this file")
+    for p in (b, s):
+        p.add_argument("--device", default="auto", help="where the run's model codes images: auto, cpu, cuda")
+        p.add_argument("--chunk", type=int, default=4096, help="images read and coded at a time (default 4096)")
+    args = parser.parse_args(argv)
+    if args.chunk < 1:
+        parser.error(f"--chunk must be >= 1, got {args.chunk}")
+    try:
+        build(args) if args.command == "build" else search(args)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"pgh-index: {error}")
+
+
+if __name__ == "__main__":
+    main()

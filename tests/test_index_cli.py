@@ -1,0 +1,120 @@
+"""`pgh-index`: a folder of images coded by a finished run's model is indexed with exactly the codes
+the run gave the same images, and searching it finds them; IVF and a features-reading method (DH)
+too; bad inputs stop with a message that names them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import open_dict
+from PIL import Image
+
+from pgh.data import Split, load_digits
+from pgh.retrieval import BinaryIndex
+from pgh.retrieval.cli import main
+from pgh.train import train
+
+TINY_PGH = [
+    *("dataset=digits", "method=pgh", "features=pixels", "bits=16", "split.query_per_class=20"),
+    *("split.train_size=128", "method.batch_size=32", "method.rounds=1", "method.progressive.epochs_per_round=1"),
+    *("method.module.width=8", "method.module.hidden=32", "method.module.z_dim=16", "method.module.distill_epochs=1"),
+    *("trainer=cpu", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=none"),
+]
+TINY_DH = [
+    *("dataset=digits", "method=dh", "features=pixels", "bits=16", "split.query_per_class=20"),
+    *("split.train_size=128", "method.max_epochs=2", "trainer=cpu", "trainer.enable_progress_bar=false"),
+    *("trainer.enable_model_summary=false", "logger=none"),
+]
+N_IMAGES = 300
+
+
+def trained_run(make_cfg, tmp_path: Path, name: str, overrides: list[str]) -> Path:
+    cfg = make_cfg(*overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / name)
+    train(cfg)
+    return tmp_path / name
+
+
+def write_database_images(run: Path, folder: Path) -> list[int]:
+    """The run's first N_IMAGES database images as PNGs in three sub-folders; their database positions
+    in the order pgh-index will find them (sorted paths)."""
+    images = load_digits().images
+    database = Split.load(run / "split.npz").database[:N_IMAGES].tolist()
+    for position, i in enumerate(database):
+        (folder / str(position % 3)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i, 0].numpy()).save(folder / str(position % 3) / f"{position:04d}.png")
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
+    return [int(Path(name).stem) for name in names]
+
+
+def search_rows(capsys, *args: str) -> list[dict[str, str]]:
+    capsys.readouterr()  # what came before: training's and building's closing lines
+    main(["search", *args, "--device", "cpu"])
+    return list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+
+
+@pytest.mark.parametrize("method", ["pgh", "dh"])  # H reads the images; DH reads their pixel features
+def test_index_holds_the_runs_codes_and_search_finds_the_images(method, make_cfg, tmp_path, capsys):
+    run = trained_run(make_cfg, tmp_path, method, TINY_PGH if method == "pgh" else TINY_DH)
+    positions = write_database_images(run, tmp_path / "images")
+
+    main(["build", str(run), str(tmp_path / "images"), "--out", str(tmp_path / "index"), "--device", "cpu"])
+    info = json.loads((tmp_path / "index" / "index.json").read_text())
+    assert (info["count"], info["bits"], info["nlist"]) == (N_IMAGES, 16, None)
+    paths = (tmp_path / "index" / "paths.txt").read_text().splitlines()
+    assert len(paths) == N_IMAGES and paths == sorted(paths) and paths[0] == "0/0000.png"
+    # the codes in the index are the run's own codes of those database images, in paths.txt's order
+    run_codes = np.load(run / "database_codes.npy")[positions]
+    index = BinaryIndex.load(tmp_path / "index" / "index.faissindex", use_gpu=False)
+    distances, _ = index.search(run_codes, 1)
+    assert (distances[:, 0] == 0).all() and index.ntotal == N_IMAGES
+
+    # a query that is in the index finds itself at distance 0 (among the images that share its code)
+    query = tmp_path / "images" / paths[7]
+    rows = search_rows(capsys, str(tmp_path / "index"), str(query), "-k", str(N_IMAGES))
+    assert [int(r["rank"]) for r in rows] == list(range(1, N_IMAGES + 1))
+    assert {r["path"] for r in rows} == set(paths) and int(rows[0]["hamming_distance"]) == 0
+    assert any(r["path"] == paths[7] and r["hamming_distance"] == "0" for r in rows)
+
+
+def test_ivf_index_and_csv_output(make_cfg, tmp_path, capsys):
+    run = trained_run(make_cfg, tmp_path, "pgh", TINY_PGH)
+    write_database_images(run, tmp_path / "images")
+    build = ["build", str(run), str(tmp_path / "images"), "--device", "cpu"]
+    main([*build, "--out", str(tmp_path / "exact")])
+    main([*build, "--out", str(tmp_path / "ivf"), "--nlist", "8", "--nprobe", "2"])
+    assert json.loads((tmp_path / "ivf" / "index.json").read_text())["nlist"] == 8
+
+    queries = [str(tmp_path / "images" / "1")]  # a folder: its 100 images
+    exact = search_rows(capsys, str(tmp_path / "exact"), *queries, "-k", "5")
+    scanned_all = search_rows(capsys, str(tmp_path / "ivf"), *queries, "-k", "5", "--nprobe", "8")
+    assert len(exact) == 500 and [r["hamming_distance"] for r in scanned_all] == [r["hamming_distance"] for r in exact]
+    written = search_rows(capsys, str(tmp_path / "ivf"), *queries, "-k", "5", "--out", str(tmp_path / "n.csv"))
+    assert list(csv.DictReader((tmp_path / "n.csv").open())) == written
+
+
+def test_bad_inputs_name_the_problem(make_cfg, tmp_path):
+    shallow = str(trained_run(make_cfg, tmp_path, "itq", ["dataset=digits", "method=itq", "bits=16", "logger=none"]))
+    deep = str(trained_run(make_cfg, tmp_path, "pgh", TINY_PGH))
+    images, out = tmp_path / "images", str(tmp_path / "index")
+    images.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(images / "a.png")
+    with pytest.raises(SystemExit, match="shallow hasher itq, which keeps no model"):
+        main(["build", shallow, str(images), "--out", out])
+    with pytest.raises(SystemExit, match="not a finished pgh-train run"):
+        main(["build", str(tmp_path), str(images), "--out", out])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no image files under"):
+        main(["build", deep, str(tmp_path / "empty"), "--out", out])
+    with pytest.raises(SystemExit, match="holds no finished index"):
+        main(["search", out, str(images)])
+    (images / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(SystemExit, match=r"1 unreadable image\(s\):\n  .*broken.png"):
+        main(["build", deep, str(images), "--out", out, "--device", "cpu"])
+    assert not Path(out).exists()  # nothing half-written
