@@ -46,7 +46,8 @@ def test_code_refresh_gathers_the_same_codes_on_every_rank(tmp_path):
         max_epochs=2,
         accelerator="cpu",
         devices=2,
-        strategy=DDPStrategy(find_unused_parameters=True, start_method="spawn"),
+        # as conf/trainer/ddp.yaml: no buffer broadcast, so the refresh alone must keep the codes equal
+        strategy=DDPStrategy(find_unused_parameters=True, broadcast_buffers=False, start_method="spawn"),
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -65,9 +66,13 @@ def test_code_refresh_gathers_the_same_codes_on_every_rank(tmp_path):
     assert (tmp_path / "rounds.csv").read_text().count("\n") == 3  # header + rounds 1 and 2
 
 
-def test_the_ddp_trainer_config_finds_unused_parameters():
+def test_the_ddp_trainer_config_finds_unused_parameters_and_broadcasts_no_buffers():
+    from hydra.utils import instantiate
+
     config = OmegaConf.load(Path(__file__).parents[1] / "conf" / "trainer" / "ddp.yaml")
-    assert config.strategy == "ddp_find_unused_parameters_true" and config.sync_batchnorm
+    strategy = instantiate(config.strategy)
+    assert isinstance(strategy, DDPStrategy) and config.sync_batchnorm
+    assert strategy._ddp_kwargs == {"find_unused_parameters": True, "broadcast_buffers": False}
 
 
 def test_pgh_train_under_ddp_writes_the_results_once(tmp_path):
