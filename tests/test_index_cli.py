@@ -97,6 +97,11 @@ def test_ivf_index_and_csv_output(make_cfg, tmp_path, capsys):
     assert len(exact) == 500 and [r["hamming_distance"] for r in scanned_all] == [r["hamming_distance"] for r in exact]
     written = search_rows(capsys, str(tmp_path / "ivf"), *queries, "-k", "5", "--out", str(tmp_path / "n.csv"))
     assert list(csv.DictReader((tmp_path / "n.csv").open())) == written
+    with pytest.raises(SystemExit, match="is an exact index: --nprobe is for IVF ones"):
+        main(["search", str(tmp_path / "exact"), *queries, "--nprobe", "2", "--device", "cpu"])
+    with pytest.raises(SystemExit):  # argparse: "--nprobe is for an IVF index: give --nlist too"
+        main([*build, "--out", str(tmp_path / "x"), "--nprobe", "2"])
+    assert "give --nlist too" in capsys.readouterr().err
 
 
 def test_bad_inputs_name_the_problem(make_cfg, tmp_path):

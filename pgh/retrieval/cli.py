@@ -52,7 +52,7 @@ def build(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     codes = encode_files(encoder, paths, args.chunk)
     coded = time.perf_counter() - t0
-    index = BinaryIndex(encoder.bits, use_gpu=False if args.nlist else None, nlist=args.nlist, nprobe=args.nprobe)
+    index = BinaryIndex(encoder.bits, nlist=args.nlist, nprobe=args.nprobe)
     if args.nlist:
         sample = np.random.default_rng(0).permutation(len(codes))[:IVF_TRAIN_SAMPLE]
         index.train(codes[np.sort(sample)])
@@ -82,10 +82,12 @@ def search(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"{out} holds no finished index (no index.json): build one with pgh-index build")
     info = json.loads((out / "index.json").read_text())
     indexed = (out / "paths.txt").read_text().splitlines()
-    index = BinaryIndex.load(out / "index.faissindex", use_gpu=False if info["nlist"] else None)
+    index = BinaryIndex.load(out / "index.faissindex")
     if index.ntotal != len(indexed) or index.bits != info["bits"]:
         raise ValueError(f"{out}: index.faissindex, paths.txt and index.json disagree; rebuild it")
     if args.nprobe is not None:
+        if not index.nlist:
+            raise ValueError(f"{out} is an exact index: --nprobe is for IVF ones (pgh-index build ... --nlist N)")
         index.nprobe = args.nprobe
     queries = [path for query in args.queries for path in find_images(query)]
     if not queries:
@@ -128,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.chunk < 1:
         parser.error(f"--chunk must be >= 1, got {args.chunk}")
+    if args.command == "build" and args.nprobe is not None and args.nlist is None:
+        parser.error("--nprobe is for an IVF index: give --nlist too")
     try:
         build(args) if args.command == "build" else search(args)
     except (FileNotFoundError, ValueError) as error:
