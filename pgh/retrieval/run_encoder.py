@@ -45,12 +45,14 @@ class RunEncoder:
                 raise ValueError(f"{self.run}: the dataset's images are {height}x{width}; pgh-index reads square ones")
             self.size = height
         elif self.features is None:  # runs from before metrics.json recorded the shape: the network's own input
-            self.channels, self.size = int(self.model.hparams.channels), int(self.model.hparams.image_size)
+            # (DeepBit resolves its size from its trunk into attributes; the others keep it in hparams)
+            self.channels = int(getattr(self.model, "channels", None) or self.model.hparams.channels)
+            self.size = int(getattr(self.model, "image_size", None) or self.model.hparams.image_size)
         else:
             raise ValueError(
                 f"{metrics} has no image_shape (the run predates it), and its {info.get('method')} reads features "
-                "of the dataset's images, which need their size: rerun the job (same command, ckpt_path=last "
-                "reloads the final checkpoint and rewrites metrics.json)"
+                f"of the dataset's images, which need their size: rerun its command with hydra.run.dir={self.run} "
+                "ckpt_path=last (it reloads the final checkpoint and rewrites metrics.json)"
             )
 
     def __call__(self, paths: list[str | Path]) -> torch.Tensor:
