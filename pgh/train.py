@@ -18,7 +18,7 @@ import hydra
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pgh.data import ImageDataset, Split
 from pgh.features import cached_features
@@ -191,7 +191,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics.json). Under DDP every rank runs it; ranks other than 0 return {} and write no results."""
     bits = check_bits(cfg.bits)
     out = Path(cfg.paths.output_dir)
-    if cfg.get("ckpt_path") is None and any((out / "checkpoints").glob("*.ckpt")):
+    has_checkpoints = any((out / "checkpoints").glob("*.ckpt"))
+    if cfg.get("requeued") and has_checkpoints:
+        # a SLURM/submitit job rerun after a preemption or its time limit (hydra/launcher=slurm|local set
+        # `requeued`): continue from its own checkpoint; one stopped before its first checkpoint
+        # starts again as configured (a given ckpt_path included)
+        with open_dict(cfg):
+            cfg.ckpt_path = "last"
+    if cfg.get("ckpt_path") is None and has_checkpoints:
         # Lightning would write the new run's checkpoints beside the old ones as last-v1.ckpt, and
         # checkpoints/last.ckpt would silently stay the earlier run's model
         raise FileExistsError(

@@ -173,6 +173,25 @@ def test_resume_at_a_round_boundary_repeats_the_uninterrupted_run(make_cfg, tmp_
     assert set(ckpt["callbacks"]["RandomState"]) == {"torch", "cuda", "numpy", "python"}
 
 
+def test_a_requeued_run_resumes_its_own_checkpoint_else_starts_as_configured(make_cfg, tmp_path):
+    """requeued=true (what hydra/launcher=slurm|local add to a rerun after a preemption): with
+    checkpoints in the run directory it continues from them; without, it starts as configured, here
+    from another run's checkpoint given as ckpt_path (a fine-tuning job preempted early)."""
+    RecordTrainStart.seen.clear()
+    probe = "+callbacks.probe._target_=conftest.RecordTrainStart"
+    train(make_cfg(*SMALL, "method.rounds=1"))  # tmp_path/run: one round, checkpoints
+    resumed = train(make_cfg(*SMALL, probe, "requeued=true"))
+    assert (RecordTrainStart.seen[-1]["round"], RecordTrainStart.seen[-1]["global_step"]) == (1, 24)
+    assert resumed["rounds_completed"] == 2
+
+    given = f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}"  # the two-round model
+    fresh = make_cfg(*SMALL, probe, "requeued=true", given, "method.rounds=3")
+    with open_dict(fresh):
+        fresh.paths.output_dir = str(tmp_path / "finetune")  # no checkpoints of its own yet
+    assert train(fresh)["rounds_completed"] == 3
+    assert (RecordTrainStart.seen[-1]["round"], RecordTrainStart.seen[-1]["global_step"]) == (2, 48)
+
+
 def test_bad_pgh_settings(make_cfg):
     with pytest.raises(ValueError, match="init_hash"):
         train(make_cfg(*SMALL, "method.init_hash=pca"))
@@ -417,7 +436,7 @@ def test_a_sweep_rerun_with_ckpt_path_last_finishes_what_is_missing(tmp_path):
 def test_a_preempted_sweep_job_is_requeued_and_resumes_from_its_last_checkpoint(tmp_path):
     """hydra/launcher=local (submitit subprocesses, requeued as on SLURM): job 0 is sent the
     preemption signal 3 batches into round 2, submitit requeues it, and the rerun resumes from its
-    last checkpoint (ckpt_path=last added by the launcher) instead of failing beside it. Job 1, not
+    last checkpoint (requeued=true added by the launcher) instead of failing beside it. Job 1, not
     preempted, is its twin: the rounds before the preemption match."""
     from conftest import run_python
 
@@ -429,8 +448,9 @@ def test_a_preempted_sweep_job_is_requeued_and_resumes_from_its_last_checkpoint(
     preempted, twin = sorted(d for d in sweep.iterdir() if d.name[0].isdigit())
     logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
     assert "Requeued job" in logs and f"Restoring states from the checkpoint path at {preempted}" in logs
+    assert "requeued: true\n" in (preempted / "config.yaml").read_text()
     assert "ckpt_path: last" in (preempted / "config.yaml").read_text()
-    assert "ckpt_path: null" in (twin / "config.yaml").read_text()
+    assert "requeued: false\n" in (twin / "config.yaml").read_text()
     for run in (preempted, twin):
         assert json.loads((run / "metrics.json").read_text())["rounds_completed"] == 2
     assert read_rows(preempted / "rounds.csv")[:2] == read_rows(twin / "rounds.csv")[:2]

@@ -83,6 +83,15 @@ def test_sweep_report_separates_settings_and_averages_seeds(tmp_path):
     assert at_n["PGH+GIST"].ravel().tolist() == pytest.approx([1, 1.0, 100, 0.82]) and sorted(at_n) == sorted(maps)
 
 
+def test_a_resumed_or_requeued_run_is_a_repeat_not_a_variant(tmp_path):
+    write_run(tmp_path / "a", 0.80, seed=0)
+    resumed = write_run(tmp_path / "b", 0.84, seed=1)
+    config = yaml.safe_load((resumed / "config.yaml").read_text())
+    config.update(ckpt_path="last", requeued=True)  # how a SLURM requeue reruns a job
+    (resumed / "config.yaml").write_text(yaml.safe_dump(config))
+    assert table_rows(build_report([tmp_path]).text, "mAP@all (%)") == {"PGH+GIST": ["82.00 ± 2.83", "66.95"]}
+
+
 def test_cli_writes_the_report_and_the_curves(tmp_path, capsys):
     write_run(tmp_path / "runs" / "a", 0.8, rounds=[0.5, 0.8])
     main([str(tmp_path / "runs"), "--out", str(tmp_path / "report")])

@@ -174,11 +174,11 @@ def test_a_requeued_job_reruns_with_its_overrides_and_ckpt_path_last():
     from hydra_plugins.pgh_submitit import ResumingLocalLauncher, ResumingSlurmLauncher, overrides_that_resume
 
     assert {ResumingSlurmLauncher, ResumingLocalLauncher} <= set(Plugins.instance().discover(Launcher))
-    assert overrides_that_resume(["method=pgh", "bits=32"]) == ["method=pgh", "bits=32", "ckpt_path=last"]
-    for given in ("ckpt_path=/runs/a.ckpt", "+ckpt_path=x", "++ckpt_path=x", "~ckpt_path"):
-        assert overrides_that_resume(["bits=32", given]) == ["bits=32", "ckpt_path=last"]
+    given = ["method=pgh", "ckpt_path=/a.ckpt"]
+    assert overrides_that_resume(given) == [*given, "requeued=true"]
+    assert overrides_that_resume(["bits=32", "requeued=false"]) == ["bits=32", "requeued=true"]
     delayed = ResumingSlurmLauncher().checkpoint(["bits=16"], "hydra.sweep.dir", 3, "job_id_for_3", {})
-    assert delayed.args == (["bits=16", "ckpt_path=last"], "hydra.sweep.dir", 3, "job_id_for_3", {})
+    assert delayed.args == (["bits=16", "requeued=true"], "hydra.sweep.dir", 3, "job_id_for_3", {})
 
 
 SWEEPS = sorted(p.stem for p in (Path(__file__).parents[1] / "sweeps").glob("*.yaml"))

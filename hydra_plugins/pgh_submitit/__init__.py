@@ -4,8 +4,9 @@ after a requeue.
 submitit requeues a job that SLURM preempts or that reaches its time limit, and reruns it with the
 arguments its launcher's `checkpoint()` returns. hydra-submitit-launcher returns the job's original
 overrides, so the rerun started training afresh (and `pgh-train` refuses to, beside the first
-attempt's checkpoints). These launchers add `ckpt_path=last`: the rerun continues from the job's
-last checkpoint. Hydra loads launchers only from the `hydra_plugins` package, hence this module's home.
+attempt's checkpoints). These launchers add `requeued=true`: `pgh-train` then continues from the
+job's last checkpoint, or, when the first attempt wrote none, starts as configured. Hydra loads
+launchers only from the `hydra_plugins` package, hence this module's home.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ from typing import Any
 
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
 
-RESUME_OVERRIDE = "ckpt_path=last"
+REQUEUED_OVERRIDE = "requeued=true"
 
 
 def overrides_that_resume(overrides: Sequence[str]) -> list[str]:
-    """`overrides` with any ckpt_path override (`ckpt_path=`, `+ckpt_path=`, `++ckpt_path=`,
-    `~ckpt_path`) replaced by ckpt_path=last."""
-    kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != "ckpt_path"]
-    return [*kept, RESUME_OVERRIDE]
+    """`overrides` plus requeued=true (replacing a `requeued` override of the user's, if any)."""
+    kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != "requeued"]
+    return [*kept, REQUEUED_OVERRIDE]
 
 
 class _ResumeOnRequeue:

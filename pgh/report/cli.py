@@ -69,8 +69,8 @@ def load_run(run: Path) -> dict[str, Any]:
 
 # config keys that are a table axis, a seed, or do not change the result: never what tells runs apart
 NOT_SETTINGS = (
-    "paths", "logger", "hydra", "dataset", "features", "callbacks", "task_name", "ckpt_path", "save_codes",
-    "seed", "split.seed", "bits", "trainer.default_root_dir", "trainer.enable_progress_bar",
+    "paths", "logger", "hydra", "dataset", "features", "callbacks", "task_name", "ckpt_path", "requeued",
+    "save_codes", "seed", "split.seed", "bits", "trainer.default_root_dir", "trainer.enable_progress_bar",
     "trainer.enable_model_summary", "trainer.log_every_n_steps", "method.num_workers",
     "method.checkpoint_every_n_steps",
 )  # fmt: skip
