@@ -25,7 +25,7 @@ from pgh.features import cached_features
 from pgh.hashing import HASHERS, ShallowHasher
 from pgh.io import save_npy, write_json, write_text
 from pgh.logging_utils import finish, instantiate_loggers, log_figure
-from pgh.report.plots import matplotlib_close, plot_pr_curves, save_figure
+from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, save_figure
 from pgh.retrieval import check_bits, evaluate_packed, pack_codes
 
 log = logging.getLogger(__name__)
@@ -274,12 +274,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("save_codes", True):
         save_npy(out / "database_codes.npy", db_codes)
         save_npy(out / "query_codes.npy", query_codes)
-    fig = plot_pr_curves(
-        {f"{metrics['method']}+{metrics['features']}": result.pr_curve}, f"{dataset.name}, {bits} bits"
-    )
-    save_figure(fig, out / "pr_curve.png")
-    log_figure(loggers, "pr_curve", fig, out / "pr_curve.png")
-    matplotlib_close(fig)
+    label, title = f"{metrics['method']}+{metrics['features']}", f"{dataset.name}, {bits} bits"
+    for name, fig in (
+        ("pr_curve", plot_pr_curves({label: result.pr_curve}, title)),
+        ("precision_at_n", plot_precision_at_n({label: result.precision_at_n}, title)),
+    ):
+        save_figure(fig, out / f"{name}.png")
+        log_figure(loggers, name, fig, out / f"{name}.png")
+        matplotlib_close(fig)
     finish(loggers, metrics)
     print(closing_line(metrics), flush=True)
     return metrics

@@ -72,7 +72,8 @@ def test_two_rounds_write_everything(make_cfg):
 
 
 def test_rounds_reach_the_dashboards(make_cfg):
-    """logger=tensorboard: every round's grid (round 0 included) and metrics land in the event file."""
+    """logger=tensorboard: every round's grid (round 0 included) and metrics, and the final PR and
+    precision@N figures, land in the event file."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cfg = make_cfg(*SMALL, "logger=tensorboard")
@@ -83,6 +84,7 @@ def test_rounds_reach_the_dashboards(make_cfg):
     assert [g.step for g in grids] == [0, 24, 48]  # 8 batches a round, 3 optimizer steps each
     assert all(g.width > g.height > 0 for g in grids)  # two rows of grid_size images
     assert [s.step for s in events.Scalars("rounds/map_all")] == [24, 48]
+    assert {"pr_curve", "precision_at_n"} <= set(events.Tags()["images"])  # the final figures
 
 
 @pytest.mark.slow
@@ -94,6 +96,7 @@ def test_rounds_reach_wandb_offline(make_cfg, monkeypatch):
     train(cfg)
     (run,) = Path(cfg.paths.output_dir, "wandb").glob("offline-run-*")
     assert len(list(run.rglob("media/images/rounds/grid_*.png"))) == 3
+    assert len(list(run.rglob("media/images/precision_at_n_*.png"))) == 1
 
 
 def test_vote_refines_the_refreshed_codes_along_the_feature_neighbourhoods(make_cfg):

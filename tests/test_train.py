@@ -45,6 +45,7 @@ def test_train_every_method_on_digits(make_cfg, method, capsys):
     at_n = np.loadtxt(out / "precision_at_n.csv", delimiter=",", skiprows=1)
     assert at_n[:, 0].tolist() == [1, 10, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]
     assert at_n[3, 1] == pytest.approx(metrics["precision_at_100"], abs=1e-6)
+    assert (out / "precision_at_n.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "pr_curve.png").stat().st_size > 0 and (out / "csv" / "metrics.csv").exists()
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"pgh | digits | {method}+pixels | 16 bits")
     if method == "sph":
