@@ -22,32 +22,17 @@ def _distinct_colors(ax, n: int) -> None:
         ax.set_prop_cycle(color=plt.get_cmap("tab20")(np.arange(n) % 20))
 
 
-def plot_pr_curves(curves: dict[str, np.ndarray], title: str = "") -> Figure:
-    """curves: label -> [bits + 1, 3] (hamming radius, precision, recall)."""
+def _plot_curves(
+    curves: dict[str, np.ndarray], x: int, y: int, labels: tuple[str, str], title: str, xlim=None
+) -> Figure:
+    """One line per label through columns x and y of its array; the y axis (a precision) runs 0 to 1."""
     fig, ax = plt.subplots(figsize=(4.5, 4), dpi=120)
     _distinct_colors(ax, len(curves))
-    for label, pr in curves.items():
-        ax.plot(pr[:, 2], pr[:, 1], marker=".", markersize=3, label=textwrap.fill(label, 50))
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.set_title(title, fontsize=9)
-    if len(curves) > 1 or any(curves):
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_precision_at_n(curves: dict[str, np.ndarray], title: str = "") -> Figure:
-    """curves: label -> [m, 2] (N, precision of the top N retrieved)."""
-    fig, ax = plt.subplots(figsize=(4.5, 4), dpi=120)
-    _distinct_colors(ax, len(curves))
-    for label, at_n in curves.items():
-        ax.plot(at_n[:, 0], at_n[:, 1], marker=".", markersize=4, label=textwrap.fill(label, 50))
-    ax.set_xlabel("number of top retrieved images N")
-    ax.set_ylabel("precision@N")
+    for label, table in curves.items():
+        ax.plot(table[:, x], table[:, y], marker=".", markersize=3, label=textwrap.fill(label, 50))
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_xlim(xlim)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=9)
@@ -55,6 +40,16 @@ def plot_precision_at_n(curves: dict[str, np.ndarray], title: str = "") -> Figur
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_pr_curves(curves: dict[str, np.ndarray], title: str = "") -> Figure:
+    """curves: label -> [bits + 1, 3] (hamming radius, precision, recall)."""
+    return _plot_curves(curves, 2, 1, ("recall", "precision"), title, xlim=(0, 1))
+
+
+def plot_precision_at_n(curves: dict[str, np.ndarray], title: str = "") -> Figure:
+    """curves: label -> [m, 2] (N, precision of the top N retrieved)."""
+    return _plot_curves(curves, 0, 1, ("number of top retrieved images N", "precision@N"), title)
 
 
 def plot_rounds(curves: dict[str, list[float]], title: str = "") -> Figure:
