@@ -271,6 +271,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     write_json(out / "metrics.json", metrics)
     write_text(out / "pr_curve.csv", result.pr_curve_csv())
     write_text(out / "precision_at_n.csv", result.precision_at_n_csv())
+    write_text(out / "per_class.csv", result.per_class_csv(dataset.class_name))
     if cfg.get("save_codes", True):
         save_npy(out / "database_codes.npy", db_codes)
         save_npy(out / "query_codes.npy", query_codes)

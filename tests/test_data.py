@@ -69,6 +69,7 @@ def test_fashion_mnist_reads_idx_pool(tmp_path, gz):
     assert np.array_equal(ds.images[:12, 0].numpy(), arrays["train"][0])
     assert np.array_equal(ds.images[12:, 0].numpy(), arrays["t10k"][0])
     assert ds.labels.tolist() == list(arrays["train"][1]) + list(arrays["t10k"][1])
+    assert ds.class_name(0) == "T-shirt/top" and ds.class_name(9) == "Ankle boot"
 
 
 def test_missing_fashion_mnist_names_the_install_command(tmp_path):
@@ -105,6 +106,7 @@ def test_cifar10_pickle_batches(tmp_path):
     assert ds.images.shape == (18, 3, 32, 32)
     # CIFAR rows are channel-major: the first 1024 bytes are the red plane
     assert np.array_equal(ds.images[0, 0].numpy().ravel(), expected[0][0, :1024])
+    assert ds.class_name(0) == "airplane" and ds.class_name(9) == "truck"
     (batch_dir / "test_batch").unlink()
     with pytest.raises(DatasetNotFoundError, match="test_batch"):
         load_cifar10(str(tmp_path))
@@ -118,6 +120,7 @@ def test_folder_dataset_and_corrupt_files(tmp_path):
     ds = load_folder(str(tmp_path), image_size=16)
     assert ds.images.shape == (6, 3, 16, 16) and ds.labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert ds.images[0, 0].float().mean() == 255 and ds.images[3, 2].float().mean() == 255
+    assert ds.class_names == ("cats", "dogs")
     (tmp_path / "dogs" / "broken.jpg").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="broken.jpg"):
         load_folder(str(tmp_path))
@@ -128,6 +131,9 @@ def test_dataset_validates_shapes():
         ImageDataset("x", torch.zeros(2, 1, 4, 4), torch.zeros(2))
     with pytest.raises(ValueError, match="labels"):
         ImageDataset("x", torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(3))
+    with pytest.raises(ValueError, match="labels 0..2 do not all index its 2 class names"):
+        ImageDataset("x", torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 2]), ("a", "b"))
+    assert ImageDataset("x", torch.zeros(1, 1, 4, 4, dtype=torch.uint8), torch.tensor([3])).class_name(3) == "3"
 
 
 # ---------------------------------------------------------------------------------------- split

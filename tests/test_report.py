@@ -43,6 +43,9 @@ def write_run(path: Path, map_all: float, seed: int = 0, init_hash: str | None =
     (path / "pr_curve.csv").write_text("\n".join(lines) + "\n")
     # and a precision@N curve at 1 and 100 whose value at N = 100 is map_all
     (path / "precision_at_n.csv").write_text(f"n,precision\n1,1.0\n100,{map_all}\n")
+    # and two classes: "Coat, long" at map_all, Shirt at half of it
+    rows = [f'4,"Coat, long",100,{map_all},0,0', f"6,Shirt,100,{map_all / 2},0,0"]
+    (path / "per_class.csv").write_text("\n".join(["label,class,queries,map_all,map_at_1000,precision_at_100", *rows]))
     return path
 
 
@@ -75,6 +78,9 @@ def test_sweep_report_separates_settings_and_averages_seeds(tmp_path):
         "LSH+GIST, 32 bits, seed 0": pytest.approx([35.0, 60.0, 70.0]),
     }
     assert table_rows(text, "PGH: mAP@all (%) by round")["LSH+GIST, 32 bits, seed 0"] == ["35.00", "60.00", "70.00"]
+    assert "| method | Coat, long | Shirt |" in text  # the classes' names head the per-class table
+    per_class = table_rows(text, "mnist5k, 32 bits")
+    assert per_class == {"PGH+GIST": ["82.00", "41.00"], "PGH+GIST (method.init_hash=lsh)": ["70.00", "35.00"]}
     # one PR figure for (mnist5k, 32 bits), a curve per row, the itq row the mean of its two seeds
     (pr,) = report.pr_curves.values()
     assert list(report.pr_curves) == [("mnist5k", 32)] and sorted(pr) == sorted(maps)
@@ -110,6 +116,8 @@ def test_a_real_run_without_paper_numbers(make_cfg, tmp_path):
     assert report.rounds == {} and "by round" not in report.text
     assert report.pr_curves[("digits", 16)]["ITQ+PIXEL"].shape == (17, 3)
     assert report.precision_at_n[("digits", 16)]["ITQ+PIXEL"].shape == (13, 2)
+    per_class = table_rows(report.text, "digits, 16 bits")["ITQ+PIXEL"]
+    assert len(per_class) == 10 and sum(map(float, per_class)) / 10 == pytest.approx(100 * metrics["map_all"], abs=0.01)
 
 
 def test_missing_or_empty_paths_name_the_problem(tmp_path, capsys):

@@ -51,6 +51,25 @@ def test_metrics_match_brute_force(bits, seed):
     assert result.precision_at_n[:, 0].tolist() == [1, 10, 50, 100]
     assert result.precision_at_n[:, 1] == pytest.approx(ref[4], abs=1e-12)
     assert result.precision_at_n[3, 1] == pytest.approx(evaluate_codes(q, ql, db, dbl).metrics["precision_at_100"])
+    # per class: the brute force over that label's queries alone
+    assert result.per_class[:, 0].tolist() == sorted(set(ql.tolist()))
+    for label, queries, map_all, map_k, precision_k in result.per_class:
+        mine = ql == label
+        ref = brute_force(q[mine], ql[mine], db, dbl, 20, 10, 2)
+        assert queries == mine.sum() and (map_all, map_k, precision_k) == pytest.approx(ref[:3], abs=1e-12)
+
+
+def test_per_class_csv_names_classes_and_weights_back_to_the_overall_map():
+    rng = np.random.default_rng(0)
+    db, q = rng.integers(0, 2, (200, 16)).astype(bool), rng.integers(0, 2, (30, 16)).astype(bool)
+    dbl, ql = rng.integers(0, 3, 200), np.repeat([0, 2], 15)  # class 1 has no queries: no row
+    result = evaluate_codes(q, ql, db, dbl, map_k=50, precision_k=10)
+    lines = result.per_class_csv({0: "T-shirt/top", 2: 'coat, "long"'}.__getitem__).splitlines()
+    assert lines[0] == "label,class,queries,map_all,map_at_50,precision_at_10"
+    assert [line.split(",")[:3] for line in lines[1:2]] == [["0", "T-shirt/top", "15"]]
+    assert lines[2].startswith('2,"coat, ""long""",15,')  # quoted as CSV
+    per_class = result.per_class
+    assert (per_class[:, 1] * per_class[:, 2]).sum() / 30 == pytest.approx(result.metrics["map_all"], abs=1e-12)
 
 
 def test_map_matches_torchmetrics():

@@ -47,6 +47,10 @@ def test_train_every_method_on_digits(make_cfg, method, capsys):
     assert at_n[3, 1] == pytest.approx(metrics["precision_at_100"], abs=1e-6)
     assert (out / "precision_at_n.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "pr_curve.png").stat().st_size > 0 and (out / "csv" / "metrics.csv").exists()
+    per_class = np.genfromtxt(out / "per_class.csv", delimiter=",", names=True, dtype=None, encoding="utf-8")
+    assert per_class["label"].tolist() == list(range(10)) and per_class["class"].tolist() == list(range(10))
+    assert (per_class["queries"] == 20).all()
+    assert per_class["map_all"].mean() == pytest.approx(metrics["map_all"], abs=1e-6)
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"pgh | digits | {method}+pixels | 16 bits")
     if method == "sph":
         assert "map_all_hamming" in metrics and metrics["distance"] == "spherical"

@@ -29,6 +29,7 @@ class ImageDataset:
     name: str
     images: torch.Tensor  # uint8 [N, C, H, W]
     labels: torch.Tensor  # int64 [N]
+    class_names: tuple[str, ...] | None = None  # label i is class_names[i]; None: the labels are the names
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -41,6 +42,18 @@ class ImageDataset:
                 f"dataset {self.name!r}: {self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}"
             )
         self.labels = self.labels.long()
+        if self.class_names is not None:
+            self.class_names = tuple(self.class_names)
+            low, high = (int(self.labels.min()), int(self.labels.max())) if self.labels.numel() else (0, -1)
+            if low < 0 or high >= len(self.class_names):
+                raise ValueError(
+                    f"dataset {self.name!r}: labels {low}..{high} do not all index its "
+                    f"{len(self.class_names)} class names"
+                )
+
+    def class_name(self, label: int) -> str:
+        """The name of class `label` (the label itself when the dataset has no names)."""
+        return self.class_names[label] if self.class_names is not None else str(label)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -117,7 +130,7 @@ def _find(root: Path, stem: str) -> Path | None:
     return None
 
 
-def _load_idx_pool(name: str, root: Path, how_to_get: str) -> ImageDataset:
+def _load_idx_pool(name: str, root: Path, how_to_get: str, class_names: tuple[str, ...] | None = None) -> ImageDataset:
     images, labels = [], []
     for part in ("train", "t10k"):
         img_path = _find(root, f"{part}-images-idx3-ubyte")
@@ -131,10 +144,15 @@ def _load_idx_pool(name: str, root: Path, how_to_get: str) -> ImageDataset:
         labels.append(read_idx(lab_path))
     x = torch.from_numpy(np.concatenate(images).astype(np.uint8))[:, None]
     y = torch.from_numpy(np.concatenate(labels).astype(np.int64))
-    return ImageDataset(name, x, y)
+    return ImageDataset(name, x, y, class_names)
 
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+# label order of the IDX files (Zalando's README)
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def load_fashion_mnist(root: str = FASHION_MNIST_ROOT) -> ImageDataset:
@@ -144,6 +162,7 @@ def load_fashion_mnist(root: str = FASHION_MNIST_ROOT) -> ImageDataset:
         Path(root),
         "Install it with `make data` (apt-get install -y dataset-fashion-mnist), "
         "or point dataset.root at a folder with the four IDX files.",
+        FASHION_MNIST_CLASSES,
     )
 
 
@@ -192,7 +211,8 @@ def load_cifar10(root: str = "data/cifar10", download: bool = False) -> ImageDat
             batch = pickle.load(f, encoding="latin1")
         images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.append(np.asarray(batch["labels"], dtype=np.int64))
-    return ImageDataset("cifar10", torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)))
+    pool, labels = torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+    return ImageDataset("cifar10", pool, labels, CIFAR10_CLASSES)
 
 
 # --------------------------------------------------------------------------------------- folders
@@ -217,4 +237,4 @@ def load_folder(root: str, image_size: int = 32, grayscale: bool = False, name: 
         images = read_images(paths, 1 if grayscale else 3, image_size)
     except ValueError as e:
         raise ValueError(f"folder dataset: {e}") from None
-    return ImageDataset(name, images, torch.tensor(labels))
+    return ImageDataset(name, images, torch.tensor(labels), tuple(classes))

@@ -242,6 +242,37 @@ def curves_per_cell(results: list[dict[str, Any]], filename: str) -> dict[tuple[
     return dict(figures)
 
 
+def read_per_class(run: Path) -> dict[str, float]:
+    """class name -> mAP@all (%) over that class's queries, from the run's per_class.csv ({} if none)."""
+    path = run / "per_class.csv"
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        return {row["class"]: 100 * float(row["map_all"]) for row in csv.DictReader(f)}
+
+
+def per_class_tables(results: list[dict[str, Any]]) -> str:
+    """Per dataset and bit length, mAP@all (%) of each table row over each class's queries (repeats
+    averaged); runs from before per_class.csv existed are left out."""
+    cells: dict[tuple[str, int], dict[str, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
+    for (dataset, method, features, variant, bits), group in by_cell(results).items():
+        name = row_name(method, features) + (f" ({variant})" if variant else "")
+        cells[(dataset, bits)][name] += [c for c in map(read_per_class, (r["run"] for r in group)) if c]
+    text = ""
+    for (dataset, bits), rows in sorted(cells.items()):
+        rows = {name: runs for name, runs in rows.items() if runs}
+        if not rows:
+            continue
+        classes = list(dict.fromkeys(c for runs in rows.values() for run in runs for c in run))
+        header = " | ".join(c.replace("|", "\\|") for c in classes)  # a class name must not split the cell
+        text += f"\n### {dataset}, {bits} bits\n\n| method | {header} |\n"
+        text += "|---|" + "---:|" * len(classes) + "\n"
+        for name, runs in rows.items():
+            values = [[run[c] for run in runs if c in run] for c in classes]
+            text += f"| {name} | " + " | ".join(f"{statistics.fmean(v):.2f}" if v else "–" for v in values) + " |\n"
+    return text
+
+
 def build_report(paths: list[str | Path]) -> Report:
     results = [load_run(run) for run in find_runs(paths)]
     label_variants(results)
@@ -254,6 +285,9 @@ def build_report(paths: list[str | Path]) -> Report:
     if any(len(group) > 1 for group in by_cell(results).values()):
         text += "\nCells with several runs show mean ± standard deviation over them.\n"
     text += "\n## Runs\n\n" + runs_table(results)
+    classes = per_class_tables(results)
+    if classes:
+        text += "\n## mAP@all (%) per class (over each class's queries)\n" + classes
     curves = progressive_curves(results)
     if curves:
         text += "\n## PGH: mAP@all (%) by round (round 0: the initial codes)\n\n" + rounds_table(curves)

@@ -10,7 +10,10 @@ in all of those passes. There is no Python loop over database items.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -31,6 +34,8 @@ class RetrievalResult:
     pr_curve: np.ndarray  # [bits + 1, 3]: hamming radius, precision, recall (averaged over queries)
     average_precision: np.ndarray  # [num_queries] AP over the whole database
     precision_at_n: np.ndarray  # [len(TOP_N) or fewer, 2]: N, precision of the top N (averaged over queries)
+    # [query classes, 5]: label, queries, mAP@all, mAP@K, precision@K over the queries of that label
+    per_class: np.ndarray
 
     def pr_curve_csv(self) -> str:
         lines = ["hamming_radius,precision,recall"]
@@ -40,6 +45,16 @@ class RetrievalResult:
     def precision_at_n_csv(self) -> str:
         lines = ["n,precision"] + [f"{int(n)},{p:.6f}" for n, p in self.precision_at_n]
         return "\n".join(lines) + "\n"
+
+    def per_class_csv(self, class_name: Callable[[int], str] = str) -> str:
+        """label,class,queries,map_all,<mAP@K>,<precision@K>: one row per query label, the metrics
+        averaged over that label's queries; `class_name` names a label (e.g. ImageDataset.class_name)."""
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(["label", "class", "queries", "map_all"] + [k for k in self.metrics if "_at_" in k])
+        for label, queries, *values in self.per_class:
+            writer.writerow([int(label), class_name(int(label)), int(queries)] + [f"{v:.6f}" for v in values])
+        return text.getvalue()
 
 
 def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -146,7 +161,13 @@ def evaluate_packed(
         f"precision_radius_{radius}": float(pr_p[:, radius].mean()),
     }
     at_n = np.stack([top_n, prec_n.mean(0)], axis=1)
-    return RetrievalResult(metrics=metrics, pr_curve=pr, average_precision=ap_all, precision_at_n=at_n)
+    classes, class_of_query, queries = np.unique(q_labels, return_inverse=True, return_counts=True)
+    per_class = np.stack(
+        [classes, queries] + [np.bincount(class_of_query, weights=v) / queries for v in (ap_all, ap_k, prec_k)], axis=1
+    )
+    return RetrievalResult(
+        metrics=metrics, pr_curve=pr, average_precision=ap_all, precision_at_n=at_n, per_class=per_class
+    )
 
 
 def evaluate_codes(
