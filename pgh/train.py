@@ -9,6 +9,8 @@ A shallow method (`method` is a hasher config) is fitted on features; a deep met
 from __future__ import annotations
 
 import logging
+import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -183,6 +185,25 @@ def check_trainer(trainer: DictConfig) -> None:
         raise ValueError(
             "trainer.sync_batchnorm=true needs GPUs (SyncBatchNorm does not run on the CPU); for DDP on the "
             "CPU (gloo) add trainer.sync_batchnorm=false"
+        )
+    check_slurm_tasks(trainer, accelerator)
+
+
+def check_slurm_tasks(trainer: DictConfig, accelerator: str) -> None:
+    """Inside a SLURM job step, Lightning makes each SLURM task one DDP rank, so a node must run one task
+    per device; it says so only after the features and initial codes, and hints at trainer.devices=1."""
+    tasks_per_node = os.environ.get("SLURM_NTASKS_PER_NODE")
+    if tasks_per_node is None or os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return  # not a batch job step (Lightning does not treat interactive sessions as SLURM either)
+    tasks = int(re.match(r"\d+", tasks_per_node).group())  # SLURM writes e.g. "4" or "4(x2)"
+    devices = trainer.get("devices", 1)
+    if devices == -1 and accelerator in ("gpu", "cuda"):
+        devices = torch.cuda.device_count()
+    if isinstance(devices, int) and devices > 0 and devices != tasks:
+        raise ValueError(
+            f"this SLURM job runs {tasks} task(s) per node but trainer.devices resolves to {devices}: Lightning "
+            f"makes each task one DDP rank. Add hydra.launcher.tasks_per_node={devices} (with "
+            f"hydra.launcher.gpus_per_node={devices}), or trainer.devices={tasks}"
         )
 
 

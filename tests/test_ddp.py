@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from torch.utils.data import DataLoader, TensorDataset
 
 from pgh.callbacks import ProgressiveRounds
@@ -75,6 +75,17 @@ def test_the_ddp_trainer_config_finds_unused_parameters_and_broadcasts_no_buffer
     assert strategy._ddp_kwargs == {"find_unused_parameters": True, "broadcast_buffers": False}
 
 
+# pgh-train on digits, PGH at toy sizes, one round, DDP over two CPU processes (gloo)
+TINY_DDP_RUN = [
+    *("-m", "pgh.train", "dataset=digits", "method=pgh", "features=pixels", "bits=16"),
+    *("split.query_per_class=20", "split.train_size=128", "method.batch_size=32", "method.rounds=1"),
+    *("method.progressive.epochs_per_round=2", "method.module.width=8", "method.module.hidden=32"),
+    *("method.module.z_dim=16", "method.module.distill_epochs=1", "method.progressive.vote_neighbors=4"),
+    *("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false"),
+    *("trainer.enable_progress_bar=false", "logger=none"),
+]
+
+
 def test_pgh_train_under_ddp_writes_the_results_once(tmp_path):
     """`pgh-train trainer=ddp` on two CPU processes (Lightning re-launches the Hydra app for rank 1):
     rank 0 alone encodes, evaluates and writes metrics.json, the run prints one closing line, and
@@ -84,15 +95,7 @@ def test_pgh_train_under_ddp_writes_the_results_once(tmp_path):
     from conftest import run_python
 
     out = tmp_path / "run"
-    command = [
-        *("-m", "pgh.train", "dataset=digits", "method=pgh", "features=pixels", "bits=16"),
-        *("split.query_per_class=20", "split.train_size=128", "method.batch_size=32", "method.rounds=1"),
-        *("method.progressive.epochs_per_round=2", "method.module.width=8", "method.module.hidden=32"),
-        *("method.module.z_dim=16", "method.module.distill_epochs=1", "method.progressive.vote_neighbors=4"),
-        *("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false"),
-        *("trainer.enable_progress_bar=false", "logger=none", f"hydra.run.dir={out}"),
-    ]
-    done = run_python(*command, tmp_path=tmp_path)
+    done = run_python(*TINY_DDP_RUN, f"hydra.run.dir={out}", tmp_path=tmp_path)
     closing = [line for line in done.stdout.splitlines() if line.startswith("pgh | digits | pgh+pixels")]
     assert len(closing) == 1
     metrics = json.loads((out / "metrics.json").read_text())
@@ -100,6 +103,71 @@ def test_pgh_train_under_ddp_writes_the_results_once(tmp_path):
     assert (out / "checkpoints" / "last.ckpt").exists() and (out / "database_codes.npy").exists()
     # epoch losses are means over both ranks (Lightning warned five times that they were rank 0's)
     assert "sync_dist" not in done.stderr
+
+
+def slurm_task_env(tmp_path: Path, rank: int, tasks: int, port: int) -> dict[str, str]:
+    """The environment srun gives task `rank` of a one-node job step with `tasks` tasks per node."""
+    import os
+
+    env = {**os.environ, "PGH_ROOT": str(tmp_path), "PGH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    env.update(SLURM_JOB_ID="4242", SLURM_JOB_NAME="pgh", SLURM_NODELIST="127.0.0.1", SLURM_NNODES="1")
+    env.update(SLURM_NTASKS=str(tasks), SLURM_NTASKS_PER_NODE=str(tasks), SLURM_NODEID="0", MASTER_PORT=str(port))
+    env.update(SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank))
+    return env
+
+
+def test_pgh_train_as_the_tasks_of_a_slurm_job_step(tmp_path):
+    """Multi-GPU DDP on SLURM (hydra/launcher=slurm with tasks_per_node = gpus_per_node = devices) starts
+    pgh-train once per task, and Lightning makes the tasks the DDP ranks. Two CPU processes with the
+    environment srun gives its tasks train as one run: the results are written once, and they equal
+    those of the same run under Lightning's own process launch (the previous test's)."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import run_python
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "slurm"
+    tasks = [
+        subprocess.Popen(
+            [sys.executable, *TINY_DDP_RUN, f"hydra.run.dir={out}"],
+            env=slurm_task_env(tmp_path, rank, 2, port),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    finished = [task.communicate(timeout=600) for task in tasks]
+    for task, (_, stderr) in zip(tasks, finished, strict=True):
+        assert task.returncode == 0, stderr[-3000:]
+    closing = [line for stdout, _ in finished for line in stdout.splitlines() if line.startswith("pgh | digits")]
+    assert len(closing) == 1 and "GLOBAL_RANK: 1, MEMBER: 2/2" in finished[1][1]
+    launched = tmp_path / "launched"
+    run_python(*TINY_DDP_RUN, f"hydra.run.dir={launched}", tmp_path=tmp_path)
+    slurm, reference = (json.loads((d / "metrics.json").read_text()) for d in (out, launched))
+    assert slurm["map_all"] == reference["map_all"] and slurm["num_train"] == 128
+
+
+def test_a_slurm_job_with_fewer_tasks_than_devices_names_the_launcher_fix(make_cfg, monkeypatch):
+    from pgh.train import train
+
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "pgh")
+    cfg = make_cfg("dataset=digits", "method=pgh", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")
+    with open_dict(cfg):
+        cfg.trainer.sync_batchnorm = False
+    with pytest.raises(ValueError, match=r"1 task\(s\) per node but trainer.devices resolves to 2.*tasks_per_node=2"):
+        train(cfg)
+    monkeypatch.setenv("SLURM_JOB_NAME", "interactive")  # salloc + a shell: not a job step, Lightning runs as usual
+    from pgh.train import check_trainer
+
+    check_trainer(cfg.trainer)
 
 
 def test_ddp_on_the_cpu_with_sync_batchnorm_names_the_fix(make_cfg):
