@@ -304,7 +304,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         save_figure(fig, out / f"{name}.png")
         log_figure(loggers, name, fig, out / f"{name}.png")
         matplotlib_close(fig)
-    finish(loggers, metrics)
+    # per-class mAP@all as one chart group (W&B section / TensorBoard folder `per_class`), not in metrics.json
+    per_class = {f"per_class/map_all/{dataset.class_name(int(row[0]))}": float(row[2]) for row in result.per_class}
+    finish(loggers, {**metrics, **per_class})
     print(closing_line(metrics), flush=True)
     return metrics
 

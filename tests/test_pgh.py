@@ -85,6 +85,8 @@ def test_rounds_reach_the_dashboards(make_cfg):
     assert all(g.width > g.height > 0 for g in grids)  # two rows of grid_size images
     assert [s.step for s in events.Scalars("rounds/map_all")] == [24, 48]
     assert {"pr_curve", "precision_at_n"} <= set(events.Tags()["images"])  # the final figures
+    per_class = [tag for tag in events.Tags()["scalars"] if tag.startswith("per_class/map_all/")]
+    assert sorted(per_class) == [f"per_class/map_all/{label}" for label in range(10)]  # digits: labels as names
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ the bad inputs a user hits first."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -51,6 +52,10 @@ def test_train_every_method_on_digits(make_cfg, method, capsys):
     assert per_class["label"].tolist() == list(range(10)) and per_class["class"].tolist() == list(range(10))
     assert (per_class["queries"] == 20).all()
     assert per_class["map_all"].mean() == pytest.approx(metrics["map_all"], abs=1e-6)
+    with open(out / "csv" / "metrics.csv") as f:
+        logged = next(csv.DictReader(f))  # the loggers also get it, one chart group; metrics.json does not
+    assert float(logged["per_class/map_all/3"]) == pytest.approx(per_class["map_all"][3], abs=1e-6)
+    assert not any(key.startswith("per_class") for key in saved)
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"pgh | digits | {method}+pixels | 16 bits")
     if method == "sph":
         assert "map_all_hamming" in metrics and metrics["distance"] == "spherical"
