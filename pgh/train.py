@@ -29,6 +29,7 @@ from pgh.io import save_npy, write_json, write_text
 from pgh.logging_utils import finish, instantiate_loggers, log_figure
 from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, save_figure
 from pgh.retrieval import check_bits, evaluate_packed, pack_codes
+from pgh.retrieval.metrics import k_metric_keys
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +165,12 @@ def train_deep(
 
 
 def closing_line(m: dict[str, Any]) -> str:
+    """One line with the headline numbers; K and r are the run's eval.map_k, precision_k and radius."""
+    map_k, precision_k, radius = k_metric_keys(m)
     return (
         f"pgh | {m['dataset']} | {m['method']}+{m['features']} | {m['bits']} bits | "
-        f"mAP@all {100 * m['map_all']:.2f} | mAP@1000 {100 * m['map_at_1000']:.2f} | "
-        f"P@100 {100 * m['precision_at_100']:.2f} | P@r2 {100 * m['precision_radius_2']:.2f} | "
+        f"mAP@all {100 * m['map_all']:.2f} | mAP@{map_k[7:]} {100 * m[map_k]:.2f} | "
+        f"P@{precision_k[13:]} {100 * m[precision_k]:.2f} | P@r{radius[17:]} {100 * m[radius]:.2f} | "
         f"train {m['train_seconds']:.1f}s"
     )
 

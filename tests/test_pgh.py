@@ -459,3 +459,21 @@ def test_a_preempted_sweep_job_is_requeued_and_resumes_from_its_last_checkpoint(
     for run in (preempted, twin):
         assert json.loads((run / "metrics.json").read_text())["rounds_completed"] == 2
     assert read_rows(preempted / "rounds.csv")[:2] == read_rows(twin / "rounds.csv")[:2]
+
+
+def test_other_eval_settings_name_their_k_everywhere(make_cfg, capsys):
+    """eval.map_k / precision_k / radius away from 1000 / 100 / 2: the metrics, rounds.csv, the closing
+    line and pgh-report carry the run's own K and r (the closing line used to fail on a KeyError)."""
+    from pgh.report.cli import build_report
+
+    cfg = make_cfg(*SMALL, "method.rounds=1", "eval.map_k=50", "eval.precision_k=20", "eval.radius=3")
+    metrics = train(cfg)
+    assert {"map_at_50", "precision_at_20", "precision_radius_3"} <= metrics.keys()
+    assert "map_at_1000" not in metrics
+    closing = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"mAP@50 {100 * metrics['map_at_50']:.2f} | P@20 " in closing and " | P@r3 " in closing
+    rows = read_rows(Path(cfg.paths.output_dir) / "rounds.csv")
+    assert list(rows[0]) == ["round", "bit_change", "map_all", "map_at_50"]
+    assert float(rows[1]["map_at_50"]) == pytest.approx(metrics["map_at_50"], abs=1e-6)
+    runs = build_report([cfg.paths.output_dir]).text.split("## Runs", 1)[1]
+    assert f"{100 * metrics['map_at_50']:.2f} (@50)" in runs and f"{100 * metrics['precision_at_20']:.2f} (@20)" in runs

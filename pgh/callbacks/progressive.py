@@ -2,7 +2,7 @@
 and make those codes the GAN's condition for the next round.
 
 Each round also logs the bit change rate, evaluates mAP@all on the protocol's queries/database with
-H's codes, writes `rounds.csv` (round, bit_change, map_all, map_at_1000; round 0 = the initial
+H's codes, writes `rounds.csv` (round, bit_change, map_all, map_at_<eval.map_k>; round 0 = the initial
 shallow codes) and saves a grid of real training images above G's images for the same codes (also
 sent to W&B / TensorBoard, as are the round's metrics).
 Training stops early once fewer than `converge_bit_change` of the bits changed. With
@@ -76,6 +76,7 @@ class ProgressiveRounds(L.Callback):
         self.reset_gan_each_round = reset_gan_each_round
         self.grid_size = min(grid_size, train_images.shape[0])
         self.eval_kwargs = dict(eval_kwargs or {})
+        self.map_k_key = f"map_at_{self.eval_kwargs.get('map_k', 1000)}"  # rounds.csv's mAP@K column
         self.rows: list[dict[str, float]] = []
         if initial_metrics is not None:
             self.rows.append(
@@ -83,7 +84,7 @@ class ProgressiveRounds(L.Callback):
                     "round": 0,
                     "bit_change": math.nan,
                     "map_all": initial_metrics["map_all"],
-                    "map_at_1000": initial_metrics.get("map_at_1000", math.nan),
+                    self.map_k_key: initial_metrics.get(self.map_k_key, math.nan),
                 }
             )
 
@@ -111,12 +112,12 @@ class ProgressiveRounds(L.Callback):
         pl_module.set_codes(new_codes)
         pl_module.current_round += 1
         t = int(pl_module.current_round)
-        row = {"round": t, "bit_change": bit_change, "map_all": math.nan, "map_at_1000": math.nan}
+        row = {"round": t, "bit_change": bit_change, "map_all": math.nan, self.map_k_key: math.nan}
         if trainer.is_global_zero:
             q = pack_codes(pl_module.encode_inputs(self.query_images))
             db = pack_codes(pl_module.encode_inputs(self.db_images))
             m = evaluate_packed(q, self.query_labels, db, self.db_labels, **self.eval_kwargs).metrics
-            row.update(map_all=m["map_all"], map_at_1000=m.get("map_at_1000", math.nan))
+            row.update({"map_all": m["map_all"], self.map_k_key: m[self.map_k_key]})
             self.rows.append(row)
             self._write_rounds_csv()
             self._save_grid(pl_module, t, trainer.loggers, trainer.global_step)
@@ -151,9 +152,9 @@ class ProgressiveRounds(L.Callback):
         return majority_vote(codes, self._voters, self.vote_iterations)
 
     def _write_rounds_csv(self) -> None:
-        lines = ["round,bit_change,map_all,map_at_1000"]
+        lines = [f"round,bit_change,map_all,{self.map_k_key}"]
         for r in self.rows:
-            lines.append(f"{r['round']},{r['bit_change']:.6f},{r['map_all']:.6f},{r['map_at_1000']:.6f}")
+            lines.append(f"{r['round']},{r['bit_change']:.6f},{r['map_all']:.6f},{r[self.map_k_key]:.6f}")
         write_text(self.output_dir / "rounds.csv", "\n".join(lines) + "\n")
 
     def _save_grid(self, pl_module: L.LightningModule, t: int, loggers: list, step: int) -> None:

@@ -195,8 +195,12 @@ def runs_table(results: list[dict[str, Any]]) -> str:
     for r in results:
         initial = f"{row_name(r['init_hash'], r['features'])} {pct(r.get('init_map_all'))}" if "init_hash" in r else ""
         cells = [names[r["run"]], r["dataset"], row_name(r["method"], r["features"]), r["variant"], str(r["bits"])]
-        cells += [str(r.get("seed", "")), initial, pct(r["map_all"]), pct(r.get("map_at_1000"))]
-        cells += [pct(r.get("precision_at_100")), f"{r['train_seconds']:.1f}" if "train_seconds" in r else "–"]
+        cells += [str(r.get("seed", "")), initial, pct(r["map_all"])]
+        for prefix, default in (("map_at_", "map_at_1000"), ("precision_at_", "precision_at_100")):
+            # a run with another eval.map_k / precision_k shows its own K beside the value
+            key = next((k for k in r if k.startswith(prefix) and not k.endswith("_hamming")), default)
+            cells.append(pct(r.get(key)) + ("" if key == default else f" (@{key[len(prefix) :]})"))
+        cells.append(f"{r['train_seconds']:.1f}" if "train_seconds" in r else "–")
         text += "| " + " | ".join(cells) + " |\n"
     return text
 

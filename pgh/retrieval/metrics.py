@@ -57,6 +57,16 @@ class RetrievalResult:
         return text.getvalue()
 
 
+def k_metric_keys(metrics: dict) -> tuple[str, str, str]:
+    """The keys of mAP@K, precision@K and the radius precision in a metrics dict, whatever the run's
+    eval.map_k, precision_k and radius were (e.g. map_at_1000, precision_at_100, precision_radius_2)."""
+    prefixes = ("map_at_", "precision_at_", "precision_radius_")
+    found = [[k for k in metrics if k.startswith(p) and not k.endswith("_hamming")] for p in prefixes]
+    if any(len(keys) != 1 for keys in found):
+        raise ValueError(f"expected one key each starting with {prefixes}, got {sorted(metrics)}")
+    return found[0][0], found[1][0], found[2][0]
+
+
 def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
