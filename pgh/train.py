@@ -175,9 +175,21 @@ def closing_line(m: dict[str, Any]) -> str:
     )
 
 
-def check_trainer(trainer: DictConfig) -> None:
-    """Trainer settings this machine cannot run, caught before any work: Lightning and torch only say
-    so after the features and initial codes, in their own words."""
+def check_trainer(trainer: DictConfig, method: DictConfig | None = None) -> None:
+    """Trainer settings this machine cannot run, or that the method overrides, caught before any work:
+    Lightning and torch only say so after the features and initial codes, in their own words."""
+    if trainer.get("max_epochs") is not None:
+        length = (
+            f"method.rounds={method.rounds} x method.progressive.epochs_per_round={method.progressive.epochs_per_round}"
+            if method is not None and "progressive" in method
+            else f"method.max_epochs={method.max_epochs}"
+            if method is not None and "max_epochs" in method
+            else "the method config"
+        )
+        raise ValueError(
+            f"trainer.max_epochs={trainer.max_epochs} would be ignored: a deep method's length is {length}; "
+            "set that instead"
+        )
     accelerator = str(trainer.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise RuntimeError(
@@ -230,7 +242,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"or start afresh in a new hydra.run.dir (or delete {out})"
         )
     if "module" in cfg.method:
-        check_trainer(cfg.trainer)
+        check_trainer(cfg.trainer, cfg.method)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

@@ -225,3 +225,14 @@ def test_pgh_train_without_the_repository_configs_says_how_to_install(monkeypatc
     monkeypatch.setattr(pgh.train, "CONFIG_DIR", str(tmp_path / "site-packages" / "conf"))
     with pytest.raises(SystemExit, match=r"no configs at .*site-packages/conf.*make install"):
         pgh.train.main()
+
+
+@pytest.mark.parametrize(
+    "method,length",
+    [("pgh", r"method.rounds=4 x method.progressive.epochs_per_round=15"), ("dh", r"method.max_epochs=30")],
+)
+def test_trainer_max_epochs_names_the_methods_own_setting(make_cfg, method, length):
+    """A deep method sets the Trainer's max_epochs itself; trainer.max_epochs used to be silently ignored."""
+    cfg = make_cfg("dataset=digits", f"method={method}", "trainer.max_epochs=1")
+    with pytest.raises(ValueError, match=rf"trainer.max_epochs=1 would be ignored: a deep method's length is {length}"):
+        train(cfg)
