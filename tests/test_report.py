@@ -89,6 +89,26 @@ def test_sweep_report_separates_settings_and_averages_seeds(tmp_path):
     assert at_n["PGH+GIST"].ravel().tolist() == pytest.approx([1, 1.0, 100, 0.82]) and sorted(at_n) == sorted(maps)
 
 
+def test_tied_settings_label_every_row(tmp_path):
+    """Two initial hashes, one run each: neither row may read as the plain (default) one."""
+    write_run(tmp_path / "0_lsh", 0.70, init_hash="lsh")
+    write_run(tmp_path / "1_itq", 0.80, init_hash="itq")
+    rows = table_rows(build_report([tmp_path]).text, "mAP@all (%)")
+    assert rows == {
+        "PGH+GIST (method.init_hash=lsh)": ["70.00", "66.95"],
+        "PGH+GIST (method.init_hash=itq)": ["80.00", "66.95"],
+    }
+
+
+def test_only_dataset_and_bits_pairs_with_runs_get_a_column(tmp_path):
+    write_run(tmp_path / "a", 0.80)
+    other = write_run(tmp_path / "b", 0.60)
+    record = json.loads((other / "metrics.json").read_text())
+    (other / "metrics.json").write_text(json.dumps({**record, "dataset": "digits", "bits": 16}))
+    text = build_report([tmp_path]).text
+    assert "| method | digits 16 | mnist5k 32 |" in text  # no "digits 32" or "mnist5k 16" of dashes
+
+
 def test_a_resumed_or_requeued_run_is_a_repeat_not_a_variant(tmp_path):
     write_run(tmp_path / "a", 0.80, seed=0)
     resumed = write_run(tmp_path / "b", 0.84, seed=1)

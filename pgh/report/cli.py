@@ -93,14 +93,21 @@ def settings(run: Path) -> dict[str, Any]:
     return {k: v for k, v in flat if not any(k == n or k.startswith(n + ".") for n in NOT_SETTINGS)}
 
 
+def most_common_unless_tied(values: list[str]) -> str | None:
+    """The value most runs share, or None when two values tie (then no run's label may omit it: an
+    unlabelled row would read as the defaults whichever run it was)."""
+    counts = Counter(values).most_common(2)
+    return None if len(counts) > 1 and counts[0][1] == counts[1][1] else counts[0][0]
+
+
 def label_variants(results: list[dict[str, Any]]) -> None:
     """Set each result's `variant`: among the runs of its method+features, the settings where its
     value is not the most common one (e.g. `method.init_hash=lsh` in a sweep over initial hashes,
-    where the most common value gets no label). A key that a run's config lacks (a run made
-    before the key existed) counts as the value `absent`; keys that only mirror the bit length or
-    the seed (`method.module.bits`, `method.seed`) do not count. Distinct settings always get
-    distinct variants, and runs with the same variant in the same cell are repeats (seeds), which
-    the table averages."""
+    where the most common value gets no label; when values tie, every run is labelled with its own).
+    A key that a run's config lacks (a run made before the key existed) counts as the value
+    `absent`; keys that only mirror the bit length or the seed (`method.module.bits`, `method.seed`)
+    do not count. Distinct settings always get distinct variants, and runs with the same variant in
+    the same cell are repeats (seeds), which the table averages."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
         groups[(r["method"], r["features"])].append(r)
@@ -116,7 +123,7 @@ def label_variants(results: list[dict[str, Any]]) -> None:
             )
         )
         values = [{key: c.get(key, "absent") for key in differing} for c in configs]
-        common = {key: Counter(repr(v[key]) for v in values).most_common(1)[0][0] for key in differing}
+        common = {key: most_common_unless_tied([repr(v[key]) for v in values]) for key in differing}
         for r, v in zip(group, values, strict=True):
             r["settings"] = {key: value for key, value in v.items() if repr(value) != common[key]}
             r["variant"] = ", ".join(f"{key}={value}" for key, value in r["settings"].items())

@@ -40,7 +40,8 @@ def map_table(
     paper: dict[tuple[str, str], dict[int, float]] | None = None,
     paper_label: str = "paper MNIST",
 ) -> str:
-    """One row per (method, features[, variant]), one column per (dataset, bits); mAP@all in %.
+    """One row per (method, features[, variant]), one column per (dataset, bits) that some result has;
+    mAP@all in %.
 
     A result's optional `variant` (settings that tell runs of one method+features apart, from
     pgh-report) splits its row; an optional `map_all_std` is shown as ± after the mean."""
@@ -54,19 +55,21 @@ def map_table(
             row[2],
         ),
     )
-    header = ["method"] + [f"{d} {b}" for d in datasets for b in bits]
+    # a (dataset, bits) pair no result has would be a column of dashes (e.g. a folder run beside MNIST runs)
+    present = {(r["dataset"], int(r["bits"])) for r in results}
+    columns = [(d, b) for d in datasets for b in bits if (d, b) in present]
+    header = ["method"] + [f"{d} {b}" for d, b in columns]
     if paper is not None:
         header += [f"{paper_label} {b}" for b in bits]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for method, features, variant in rows:
         cells = []
-        for d in datasets:
-            for b in bits:
-                r = by_key.get((d, method, features, variant, b))
-                cell = f"{100 * r['map_all']:.2f}" if r else "–"
-                if r and "map_all_std" in r:
-                    cell += f" ± {100 * r['map_all_std']:.2f}"
-                cells.append(cell)
+        for d, b in columns:
+            r = by_key.get((d, method, features, variant, b))
+            cell = f"{100 * r['map_all']:.2f}" if r else "–"
+            if r and "map_all_std" in r:
+                cell += f" ± {100 * r['map_all_std']:.2f}"
+            cells.append(cell)
         if paper is not None:
             ref = paper.get((method, features), {})
             cells += [f"{ref[b]:.2f}" if b in ref else "–" for b in bits]
