@@ -19,6 +19,8 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -222,6 +224,12 @@ def check_slurm_tasks(trainer: DictConfig, accelerator: str) -> None:
         )
 
 
+def in_a_multirun() -> bool:
+    """Whether this job is one of a Hydra multirun's (`pgh-train -m`), as opposed to a single run or
+    train(cfg) called from Python."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run the composed job into `cfg.paths.output_dir` and return its metrics (the dict written to
     metrics.json). Under DDP every rank runs it; ranks other than 0 return {} and write no results."""
@@ -241,6 +249,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"{out / 'checkpoints'} holds checkpoints of an earlier run: resume it with ckpt_path=last, "
             f"or start afresh in a new hydra.run.dir (or delete {out})"
         )
+    if "module" in cfg.method and cfg.get("ckpt_path") == "last" and not has_checkpoints:
+        if not in_a_multirun():  # a mistyped hydra.run.dir would otherwise mean a silent retrain from scratch
+            raise FileNotFoundError(
+                f"ckpt_path=last but {out / 'checkpoints'} holds no checkpoint: set hydra.run.dir to the run to "
+                "resume, or leave ckpt_path out to train from scratch"
+            )
+        log.warning("ckpt_path=last: %s holds no checkpoint (a job that never started): training from scratch", out)
+        with open_dict(cfg):
+            cfg.ckpt_path = None
     if "module" in cfg.method:
         check_trainer(cfg.trainer, cfg.method)
     out.mkdir(parents=True, exist_ok=True)

@@ -219,6 +219,21 @@ def test_fresh_run_refuses_a_directory_with_checkpoints(make_cfg):
     assert ckpt.read_bytes() == b"an earlier run"
 
 
+def test_resuming_a_run_directory_without_checkpoints_names_the_problem(make_cfg):
+    """ckpt_path=last where there is nothing to resume (a mistyped hydra.run.dir) would train from
+    scratch; a single run stops instead (a sweep's job that never started does train from scratch:
+    test_pgh's sweep rerun)."""
+    cfg = make_cfg("dataset=digits", "method=dh", "ckpt_path=last")
+    with pytest.raises(
+        FileNotFoundError, match=r"ckpt_path=last but .*checkpoints holds no checkpoint: set hydra.run.dir"
+    ):
+        train(cfg)
+    assert not Path(cfg.paths.output_dir, "metrics.json").exists()
+    assert (
+        train(make_cfg("dataset=digits", "method=itq", "ckpt_path=last"))["map_all"] > 0
+    )  # shallow: nothing to resume
+
+
 def test_pgh_train_without_the_repository_configs_says_how_to_install(monkeypatch, tmp_path):
     import pgh.train
 
