@@ -81,7 +81,7 @@ def train_deep(
     from lightning.pytorch.callbacks import ModelCheckpoint
     from torch.utils.data import DataLoader, TensorDataset
 
-    from pgh.callbacks import AtomicCheckpointIO, RandomState
+    from pgh.callbacks import AtomicCheckpointIO, RandomState, TrainingClock
     from pgh.methods.base import INPUT_KINDS, DeepHasher
 
     m, labels, n_train = cfg.method, dataset.labels, int(split.train.numel())
@@ -136,7 +136,8 @@ def train_deep(
     checkpointing = ModelCheckpoint(
         dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=m.checkpoint_every_n_steps
     )
-    callbacks += [checkpointing, RandomState()]
+    clock = TrainingClock()
+    callbacks += [checkpointing, RandomState(), clock]
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     loader = DataLoader(
         TensorDataset(train_inputs, torch.arange(n_train)),
@@ -148,11 +149,11 @@ def train_deep(
     trainer = instantiate(
         cfg.trainer, max_epochs=max_epochs, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
-    t0 = time.perf_counter()
     trainer.fit(model, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
     # the step-interval checkpoint can predate the last steps and the last round's code refresh, so
     # save the model that is evaluated below; not after a stop by trainer.max_steps in mid-epoch,
     # where Lightning would record the epoch as finished and a resume would skip its remaining batches
+    train_seconds = clock.seconds  # every attempt's: the checkpoint below carries it to a later resume
     if not 0 < trainer.max_steps <= trainer.global_step:
         trainer.save_checkpoint(checkpointing.last_model_path or out / "checkpoints" / "last.ckpt", weights_only=False)
     if not trainer.is_global_zero:
@@ -163,7 +164,7 @@ def train_deep(
     t2 = time.perf_counter()
     if hasattr(model, "current_round"):
         run_info["rounds_completed"] = int(model.current_round)
-    return query, database, {"train_seconds": t1 - t0, "encode_seconds": t2 - t1, **run_info}
+    return query, database, {"train_seconds": train_seconds, "encode_seconds": t2 - t1, **run_info}
 
 
 def closing_line(m: dict[str, Any]) -> str:

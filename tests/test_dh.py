@@ -211,11 +211,15 @@ def test_bad_setting_through_the_config(make_cfg):
 
 def test_resume_from_last_checkpoint(make_cfg):
     first = make_cfg(*SMALL)
-    train(first)
+    first_seconds = train(first)["train_seconds"]
     ckpt = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
-    assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] == 8  # 2 epochs x 4 steps
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert state["global_step"] == 8  # 2 epochs x 4 steps
+    assert state["callbacks"]["TrainingClock"]["seconds"] >= first_seconds > 0
     resumed = make_cfg(*SMALL, "method.max_epochs=3", f"ckpt_path={ckpt}")
     metrics = train(resumed)
     assert metrics["method"] == "dh"
+    # train_seconds counts both attempts: the first's from the checkpoint, then the third epoch
+    assert metrics["train_seconds"] > first_seconds
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert state["global_step"] == 12  # one more epoch of 4 steps
