@@ -165,6 +165,8 @@ def test_split_train_subset_and_errors():
         make_split(labels, query_per_class=2, train_size=1000)
     with pytest.raises(ValueError, match="query_per_class"):
         make_split(labels, query_per_class=20)
+    with pytest.raises(ValueError, match="single class.*every metric 100%.*at least two"):
+        make_split(torch.zeros(50, dtype=torch.long), query_per_class=2)
 
 
 def test_find_and_read_image_files(tmp_path):

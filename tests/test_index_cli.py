@@ -95,6 +95,11 @@ def test_ivf_index_and_csv_output(make_cfg, tmp_path, capsys):
     exact = search_rows(capsys, str(tmp_path / "exact"), *queries, "-k", "5")
     scanned_all = search_rows(capsys, str(tmp_path / "ivf"), *queries, "-k", "5", "--nprobe", "8")
     assert len(exact) == 500 and [r["hamming_distance"] for r in scanned_all] == [r["hamming_distance"] for r in exact]
+    one_file = sorted((tmp_path / "images" / "1").iterdir())[0]
+    assert search_rows(capsys, str(tmp_path / "exact"), str(one_file), *queries, "-k", "5") == [
+        *(r for r in exact if r["query"] == str(one_file)),
+        *(r for r in exact if r["query"] != str(one_file)),
+    ]  # the file named beside its folder is searched once
     written = search_rows(capsys, str(tmp_path / "ivf"), *queries, "-k", "5", "--out", str(tmp_path / "n.csv"))
     assert list(csv.DictReader((tmp_path / "n.csv").open())) == written
     with pytest.raises(SystemExit, match="is an exact index: --nprobe is for IVF ones"):

@@ -154,6 +154,13 @@ def test_more_bits_than_feature_dims(make_cfg):
         train(make_cfg("dataset=digits", "method=itq", "bits=72"))
 
 
+@pytest.mark.parametrize("method", ["itq", "sh"])
+def test_fewer_training_images_than_bits(make_cfg, method):
+    # 10 images span 9 directions: a 32-dimensional PCA would be mostly arbitrary
+    with pytest.raises(ValueError, match=r"needs at least 33 training samples, got 10.*split.train_size"):
+        train(make_cfg("dataset=digits", f"method={method}", "bits=32", "split.train_size=10"))
+
+
 def compose_sweep(name: str, *overrides: str):
     """The primary config sweeps/<name>.yaml on top of conf/, with its hydra node (sweeper, launcher)."""
     from hydra import compose, initialize_config_dir

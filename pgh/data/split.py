@@ -35,6 +35,11 @@ def make_split(labels: torch.Tensor, query_per_class: int = 100, train_size: int
     labels = torch.as_tensor(labels).long()
     if query_per_class < 1:
         raise ValueError(f"query_per_class must be >= 1, got {query_per_class}")
+    if labels.unique().numel() < 2:
+        raise ValueError(
+            "the dataset has a single class: with relevance = same label every item would be relevant and "
+            "every metric 100%; a folder dataset needs a sub-folder per class, at least two"
+        )
     gen = torch.Generator().manual_seed(seed)
     queries = []
     for cls in labels.unique().tolist():

@@ -63,6 +63,11 @@ def pca(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
             f"{k} bits need at least {k} feature dimensions for PCA, features have {x.shape[1]}; "
             "use fewer bits or richer features"
         )
+    if k > x.shape[0] - 1:  # n centred samples span at most n - 1 directions; the rest would be arbitrary
+        raise ValueError(
+            f"a {k}-dimensional PCA needs at least {k + 1} training samples, got {x.shape[0]}; "
+            "use more training images (split.train_size) or fewer bits"
+        )
     mean = x.mean(0)
     centred = x - mean
     cov = centred.T @ centred / (x.shape[0] - 1)

@@ -89,7 +89,8 @@ def search(args: argparse.Namespace) -> None:
         if not index.nlist:
             raise ValueError(f"{out} is an exact index: --nprobe is for IVF ones (pgh-index build ... --nlist N)")
         index.nprobe = args.nprobe
-    queries = [path for query in args.queries for path in find_images(query)]
+    # each file once, in the order given (a file named beside its folder is not searched twice)
+    queries = list(dict.fromkeys(path for query in args.queries for path in find_images(query)))
     if not queries:
         raise ValueError(f"no image files in {' '.join(args.queries)}")
     encoder = RunEncoder(info["run"], device=args.device)
