@@ -172,8 +172,9 @@ def closing_line(m: dict[str, Any]) -> str:
     map_k, precision_k, radius = k_metric_keys(m)
     return (
         f"pgh | {m['dataset']} | {m['method']}+{m['features']} | {m['bits']} bits | "
-        f"mAP@all {100 * m['map_all']:.2f} | mAP@{map_k[7:]} {100 * m[map_k]:.2f} | "
-        f"P@{precision_k[13:]} {100 * m[precision_k]:.2f} | P@r{radius[17:]} {100 * m[radius]:.2f} | "
+        f"mAP@all {100 * m['map_all']:.2f} | mAP@{map_k.removeprefix('map_at_')} {100 * m[map_k]:.2f} | "
+        f"P@{precision_k.removeprefix('precision_at_')} {100 * m[precision_k]:.2f} | "
+        f"P@r{radius.removeprefix('precision_radius_')} {100 * m[radius]:.2f} | "
         f"train {m['train_seconds']:.1f}s"
     )
 
@@ -182,13 +183,12 @@ def check_trainer(trainer: DictConfig, method: DictConfig | None = None) -> None
     """Trainer settings this machine cannot run, or that the method overrides, caught before any work:
     Lightning and torch only say so after the features and initial codes, in their own words."""
     if trainer.get("max_epochs") is not None:
-        length = (
-            f"method.rounds={method.rounds} x method.progressive.epochs_per_round={method.progressive.epochs_per_round}"
-            if method is not None and "progressive" in method
-            else f"method.max_epochs={method.max_epochs}"
-            if method is not None and "max_epochs" in method
-            else "the method config"
-        )
+        length = "the method config"
+        if method is not None and "progressive" in method:  # PGH
+            length = f"method.rounds={method.rounds} x method.progressive.epochs_per_round="
+            length += str(method.progressive.epochs_per_round)
+        elif method is not None and "max_epochs" in method:
+            length = f"method.max_epochs={method.max_epochs}"
         raise ValueError(
             f"trainer.max_epochs={trainer.max_epochs} would be ignored: a deep method's length is {length}; "
             "set that instead"
