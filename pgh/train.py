@@ -31,7 +31,7 @@ from pgh.io import save_npy, write_json, write_text
 from pgh.logging_utils import finish, instantiate_loggers, log_figure
 from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, save_figure
 from pgh.retrieval import check_bits, evaluate_packed, pack_codes
-from pgh.retrieval.metrics import k_metric_keys
+from pgh.retrieval.metrics import metric_key
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def train_deep(
 
 def closing_line(m: dict[str, Any]) -> str:
     """One line with the headline numbers; K and r are the run's eval.map_k, precision_k and radius."""
-    map_k, precision_k, radius = k_metric_keys(m)
+    map_k, precision_k, radius = (metric_key(m, p) for p in ("map_at_", "precision_at_", "precision_radius_"))
     return (
         f"pgh | {m['dataset']} | {m['method']}+{m['features']} | {m['bits']} bits | "
         f"mAP@all {100 * m['map_all']:.2f} | mAP@{map_k.removeprefix('map_at_')} {100 * m[map_k]:.2f} | "
@@ -179,16 +179,14 @@ def closing_line(m: dict[str, Any]) -> str:
     )
 
 
-def check_trainer(trainer: DictConfig, method: DictConfig | None = None) -> None:
+def check_trainer(trainer: DictConfig, method: DictConfig) -> None:
     """Trainer settings this machine cannot run, or that the method overrides, caught before any work:
     Lightning and torch only say so after the features and initial codes, in their own words."""
     if trainer.get("max_epochs") is not None:
-        length = "the method config"
-        if method is not None and "progressive" in method:  # PGH
+        length = f"method.max_epochs={method.get('max_epochs')}"
+        if "progressive" in method:  # PGH
             length = f"method.rounds={method.rounds} x method.progressive.epochs_per_round="
             length += str(method.progressive.epochs_per_round)
-        elif method is not None and "max_epochs" in method:
-            length = f"method.max_epochs={method.max_epochs}"
         raise ValueError(
             f"trainer.max_epochs={trainer.max_epochs} would be ignored: a deep method's length is {length}; "
             "set that instead"

@@ -167,7 +167,7 @@ def test_a_slurm_job_with_fewer_tasks_than_devices_names_the_launcher_fix(make_c
     monkeypatch.setenv("SLURM_JOB_NAME", "interactive")  # salloc + a shell: not a job step, Lightning runs as usual
     from pgh.train import check_trainer
 
-    check_trainer(cfg.trainer)
+    check_trainer(cfg.trainer, cfg.method)
 
 
 def test_ddp_on_the_cpu_with_sync_batchnorm_names_the_fix(make_cfg):

@@ -35,14 +35,15 @@ def make_split(labels: torch.Tensor, query_per_class: int = 100, train_size: int
     labels = torch.as_tensor(labels).long()
     if query_per_class < 1:
         raise ValueError(f"query_per_class must be >= 1, got {query_per_class}")
-    if labels.unique().numel() < 2:
+    classes = labels.unique().tolist()
+    if len(classes) < 2:
         raise ValueError(
             "the dataset has a single class: with relevance = same label every item would be relevant and "
             "every metric 100%; a folder dataset needs a sub-folder per class, at least two"
         )
     gen = torch.Generator().manual_seed(seed)
     queries = []
-    for cls in labels.unique().tolist():
+    for cls in classes:
         members = (labels == cls).nonzero().flatten()
         if members.numel() <= query_per_class:
             raise ValueError(

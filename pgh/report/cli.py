@@ -39,6 +39,7 @@ from pgh.io import write_text
 from pgh.report import paper
 from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, plot_rounds, save_figure
 from pgh.report.tables import map_table, row_name
+from pgh.retrieval.metrics import metric_key
 
 MNIST_DATASETS = {"mnist", "mnist5k"}
 
@@ -205,7 +206,7 @@ def runs_table(results: list[dict[str, Any]]) -> str:
         cells += [str(r.get("seed", "")), initial, pct(r["map_all"])]
         for prefix, default in (("map_at_", "map_at_1000"), ("precision_at_", "precision_at_100")):
             # a run with another eval.map_k / precision_k shows its own K beside the value
-            key = next((k for k in r if k.startswith(prefix) and not k.endswith("_hamming")), default)
+            key = metric_key(r, prefix) or default
             cells.append(pct(r.get(key)) + ("" if key == default else f" (@{key[len(prefix) :]})"))
         cells.append(f"{r['train_seconds']:.1f}" if "train_seconds" in r else "–")
         text += "| " + " | ".join(cells) + " |\n"
@@ -248,7 +249,7 @@ def curves_per_cell(results: list[dict[str, Any]], filename: str) -> dict[tuple[
     for (dataset, method, features, variant, bits), group in by_cell(results).items():
         curves = [c for c in (read_curve(r["run"], filename) for r in group) if c is not None]
         if curves:
-            name = row_name(method, features) + (f" ({variant})" if variant else "")
+            name = row_name(method, features, variant)
             figures[(dataset, bits)][name] = np.mean(curves, axis=0)
     return dict(figures)
 
@@ -267,7 +268,7 @@ def per_class_tables(results: list[dict[str, Any]]) -> str:
     averaged); runs from before per_class.csv existed are left out."""
     cells: dict[tuple[str, int], dict[str, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
     for (dataset, method, features, variant, bits), group in by_cell(results).items():
-        name = row_name(method, features) + (f" ({variant})" if variant else "")
+        name = row_name(method, features, variant)
         cells[(dataset, bits)][name] += [c for c in map(read_per_class, (r["run"] for r in group)) if c]
     text = ""
     for (dataset, bits), rows in sorted(cells.items()):

@@ -29,8 +29,9 @@ def load_metrics(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
     return [json.loads((Path(d) / "metrics.json").read_text()) for d in run_dirs if (Path(d) / "metrics.json").exists()]
 
 
-def row_name(method: str, features: str) -> str:
-    return f"{NAMES.get(method, method)}+{NAMES.get(features, features)}"
+def row_name(method: str, features: str, variant: str = "") -> str:
+    """A table row's label, e.g. `PGH+GIST`, or `PGH+GIST (method.init_hash=lsh)` for a variant."""
+    return f"{NAMES.get(method, method)}+{NAMES.get(features, features)}" + (f" ({variant})" if variant else "")
 
 
 def map_table(
@@ -73,8 +74,7 @@ def map_table(
         if paper is not None:
             ref = paper.get((method, features), {})
             cells += [f"{ref[b]:.2f}" if b in ref else "–" for b in bits]
-        name = row_name(method, features) + (f" ({variant})" if variant else "")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row_name(method, features, variant)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -51,20 +51,18 @@ class RetrievalResult:
         averaged over that label's queries; `class_name` names a label (e.g. ImageDataset.class_name)."""
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(["label", "class", "queries", "map_all"] + [k for k in self.metrics if "_at_" in k])
+        k_keys = [metric_key(self.metrics, prefix) for prefix in ("map_at_", "precision_at_")]
+        writer.writerow(["label", "class", "queries", "map_all", *k_keys])
         for label, queries, *values in self.per_class:
             writer.writerow([int(label), class_name(int(label)), int(queries)] + [f"{v:.6f}" for v in values])
         return text.getvalue()
 
 
-def k_metric_keys(metrics: dict) -> tuple[str, str, str]:
-    """The keys of mAP@K, precision@K and the radius precision in a metrics dict, whatever the run's
-    eval.map_k, precision_k and radius were (e.g. map_at_1000, precision_at_100, precision_radius_2)."""
-    prefixes = ("map_at_", "precision_at_", "precision_radius_")
-    found = [[k for k in metrics if k.startswith(p) and not k.endswith("_hamming")] for p in prefixes]
-    if any(len(keys) != 1 for keys in found):
-        raise ValueError(f"expected one key each starting with {prefixes}, got {sorted(metrics)}")
-    return found[0][0], found[1][0], found[2][0]
+def metric_key(metrics: dict, prefix: str) -> str | None:
+    """The key of mAP@K (prefix `map_at_`), precision@K (`precision_at_`) or the radius precision
+    (`precision_radius_`) in a metrics dict, whatever the run's eval.map_k, precision_k and radius were
+    (e.g. map_at_1000); SpH's plain-Hamming copies (`…_hamming`) aside. None when it has none."""
+    return next((k for k in metrics if k.startswith(prefix) and not k.endswith("_hamming")), None)
 
 
 def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
