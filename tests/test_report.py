@@ -174,3 +174,27 @@ def test_report_of_a_real_multirun(tmp_path):
         expected[name] = [f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"]
     assert table_rows(text, "mAP@all (%)") == expected
     assert len(table_rows(text, "Runs")) == 4
+
+
+@pytest.mark.parametrize("plot", ["pr", "precision_at_n", "rounds"])
+def test_legend_of_many_long_rows_sits_below_the_curves_and_stays_in_the_png(tmp_path, plot):
+    import numpy as np
+    from PIL import Image
+
+    from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, plot_rounds, save_figure
+
+    labels = [f"PGH+GIST (method.module.anchor_weight=0.{i} method.progressive.vote_neighbors={i})" for i in range(12)]
+    curve = np.linspace(0, 1, 33)[:, None].repeat(3, axis=1)
+    fig = {
+        "pr": lambda: plot_pr_curves({label: curve for label in labels}),
+        "precision_at_n": lambda: plot_precision_at_n({label: curve[:, :2] for label in labels}),
+        "rounds": lambda: plot_rounds({label: [50.0, 60.0, 70.0] for label in labels}),
+    }[plot]()
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.y1 <= axes_box.y0  # entirely under the axes (their tick labels sit in between)
+    save_figure(fig, tmp_path / "plot.png")
+    matplotlib_close(fig)
+    height = Image.open(tmp_path / "plot.png").size[1]
+    assert height >= axes_box.height + legend.height  # the tight bounding box kept the legend

@@ -22,6 +22,15 @@ def _distinct_colors(ax, n: int) -> None:
         ax.set_prop_cycle(color=plt.get_cmap("tab20")(np.arange(n) % 20))
 
 
+def _legend_below(ax, curves: dict, fontsize: int) -> None:
+    """The legend under the axes, never over the curves: a report has a dozen rows with long labels
+    (a sweep's settings); save_figure's bbox_inches="tight" keeps it in the picture."""
+    if curves:
+        short = all(len(label) <= 25 for label in curves)
+        columns = 2 if short and len(curves) > 6 else 1
+        ax.legend(fontsize=fontsize, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=columns)
+
+
 def _plot_curves(
     curves: dict[str, np.ndarray], x: int, y: int, labels: tuple[str, str], title: str, xlim=None
 ) -> Figure:
@@ -36,9 +45,7 @@ def _plot_curves(
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=9)
-    if curves:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    _legend_below(ax, curves, fontsize=8)
     return fig
 
 
@@ -63,14 +70,13 @@ def plot_rounds(curves: dict[str, list[float]], title: str = "") -> Figure:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=9)
-    if curves:  # below the axes: labels can be long (a sweep's settings); save_figure keeps it in
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    _legend_below(ax, curves, fontsize=7)
     return fig
 
 
 def save_figure(fig: Figure, path: str | Path) -> None:
-    """The figure as a PNG at `path`, written atomically; bbox_inches="tight" keeps a legend that sits
-    below the axes (plot_rounds) in the picture."""
+    """The figure as a PNG at `path`, written atomically; bbox_inches="tight" keeps the legend, which
+    sits below the axes, in the picture."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", bbox_inches="tight")
 
