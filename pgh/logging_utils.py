@@ -24,6 +24,17 @@ def instantiate_loggers(logger_cfg: DictConfig | None) -> list[Logger]:
     ]
 
 
+def print_and_log_to_files(logger: logging.Logger, message: str) -> None:
+    """Print `message` (a run's closing line) and write it, as an INFO record of `logger`, to the log
+    files on the root logger, i.e. Hydra's `<run dir>/train.log`, but not to its console handler,
+    which would print it a second time."""
+    print(message, flush=True)
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def log_figure(loggers: list[Logger], name: str, fig: Figure, png_path: Path) -> None:
     """Send a figure (already saved as png_path) to loggers that show images."""
     for logger in loggers:

@@ -28,7 +28,7 @@ from pgh.data import ImageDataset, Split
 from pgh.features import cached_features
 from pgh.hashing import HASHERS, ShallowHasher
 from pgh.io import save_npy, write_json, write_text
-from pgh.logging_utils import finish, instantiate_loggers, log_figure
+from pgh.logging_utils import finish, instantiate_loggers, log_figure, print_and_log_to_files
 from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, save_figure
 from pgh.retrieval import check_bits, evaluate_packed, pack_codes
 from pgh.retrieval.metrics import metric_key
@@ -338,7 +338,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # per-class mAP@all as one chart group (W&B section / TensorBoard folder `per_class`), not in metrics.json
     per_class = {f"per_class/map_all/{dataset.class_name(int(row[0]))}": float(row[2]) for row in result.per_class}
     finish(loggers, {**metrics, **per_class})
-    print(closing_line(metrics), flush=True)
+    print_and_log_to_files(log, closing_line(metrics))
     return metrics
 
 

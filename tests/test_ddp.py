@@ -98,6 +98,7 @@ def test_pgh_train_under_ddp_writes_the_results_once(tmp_path):
     done = run_python(*TINY_DDP_RUN, f"hydra.run.dir={out}", tmp_path=tmp_path)
     closing = [line for line in done.stdout.splitlines() if line.startswith("pgh | digits | pgh+pixels")]
     assert len(closing) == 1
+    assert (out / "train.log").read_text().count(closing[0]) == 1  # both ranks log to it, rank 0 alone closes
     metrics = json.loads((out / "metrics.json").read_text())
     assert f"mAP@all {100 * metrics['map_all']:.2f}" in closing[0] and metrics["rounds_completed"] == 1
     assert (out / "checkpoints" / "last.ckpt").exists() and (out / "database_codes.npy").exists()

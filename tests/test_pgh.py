@@ -433,6 +433,9 @@ def test_a_sweep_rerun_with_ckpt_path_last_finishes_what_is_missing(tmp_path):
 
     first = run_sweep()
     assert len(first) == 2
+    for job in (d for d in sweep.iterdir() if d.name[0].isdigit()):  # the closing line is in each job's log too
+        closing = [line for line in (job / "train.log").read_text().splitlines() if "pgh | digits | pgh+" in line]
+        assert len(closing) == 1 and "mAP@all" in closing[0]
     (never_ran,) = [d for d in sweep.iterdir() if d.name.startswith("1_")]
     shutil.rmtree(never_ran)
     assert run_sweep("ckpt_path=last") == first
