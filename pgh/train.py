@@ -290,6 +290,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             raise TypeError(f"method {cfg.method._target_} is neither a ShallowHasher nor a `module` config")
         distance = hasher.distance
         query_codes, db_codes, run_info = fit_shallow(hasher, features, split)
+        hasher.save(out / "hasher.pt")  # what pgh-index codes new images with
 
     t0 = time.perf_counter()
     result = evaluate_packed(

@@ -51,3 +51,20 @@ def test_every_method_trains_and_reports_the_same_metrics(make_cfg, method):
     assert 0.0 < saved["map_all"] <= 1.0 and saved["map_all"] == pytest.approx(metrics["map_all"])
     if "module" in cfg.method:  # a deep method: its last.ckpt is the model the run evaluated
         assert_checkpoint_codes_the_database_as_the_run_did(cfg)
+    else:  # a shallow one: its hasher.pt, fed the run's features, gives the run's database codes
+        assert_hasher_codes_the_database_as_the_run_did(cfg)
+
+
+def assert_hasher_codes_the_database_as_the_run_did(cfg) -> None:
+    import numpy as np
+    from hydra.utils import instantiate
+
+    from pgh.data import Split
+    from pgh.hashing import load_hasher
+    from pgh.retrieval import pack_codes
+
+    out = Path(cfg.paths.output_dir)
+    dataset, split = instantiate(cfg.dataset), Split.load(out / "split.npz")
+    features = instantiate(cfg.features)(dataset.images[split.database])
+    coded = pack_codes(load_hasher(out / "hasher.pt").encode(features))
+    np.testing.assert_array_equal(coded, np.load(out / "database_codes.npy"))

@@ -54,3 +54,36 @@ def test_itq_rotation_is_orthogonal_and_reduces_quantization_loss(blobs):
     assert torch.allclose(r @ r.T, torch.eye(16, dtype=r.dtype), atol=1e-10)
     assert itq.quantization_loss[-1] < itq.quantization_loss[0]
     assert all(b <= a + 1e-6 for a, b in zip(itq.quantization_loss, itq.quantization_loss[1:]))
+
+
+@pytest.mark.parametrize("name", sorted(HASHERS))
+def test_a_saved_hasher_codes_new_features_exactly_as_the_fitted_one(name, blobs, tmp_path):
+    from pgh.hashing import load_hasher
+
+    x, _ = blobs
+    fitted = HASHERS[name](bits=16, seed=1).fit(x[:400])
+    fitted.save(tmp_path / "hasher.pt")
+    loaded = load_hasher(tmp_path / "hasher.pt")
+    assert type(loaded) is type(fitted) and (loaded.bits, loaded.seed, loaded.dim) == (16, 1, 40)
+    assert torch.equal(loaded.encode(x[400:]), fitted.encode(x[400:]))  # features it never saw
+    assert loaded.distance == fitted.distance
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically: no temporary file left
+
+
+def test_saved_hasher_errors(blobs, tmp_path):
+    from pgh.hashing import LSH, load_hasher
+
+    x, _ = blobs
+    with pytest.raises(RuntimeError, match="ITQ is not fitted: there is no state to save"):
+        ITQ(bits=16).save(tmp_path / "unfitted.pt")
+    state = ITQ(bits=16).fit(x).state_dict()
+    with pytest.raises(ValueError, match="the state was saved by ITQ, not by LSH"):
+        LSH(bits=16).load_state_dict(state)
+    with pytest.raises(ValueError, match="the state has 16 bits, this ITQ has 32"):
+        ITQ(bits=32).load_state_dict(state)
+    del state["tensors"]["rotation"]
+    with pytest.raises(ValueError, match="the ITQ state lacks rotation"):
+        ITQ(bits=16).load_state_dict(state)
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt is not a saved shallow hasher"):
+        load_hasher(tmp_path / "other.pt")

@@ -1,6 +1,6 @@
 """`pgh-index`: a folder of images coded by a finished run's model is indexed with exactly the codes
-the run gave the same images, and searching it finds them; IVF and a features-reading method (DH)
-too; bad inputs stop with a message that names them."""
+the run gave the same images, and searching it finds them; IVF, a features-reading method (DH) and
+shallow hashers (ITQ on GIST, SH on pixels) too; bad inputs stop with a message that names them."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from omegaconf import open_dict
 from PIL import Image
 
 from pgh.data import Split, load_digits
-from pgh.retrieval import BinaryIndex
+from pgh.retrieval import BinaryIndex, pack_codes
 from pgh.retrieval.cli import main
+from pgh.retrieval.run_encoder import RunEncoder
 from pgh.train import train
 
 TINY_PGH = [
@@ -30,6 +31,10 @@ TINY_DH = [
     *("split.train_size=128", "method.max_epochs=2", "trainer=cpu", "trainer.enable_progress_bar=false"),
     *("trainer.enable_model_summary=false", "logger=none"),
 ]
+SHALLOW = {  # a shallow run codes new images with its saved hasher.pt, on the run's features of them
+    "itq": ["dataset=digits", "method=itq", "features=gist", "bits=16", "logger=none"],
+    "sh": ["dataset=digits", "method=sh", "features=pixels", "bits=16", "logger=none"],
+}
 N_IMAGES = 300
 
 
@@ -59,9 +64,9 @@ def search_rows(capsys, *args: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
 
 
-@pytest.mark.parametrize("method", ["pgh", "dh"])  # H reads the images; DH reads their pixel features
+@pytest.mark.parametrize("method", ["pgh", "dh", "itq", "sh"])  # H reads the images; DH and the hashers features
 def test_index_holds_the_runs_codes_and_search_finds_the_images(method, make_cfg, tmp_path, capsys):
-    run = trained_run(make_cfg, tmp_path, method, TINY_PGH if method == "pgh" else TINY_DH)
+    run = trained_run(make_cfg, tmp_path, method, {"pgh": TINY_PGH, "dh": TINY_DH, **SHALLOW}[method])
     positions = write_database_images(run, tmp_path / "images")
 
     main(["build", str(run), str(tmp_path / "images"), "--out", str(tmp_path / "index"), "--device", "cpu"])
@@ -74,6 +79,8 @@ def test_index_holds_the_runs_codes_and_search_finds_the_images(method, make_cfg
     index = BinaryIndex.load(tmp_path / "index" / "index.faissindex", use_gpu=False)
     distances, _ = index.search(run_codes, 1)
     assert (distances[:, 0] == 0).all() and index.ntotal == N_IMAGES
+    coded = pack_codes(RunEncoder(run, device="cpu")([tmp_path / "images" / path for path in paths]))
+    np.testing.assert_array_equal(coded, run_codes)  # file by file, the run's own codes
 
     # a query that is in the index finds itself at distance 0 (among the images that share its code)
     query = tmp_path / "images" / paths[7]
@@ -115,7 +122,8 @@ def test_bad_inputs_name_the_problem(make_cfg, tmp_path):
     images, out = tmp_path / "images", str(tmp_path / "index")
     images.mkdir()
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(images / "a.png")
-    with pytest.raises(SystemExit, match="shallow hasher itq, which keeps no model"):
+    (Path(shallow) / "hasher.pt").unlink()  # as in a shallow run from before hashers were saved
+    with pytest.raises(SystemExit, match=f"hasher.pt is missing: .* rerun its command with hydra.run.dir={shallow}"):
         main(["build", shallow, str(images), "--out", out])
     with pytest.raises(SystemExit, match="not a finished pgh-train run"):
         main(["build", str(tmp_path), str(images), "--out", out])

@@ -1,9 +1,14 @@
-"""The shallow-hasher interface: `fit(train_features)` then `encode(features) -> bool [n, bits]`."""
+"""The shallow-hasher interface: `fit(train_features)` then `encode(features) -> bool [n, bits]`;
+`state_dict()` / `load_state_dict()` carry a fitted hasher to another process (pgh-train writes
+`hasher.pt` in every shallow run, which `pgh-index` codes new images with)."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
+from pgh.io import atomic_path
 from pgh.retrieval.codes import check_bits
 
 
@@ -12,6 +17,8 @@ class ShallowHasher:
 
     #: distance the hasher's codes are ranked by ("hamming" or "spherical")
     distance: str = "hamming"
+    #: the tensors `fit` sets and `encode` reads: what `state_dict` saves
+    state_names: tuple[str, ...] = ()
 
     def __init__(self, bits: int, seed: int = 0) -> None:
         self.bits = check_bits(bits)
@@ -35,6 +42,35 @@ class ShallowHasher:
             raise ValueError(f"{type(self).__name__} was fitted on {self.dim}-d features, got {x.shape[1]}-d")
         return self._encode(x)
 
+    def state_dict(self) -> dict:
+        """The fitted hasher: its class, bits, seed, input dimension and `state_names` tensors (plain types
+        only, so torch.load(weights_only=True) reads it)."""
+        if not self.fitted:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: there is no state to save")
+        tensors = {name: getattr(self, name) for name in self.state_names}
+        name, bits, seed, dim = type(self).__name__, self.bits, self.seed, self.dim
+        return {"hasher": name, "bits": bits, "seed": seed, "dim": dim, "tensors": tensors}
+
+    def load_state_dict(self, state: dict) -> ShallowHasher:
+        """Make this hasher the fitted one `state` describes (from `state_dict`); returns self."""
+        name = state.get("hasher")
+        if name != type(self).__name__:
+            raise ValueError(f"the state was saved by {name}, not by {type(self).__name__}")
+        if state["bits"] != self.bits:
+            raise ValueError(f"the state has {state['bits']} bits, this {name} has {self.bits}")
+        missing = sorted(set(self.state_names) - set(state["tensors"]))
+        if missing:
+            raise ValueError(f"the {name} state lacks {', '.join(missing)}")
+        for tensor_name in self.state_names:
+            setattr(self, tensor_name, state["tensors"][tensor_name])
+        self.dim, self.fitted = int(state["dim"]), True
+        return self
+
+    def save(self, path: str | os.PathLike) -> None:
+        """`state_dict()` to `path`, written atomically (load it with `load_hasher`)."""
+        with atomic_path(path) as tmp:
+            torch.save(self.state_dict(), tmp)
+
     def _check(self, features: torch.Tensor) -> torch.Tensor:
         x = torch.as_tensor(features)
         if x.ndim != 2:
@@ -54,6 +90,17 @@ class ShallowHasher:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(bits={self.bits}, seed={self.seed})"
+
+
+def load_hasher(path: str | os.PathLike) -> ShallowHasher:
+    """The fitted hasher that `ShallowHasher.save` wrote to `path`, ready to encode."""
+    from pgh.hashing import HASHERS  # the registry imports this module
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    classes = {cls.__name__: cls for cls in HASHERS.values()}
+    if not isinstance(state, dict) or state.get("hasher") not in classes:
+        raise ValueError(f"{path} is not a saved shallow hasher (one of {', '.join(classes)})")
+    return classes[state["hasher"]](bits=state["bits"], seed=state["seed"]).load_state_dict(state)
 
 
 def pca(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -9,6 +9,8 @@ from pgh.hashing.base import ShallowHasher, pca
 
 
 class ITQ(ShallowHasher):
+    state_names = ("mean", "pcs", "rotation")
+
     def __init__(self, bits: int, iterations: int = 50, seed: int = 0) -> None:
         super().__init__(bits, seed)
         if iterations < 0:

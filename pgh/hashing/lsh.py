@@ -8,6 +8,8 @@ from pgh.hashing.base import ShallowHasher
 
 
 class LSH(ShallowHasher):
+    state_names = ("mean", "projection")
+
     def _fit(self, x: torch.Tensor, gen: torch.Generator) -> None:
         self.mean = x.mean(0)
         self.projection = torch.randn(x.shape[1], self.bits, generator=gen, dtype=torch.float64)

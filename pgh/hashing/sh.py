@@ -17,6 +17,8 @@ from pgh.hashing.base import ShallowHasher, pca
 
 
 class SH(ShallowHasher):
+    state_names = ("mean", "pcs", "mn", "modes", "omegas")
+
     def _fit(self, x: torch.Tensor, gen: torch.Generator) -> None:
         npca = min(self.bits, x.shape[1])
         self.mean, self.pcs, _ = pca(x, npca)

@@ -27,6 +27,7 @@ def _is_int(value) -> bool:
 
 class SpH(ShallowHasher):
     distance = "spherical"
+    state_names = ("pivots", "radii")
 
     def __init__(
         self,

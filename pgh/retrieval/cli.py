@@ -1,14 +1,15 @@
-"""`pgh-index`: code a collection of images with a finished deep run, index the codes, search them.
+"""`pgh-index`: code a collection of images with a finished run, index the codes, search them.
 
   pgh-index build RUN IMAGES --out INDEX_DIR                  # exact search (FAISS IndexBinaryFlat)
   pgh-index build RUN IMAGES --out INDEX_DIR --nlist 1024     # IVF, for collections too large to scan
   pgh-index search INDEX_DIR QUERY [QUERY ...] -k 10 [--out neighbours.csv]
 
-build: every image file under IMAGES (recursively; sorted paths), coded by RUN's model
-(checkpoints/last.ckpt, fed as in training) a chunk at a time, into INDEX_DIR: index.faissindex,
-paths.txt (each indexed file relative to IMAGES, in index order) and index.json (the run, the images
-folder, bits, count, IVF settings; written last). search: codes the query images (files or folders)
-with the index's run and prints each one's k nearest indexed images (rank, Hamming distance, path);
+build: every image file under IMAGES (recursively; sorted paths), coded by RUN's model (a deep
+run's checkpoints/last.ckpt, a shallow run's hasher.pt; fed as in training) a chunk at a time, into
+INDEX_DIR: index.faissindex, paths.txt (each indexed file relative to IMAGES, in index order) and
+index.json (the run, the images folder, bits, count, IVF settings; written last). search: codes the
+query images (files or folders) with the index's run and prints each one's k nearest indexed images
+(rank, Hamming distance, path);
 --out writes the same rows as CSV. Every file is written atomically.
 """
 
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     b = commands.add_parser("build", help="code every image under a folder with a run and index the codes")
-    b.add_argument("run", help="a finished deep pgh-train run directory (PGH, DH, DeepBit, BGAN)")
+    b.add_argument("run", help="a finished pgh-train run directory (PGH, DH, DeepBit, BGAN, LSH, ITQ, SH, SpH)")
     b.add_argument("images", help="a folder of image files (searched recursively)")
     b.add_argument("--out", required=True, help="the index directory to write")
     b.add_argument("--nlist", type=int, help="IVF centroids (none: exact search, on the GPU with faiss-gpu)")

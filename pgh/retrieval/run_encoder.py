@@ -1,10 +1,12 @@
-"""Code new images as a finished deep run does: its final checkpoint, loaded with the run's method
-class, fed the way training fed it (images read at the dataset's shape, or the run's features of
-them for methods that read features). `pgh-index` codes image collections with it."""
+"""Code new images as a finished run does: a deep run's final checkpoint, loaded with the run's
+method class, or a shallow run's fitted hasher (`hasher.pt`), fed the way training fed it (images
+read at the dataset's shape, or the run's features of them for methods that read features).
+`pgh-index` codes image collections with it."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -13,6 +15,9 @@ from omegaconf import OmegaConf
 
 from pgh.data.files import read_images
 from pgh.features.base import resolve_device
+from pgh.hashing import load_hasher
+
+log = logging.getLogger(__name__)
 
 
 class RunEncoder:
@@ -25,20 +30,34 @@ class RunEncoder:
             raise FileNotFoundError(f"{self.run} is not a finished pgh-train run (no config.yaml or metrics.json)")
         cfg = OmegaConf.load(config)
         info = json.loads(metrics.read_text())
-        if "module" not in cfg.method:
-            raise ValueError(
-                f"{self.run} is a run of the shallow hasher {info.get('method', '?')}, which keeps no model to code "
-                "new images (its codes of the protocol's images are in database_codes.npy); pgh-index needs a "
-                "deep run (PGH, DH, DeepBit, BGAN)"
-            )
-        checkpoint = self.run / "checkpoints" / "last.ckpt"
-        if not checkpoint.exists():
-            raise FileNotFoundError(f"{checkpoint} is missing: the run did not finish (or its checkpoints were moved)")
         self.device = resolve_device(device)
-        model_class = get_class(cfg.method.module._target_)
-        self.model = model_class.load_from_checkpoint(checkpoint, map_location=self.device, weights_only=False).eval()
-        self.bits = int(self.model.hparams.bits)
-        self.features = instantiate(cfg.features) if self.model.input_kind == "features" else None
+        if "module" in cfg.method:
+            checkpoint = self.run / "checkpoints" / "last.ckpt"
+            if not checkpoint.exists():
+                raise FileNotFoundError(
+                    f"{checkpoint} is missing: the run did not finish (or its checkpoints were moved)"
+                )
+            model_class = get_class(cfg.method.module._target_)
+            self.model = model_class.load_from_checkpoint(checkpoint, map_location=self.device, weights_only=False)
+            self.model.eval()
+            self.bits, self.code = int(self.model.hparams.bits), self.model.encode_inputs
+            reads_features = self.model.input_kind == "features"
+        else:
+            hasher_file = self.run / "hasher.pt"
+            if not hasher_file.exists():
+                raise FileNotFoundError(
+                    f"{hasher_file} is missing: the shallow run predates saved hashers; rerun its command "
+                    f"with hydra.run.dir={self.run} (fitting takes seconds to minutes) to write it"
+                )
+            self.hasher = load_hasher(hasher_file)
+            if self.hasher.distance != "hamming":
+                log.warning(
+                    "%s ranks its codes by %s distance; pgh-index ranks by Hamming distance",
+                    type(self.hasher).__name__,
+                    self.hasher.distance,
+                )
+            self.bits, self.code, reads_features = self.hasher.bits, self.hasher.encode, True
+        self.features = instantiate(cfg.features) if reads_features else None
         if "image_shape" in info:
             self.channels, height, width = info["image_shape"]
             if height != width:
@@ -58,4 +77,4 @@ class RunEncoder:
     def __call__(self, paths: list[str | Path]) -> torch.Tensor:
         images = read_images(paths, self.channels, self.size)
         inputs = images if self.features is None else self.features(images)
-        return self.model.encode_inputs(inputs)
+        return self.code(inputs)
