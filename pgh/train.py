@@ -167,15 +167,16 @@ def train_deep(
     return query, database, {"train_seconds": train_seconds, "encode_seconds": t2 - t1, **run_info}
 
 
-def closing_line(m: dict[str, Any]) -> str:
-    """One line with the headline numbers; K and r are the run's eval.map_k, precision_k and radius."""
+def closing_line(m: dict[str, Any], out: Path) -> str:
+    """One line with the headline numbers and where the run wrote its results; K and r are the run's
+    eval.map_k, precision_k and radius."""
     map_k, precision_k, radius = (metric_key(m, p) for p in ("map_at_", "precision_at_", "precision_radius_"))
     return (
         f"pgh | {m['dataset']} | {m['method']}+{m['features']} | {m['bits']} bits | "
         f"mAP@all {100 * m['map_all']:.2f} | mAP@{map_k.removeprefix('map_at_')} {100 * m[map_k]:.2f} | "
         f"P@{precision_k.removeprefix('precision_at_')} {100 * m[precision_k]:.2f} | "
         f"P@r{radius.removeprefix('precision_radius_')} {100 * m[radius]:.2f} | "
-        f"train {m['train_seconds']:.1f}s"
+        f"train {m['train_seconds']:.1f}s | {out}"
     )
 
 
@@ -339,7 +340,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # per-class mAP@all as one chart group (W&B section / TensorBoard folder `per_class`), not in metrics.json
     per_class = {f"per_class/map_all/{dataset.class_name(int(row[0]))}": float(row[2]) for row in result.per_class}
     finish(loggers, {**metrics, **per_class})
-    print_and_log_to_files(log, closing_line(metrics))
+    print_and_log_to_files(log, closing_line(metrics, out))
     return metrics
 
 

@@ -475,6 +475,7 @@ def test_other_eval_settings_name_their_k_everywhere(make_cfg, capsys):
     assert "map_at_1000" not in metrics
     closing = capsys.readouterr().out.strip().splitlines()[-1]
     assert f"mAP@50 {100 * metrics['map_at_50']:.2f} | P@20 " in closing and " | P@r3 " in closing
+    assert closing.endswith(f"s | {cfg.paths.output_dir}")  # where the results are
     rows = read_rows(Path(cfg.paths.output_dir) / "rounds.csv")
     assert list(rows[0]) == ["round", "bit_change", "map_all", "map_at_50"]
     assert float(rows[1]["map_at_50"]) == pytest.approx(metrics["map_at_50"], abs=1e-6)
