@@ -18,6 +18,11 @@ initial codes get, next to PGH? Each prints mAP@all (and mAP@1000) on the protoc
   python benchmarks/diag_pgh_ceilings.py rehash --run logs/bench/pgh/fashion_mnist_gist_32_anchor8
       a finished PGH run: its H's codes next to ITQ fitted, on the same training images, on H's hidden
       layer and on D's (unconditional) features.
+  python benchmarks/diag_pgh_ceilings.py neighbors --dataset fashion_mnist --train-size 10000 --features gist
+  python benchmarks/diag_pgh_ceilings.py neighbors --run logs/bench/pgh/fashion_mnist_gist_32_vote50_anchor
+      how often a training image's k nearest training images (Euclidean, k = 1, 10, 20, 50) share its
+      label: in --features, or, with --run, in the hidden layer of that PGH run's H. What the vote and
+      the triplet can build on, and whether H learnt neighbourhoods purer than its initial features.
 
 Labels are used only to score, never to train. Prints; writes nothing.
 """
@@ -56,26 +61,27 @@ def nt_xent(h_a: torch.Tensor, h_b: torch.Tensor, temperature: float) -> torch.T
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["smooth", "exact", "embed", "contrastive", "rehash"])
+    parser.add_argument("mode", choices=["smooth", "exact", "embed", "contrastive", "rehash", "neighbors"])
     add_protocol_arguments(parser, dataset="fashion_mnist")
     parser.add_argument("--k", type=int, default=20, help="smooth: neighbours voting on a training code; embed: graph")
     parser.add_argument("--dims", type=int, default=32, help="embed: dimensions of the Laplacian eigenmap")
     parser.add_argument("--iterations", type=int, default=10, help="smooth: rounds of voting")
     parser.add_argument("--epochs", type=int, default=40, help="contrastive: epochs")
     parser.add_argument("--temperature", type=float, default=1.0, help="contrastive: NT-Xent temperature")
-    parser.add_argument("--run", help="rehash: a finished PGH run directory")
+    parser.add_argument("--run", help="rehash, neighbors: a finished PGH run directory")
     args = parser.parse_args()
     if args.mode == "rehash" and not args.run:
         parser.error("rehash needs --run RUN_DIR (a finished PGH run)")
     torch.manual_seed(0)
 
-    if args.mode == "rehash":
+    if args.run is not None and args.mode in ("rehash", "neighbors"):
         run = Path(args.run)
         checkpoints = sorted((run / "checkpoints").glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
         if not checkpoints or not (run / "split.npz").exists():
             raise SystemExit(f"{run} is not a PGH run directory (no checkpoints/last*.ckpt or split.npz)")
         cfg = OmegaConf.load(run / "config.yaml")
         dataset, split = instantiate(cfg.dataset), Split.load(run / "split.npz")
+        model = PGH.load_from_checkpoint(checkpoints[-1], map_location="cpu", weights_only=False).eval()
     else:
         cfg, dataset, split = compose_protocol(args)
     labels = dataset.labels
@@ -146,25 +152,47 @@ def main() -> None:
                 what = f"epoch {epoch} (loss {loss.item():.3f})"
                 score(what, h.encode(images["query"]), h.encode(images["database"]))
 
-    else:
-        model = PGH.load_from_checkpoint(checkpoints[-1], map_location="cpu", weights_only=False).eval()
-
-        @torch.no_grad()
-        def layers(part: str) -> tuple[torch.Tensor, torch.Tensor]:
-            """(H's hidden layer, D's features) of the split's `part`, in eval mode."""
-            hidden, critic = [], []
-            for chunk in dataset.images[getattr(split, part)].split(1000):
-                x = model.prepare(chunk)
-                hidden.append(model.H.head[:-1](model.H.convs(x)))  # up to H's last linear layer
-                critic.append(model.D.features(x))
-            return torch.cat(hidden), torch.cat(critic)
-
-        parts = {s: layers(s) for s in ("train", "query", "database")}
+    elif args.mode == "rehash":
+        parts = {s: pgh_layers(model, dataset.images[getattr(split, s)]) for s in ("train", "query", "database")}
         score("sign of H (PGH's codes)", model.encode_inputs(dataset.images[split.query]),
               model.encode_inputs(dataset.images[split.database]))  # fmt: skip
         for which, name in enumerate(("H's hidden layer", "D's features")):
             itq = HASHERS["itq"](bits=model.hparams.bits, seed=0).fit(parts["train"][which])
             score(f"ITQ on {name}", *(itq.encode(parts[s][which]) for s in ("query", "database")))
+
+    else:  # neighbors
+        if args.run is not None:
+            space, train = f"the hidden layer of {args.run}'s H", pgh_layers(model, dataset.images[split.train])[0]
+        else:
+            space, train = args.features, protocol_features(cfg, dataset).float()[split.train]
+        agreement = label_agreement(train, labels[split.train], NEIGHBOR_COUNTS)
+        shown = ", ".join(f"k = {k}: {100 * a:.2f}" for k, a in agreement.items())
+        print(f"nearest training images sharing the label in {space} (%): {shown}")
+
+
+NEIGHBOR_COUNTS = (1, 10, 20, 50)
+
+
+@torch.no_grad()
+def pgh_layers(model: PGH, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H's hidden layer, D's features) of `images`, in eval mode."""
+    hidden, critic = [], []
+    for chunk in images.split(1000):
+        x = model.prepare(chunk)
+        hidden.append(model.H.head[:-1](model.H.convs(x)))  # up to H's last linear layer
+        critic.append(model.D.features(x))
+    return torch.cat(hidden), torch.cat(critic)
+
+
+def label_agreement(points: torch.Tensor, labels: torch.Tensor, counts: tuple[int, ...]) -> dict[int, float]:
+    """k -> the fraction of each point's k nearest other points (Euclidean) that share its label."""
+    k_max = min(max(counts), points.shape[0] - 1)
+    neighbors = nearest_neighbors(points, points, k_max + 1)
+    # drop each point itself (first, unless an exact duplicate came first), keeping the order
+    others = (neighbors != torch.arange(points.shape[0])[:, None]).float()
+    neighbors = neighbors.gather(1, others.argsort(dim=1, descending=True, stable=True)[:, :k_max])
+    same = (labels[neighbors] == labels[:, None]).float()
+    return {k: float(same[:, :k].mean()) for k in counts if k <= k_max}
 
 
 if __name__ == "__main__":
