@@ -59,5 +59,5 @@ clean: ## remove run outputs and caches (not .venv)
 bench-pgh: $(VENV)/.installed ## PGH on mnist5k and fashion_mnist with per-round mAP -> benchmarks/pgh.md + README
 	$(PY) benchmarks/bench_pgh.py $(ARGS)
 
-bench-deep: $(VENV)/.installed ## DH, DeepBit, BGAN on mnist5k x 16/32/64 bits -> benchmarks/deep.md + README
+bench-deep: $(VENV)/.installed ## DH, DeepBit, BGAN on mnist5k and fashion_mnist x 16/32/64 bits -> benchmarks/deep.md + README
 	$(PY) benchmarks/bench_deep.py $(ARGS)
