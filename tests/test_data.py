@@ -188,3 +188,24 @@ def test_find_and_read_image_files(tmp_path):
         find_images(tmp_path / "missing")
     with pytest.raises(ValueError, match="channels must be 1"):
         read_images(found, channels=2, size=8)
+
+
+def test_worker_processes_read_the_same_images_in_order_and_name_every_unreadable_file(tmp_path):
+    from pgh.data.files import iter_image_batches, read_images
+
+    paths = []
+    for i in range(40):
+        paths.append(tmp_path / f"{i:02d}.png")
+        Image.fromarray(np.full((6, 6), i * 5, np.uint8)).save(paths[-1])
+    in_turn = read_images(paths, channels=1, size=4)
+    assert torch.equal(read_images(paths, channels=1, size=4, workers=2), in_turn)
+    batches = list(iter_image_batches(paths, channels=1, size=4, batch_size=7, workers=2))
+    assert [len(b) for b in batches] == [7] * 5 + [5] and torch.equal(torch.cat(batches), in_turn)
+    assert [int(b[0, 0, 0, 0]) for b in batches] == [0, 35, 70, 105, 140, 175]  # in the order given
+
+    for i in (3, 30):
+        paths[i].write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"2 unreadable image\(s\):\n  .*03.png \(.*\)\n  .*30.png \("):
+        list(iter_image_batches(paths, channels=1, size=4, batch_size=7, workers=2))
+    with pytest.raises(ValueError, match="workers must be >= 0"):
+        read_images(paths, channels=1, size=4, workers=-1)

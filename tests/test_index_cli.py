@@ -69,7 +69,8 @@ def test_index_holds_the_runs_codes_and_search_finds_the_images(method, make_cfg
     run = trained_run(make_cfg, tmp_path, method, {"pgh": TINY_PGH, "dh": TINY_DH, **SHALLOW}[method])
     positions = write_database_images(run, tmp_path / "images")
 
-    main(["build", str(run), str(tmp_path / "images"), "--out", str(tmp_path / "index"), "--device", "cpu"])
+    build = ["build", str(run), str(tmp_path / "images"), "--out", str(tmp_path / "index"), "--device", "cpu"]
+    main([*build, "--chunk", "64", "--workers", "2"])  # 5 chunks, read ahead by 2 processes
     info = json.loads((tmp_path / "index" / "index.json").read_text())
     assert (info["count"], info["bits"], info["nlist"]) == (N_IMAGES, 16, None)
     paths = (tmp_path / "index" / "paths.txt").read_text().splitlines()

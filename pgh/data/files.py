@@ -4,11 +4,12 @@ unlabelled collection) read images through here."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -25,25 +26,62 @@ def find_images(root: str | Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def read_images(paths: Sequence[str | Path], channels: int, size: int) -> torch.Tensor:
+def read_images(paths: Sequence[str | Path], channels: int, size: int, workers: int = 0) -> torch.Tensor:
     """uint8 [n, channels, size, size]: each file converted to grayscale (channels 1) or RGB (3) and
-    resized bilinearly. Raises ValueError listing every unreadable file."""
-    from PIL import Image, UnidentifiedImageError
+    resized bilinearly, in the order given; `workers` > 0 reads in that many processes. Raises
+    ValueError listing every unreadable file."""
+    batches = list(iter_image_batches(paths, channels, size, batch_size=max(len(paths), 1), workers=workers))
+    return batches[0] if batches else torch.zeros(0, channels, size, size, dtype=torch.uint8)
 
+
+def iter_image_batches(
+    paths: Sequence[str | Path], channels: int, size: int, batch_size: int, workers: int = 0
+) -> Iterator[torch.Tensor]:
+    """uint8 batches [<= batch_size, channels, size, size] of the files, in order, read as `read_images`
+    reads them; with `workers` > 0, worker processes (a torch DataLoader) read the next batches while
+    the caller works on this one. After the last batch, raises ValueError listing every unreadable
+    file (they are left out of the batches)."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
-    images, bad = [], []
-    for path in paths:
-        try:
-            with Image.open(path) as im:
-                im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
-                array = np.asarray(im, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            bad.append(f"{path} ({type(e).__name__})")
-            continue
-        images.append(array[None] if channels == 1 else array.transpose(2, 0, 1))
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    files = ImageFiles(paths, channels, size)
+    loader = DataLoader(files, batch_size=batch_size, num_workers=workers, collate_fn=_stack_readable)
+    bad: list[str] = []
+    for images, errors in loader:
+        bad += errors
+        if len(images):
+            yield images
     if bad:
         raise ValueError(f"{len(bad)} unreadable image(s):\n  " + "\n  ".join(bad))
-    if not images:
-        return torch.zeros(0, channels, size, size, dtype=torch.uint8)
-    return torch.from_numpy(np.stack(images))
+
+
+class ImageFiles(Dataset):
+    """files[i] -> (uint8 [channels, size, size], "") or, for a file that cannot be read, (None, "<path> (<error>)")."""
+
+    def __init__(self, paths: Sequence[str | Path], channels: int, size: int) -> None:
+        self.paths, self.channels, self.size = list(paths), channels, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray | None, str]:
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.paths[i]
+        try:
+            with Image.open(path) as im:
+                im = im.convert("L" if self.channels == 1 else "RGB").resize((self.size, self.size), Image.BILINEAR)
+                array = np.asarray(im, dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            return None, f"{path} ({type(e).__name__})"
+        return (array[None] if self.channels == 1 else array.transpose(2, 0, 1)), ""
+
+
+def _stack_readable(items: list[tuple[np.ndarray | None, str]]) -> tuple[torch.Tensor, list[str]]:
+    """A batch of the readable images, and the errors of the others."""
+    arrays = [array for array, _ in items if array is not None]
+    errors = [error for _, error in items if error]
+    if not arrays:
+        return torch.zeros(0, dtype=torch.uint8), errors
+    return torch.from_numpy(np.stack(arrays)), errors

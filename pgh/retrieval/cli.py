@@ -19,28 +19,36 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from pgh.data.files import find_images
+from pgh.data.files import find_images, iter_image_batches
 from pgh.io import write_json, write_text
 from pgh.retrieval.codes import pack_codes
 from pgh.retrieval.index import BinaryIndex
 from pgh.retrieval.run_encoder import RunEncoder
 
 IVF_TRAIN_SAMPLE = 100_000
+PROGRESS_SECONDS = 10
+# the CPUs this process may run on (a SLURM job's share, not the node's), at most 8
+DEFAULT_WORKERS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def encode_files(encoder: RunEncoder, paths: list[Path], chunk: int, verbose: bool = True) -> np.ndarray:
-    """Packed codes uint8 [n, bits/8] of the image files, `chunk` files read and coded at a time."""
-    packed = []
-    for start in range(0, len(paths), chunk):
-        packed.append(pack_codes(encoder(paths[start : start + chunk])))
-        if verbose:
-            print(f"coded {min(start + chunk, len(paths)):,} / {len(paths):,} images", file=sys.stderr, flush=True)
+def encode_files(encoder: RunEncoder, paths: list[Path], chunk: int, workers: int, verbose: bool = True) -> np.ndarray:
+    """Packed codes uint8 [n, bits/8] of the image files, `chunk` files read and coded at a time;
+    `workers` processes read the next chunks while this one is coded. Progress goes to stderr."""
+    packed, done, last_report = [], 0, time.perf_counter()
+    workers = workers if len(paths) > chunk else 0  # one chunk: nothing to read ahead
+    for images in iter_image_batches(paths, encoder.channels, encoder.size, chunk, workers):
+        packed.append(pack_codes(encoder.code_images(images)))
+        done += len(images)
+        if verbose and (time.perf_counter() - last_report > PROGRESS_SECONDS or done == len(paths)):
+            print(f"coded {done:,} / {len(paths):,} images", file=sys.stderr, flush=True)
+            last_report = time.perf_counter()
     return np.concatenate(packed) if packed else np.zeros((0, encoder.bits // 8), np.uint8)
 
 
@@ -51,7 +59,7 @@ def build(args: argparse.Namespace) -> None:
         raise ValueError(f"no image files under {images_root}")
     encoder = RunEncoder(args.run, device=args.device)
     t0 = time.perf_counter()
-    codes = encode_files(encoder, paths, args.chunk)
+    codes = encode_files(encoder, paths, args.chunk, args.workers)
     coded = time.perf_counter() - t0
     index = BinaryIndex(encoder.bits, nlist=args.nlist, nprobe=args.nprobe)
     if args.nlist:
@@ -95,7 +103,7 @@ def search(args: argparse.Namespace) -> None:
     if not queries:
         raise ValueError(f"no image files in {' '.join(args.queries)}")
     encoder = RunEncoder(info["run"], device=args.device)
-    distances, ids = index.search(encode_files(encoder, queries, args.chunk, verbose=False), args.k)
+    distances, ids = index.search(encode_files(encoder, queries, args.chunk, args.workers, verbose=False), args.k)
     rows = [
         [str(query), rank, int(d), indexed[i]]
         for query, row_d, row_i in zip(queries, distances, ids)
@@ -128,10 +136,18 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--out", help="also write the neighbours as CSV to this file")
     for p in (b, s):
         p.add_argument("--device", default="auto", help="where the run's model codes images: auto, cpu, cuda")
-        p.add_argument("--chunk", type=int, default=4096, help="images read and coded at a time (default 4096)")
+        p.add_argument("--chunk", type=int, default=512, help="images read and coded at a time (default 512)")
+        p.add_argument(
+            "--workers",
+            type=int,
+            default=DEFAULT_WORKERS,
+            help=f"processes reading image files ahead of the coding (default {DEFAULT_WORKERS}; 0: read in turn)",
+        )
     args = parser.parse_args(argv)
     if args.chunk < 1:
         parser.error(f"--chunk must be >= 1, got {args.chunk}")
+    if args.workers < 0:
+        parser.error(f"--workers must be >= 0, got {args.workers}")
     if args.command == "build" and args.nprobe is not None and args.nlist is None:
         parser.error("--nprobe is for an IVF index: give --nlist too")
     try:

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 class RunEncoder:
-    """encoder(paths) -> bool codes [n, bits] of those image files, by the model of run directory `run`."""
+    """encoder(paths) -> bool codes [n, bits] of those image files, by the model of run directory `run`;
+    `code_images` codes images already read (at `channels` x `size` x `size`)."""
 
     def __init__(self, run: str | Path, device: str = "auto") -> None:
         self.run = Path(run)
@@ -75,6 +76,8 @@ class RunEncoder:
             )
 
     def __call__(self, paths: list[str | Path]) -> torch.Tensor:
-        images = read_images(paths, self.channels, self.size)
-        inputs = images if self.features is None else self.features(images)
-        return self.code(inputs)
+        return self.code_images(read_images(paths, self.channels, self.size))
+
+    def code_images(self, images: torch.Tensor) -> torch.Tensor:
+        """bool codes [n, bits] of uint8 images [n, channels, size, size] (`channels`, `size`: the run's)."""
+        return self.code(images if self.features is None else self.features(images))
