@@ -197,9 +197,32 @@ def test_a_requeued_run_resumes_its_own_checkpoint_else_starts_as_configured(mak
     assert (RecordTrainStart.seen[-1]["round"], RecordTrainStart.seen[-1]["global_step"]) == (2, 48)
 
 
+@pytest.mark.parametrize("threshold", [1.0, 0.0])
+def test_a_warm_up_that_ends_before_h_carries_the_codes_is_named(make_cfg, caplog, threshold):
+    """codes/agreement (the share of real images' bits H gives as their condition) is logged every
+    epoch; below distill_min_agreement at the warm-up's end, a warning names the fix."""
+    import logging
+
+    cfg = make_cfg(*SMALL, "method.rounds=1", f"method.module.distill_min_agreement={threshold}")
+    with caplog.at_level(logging.WARNING, logger="pgh.methods.pgh"):
+        train(cfg)
+    logged = read_rows(Path(cfg.paths.output_dir) / "csv" / "metrics.csv")
+    by_epoch = [float(r["codes/agreement_epoch"]) for r in logged if r.get("codes/agreement_epoch")]
+    assert len(by_epoch) == 2 and all(0 < a < 1 for a in by_epoch)
+    warnings = [r.getMessage() for r in caplog.records if "distillation warm-up ends" in r.getMessage()]
+    if threshold == 0.0:
+        assert warnings == []
+    else:  # epoch 0 is the whole warm-up: 4 steps of 32 images
+        (warning,) = warnings
+        assert f"(epoch 0) with H giving only {100 * by_epoch[0]:.1f}% of the training images' bits" in warning
+        assert "Raise method.module.distill_epochs (4 steps so far)" in warning
+
+
 def test_bad_pgh_settings(make_cfg):
     with pytest.raises(ValueError, match="init_hash"):
         train(make_cfg(*SMALL, "method.init_hash=pca"))
+    with pytest.raises(Exception, match=r"distill_min_agreement must be in \[0, 1\], got 80"):
+        train(make_cfg(*SMALL, "method.module.distill_min_agreement=80"))
     with pytest.raises(Exception, match="negative"):
         train(make_cfg(*SMALL, "method.module.negative=nearest"))
 

@@ -23,6 +23,8 @@ those codes the GAN's condition (`codes`, one row per training image, saved in c
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from pgh.methods.base import DeepHasher, to_network_input
@@ -40,6 +42,7 @@ from pgh.nets.augment import random_affine, random_contrast
 from pgh.retrieval.codes import check_bits
 
 QUANTIZATION_TARGETS = ("own", "condition")
+log = logging.getLogger(__name__)
 
 
 class PGH(DeepHasher):
@@ -60,6 +63,7 @@ class PGH(DeepHasher):
         quantization_target: str = "own",
         gan_warmup_epochs: int = 0,
         distill_epochs: int = 10,
+        distill_min_agreement: float = 0.8,
         augment_shift: float = 2.0,
         augment_degrees: float = 10.0,
         augment_scale: float = 0.0,
@@ -86,6 +90,8 @@ class PGH(DeepHasher):
         for name, value in (("augment_scale", augment_scale), ("augment_contrast", augment_contrast)):
             if not 0 <= value < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
+        if not 0 <= distill_min_agreement <= 1:
+            raise ValueError(f"distill_min_agreement must be in [0, 1], got {distill_min_agreement}")
         if quantization_target not in QUANTIZATION_TARGETS:
             raise ValueError(f"quantization_target={quantization_target!r} is not one of {QUANTIZATION_TARGETS}")
         if negative not in NEGATIVE_MODES:
@@ -101,6 +107,7 @@ class PGH(DeepHasher):
         self.register_buffer("codes", torch.zeros(num_train, bits))  # conditioning codes b_i, in {0, 1}
         self.register_buffer("initial_codes", torch.zeros(num_train, bits))  # round-0 codes (the anchor)
         self.register_buffer("current_round", torch.zeros((), dtype=torch.long))
+        self.epoch_agreement: list[torch.Tensor] = []  # this epoch's codes/agreement, batch by batch
 
     # ------------------------------------------------------------------------------ state
 
@@ -209,4 +216,32 @@ class PGH(DeepHasher):
 
         losses = {"loss/d": loss_d, "loss/g_adv": loss_adv, "loss/triplet": loss_triplet}
         self.log_losses({**losses, "loss/quantization": loss_quant}, n, prog_bar=True)
+        # the share of the real images' bits that H (on their jittered copies) gives as their condition
+        agreement = ((h_real.detach() >= 0.5) == b.bool()).float().mean()
+        self.epoch_agreement.append(agreement)
+        self.log_losses({"codes/agreement": agreement}, n)
         self.log("round", self.current_round.float(), on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
+
+    def on_train_epoch_start(self) -> None:
+        self.epoch_agreement = []
+
+    def on_train_epoch_end(self) -> None:
+        """Warn when the distillation warm-up ends before H has learnt the conditioning codes: the
+        own-binarisation target would then take over codes H does not carry, and a round's refresh
+        scrambles the initial neighbourhoods (short runs collapse this way, far below round 0)."""
+        hp = self.hparams
+        switching = hp.quantization_target == "own" and self.current_epoch == hp.distill_epochs - 1
+        if not switching or not self.epoch_agreement or not self.trainer.is_global_zero:
+            return
+        agreement = float(torch.stack(self.epoch_agreement).mean())
+        if agreement < hp.distill_min_agreement:
+            log.warning(
+                "the distillation warm-up ends (epoch %d) with H giving only %.1f%% of the training images' "
+                "bits as their conditioning codes (distill_min_agreement: %.0f%%); the rounds will start from "
+                "codes H does not carry. Raise method.module.distill_epochs (%d steps so far) or train on more "
+                "images",
+                self.current_epoch,
+                100 * agreement,
+                100 * hp.distill_min_agreement,
+                self.trainer.num_training_batches * hp.distill_epochs,
+            )
