@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu test test-all train data bench-eval bench-gpu bench-baselines bench-pgh bench-deep sweep-baselines report lint clean
+.PHONY: help install install-gpu test test-all train data bench-eval bench-index bench-gpu bench-baselines bench-pgh bench-deep sweep-baselines report lint clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ data: ## install the offline Fashion-MNIST (Debian package dataset-fashion-mnist
 
 bench-eval: $(VENV)/.installed ## time exact mAP@all and FAISS top-100 (exact and IVF) over 1M codes -> benchmarks/eval.md
 	$(PY) benchmarks/bench_eval.py
+
+bench-index: $(VENV)/.installed ## time pgh-index's reading and coding of 20,000 PNGs and 3,000 JPEGs, by worker and thread count -> benchmarks/index.md
+	$(PY) benchmarks/bench_index.py $(ARGS)
 
 bench-gpu: $(VENV)/.installed ## on a CUDA machine: PGH throughput (32-true, bf16), make train's job on the GPU, DDP, FAISS CPU vs GPU -> benchmarks/gpu.md
 	$(PY) benchmarks/bench_gpu.py $(ARGS)
