@@ -30,7 +30,7 @@ from pgh.hashing import HASHERS, ShallowHasher
 from pgh.io import save_npy, write_json, write_text
 from pgh.logging_utils import finish, instantiate_loggers, log_figure, print_and_log_to_files
 from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, save_figure
-from pgh.retrieval import check_bits, evaluate_packed, pack_codes
+from pgh.retrieval import check_bits, code_statistics, evaluate_packed, pack_codes
 from pgh.retrieval.metrics import metric_key
 
 log = logging.getLogger(__name__)
@@ -306,6 +306,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         **result.metrics,
         **extra,
+        # how the database codes use their bits: a collapse shows as few distinct codes, correlated bits
+        **{f"db_{k}": v for k, v in code_statistics(db_codes, bits).items()},
         **run_info,
         "feature_seconds": feature_seconds,
         "eval_seconds": eval_seconds,

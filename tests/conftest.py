@@ -38,6 +38,10 @@ METRIC_KEYS = frozenset(
         "num_database",
         "num_train",
         "seed",
+        "db_distinct_codes",
+        "db_constant_bits",
+        "db_bit_imbalance",
+        "db_bit_correlation",
     }
 )
 

@@ -256,3 +256,25 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE((tmp_path / "result.txt").stat().st_mode) == 0o666 & ~mask
+
+
+def test_code_statistics_against_numpy():
+    from pgh.retrieval import code_statistics
+
+    rng = np.random.default_rng(3)
+    codes = rng.random((70_000, 16)) < np.linspace(0.1, 0.9, 16)  # more rows than one 2**16 chunk
+    codes[:, 3] = codes[:, 2]  # a repeated bit
+    codes[:, 5] = ~codes[:, 4]  # a mirrored bit
+    codes[:, 7] = True  # a constant bit
+    stats = code_statistics(pack_codes(codes), 16)
+    varying = [b for b in range(16) if b != 7]
+    r = np.corrcoef(codes[:, varying].astype(float), rowvar=False)
+    assert stats["bit_correlation"] == pytest.approx(np.abs(r[np.triu_indices(15, k=1)]).mean(), rel=1e-9)
+    assert stats["bit_imbalance"] == pytest.approx(np.abs(codes.mean(0) - 0.5).mean(), rel=1e-12)
+    assert stats["constant_bits"] == 1
+    assert stats["distinct_codes"] == len({row.tobytes() for row in codes})
+
+    collapsed = code_statistics(pack_codes(np.ones((10, 8), bool)), 8)
+    assert collapsed == {"distinct_codes": 1, "constant_bits": 8, "bit_imbalance": 0.5, "bit_correlation": None}
+    with pytest.raises(ValueError, match=r"expected packed codes \[n >= 1, 2\]"):
+        code_statistics(pack_codes(codes[:, :8]), 16)

@@ -1,4 +1,5 @@
-"""Binary codes: bool [n, bits] <-> packed uint8 [n, bits/8] (FAISS's binary layout)."""
+"""Binary codes: bool [n, bits] <-> packed uint8 [n, bits/8] (FAISS's binary layout), and the
+statistics hashing papers report on a set of codes (distinct codes, bit balance, bit correlation)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,39 @@ def pack_codes(codes: torch.Tensor | np.ndarray) -> np.ndarray:
 def unpack_codes(packed: np.ndarray, bits: int | None = None) -> np.ndarray:
     packed = np.asarray(packed, dtype=np.uint8)
     return np.unpackbits(packed, axis=1, count=bits, bitorder="little").astype(np.bool_)
+
+
+def code_statistics(packed: np.ndarray, bits: int) -> dict[str, float | int | None]:
+    """How well a set of packed codes [n, bits/8] uses its bits:
+
+    - `distinct_codes`: different codes among the n (1: every item got the same code, a collapse);
+    - `constant_bits`: bits that are the same in every code (they separate nothing);
+    - `bit_imbalance`: mean over bits of |share of ones - 1/2| (0: every bit splits the items in
+      half, the balance that hashing objectives ask for; 1/2: constant bits);
+    - `bit_correlation`: mean |Pearson correlation| over pairs of non-constant bits (0: independent
+      bits; 1: bits that repeat or mirror each other). None with fewer than two non-constant bits.
+    """
+    packed = np.ascontiguousarray(packed, dtype=np.uint8)
+    if packed.ndim != 2 or packed.shape[1] * 8 != check_bits(bits) or len(packed) == 0:
+        raise ValueError(f"expected packed codes [n >= 1, {bits // 8}] (uint8), got shape {packed.shape}")
+    n = len(packed)
+    # co-occurrence counts of ones, bit by bit pair, a chunk of codes at a time (float32 products of
+    # 0/1 over 2**16 rows are exact; the sums are kept in float64)
+    together = np.zeros((bits, bits))
+    for start in range(0, n, 1 << 16):
+        chunk = unpack_codes(packed[start : start + (1 << 16)], bits).astype(np.float32)
+        together += chunk.T @ chunk
+    ones = np.diag(together) / n
+    varying = (ones > 0) & (ones < 1)
+    correlation = None
+    if varying.sum() >= 2:
+        p = ones[varying]
+        covariance = together[np.ix_(varying, varying)] / n - np.outer(p, p)
+        r = covariance / np.sqrt(np.outer(p * (1 - p), p * (1 - p)))
+        correlation = float(np.abs(r[np.triu_indices_from(r, k=1)]).mean())
+    return {
+        "distinct_codes": int(len(np.unique(packed.view(f"V{packed.shape[1]}").ravel()))),
+        "constant_bits": int((~varying).sum()),
+        "bit_imbalance": float(np.abs(ones - 0.5).mean()),
+        "bit_correlation": correlation,
+    }
