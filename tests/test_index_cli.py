@@ -137,3 +137,13 @@ def test_bad_inputs_name_the_problem(make_cfg, tmp_path):
     with pytest.raises(SystemExit, match=r"1 unreadable image\(s\):\n  .*broken.png"):
         main(["build", deep, str(images), "--out", out, "--device", "cpu"])
     assert not Path(out).exists()  # nothing half-written
+
+
+def test_spherical_hashing_runs_are_indexed_with_a_warning_about_the_distance(make_cfg, tmp_path, caplog):
+    import logging
+
+    sph = trained_run(make_cfg, tmp_path, "sph", ["dataset=digits", "method=sph", "bits=16", "logger=none"])
+    with caplog.at_level(logging.WARNING, logger="pgh.retrieval.run_encoder"):
+        encoder = RunEncoder(sph, device="cpu")
+    assert "SpH ranks its codes by spherical distance; pgh-index ranks by Hamming distance" in caplog.text
+    assert encoder.bits == 16
