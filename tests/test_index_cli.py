@@ -147,3 +147,47 @@ def test_spherical_hashing_runs_are_indexed_with_a_warning_about_the_distance(ma
         encoder = RunEncoder(sph, device="cpu")
     assert "SpH ranks its codes by spherical distance; pgh-index ranks by Hamming distance" in caplog.text
     assert encoder.bits == 16
+
+
+@pytest.mark.parametrize("nlist", [None, 4])
+def test_update_codes_only_new_files_and_gives_the_index_a_fresh_build_gives(make_cfg, tmp_path, capsys, nlist):
+    import shutil
+
+    run = trained_run(make_cfg, tmp_path, "itq", SHALLOW["itq"])
+    images = tmp_path / "images"
+    write_database_images(run, images)  # 300 files in 0/, 1/, 2/
+    ivf = ["--nlist", str(nlist)] if nlist else []
+    main(["build", str(run), str(images), "--out", str(tmp_path / "index"), *ivf, "--device", "cpu"])
+    main(["update", str(tmp_path / "index"), "--device", "cpu"])
+    assert "is up to date (300 images)" in capsys.readouterr().out
+
+    for gone in sorted((images / "1").iterdir())[:10]:
+        gone.unlink()
+    shutil.copytree(images / "2", images / "15")  # 100 new files, sorted between 1/ and 2/
+    main(["update", str(tmp_path / "index"), "--device", "cpu", "--workers", "0"])
+    printed = capsys.readouterr()
+    assert "100 new, 10 gone | 390 images" in printed.out
+    assert "coded 100 / 100 images" in printed.err  # the new files alone are read and coded
+
+    main(["build", str(run), str(images), "--out", str(tmp_path / "fresh"), *ivf, "--device", "cpu"])
+    for name in ("paths.txt", "codes.npy"):
+        assert (tmp_path / "index" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
+    updated, fresh = (json.loads((tmp_path / d / "index.json").read_text()) for d in ("index", "fresh"))
+    assert {k: v for k, v in updated.items() if k != "coding_seconds"} == {
+        k: v for k, v in fresh.items() if k != "coding_seconds"
+    }
+    query = str(images / "15" / sorted(p.name for p in (images / "15").iterdir())[0])
+    assert search_rows(capsys, str(tmp_path / "index"), query, "-k", "3") == search_rows(
+        capsys, str(tmp_path / "fresh"), query, "-k", "3"
+    )
+
+
+def test_update_errors_name_the_fix(make_cfg, tmp_path):
+    run = trained_run(make_cfg, tmp_path, "itq", SHALLOW["itq"])
+    write_database_images(run, tmp_path / "images")
+    main(["build", str(run), str(tmp_path / "images"), "--out", str(tmp_path / "index"), "--device", "cpu"])
+    (tmp_path / "index" / "codes.npy").unlink()  # as an index built before codes.npy was written
+    with pytest.raises(SystemExit, match="predates codes.npy, which update needs: build it again"):
+        main(["update", str(tmp_path / "index")])
+    with pytest.raises(SystemExit, match="holds no finished index"):
+        main(["update", str(tmp_path / "nowhere")])

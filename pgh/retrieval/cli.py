@@ -2,16 +2,17 @@
 
   pgh-index build RUN IMAGES --out INDEX_DIR                  # exact search (FAISS IndexBinaryFlat)
   pgh-index build RUN IMAGES --out INDEX_DIR --nlist 1024     # IVF, for collections too large to scan
+  pgh-index update INDEX_DIR                                  # after files were added to / removed from IMAGES
   pgh-index search INDEX_DIR QUERY [QUERY ...] -k 10 [--out neighbours.csv]
 
 build: every image file under IMAGES (recursively; sorted paths), coded by RUN's model (a deep
 run's checkpoints/last.ckpt, a shallow run's hasher.pt; fed as in training) a chunk at a time, into
-INDEX_DIR: index.faissindex, paths.txt (each indexed file relative to IMAGES, in index order) and
-index.json (the run, the images folder, bits, count, IVF settings; written last). search: codes the
-query images (files or folders) with the index's run and prints each one's k nearest indexed images
-(rank, Hamming distance, path);
---out writes the same rows as CSV. Every file is written atomically.
-"""
+INDEX_DIR: index.faissindex, codes.npy (the packed codes), paths.txt (each indexed file relative to
+IMAGES, in index order) and index.json (the run, the images folder, bits, count, IVF settings;
+written last). update: re-scans IMAGES, codes only the files not indexed yet, drops the ones gone,
+and rewrites the index as build would. search: codes the query images (files or folders) with the
+index's run and prints each one's k nearest indexed images (rank, Hamming distance, path); --out
+writes the same rows as CSV. Every file is written atomically."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from pgh.data.files import find_images, iter_image_batches
-from pgh.io import write_json, write_text
+from pgh.io import save_npy, write_json, write_text
 from pgh.retrieval.codes import pack_codes
 from pgh.retrieval.index import BinaryIndex
 from pgh.retrieval.run_encoder import RunEncoder
@@ -61,35 +62,71 @@ def build(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     codes = encode_files(encoder, paths, args.chunk, args.workers)
     coded = time.perf_counter() - t0
-    index = BinaryIndex(encoder.bits, nlist=args.nlist, nprobe=args.nprobe)
-    if args.nlist:
+    relative = [p.relative_to(images_root).as_posix() if images_root.is_dir() else p.name for p in paths]
+    info = {"run": str(Path(args.run).resolve()), "images": str(images_root), "bits": encoder.bits}
+    index = write_index(Path(args.out), codes, relative, info, args.nlist, args.nprobe, coded)
+    kind = f"IVF, nlist {index.nlist}, nprobe {index.nprobe}" if index.nlist else "exact"
+    print(f"pgh-index | {len(paths):,} images | {encoder.bits} bits | {kind} | coded in {coded:.1f}s | {args.out}")
+
+
+def update(args: argparse.Namespace) -> None:
+    """Bring an index up to date with its folder: code the files added since, drop the ones gone."""
+    out = Path(args.index)
+    info = read_index_info(out)
+    if not (out / "codes.npy").exists():
+        raise FileNotFoundError(f"{out} predates codes.npy, which update needs: build it again with pgh-index build")
+    images_root = Path(info["images"])
+    if not images_root.is_dir():
+        raise FileNotFoundError(f"{images_root} is not a folder: update re-scans the folder {out} was built from")
+    indexed = (out / "paths.txt").read_text().splitlines()
+    old_codes = np.load(out / "codes.npy")
+    row = {path: i for i, path in enumerate(indexed)}
+    paths = find_images(images_root)
+    relative = [p.relative_to(images_root).as_posix() for p in paths]
+    new = [p for p, name in zip(paths, relative) if name not in row]
+    gone = len(set(row) - set(relative))
+    if not new and not gone:
+        print(f"pgh-index | {out} is up to date ({len(indexed):,} images)")
+        return
+    encoder = RunEncoder(info["run"], device=args.device)
+    t0 = time.perf_counter()
+    new_codes = iter(encode_files(encoder, new, args.chunk, args.workers))
+    coded = time.perf_counter() - t0
+    # in the folder's sorted order, as a build over it would give them
+    codes = np.stack([old_codes[row[name]] if name in row else next(new_codes) for name in relative])
+    write_index(out, codes, relative, info, info["nlist"], info["nprobe"], info.get("coding_seconds", 0) + coded)
+    print(f"pgh-index | {out} | {len(new):,} new, {gone:,} gone | {len(relative):,} images | coded in {coded:.1f}s")
+
+
+def write_index(
+    out: Path, codes: np.ndarray, relative: list[str], info: dict, nlist: int | None, nprobe: int | None, coded: float
+) -> BinaryIndex:
+    """index.faissindex, codes.npy (for update), paths.txt and, last, index.json (the finished mark)."""
+    if not relative:
+        raise ValueError("no image files left to index")
+    index = BinaryIndex(info["bits"], nlist=nlist, nprobe=nprobe)
+    if nlist:
         sample = np.random.default_rng(0).permutation(len(codes))[:IVF_TRAIN_SAMPLE]
         index.train(codes[np.sort(sample)])
     index.add(codes)
-    out = Path(args.out)
-    (out / "index.json").unlink(missing_ok=True)  # the finished mark: gone until all three files are new
+    (out / "index.json").unlink(missing_ok=True)  # gone until all the files are new
     index.save(out / "index.faissindex")
-    relative = [p.relative_to(images_root) if images_root.is_dir() else Path(p.name) for p in paths]
-    write_text(out / "paths.txt", "".join(f"{p.as_posix()}\n" for p in relative))
-    info = {
-        "run": str(Path(args.run).resolve()),
-        "images": str(images_root),
-        "bits": encoder.bits,
-        "count": len(paths),
-        "nlist": index.nlist,
-        "nprobe": index.nprobe,
-        "coding_seconds": coded,
-    }
+    save_npy(out / "codes.npy", codes)
+    write_text(out / "paths.txt", "".join(f"{name}\n" for name in relative))
+    info = {**info, "count": len(relative), "nlist": index.nlist, "nprobe": index.nprobe, "coding_seconds": coded}
     write_json(out / "index.json", info)
-    kind = f"IVF, nlist {index.nlist}, nprobe {index.nprobe}" if index.nlist else "exact"
-    print(f"pgh-index | {len(paths):,} images | {encoder.bits} bits | {kind} | coded in {coded:.1f}s | {out}")
+    return index
+
+
+def read_index_info(out: Path) -> dict:
+    if not (out / "index.json").exists():
+        raise FileNotFoundError(f"{out} holds no finished index (no index.json): build one with pgh-index build")
+    return json.loads((out / "index.json").read_text())
 
 
 def search(args: argparse.Namespace) -> None:
     out = Path(args.index)
-    if not (out / "index.json").exists():
-        raise FileNotFoundError(f"{out} holds no finished index (no index.json): build one with pgh-index build")
-    info = json.loads((out / "index.json").read_text())
+    info = read_index_info(out)
     indexed = (out / "paths.txt").read_text().splitlines()
     index = BinaryIndex.load(out / "index.faissindex")
     if index.ntotal != len(indexed) or index.bits != info["bits"]:
@@ -128,13 +165,15 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--out", required=True, help="the index directory to write")
     b.add_argument("--nlist", type=int, help="IVF centroids (none: exact search, on the GPU with faiss-gpu)")
     b.add_argument("--nprobe", type=int, help="IVF: centroids a query scans (default 16, or nlist if fewer)")
+    u = commands.add_parser("update", help="code the files added to an index's folder since, drop the ones gone")
+    u.add_argument("index", help="an index directory written by pgh-index build")
     s = commands.add_parser("search", help="the k nearest indexed images of query images")
     s.add_argument("index", help="an index directory written by pgh-index build")
     s.add_argument("queries", nargs="+", help="query image files or folders")
     s.add_argument("-k", type=int, default=10, help="neighbours per query (default 10)")
     s.add_argument("--nprobe", type=int, help="IVF: centroids to scan (default: the index's)")
     s.add_argument("--out", help="also write the neighbours as CSV to this file")
-    for p in (b, s):
+    for p in (b, u, s):
         p.add_argument("--device", default="auto", help="where the run's model codes images: auto, cpu, cuda")
         p.add_argument("--chunk", type=int, default=512, help="images read and coded at a time (default 512)")
         p.add_argument(
@@ -151,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "build" and args.nprobe is not None and args.nlist is None:
         parser.error("--nprobe is for an IVF index: give --nlist too")
     try:
-        build(args) if args.command == "build" else search(args)
+        {"build": build, "update": update, "search": search}[args.command](args)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"pgh-index: {error}")
 
