@@ -93,13 +93,10 @@ def train_deep(
         if m.init_hash not in HASHERS:
             raise ValueError(f"method.init_hash={m.init_hash!r} is not one of {sorted(HASHERS)}")
         init = HASHERS[m.init_hash](bits=cfg.bits, seed=cfg.seed).fit(train_features)
-        init_metrics = evaluate_packed(
-            pack_codes(init.encode(features[split.query])),
-            labels[split.query],
-            pack_codes(init.encode(features[split.database])),
-            labels[split.database],
-            **eval_opts,
-        ).metrics
+        init_db = pack_codes(init.encode(features[split.database]))
+        init_query = pack_codes(init.encode(features[split.query]))
+        init_metrics = evaluate_packed(init_query, labels[split.query], init_db, labels[split.database], **eval_opts)
+        init_metrics = {**init_metrics.metrics, **{f"db_{k}": v for k, v in code_statistics(init_db, cfg.bits).items()}}
         init_codes = init.encode(train_features)
         module_kwargs["num_train"] = n_train
         run_info.update(init_map_all=init_metrics["map_all"], init_hash=m.init_hash)

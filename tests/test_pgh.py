@@ -58,6 +58,9 @@ def test_two_rounds_write_everything(make_cfg):
     assert all(0 < float(r["map_all"]) <= 1 for r in rows)
     # the last round's codes are the ones evaluated at the end
     assert float(rows[-1]["map_all"]) == pytest.approx(metrics["map_all"], abs=1e-6)
+    assert int(rows[-1]["db_distinct_codes"]) == metrics["db_distinct_codes"]
+    assert float(rows[-1]["db_bit_correlation"]) == pytest.approx(metrics["db_bit_correlation"], abs=1e-6)
+    assert 1 <= int(rows[0]["db_distinct_codes"]) <= metrics["num_database"]  # the initial codes' too
 
     for t in range(3):
         assert (out / "grids" / f"round_{t}.png").stat().st_size > 0
@@ -500,7 +503,7 @@ def test_other_eval_settings_name_their_k_everywhere(make_cfg, capsys):
     assert f"mAP@50 {100 * metrics['map_at_50']:.2f} | P@20 " in closing and " | P@r3 " in closing
     assert closing.endswith(f"s | {cfg.paths.output_dir}")  # where the results are
     rows = read_rows(Path(cfg.paths.output_dir) / "rounds.csv")
-    assert list(rows[0]) == ["round", "bit_change", "map_all", "map_at_50"]
+    assert list(rows[0]) == ["round", "bit_change", "map_all", "map_at_50", "db_distinct_codes", "db_bit_correlation"]
     assert float(rows[1]["map_at_50"]) == pytest.approx(metrics["map_at_50"], abs=1e-6)
     runs = build_report([cfg.paths.output_dir]).text.split("## Runs", 1)[1]
     assert f"{100 * metrics['map_at_50']:.2f} (@50)" in runs and f"{100 * metrics['precision_at_20']:.2f} (@20)" in runs

@@ -2,9 +2,10 @@
 and make those codes the GAN's condition for the next round.
 
 Each round also logs the bit change rate, evaluates mAP@all on the protocol's queries/database with
-H's codes, writes `rounds.csv` (round, bit_change, map_all, map_at_<eval.map_k>; round 0 = the initial
-shallow codes) and saves a grid of real training images above G's images for the same codes (also
-sent to W&B / TensorBoard, as are the round's metrics).
+H's codes, writes `rounds.csv` (round, bit_change, map_all, map_at_<eval.map_k>, and the database
+codes' distinct codes and mean |bit correlation|; round 0 = the initial shallow codes) and saves a
+grid of real training images above G's images for the same codes (also sent to W&B / TensorBoard,
+as are the round's metrics).
 Training stops early once fewer than `converge_bit_change` of the bits changed. With
 `vote_neighbors` = k > 0 (ours), H's new codes are first refined by a neighbourhood vote: each
 becomes the bitwise majority of its own and its k nearest training images' codes, nearest in the
@@ -25,7 +26,9 @@ from torchvision.utils import make_grid, save_image
 from pgh.hashing.vote import majority_vote, nearest_neighbors
 from pgh.io import atomic_path, write_text
 from pgh.logging_utils import log_image
-from pgh.retrieval import evaluate_packed, pack_codes
+from pgh.retrieval import code_statistics, evaluate_packed, pack_codes
+
+CODE_COLUMNS = ("db_distinct_codes", "db_bit_correlation")  # rounds.csv's code statistics
 
 
 class ProgressiveRounds(L.Callback):
@@ -85,6 +88,7 @@ class ProgressiveRounds(L.Callback):
                     "bit_change": math.nan,
                     "map_all": initial_metrics["map_all"],
                     self.map_k_key: initial_metrics.get(self.map_k_key, math.nan),
+                    **{k: initial_metrics.get(k, math.nan) for k in CODE_COLUMNS},
                 }
             )
 
@@ -118,11 +122,14 @@ class ProgressiveRounds(L.Callback):
             db = pack_codes(pl_module.encode_inputs(self.db_images))
             m = evaluate_packed(q, self.query_labels, db, self.db_labels, **self.eval_kwargs).metrics
             row.update({"map_all": m["map_all"], self.map_k_key: m[self.map_k_key]})
+            stats = code_statistics(db, db.shape[1] * 8)
+            row.update({k: stats[k.removeprefix("db_")] for k in CODE_COLUMNS})
             self.rows.append(row)
             self._write_rounds_csv()
             self._save_grid(pl_module, t, trainer.loggers, trainer.global_step)
             for logger in trainer.loggers:
-                logger.log_metrics({f"rounds/{k}": v for k, v in row.items()}, step=trainer.global_step)
+                logged = {f"rounds/{k}": v for k, v in row.items() if v is not None}
+                logger.log_metrics(logged, step=trainer.global_step)
         if self.reset_gan_each_round:
             pl_module.reset_gan()
             for opt in trainer.optimizers[:2]:  # D and G
@@ -152,9 +159,13 @@ class ProgressiveRounds(L.Callback):
         return majority_vote(codes, self._voters, self.vote_iterations)
 
     def _write_rounds_csv(self) -> None:
-        lines = [f"round,bit_change,map_all,{self.map_k_key}"]
+        lines = [",".join(["round", "bit_change", "map_all", self.map_k_key, *CODE_COLUMNS])]
         for r in self.rows:
-            lines.append(f"{r['round']},{r['bit_change']:.6f},{r['map_all']:.6f},{r[self.map_k_key]:.6f}")
+            line = f"{r['round']},{r['bit_change']:.6f},{r['map_all']:.6f},{r[self.map_k_key]:.6f}"
+            # rows from checkpoints that predate the code statistics have none
+            distinct, correlation = (r.get(k, math.nan) for k in CODE_COLUMNS)
+            correlation = math.nan if correlation is None else correlation
+            lines.append(line + f",{distinct:.0f},{correlation:.6f}")
         write_text(self.output_dir / "rounds.csv", "\n".join(lines) + "\n")
 
     def _save_grid(self, pl_module: L.LightningModule, t: int, loggers: list, step: int) -> None:
