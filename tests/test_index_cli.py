@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -164,13 +165,16 @@ def test_update_codes_only_new_files_and_gives_the_index_a_fresh_build_gives(mak
     for gone in sorted((images / "1").iterdir())[:10]:
         gone.unlink()
     shutil.copytree(images / "2", images / "15")  # 100 new files, sorted between 1/ and 2/
+    replaced = sorted((images / "0").iterdir())[0]  # a file replaced under its name by another image
+    shutil.copyfile(sorted((images / "2").iterdir())[0], replaced)
+    os.utime(replaced, ns=(replaced.stat().st_atime_ns, replaced.stat().st_mtime_ns + 10**9))
     main(["update", str(tmp_path / "index"), "--device", "cpu", "--workers", "0"])
     printed = capsys.readouterr()
-    assert "100 new, 10 gone | 390 images" in printed.out
-    assert "coded 100 / 100 images" in printed.err  # the new files alone are read and coded
+    assert "100 new, 1 changed, 10 gone | 390 images" in printed.out
+    assert "coded 101 / 101 images" in printed.err  # the new and the changed files alone are read and coded
 
     main(["build", str(run), str(images), "--out", str(tmp_path / "fresh"), *ivf, "--device", "cpu"])
-    for name in ("paths.txt", "codes.npy"):
+    for name in ("paths.txt", "codes.npy", "stamps.npy"):
         assert (tmp_path / "index" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
     updated, fresh = (json.loads((tmp_path / d / "index.json").read_text()) for d in ("index", "fresh"))
     assert {k: v for k, v in updated.items() if k != "coding_seconds"} == {
@@ -187,7 +191,7 @@ def test_update_errors_name_the_fix(make_cfg, tmp_path):
     write_database_images(run, tmp_path / "images")
     main(["build", str(run), str(tmp_path / "images"), "--out", str(tmp_path / "index"), "--device", "cpu"])
     (tmp_path / "index" / "codes.npy").unlink()  # as an index built before codes.npy was written
-    with pytest.raises(SystemExit, match="predates codes.npy, which update needs: build it again"):
+    with pytest.raises(SystemExit, match="predates codes.npy and stamps.npy, which update needs: build it again"):
         main(["update", str(tmp_path / "index")])
     with pytest.raises(SystemExit, match="holds no finished index"):
         main(["update", str(tmp_path / "nowhere")])

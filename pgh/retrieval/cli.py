@@ -2,17 +2,19 @@
 
   pgh-index build RUN IMAGES --out INDEX_DIR                  # exact search (FAISS IndexBinaryFlat)
   pgh-index build RUN IMAGES --out INDEX_DIR --nlist 1024     # IVF, for collections too large to scan
-  pgh-index update INDEX_DIR                                  # after files were added to / removed from IMAGES
+  pgh-index update INDEX_DIR                                  # after files in IMAGES were added, changed or removed
   pgh-index search INDEX_DIR QUERY [QUERY ...] -k 10 [--out neighbours.csv]
 
 build: every image file under IMAGES (recursively; sorted paths), coded by RUN's model (a deep
 run's checkpoints/last.ckpt, a shallow run's hasher.pt; fed as in training) a chunk at a time, into
-INDEX_DIR: index.faissindex, codes.npy (the packed codes), paths.txt (each indexed file relative to
-IMAGES, in index order) and index.json (the run, the images folder, bits, count, IVF settings;
-written last). update: re-scans IMAGES, codes only the files not indexed yet, drops the ones gone,
-and rewrites the index as build would. search: codes the query images (files or folders) with the
-index's run and prints each one's k nearest indexed images (rank, Hamming distance, path); --out
-writes the same rows as CSV. Every file is written atomically."""
+INDEX_DIR: index.faissindex, codes.npy (the packed codes), stamps.npy (each file's modification time
+and size), paths.txt (each indexed file relative to IMAGES, in index order) and index.json (the run,
+the images folder, bits, count, IVF settings; written last). update: re-scans IMAGES, codes only the
+files added or changed since, drops the ones gone, and rewrites the index as build would. search:
+codes the query images (files or folders) with the index's run and prints each one's k nearest
+indexed images (rank, Hamming distance, path); --out writes the same rows as CSV. Every file is
+written atomically.
+"""
 
 from __future__ import annotations
 
@@ -59,49 +61,73 @@ def build(args: argparse.Namespace) -> None:
     if not paths:
         raise ValueError(f"no image files under {images_root}")
     encoder = RunEncoder(args.run, device=args.device)
+    stamps = file_stamps(paths)
     t0 = time.perf_counter()
     codes = encode_files(encoder, paths, args.chunk, args.workers)
     coded = time.perf_counter() - t0
     relative = [p.relative_to(images_root).as_posix() if images_root.is_dir() else p.name for p in paths]
     info = {"run": str(Path(args.run).resolve()), "images": str(images_root), "bits": encoder.bits}
-    index = write_index(Path(args.out), codes, relative, info, args.nlist, args.nprobe, coded)
+    index = write_index(Path(args.out), codes, stamps, relative, info, args.nlist, args.nprobe, coded)
     kind = f"IVF, nlist {index.nlist}, nprobe {index.nprobe}" if index.nlist else "exact"
     print(f"pgh-index | {len(paths):,} images | {encoder.bits} bits | {kind} | coded in {coded:.1f}s | {args.out}")
 
 
 def update(args: argparse.Namespace) -> None:
-    """Bring an index up to date with its folder: code the files added since, drop the ones gone."""
+    """Bring an index up to date with its folder: code the files added or changed since, drop the
+    ones gone."""
     out = Path(args.index)
     info = read_index_info(out)
-    if not (out / "codes.npy").exists():
-        raise FileNotFoundError(f"{out} predates codes.npy, which update needs: build it again with pgh-index build")
+    if not (out / "codes.npy").exists() or not (out / "stamps.npy").exists():
+        raise FileNotFoundError(
+            f"{out} predates codes.npy and stamps.npy, which update needs: build it again with pgh-index build"
+        )
     images_root = Path(info["images"])
     if not images_root.is_dir():
         raise FileNotFoundError(f"{images_root} is not a folder: update re-scans the folder {out} was built from")
     indexed = (out / "paths.txt").read_text().splitlines()
-    old_codes = np.load(out / "codes.npy")
+    old_codes, old_stamps = np.load(out / "codes.npy"), np.load(out / "stamps.npy")
     row = {path: i for i, path in enumerate(indexed)}
     paths = find_images(images_root)
     relative = [p.relative_to(images_root).as_posix() for p in paths]
-    new = [p for p, name in zip(paths, relative) if name not in row]
-    gone = len(set(row) - set(relative))
-    if not new and not gone:
+    stamps = file_stamps(paths)  # before reading: a file changed while it is read is re-coded next time
+    changed = [name in row and bool((old_stamps[row[name]] != stamp).any()) for name, stamp in zip(relative, stamps)]
+    to_code = [p for p, name, c in zip(paths, relative, changed) if c or name not in row]
+    new, gone = sum(name not in row for name in relative), len(set(row) - set(relative))
+    if not to_code and not gone:
         print(f"pgh-index | {out} is up to date ({len(indexed):,} images)")
         return
     encoder = RunEncoder(info["run"], device=args.device)
     t0 = time.perf_counter()
-    new_codes = iter(encode_files(encoder, new, args.chunk, args.workers))
+    coded_codes = iter(encode_files(encoder, to_code, args.chunk, args.workers))
     coded = time.perf_counter() - t0
     # in the folder's sorted order, as a build over it would give them
-    codes = np.stack([old_codes[row[name]] if name in row else next(new_codes) for name in relative])
-    write_index(out, codes, relative, info, info["nlist"], info["nprobe"], info.get("coding_seconds", 0) + coded)
-    print(f"pgh-index | {out} | {len(new):,} new, {gone:,} gone | {len(relative):,} images | coded in {coded:.1f}s")
+    codes = np.stack(
+        [next(coded_codes) if c or name not in row else old_codes[row[name]] for name, c in zip(relative, changed)]
+    )
+    nlist, nprobe = info["nlist"], info["nprobe"]
+    write_index(out, codes, stamps, relative, info, nlist, nprobe, info.get("coding_seconds", 0) + coded)
+    counts = f"{new:,} new, {sum(changed):,} changed, {gone:,} gone"
+    print(f"pgh-index | {out} | {counts} | {len(relative):,} images | coded in {coded:.1f}s")
+
+
+def file_stamps(paths: list[Path]) -> np.ndarray:
+    """int64 [n, 2]: each file's modification time (ns) and size, which tell update a changed file."""
+    stats = [path.stat() for path in paths]
+    return np.array([[st.st_mtime_ns, st.st_size] for st in stats], dtype=np.int64).reshape(len(paths), 2)
 
 
 def write_index(
-    out: Path, codes: np.ndarray, relative: list[str], info: dict, nlist: int | None, nprobe: int | None, coded: float
+    out: Path,
+    codes: np.ndarray,
+    stamps: np.ndarray,
+    relative: list[str],
+    info: dict,
+    nlist: int | None,
+    nprobe: int | None,
+    coded: float,
 ) -> BinaryIndex:
-    """index.faissindex, codes.npy (for update), paths.txt and, last, index.json (the finished mark)."""
+    """index.faissindex, codes.npy and stamps.npy (for update), paths.txt and, last, index.json (the
+    finished mark)."""
     if not relative:
         raise ValueError("no image files left to index")
     index = BinaryIndex(info["bits"], nlist=nlist, nprobe=nprobe)
@@ -112,6 +138,7 @@ def write_index(
     (out / "index.json").unlink(missing_ok=True)  # gone until all the files are new
     index.save(out / "index.faissindex")
     save_npy(out / "codes.npy", codes)
+    save_npy(out / "stamps.npy", stamps)
     write_text(out / "paths.txt", "".join(f"{name}\n" for name in relative))
     info = {**info, "count": len(relative), "nlist": index.nlist, "nprobe": index.nprobe, "coding_seconds": coded}
     write_json(out / "index.json", info)
