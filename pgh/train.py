@@ -130,8 +130,14 @@ def train_deep(
     # the manual-optimisation checkpoint holds the state after the batch's steps, which is what an exact
     # resume needs (tests/test_pgh.py resumes mid-round); Lightning's long warning about it is noise
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+    # no last-v1.ckpt: a run resumed in a copied or moved directory (Lightning sees another dirpath
+    # in the checkpoint) must replace last.ckpt, which pgh-index and RunEncoder load
     checkpointing = ModelCheckpoint(
-        dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=m.checkpoint_every_n_steps
+        dirpath=out / "checkpoints",
+        save_last=True,
+        save_top_k=0,
+        every_n_train_steps=m.checkpoint_every_n_steps,
+        enable_version_counter=False,
     )
     clock = TrainingClock()
     callbacks += [checkpointing, RandomState(), clock]

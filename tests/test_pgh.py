@@ -181,6 +181,21 @@ def test_resume_at_a_round_boundary_repeats_the_uninterrupted_run(make_cfg, tmp_
     assert set(ckpt["callbacks"]["RandomState"]) == {"torch", "cuda", "numpy", "python"}
 
 
+def test_a_run_resumed_in_a_copied_directory_replaces_its_last_checkpoint(make_cfg, tmp_path):
+    """Lightning saw another dirpath in the checkpoint and wrote last-v1.ckpt beside the copied
+    last.ckpt, which pgh-index and RunEncoder load: they coded with the earlier model."""
+    import shutil
+
+    train(make_cfg(*SMALL, "method.rounds=1"))
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    resumed = make_cfg(*SMALL, "ckpt_path=last")
+    with open_dict(resumed):
+        resumed.paths.output_dir = str(tmp_path / "copy")
+    assert train(resumed)["rounds_completed"] == 2
+    assert sorted(p.name for p in (tmp_path / "copy" / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert_checkpoint_codes_the_database_as_the_run_did(resumed)
+
+
 def test_a_requeued_run_resumes_its_own_checkpoint_else_starts_as_configured(make_cfg, tmp_path):
     """requeued=true (what hydra/launcher=slurm|local add to a rerun after a preemption): with
     checkpoints in the run directory it continues from them; without, it starts as configured, here
