@@ -132,7 +132,7 @@ def test_bad_inputs_name_the_problem(make_cfg, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="no image files under"):
         main(["build", deep, str(tmp_path / "empty"), "--out", out])
-    with pytest.raises(SystemExit, match="holds no finished index"):
+    with pytest.raises(SystemExit, match="index does not exist: build an index there with pgh-index build"):
         main(["search", out, str(images)])
     (images / "broken.png").write_bytes(b"not a png")
     with pytest.raises(SystemExit, match=r"1 unreadable image\(s\):\n  .*broken.png"):
@@ -193,5 +193,52 @@ def test_update_errors_name_the_fix(make_cfg, tmp_path):
     (tmp_path / "index" / "codes.npy").unlink()  # as an index built before codes.npy was written
     with pytest.raises(SystemExit, match="predates codes.npy and stamps.npy, which update needs: build it again"):
         main(["update", str(tmp_path / "index")])
-    with pytest.raises(SystemExit, match="holds no finished index"):
-        main(["update", str(tmp_path / "nowhere")])
+    (tmp_path / "unfinished").mkdir()  # as a build killed before its index.json
+    with pytest.raises(SystemExit, match="unfinished holds no finished index \\(no index.json\\)"):
+        main(["update", str(tmp_path / "unfinished")])
+
+
+def test_index_checks_before_coding_and_after_the_run_changed(make_cfg, tmp_path, capsys):
+    import shutil
+
+    run = trained_run(make_cfg, tmp_path, "itq", SHALLOW["itq"])
+    images, index = tmp_path / "images", tmp_path / "index"
+    write_database_images(run, images)
+    build = ["build", str(run), str(images), "--device", "cpu"]
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit, match="--out .*a_file is a file: name a directory"):
+        main([*build, "--out", str(tmp_path / "a_file")])
+    with pytest.raises(SystemExit, match="300 images for --nlist=400 IVF centroids: build with a smaller --nlist"):
+        main([*build, "--out", str(index), "--nlist", "400"])
+    with pytest.raises(SystemExit, match=r"nprobe=50 must be in 1..nlist=8"):
+        main([*build, "--out", str(index), "--nlist", "8", "--nprobe", "50"])
+    assert "coded" not in capsys.readouterr().err  # all stopped before reading a single image
+
+    main([*build, "--out", str(index), "--nlist", "8"])
+    one = str(images / "0" / "0000.png")
+    capsys.readouterr()
+    main(["search", str(index), one, "-k", "1000", "--device", "cpu"])  # k capped at the index's size
+    printed = capsys.readouterr()
+    assert len(printed.out.splitlines()) == 1 + 300 and "holds 300 images: 300 neighbours a query" in printed.err
+
+    kept = sorted(images.rglob("*.png"))[:5]
+    for path in sorted(images.rglob("*.png"))[5:]:
+        path.unlink()
+    with pytest.raises(SystemExit, match="5 images for the index's nlist=8 IVF centroids: build with a smaller"):
+        main(["update", str(index), "--device", "cpu"])
+    for path in kept:
+        path.unlink()
+    with pytest.raises(SystemExit, match="no image files left under .*images: nothing to index"):
+        main(["update", str(index), "--device", "cpu"])
+
+    # the run refitted in place (or resumed) after the index was built: its codes are another model's
+    trained_run(make_cfg, tmp_path, "itq", [*SHALLOW["itq"], "seed=1"])
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "query.png")
+    for command in (["update", str(index)], ["search", str(index), str(tmp_path / "query.png")]):
+        with pytest.raises(SystemExit, match="hasher.pt changed since .* was built .*build the index again"):
+            main([*command, "--device", "cpu"])
+    shutil.move(run, tmp_path / "moved")
+    with pytest.raises(SystemExit, match="names, does not exist \\(moved or deleted\\?\\)"):
+        main(["update", str(index), "--device", "cpu"])
+    with pytest.raises(SystemExit, match="nowhere does not exist: build an index there"):
+        main(["search", str(tmp_path / "nowhere"), one])

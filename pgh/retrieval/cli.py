@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import os
@@ -56,20 +57,25 @@ def encode_files(encoder: RunEncoder, paths: list[Path], chunk: int, workers: in
 
 
 def build(args: argparse.Namespace) -> None:
-    images_root = Path(args.images).resolve()
+    images_root, out = Path(args.images).resolve(), Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file: name a directory for the index")
     paths = find_images(images_root)
     if not paths:
         raise ValueError(f"no image files under {images_root}")
     encoder = RunEncoder(args.run, device=args.device)
+    # settings checked before the coding, which can take hours on a large collection
+    index = new_index(encoder.bits, args.nlist, args.nprobe, len(paths), "--nlist")
     stamps = file_stamps(paths)
     t0 = time.perf_counter()
     codes = encode_files(encoder, paths, args.chunk, args.workers)
     coded = time.perf_counter() - t0
     relative = [p.relative_to(images_root).as_posix() if images_root.is_dir() else p.name for p in paths]
     info = {"run": str(Path(args.run).resolve()), "images": str(images_root), "bits": encoder.bits}
-    index = write_index(Path(args.out), codes, stamps, relative, info, args.nlist, args.nprobe, coded)
+    info["model_sha256"] = file_sha256(encoder.model_file)
+    write_index(out, index, codes, stamps, relative, info, coded)
     kind = f"IVF, nlist {index.nlist}, nprobe {index.nprobe}" if index.nlist else "exact"
-    print(f"pgh-index | {len(paths):,} images | {encoder.bits} bits | {kind} | coded in {coded:.1f}s | {args.out}")
+    print(f"pgh-index | {len(paths):,} images | {encoder.bits} bits | {kind} | coded in {coded:.1f}s | {out}")
 
 
 def update(args: argparse.Namespace) -> None:
@@ -83,12 +89,18 @@ def update(args: argparse.Namespace) -> None:
         )
     images_root = Path(info["images"])
     if not images_root.is_dir():
-        raise FileNotFoundError(f"{images_root} is not a folder: update re-scans the folder {out} was built from")
+        raise FileNotFoundError(
+            f"{images_root} is not a folder (gone, or {out} was built from a single file): update re-scans the "
+            "folder an index was built from; build the index again"
+        )
+    encoder = index_encoder(out, info, args.device)
     indexed = (out / "paths.txt").read_text().splitlines()
     old_codes, old_stamps = np.load(out / "codes.npy"), np.load(out / "stamps.npy")
     row = {path: i for i, path in enumerate(indexed)}
     paths = find_images(images_root)
     relative = [p.relative_to(images_root).as_posix() for p in paths]
+    if not relative:
+        raise ValueError(f"no image files left under {images_root}: nothing to index (add images, or delete {out})")
     stamps = file_stamps(paths)  # before reading: a file changed while it is read is re-coded next time
     changed = [name in row and bool((old_stamps[row[name]] != stamp).any()) for name, stamp in zip(relative, stamps)]
     to_code = [p for p, name, c in zip(paths, relative, changed) if c or name not in row]
@@ -96,7 +108,7 @@ def update(args: argparse.Namespace) -> None:
     if not to_code and not gone:
         print(f"pgh-index | {out} is up to date ({len(indexed):,} images)")
         return
-    encoder = RunEncoder(info["run"], device=args.device)
+    index = new_index(info["bits"], info["nlist"], info["nprobe"], len(relative), "the index's nlist")
     t0 = time.perf_counter()
     coded_codes = iter(encode_files(encoder, to_code, args.chunk, args.workers))
     coded = time.perf_counter() - t0
@@ -104,10 +116,19 @@ def update(args: argparse.Namespace) -> None:
     codes = np.stack(
         [next(coded_codes) if c or name not in row else old_codes[row[name]] for name, c in zip(relative, changed)]
     )
-    nlist, nprobe = info["nlist"], info["nprobe"]
-    write_index(out, codes, stamps, relative, info, nlist, nprobe, info.get("coding_seconds", 0) + coded)
+    write_index(out, index, codes, stamps, relative, info, info.get("coding_seconds", 0) + coded)
     counts = f"{new:,} new, {sum(changed):,} changed, {gone:,} gone"
     print(f"pgh-index | {out} | {counts} | {len(relative):,} images | coded in {coded:.1f}s")
+
+
+def new_index(bits: int, nlist: int | None, nprobe: int | None, count: int, nlist_name: str) -> BinaryIndex:
+    """An empty index with these settings, for `count` codes; bad settings stop here."""
+    if nlist and count < nlist:
+        raise ValueError(
+            f"{count:,} images for {nlist_name}={nlist} IVF centroids: build with a smaller --nlist (at most the "
+            "number of images; FAISS suggests 39 images per centroid) or an exact index (no --nlist)"
+        )
+    return BinaryIndex(bits, nlist=nlist, nprobe=nprobe)
 
 
 def file_stamps(paths: list[Path]) -> np.ndarray:
@@ -116,25 +137,24 @@ def file_stamps(paths: list[Path]) -> np.ndarray:
     return np.array([[st.st_mtime_ns, st.st_size] for st in stats], dtype=np.int64).reshape(len(paths), 2)
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_index(
-    out: Path,
-    codes: np.ndarray,
-    stamps: np.ndarray,
-    relative: list[str],
-    info: dict,
-    nlist: int | None,
-    nprobe: int | None,
-    coded: float,
-) -> BinaryIndex:
-    """index.faissindex, codes.npy and stamps.npy (for update), paths.txt and, last, index.json (the
-    finished mark)."""
-    if not relative:
-        raise ValueError("no image files left to index")
-    index = BinaryIndex(info["bits"], nlist=nlist, nprobe=nprobe)
-    if nlist:
+    out: Path, index: BinaryIndex, codes: np.ndarray, stamps: np.ndarray, relative: list[str], info: dict, coded: float
+) -> None:
+    """The codes into `index` (an IVF one trained on a sample first), then index.faissindex, codes.npy
+    and stamps.npy (for update), paths.txt and, last, index.json (the finished mark)."""
+    if index.nlist:
         sample = np.random.default_rng(0).permutation(len(codes))[:IVF_TRAIN_SAMPLE]
         index.train(codes[np.sort(sample)])
     index.add(codes)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "index.json").unlink(missing_ok=True)  # gone until all the files are new
     index.save(out / "index.faissindex")
     save_npy(out / "codes.npy", codes)
@@ -142,13 +162,31 @@ def write_index(
     write_text(out / "paths.txt", "".join(f"{name}\n" for name in relative))
     info = {**info, "count": len(relative), "nlist": index.nlist, "nprobe": index.nprobe, "coding_seconds": coded}
     write_json(out / "index.json", info)
-    return index
 
 
 def read_index_info(out: Path) -> dict:
+    if not out.exists():
+        raise FileNotFoundError(f"{out} does not exist: build an index there with pgh-index build")
     if not (out / "index.json").exists():
         raise FileNotFoundError(f"{out} holds no finished index (no index.json): build one with pgh-index build")
     return json.loads((out / "index.json").read_text())
+
+
+def index_encoder(out: Path, info: dict, device: str) -> RunEncoder:
+    """The run that coded the index, checked to hold the same model as then."""
+    run = Path(info["run"])
+    if not run.exists():
+        raise FileNotFoundError(
+            f"the run {run}, which {out / 'index.json'} names, does not exist (moved or deleted?): put it back, "
+            "or edit index.json's run to where it is now"
+        )
+    encoder = RunEncoder(run, device=device)
+    if "model_sha256" in info and file_sha256(encoder.model_file) != info["model_sha256"]:
+        raise ValueError(
+            f"{encoder.model_file} changed since {out} was built (the run was resumed or retrained): its codes "
+            "would not match the index's; build the index again with pgh-index build"
+        )
+    return encoder
 
 
 def search(args: argparse.Namespace) -> None:
@@ -166,8 +204,11 @@ def search(args: argparse.Namespace) -> None:
     queries = list(dict.fromkeys(path for query in args.queries for path in find_images(query)))
     if not queries:
         raise ValueError(f"no image files in {' '.join(args.queries)}")
-    encoder = RunEncoder(info["run"], device=args.device)
-    distances, ids = index.search(encode_files(encoder, queries, args.chunk, args.workers, verbose=False), args.k)
+    encoder = index_encoder(out, info, args.device)
+    k = min(args.k, index.ntotal)
+    if k < args.k:
+        print(f"pgh-index: {out} holds {index.ntotal:,} images: {k:,} neighbours a query", file=sys.stderr)
+    distances, ids = index.search(encode_files(encoder, queries, args.chunk, args.workers, verbose=False), k)
     rows = [
         [str(query), rank, int(d), indexed[i]]
         for query, row_d, row_i in zip(queries, distances, ids)
@@ -192,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--out", required=True, help="the index directory to write")
     b.add_argument("--nlist", type=int, help="IVF centroids (none: exact search, on the GPU with faiss-gpu)")
     b.add_argument("--nprobe", type=int, help="IVF: centroids a query scans (default 16, or nlist if fewer)")
-    u = commands.add_parser("update", help="code the files added to an index's folder since, drop the ones gone")
+    u = commands.add_parser("update", help="code the files added to or changed in an index's folder, drop the gone")
     u.add_argument("index", help="an index directory written by pgh-index build")
     s = commands.add_parser("search", help="the k nearest indexed images of query images")
     s.add_argument("index", help="an index directory written by pgh-index build")

@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 
 
 class RunEncoder:
-    """encoder(paths) -> bool codes [n, bits] of those image files, by the model of run directory `run`;
-    `code_images` codes images already read (at `channels` x `size` x `size`)."""
+    """encoder(paths) -> bool codes [n, bits] of those image files, by the model of run directory `run`
+    (the file `model_file`); `code_images` codes images already read (at `channels` x `size` x `size`)."""
 
     def __init__(self, run: str | Path, device: str = "auto") -> None:
         self.run = Path(run)
@@ -39,6 +39,7 @@ class RunEncoder:
                     f"{checkpoint} is missing: the run did not finish (or its checkpoints were moved)"
                 )
             model_class = get_class(cfg.method.module._target_)
+            self.model_file = checkpoint
             self.model = model_class.load_from_checkpoint(checkpoint, map_location=self.device, weights_only=False)
             self.model.eval()
             self.bits, self.code = int(self.model.hparams.bits), self.model.encode_inputs
@@ -50,7 +51,7 @@ class RunEncoder:
                     f"{hasher_file} is missing: the shallow run predates saved hashers; rerun its command "
                     f"with hydra.run.dir={self.run} (fitting takes seconds to minutes) to write it"
                 )
-            self.hasher = load_hasher(hasher_file)
+            self.model_file, self.hasher = hasher_file, load_hasher(hasher_file)
             if self.hasher.distance != "hamming":
                 log.warning(
                     "%s ranks its codes by %s distance; pgh-index ranks by Hamming distance",
@@ -80,4 +81,6 @@ class RunEncoder:
 
     def code_images(self, images: torch.Tensor) -> torch.Tensor:
         """bool codes [n, bits] of uint8 images [n, channels, size, size] (`channels`, `size`: the run's)."""
+        if len(images) == 0:
+            return torch.zeros(0, self.bits, dtype=torch.bool)
         return self.code(images if self.features is None else self.features(images))
