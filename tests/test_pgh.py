@@ -227,13 +227,24 @@ def test_a_warm_up_that_ends_before_h_carries_the_codes_is_named(make_cfg, caplo
     logged = read_rows(Path(cfg.paths.output_dir) / "csv" / "metrics.csv")
     by_epoch = [float(r["codes/agreement_epoch"]) for r in logged if r.get("codes/agreement_epoch")]
     assert len(by_epoch) == 2 and all(0 < a < 1 for a in by_epoch)
-    warnings = [r.getMessage() for r in caplog.records if "distillation warm-up ends" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records if "distillation warm-up's last epoch" in r.getMessage()]
     if threshold == 0.0:
         assert warnings == []
-    else:  # epoch 0 is the whole warm-up: 4 steps of 32 images
+    else:  # epoch 0 is the whole warm-up: 4 batches of 32 images
         (warning,) = warnings
-        assert f"(epoch 0) with H giving only {100 * by_epoch[0]:.1f}% of the training images' bits" in warning
-        assert "Raise method.module.distill_epochs (4 steps so far)" in warning
+        assert f"ends with H giving only {100 * by_epoch[0]:.1f}% of the training images' bits" in warning
+        assert "(epoch 0, counting from 0)" in warning
+        assert "Raise method.module.distill_epochs (4 batches so far)" in warning
+
+
+def test_a_run_that_ends_inside_the_warm_up_is_checked_at_its_last_epoch(make_cfg, caplog):
+    import logging
+
+    cfg = make_cfg(*SMALL, "method.rounds=1", "method.module.distill_epochs=5", "method.module.distill_min_agreement=1")
+    with caplog.at_level(logging.WARNING, logger="pgh.methods.pgh"):
+        train(cfg)  # 2 epochs, both in the warm-up
+    (warning,) = [r.getMessage() for r in caplog.records if "warm-up's last epoch" in r.getMessage()]
+    assert "(epoch 1, counting from 0)" in warning and "(8 batches so far)" in warning
 
 
 def test_bad_pgh_settings(make_cfg):

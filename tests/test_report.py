@@ -58,7 +58,7 @@ def test_sweep_report_separates_settings_and_averages_seeds(tmp_path):
     sweep = tmp_path / "sweep"
     write_run(sweep / "0_itq", 0.80, seed=0, rounds=[0.55, 0.70, 0.80])
     write_run(sweep / "1_itq", 0.84, seed=1, rounds=[0.55, 0.75, 0.84])
-    stats = {"db_distinct_codes": 1234, "db_bit_correlation": 0.2468}  # 0_itq and 1_itq predate them
+    stats = {"db_distinct_codes": 1234, "db_constant_bits": 2, "db_bit_correlation": 0.2468}  # 0_itq, 1_itq: none
     write_run(sweep / "2_lsh", 0.70, seed=0, init_hash="lsh", rounds=[0.35, 0.60, 0.70], **stats)
     report = build_report([sweep])
     text, curves = report.text, report.rounds
@@ -72,10 +72,11 @@ def test_sweep_report_separates_settings_and_averages_seeds(tmp_path):
         "71.00",
         "72.00",
         "1,234",
+        "2",
         "0.25",
         "12.5",
     ]
-    assert runs["0_itq"][-3:] == ["–", "–", "12.5"]
+    assert runs["0_itq"][-4:] == ["–", "–", "–", "12.5"]
     assert curves == {
         "ITQ+GIST, 32 bits, seed 0": pytest.approx([55.0, 70.0, 80.0]),
         "ITQ+GIST, 32 bits, seed 1": pytest.approx([55.0, 75.0, 84.0]),

@@ -226,22 +226,24 @@ class PGH(DeepHasher):
         self.epoch_agreement = []
 
     def on_train_epoch_end(self) -> None:
-        """Warn when the distillation warm-up ends before H has learnt the conditioning codes: the
-        own-binarisation target would then take over codes H does not carry, and a round's refresh
-        scrambles the initial neighbourhoods (short runs collapse this way, far below round 0)."""
+        """Warn when the distillation warm-up ends (or the run ends inside it) before H has learnt the
+        conditioning codes: the own-binarisation target would then take over codes H does not carry,
+        and a round's refresh scrambles the initial neighbourhoods (short runs collapse this way, far
+        below round 0)."""
         hp = self.hparams
-        switching = hp.quantization_target == "own" and self.current_epoch == hp.distill_epochs - 1
+        last_warm_up_epoch = min(hp.distill_epochs, self.trainer.max_epochs) - 1
+        switching = hp.quantization_target == "own" and self.current_epoch == last_warm_up_epoch
         if not switching or not self.epoch_agreement or not self.trainer.is_global_zero:
             return
         agreement = float(torch.stack(self.epoch_agreement).mean())
         if agreement < hp.distill_min_agreement:
             log.warning(
-                "the distillation warm-up ends (epoch %d) with H giving only %.1f%% of the training images' "
-                "bits as their conditioning codes (distill_min_agreement: %.0f%%); the rounds will start from "
-                "codes H does not carry. Raise method.module.distill_epochs (%d steps so far) or train on more "
-                "images",
+                "the distillation warm-up's last epoch (epoch %d, counting from 0) ends with H giving only %.1f%% of "
+                "the training images' bits as their conditioning codes (distill_min_agreement: %.0f%%); the rounds "
+                "start from codes H does not carry. Raise method.module.distill_epochs (%d batches so far) or "
+                "train on more images",
                 self.current_epoch,
                 100 * agreement,
                 100 * hp.distill_min_agreement,
-                self.trainer.num_training_batches * hp.distill_epochs,
+                self.trainer.num_training_batches * (last_warm_up_epoch + 1),
             )

@@ -198,8 +198,9 @@ def read_curve(run: Path, filename: str) -> np.ndarray | None:
 def runs_table(results: list[dict[str, Any]]) -> str:
     names = run_names([r["run"] for r in results])
     header = ["run", "dataset", "method", "settings", "bits", "seed", "initial codes", "mAP@all", "mAP@1000", "P@100"]
-    header += ["distinct codes", "bit corr.", "train s"]  # of the database codes: a collapse shows there
-    text = "| " + " | ".join(header) + " |\n|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|\n"
+    # of the database codes: a collapse shows as few distinct codes, constant bits or correlated bits
+    header += ["distinct codes", "constant bits", "bit corr.", "train s"]
+    text = "| " + " | ".join(header) + " |\n|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n"
     for r in results:
         initial = f"{row_name(r['init_hash'], r['features'])} {pct(r.get('init_map_all'))}" if "init_hash" in r else ""
         cells = [names[r["run"]], r["dataset"], row_name(r["method"], r["features"]), r["variant"], str(r["bits"])]
@@ -209,6 +210,7 @@ def runs_table(results: list[dict[str, Any]]) -> str:
             key = metric_key(r, prefix) or default
             cells.append(pct(r.get(key)) + ("" if key == default else f" (@{key[len(prefix) :]})"))
         cells.append(f"{r['db_distinct_codes']:,}" if "db_distinct_codes" in r else "–")
+        cells.append(str(r["db_constant_bits"]) if "db_constant_bits" in r else "–")
         correlation = r.get("db_bit_correlation")
         cells.append(f"{correlation:.2f}" if correlation is not None else "–")
         cells.append(f"{r['train_seconds']:.1f}" if "train_seconds" in r else "–")
