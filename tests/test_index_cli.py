@@ -83,6 +83,7 @@ def test_index_holds_the_runs_codes_and_search_finds_the_images(method, make_cfg
     assert (distances[:, 0] == 0).all() and index.ntotal == N_IMAGES
     coded = pack_codes(RunEncoder(run, device="cpu")([tmp_path / "images" / path for path in paths]))
     np.testing.assert_array_equal(coded, run_codes)  # file by file, the run's own codes
+    assert RunEncoder(run, device="cpu")([]).shape == (0, 16)
 
     # a query that is in the index finds itself at distance 0 (among the images that share its code)
     query = tmp_path / "images" / paths[7]
