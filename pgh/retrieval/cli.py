@@ -66,13 +66,13 @@ def build(args: argparse.Namespace) -> None:
     encoder = RunEncoder(args.run, device=args.device)
     # settings checked before the coding, which can take hours on a large collection
     index = new_index(encoder.bits, args.nlist, args.nprobe, len(paths), "--nlist")
+    info = {"run": str(Path(args.run).resolve()), "images": str(images_root), "bits": encoder.bits}
+    info["model_sha256"] = file_sha256(encoder.model_file)  # the model the codes come from
     stamps = file_stamps(paths)
     t0 = time.perf_counter()
     codes = encode_files(encoder, paths, args.chunk, args.workers)
     coded = time.perf_counter() - t0
     relative = [p.relative_to(images_root).as_posix() if images_root.is_dir() else p.name for p in paths]
-    info = {"run": str(Path(args.run).resolve()), "images": str(images_root), "bits": encoder.bits}
-    info["model_sha256"] = file_sha256(encoder.model_file)
     write_index(out, index, codes, stamps, relative, info, coded)
     kind = f"IVF, nlist {index.nlist}, nprobe {index.nprobe}" if index.nlist else "exact"
     print(f"pgh-index | {len(paths):,} images | {encoder.bits} bits | {kind} | coded in {coded:.1f}s | {out}")
