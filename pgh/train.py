@@ -227,6 +227,39 @@ def check_slurm_tasks(trainer: DictConfig, accelerator: str) -> None:
         )
 
 
+# what a resumed run must share with the run it continues: its data, split, codes and their length
+# (a resume changes only how long or how it trains, e.g. method.rounds or method.max_epochs)
+RUN_IDENTITY = ("bits", "seed", "dataset", "features", "split", "method._target_", "method.module._target_")
+# within those, keys that may differ: where the data sits, how features are batched and where computed
+RESUME_MAY_DIFFER = {"dataset": ("root",), "features": ("batch_size", "device")}
+
+
+def check_resume_matches_run(cfg: DictConfig, out: Path) -> None:
+    """Stop a resume whose command describes another run than the one in `out`, before anything in
+    `out` is rewritten: Lightning would fail on the checkpoint only after config.yaml and split.npz
+    had been replaced by the new command's, or, where the shapes fit, continue another experiment."""
+    saved = out / "config.yaml"
+    if not saved.exists():
+        return
+    before = OmegaConf.load(saved)
+    differing = []
+    for key in RUN_IDENTITY:
+        old, new = (OmegaConf.select(c, key) for c in (before, cfg))
+        old, new = (OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v for v in (old, new))
+        for ignored in RESUME_MAY_DIFFER.get(key, ()):
+            for value in (old, new):
+                if isinstance(value, dict):
+                    value.pop(ignored, None)
+        if old != new:
+            differing.append(f"{key}: {old} there, {new} here")
+    if differing:
+        raise ValueError(
+            f"ckpt_path={cfg.ckpt_path} resumes the run in {out}, but this command describes another run ("
+            + "; ".join(differing)
+            + f"): give the run's own settings (its {saved.name}), or start a new run directory"
+        )
+
+
 def in_a_multirun() -> bool:
     """Whether this job is one of a Hydra multirun's (`pgh-train -m`), as opposed to a single run or
     train(cfg) called from Python."""
@@ -248,10 +281,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("ckpt_path") is None and has_checkpoints:
         # Lightning would write the new run's checkpoints beside the old ones as last-v1.ckpt, and
         # checkpoints/last.ckpt would silently stay the earlier run's model
+        fresh = "hydra.sweep.dir" if in_a_multirun() else "hydra.run.dir"
         raise FileExistsError(
             f"{out / 'checkpoints'} holds checkpoints of an earlier run: resume it with ckpt_path=last, "
-            f"or start afresh in a new hydra.run.dir (or delete {out})"
+            f"or start afresh in a new {fresh} (or delete {out})"
         )
+    if cfg.get("ckpt_path") is not None and has_checkpoints:
+        check_resume_matches_run(cfg, out)
     if "module" in cfg.method and cfg.get("ckpt_path") == "last" and not has_checkpoints:
         if not in_a_multirun():  # a mistyped hydra.run.dir would otherwise mean a silent retrain from scratch
             raise FileNotFoundError(

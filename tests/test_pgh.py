@@ -196,6 +196,21 @@ def test_a_run_resumed_in_a_copied_directory_replaces_its_last_checkpoint(make_c
     assert_checkpoint_codes_the_database_as_the_run_did(resumed)
 
 
+def test_a_resume_that_describes_another_run_stops_before_rewriting_it(make_cfg, tmp_path):
+    """ckpt_path=last with another bits (or data, split, seed, method) than the run's: Lightning failed
+    on the checkpoint only after config.yaml and split.npz had been replaced by the new command's."""
+    train(make_cfg(*SMALL, "method.rounds=1"))
+    run = tmp_path / "run"
+    before = {name: (run / name).read_bytes() for name in ("config.yaml", "split.npz", "metrics.json")}
+    with pytest.raises(ValueError, match=r"resumes the run in .*run, but this command describes another run \(bits: "
+                       r"16 there, 32 here; split: .*query_per_class.*\): give the run's own settings"):  # fmt: skip
+        train(make_cfg(*SMALL, "bits=32", "split.query_per_class=10", "ckpt_path=last"))
+    assert {name: (run / name).read_bytes() for name in before} == before
+    # what a resume may change: the length of training, where the data sits, how features are batched
+    resumed = train(make_cfg(*SMALL, "ckpt_path=last", "features.batch_size=7"))
+    assert resumed["rounds_completed"] == 2
+
+
 def test_a_requeued_run_resumes_its_own_checkpoint_else_starts_as_configured(make_cfg, tmp_path):
     """requeued=true (what hydra/launcher=slurm|local add to a rerun after a preemption): with
     checkpoints in the run directory it continues from them; without, it starts as configured, here
@@ -488,6 +503,8 @@ def test_a_sweep_rerun_with_ckpt_path_last_finishes_what_is_missing(tmp_path):
     for job in (d for d in sweep.iterdir() if d.name[0].isdigit()):  # the closing line is in each job's log too
         closing = [line for line in (job / "train.log").read_text().splitlines() if "pgh | digits | pgh+" in line]
         assert len(closing) == 1 and "mAP@all" in closing[0]
+    again = run_python(*command, tmp_path=tmp_path, check=False)  # without ckpt_path: refused, naming the sweep dir
+    assert again.returncode != 0 and "or start afresh in a new hydra.sweep.dir" in again.stderr
     (never_ran,) = [d for d in sweep.iterdir() if d.name.startswith("1_")]
     shutil.rmtree(never_ran)
     assert run_sweep("ckpt_path=last") == first
