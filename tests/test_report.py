@@ -203,3 +203,25 @@ def test_legend_of_many_long_rows_sits_below_the_curves_and_stays_in_the_png(tmp
     matplotlib_close(fig)
     height = Image.open(tmp_path / "plot.png").size[1]
     assert height >= axes_box.height + legend.height  # the tight bounding box kept the legend
+
+
+def test_runs_on_different_query_sets_are_named_and_tables_keep_one_row_order(tmp_path):
+    import torch
+
+    from pgh.data import Split
+
+    sweep = tmp_path / "sweep"
+    for job, method, features, queries in [
+        ("10_itq", "itq", "gist", range(0, 10)),
+        ("2_lsh", "lsh", "pixels", range(0, 10)),
+        ("1_itq", "itq", "pixels", range(5, 15)),  # another split.seed: other queries
+    ]:
+        run = write_run(sweep / job, 0.5, init_hash=None, method=method, features=features)
+        query = torch.tensor(list(queries))
+        Split(query, torch.arange(20, 30), torch.arange(20, 30)).save(run / "split.npz")
+    text = build_report([sweep]).text
+    assert "**Not one query set.** The mnist5k runs were scored on 2 different query sets" in text
+    assert "2 runs on 10 queries (e.g. 2_lsh)" in text and "1 run on 10 queries (e.g. 1_itq)" in text
+    assert list(table_rows(text, "Runs")) == ["1_itq", "2_lsh", "10_itq"]  # numbers as numbers
+    # the per-class table lists its rows in the mAP table's order (features, then method)
+    assert list(table_rows(text, "mAP@all (%) per class")) == list(table_rows(text, "mAP@all (%)"))

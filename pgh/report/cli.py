@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import os
+import re
 import statistics
 import sys
 from collections import Counter, defaultdict
@@ -35,22 +37,24 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from pgh.data import Split
 from pgh.io import write_text
 from pgh.report import paper
 from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, plot_rounds, save_figure
-from pgh.report.tables import map_table, row_name
+from pgh.report.tables import map_table, row_name, row_order
 from pgh.retrieval.metrics import metric_key
 
 MNIST_DATASETS = {"mnist", "mnist5k"}
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
-    """Run directories (holding metrics.json) at or below `paths`, each once, in path order."""
+    """Run directories (holding metrics.json) at or below `paths`, each once, in path order (numbers
+    in names compared as numbers)."""
     runs: dict[Path, None] = {}
     for path in map(Path, paths):
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist")
-        for metrics in sorted(path.rglob("metrics.json")):
+        for metrics in sorted(path.rglob("metrics.json"), key=natural_order):
             runs[metrics.parent.resolve()] = None
     if not runs:
         raise FileNotFoundError(
@@ -58,6 +62,11 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
             "so unfinished or failed runs have none"
         )
     return list(runs)
+
+
+def natural_order(path: Path) -> list:
+    """A sort key that puts a sweep's job 2_… before 10_… (numbers compared as numbers)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.as_posix())]
 
 
 def load_run(run: Path) -> dict[str, Any]:
@@ -268,11 +277,38 @@ def read_per_class(run: Path) -> dict[str, float]:
         return {row["class"]: 100 * float(row["map_all"]) for row in csv.DictReader(f)}
 
 
+def query_set_note(results: list[dict[str, Any]]) -> str:
+    """A warning where runs of one dataset were scored on different query sets (another
+    split.query_per_class or split.seed): their mAP values are not comparable, whatever the table's
+    labels (seeds are never a label)."""
+    names = run_names([r["run"] for r in results])
+    by_dataset: dict[str, dict[bytes, list[tuple[dict[str, Any], int]]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        if (r["run"] / "split.npz").exists():
+            query = Split.load(r["run"] / "split.npz").query.numpy()
+            by_dataset[r["dataset"]][hashlib.sha1(query.tobytes()).digest()].append((r, len(query)))
+    text = ""
+    for dataset, query_sets in sorted(by_dataset.items()):
+        if len(query_sets) > 1:
+            described = "; ".join(
+                f"{len(runs)} run{'s' if len(runs) > 1 else ''} on {count:,} queries (e.g. {names[first['run']]})"
+                for runs in query_sets.values()
+                for first, count in runs[:1]
+            )
+            text += (
+                f"\n**Not one query set.** The {dataset} runs were scored on {len(query_sets)} different query "
+                f"sets (another `split.query_per_class` or `split.seed`): {described}. mAP values from "
+                "different query sets are not comparable.\n"
+            )
+    return text
+
+
 def per_class_tables(results: list[dict[str, Any]]) -> str:
     """Per dataset and bit length, mAP@all (%) of each table row over each class's queries (repeats
     averaged); runs from before per_class.csv existed are left out."""
     cells: dict[tuple[str, int], dict[str, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
-    for (dataset, method, features, variant, bits), group in by_cell(results).items():
+    by_row = sorted(by_cell(results).items(), key=lambda item: row_order(*item[0][1:4]))  # the mAP table's order
+    for (dataset, method, features, variant, bits), group in by_row:
         name = row_name(method, features, variant)
         cells[(dataset, bits)][name] += [c for c in map(read_per_class, (r["run"] for r in group)) if c]
     text = ""
@@ -301,6 +337,7 @@ def build_report(paths: list[str | Path]) -> Report:
     text += map_table(mean_per_cell(results), datasets, bits, paper=reference, paper_label=label)
     if any(len(group) > 1 for group in by_cell(results).values()):
         text += "\nCells with several runs show mean ± standard deviation over them.\n"
+    text += query_set_note(results)
     text += "\n## Runs\n\n" + runs_table(results)
     classes = per_class_tables(results)
     if classes:

@@ -34,6 +34,16 @@ def row_name(method: str, features: str, variant: str = "") -> str:
     return f"{NAMES.get(method, method)}+{NAMES.get(features, features)}" + (f" ({variant})" if variant else "")
 
 
+def row_order(method: str, features: str, variant: str = "") -> tuple:
+    """Where a row goes in every table: by features, then method (the paper's order), then settings."""
+    names = list(NAMES)
+    return (
+        FEATURE_ORDER.index(features) if features in FEATURE_ORDER else 99,
+        names.index(method) if method in names else 99,
+        variant,
+    )
+
+
 def map_table(
     results: list[dict[str, Any]],
     datasets: list[str],
@@ -47,15 +57,8 @@ def map_table(
     A result's optional `variant` (settings that tell runs of one method+features apart, from
     pgh-report) splits its row; an optional `map_all_std` is shown as ± after the mean."""
     by_key = {(r["dataset"], r["method"], r["features"], r.get("variant", ""), int(r["bits"])): r for r in results}
-    order = list(NAMES)
-    rows = sorted(
-        {(r["method"], r["features"], r.get("variant", "")) for r in results},
-        key=lambda row: (
-            FEATURE_ORDER.index(row[1]) if row[1] in FEATURE_ORDER else 99,
-            order.index(row[0]) if row[0] in order else 99,
-            row[2],
-        ),
-    )
+    rows = {(r["method"], r["features"], r.get("variant", "")) for r in results}
+    rows = sorted(rows, key=lambda row: row_order(*row))
     # a (dataset, bits) pair no result has would be a column of dashes (e.g. a folder run beside MNIST runs)
     present = {(r["dataset"], int(r["bits"])) for r in results}
     columns = [(d, b) for d in datasets for b in bits if (d, b) in present]
