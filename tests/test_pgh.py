@@ -528,6 +528,7 @@ def test_a_preempted_sweep_job_is_requeued_and_resumes_from_its_last_checkpoint(
     assert "requeued: true\n" in (preempted / "config.yaml").read_text()
     assert "ckpt_path: last" in (preempted / "config.yaml").read_text()
     assert "requeued: false\n" in (twin / "config.yaml").read_text()
+    assert not (sweep / ".submitit" / "%j").exists()  # submitit's empty folder under the literal name
     for run in (preempted, twin):
         assert json.loads((run / "metrics.json").read_text())["rounds_completed"] == 2
     assert read_rows(preempted / "rounds.csv")[:2] == read_rows(twin / "rounds.csv")[:2]

@@ -12,6 +12,7 @@ launchers only from the `hydra_plugins` package, hence this module's home.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
@@ -31,6 +32,15 @@ class _ResumeOnRequeue:
         import submitit
 
         return submitit.helpers.DelayedSubmission(self, overrides_that_resume(sweep_overrides), *args, **kwargs)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
+        """The sweep, then away with the empty folder that submitit makes under the literal name of
+        `submitit_folder` (`.submitit/%j`) beside the jobs' own (`.submitit/<job id>`)."""
+        returns = super().launch(job_overrides, initial_job_idx)
+        literal = Path(str(self.params["submitit_folder"]))
+        if "%j" in literal.name and literal.is_dir() and not any(literal.iterdir()):
+            literal.rmdir()
+        return returns
 
 
 class ResumingSlurmLauncher(_ResumeOnRequeue, SlurmLauncher):
