@@ -286,7 +286,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"{out / 'checkpoints'} holds checkpoints of an earlier run: resume it with ckpt_path=last, "
             f"or start afresh in a new {fresh} (or delete {out})"
         )
-    if cfg.get("ckpt_path") is not None and has_checkpoints:
+    resuming = cfg.get("ckpt_path") is not None and has_checkpoints
+    if resuming:
         check_resume_matches_run(cfg, out)
     if "module" in cfg.method and cfg.get("ckpt_path") == "last" and not has_checkpoints:
         if not in_a_multirun():  # a mistyped hydra.run.dir would otherwise mean a silent retrain from scratch
@@ -301,7 +302,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         check_trainer(cfg.trainer, cfg.method)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if not resuming:  # a resume's config replaces the run's once it has trained (a failed one leaves it)
+        write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     dataset: ImageDataset = instantiate(cfg.dataset)
     split: Split = instantiate(cfg.split)(dataset.labels)
@@ -324,6 +326,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if trained is None:
             return {}
         query_codes, db_codes, run_info = trained
+        if resuming:
+            write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     else:
         hasher = instantiate(cfg.method)
         if not isinstance(hasher, ShallowHasher):
