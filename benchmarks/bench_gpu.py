@@ -9,6 +9,9 @@
    GPUs) — mAP@all and wall time next to the CPU's.
 3. FAISS top-100 over 1,000,000 random 64-bit codes on the CPU and, with faiss-gpu (`make
    install-gpu`), on the GPU; the GPU's distances are checked against the CPU's.
+4. pgh-index's coding of image files with H on the GPU (`make bench-index`'s collections: 20,000
+   PNGs and 3,000 JPEGs), by the number of worker processes reading ahead: with coding on the GPU,
+   reading is what is left to parallelise.
 
 Writes benchmarks/gpu.md (--out). `--device cpu --quick` runs every part on the CPU at toy sizes in
 seconds (the test suite does), so the script is known to work before a GPU is at hand; `--device cpu`
@@ -204,6 +207,17 @@ def measure(args: argparse.Namespace, device: torch.device) -> list[str]:
             "Run directories: `" + str(run_root) + "`.\n\n" + markdown_table(header, rows)
         )
 
+    if "index" not in args.skip:
+        from bench_index import index_rows
+
+        rows = index_rows(device, quick=args.quick, threads=[torch.get_num_threads()])
+        header = ["files", "torch threads", "--workers", "reading alone (s)", "reading + coding (s)", "images / s"]
+        sections.append(
+            f"## pgh-index coding on the {device.type.upper()}\n\n`encode_files` (what `pgh-index build` runs) with "
+            "PGH's CPU-sized H (random weights) on this device; worker processes read the next chunks while "
+            "this one is coded.\n\n" + markdown_table(header, rows)
+        )
+
     if "faiss" not in args.skip:
         n_db, n_q = (20_000, 100) if args.quick else (1_000_000, 1_000)
         rows = faiss_search(n_db, n_q)
@@ -220,7 +234,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="toy sizes: checks the script, measures nothing")
     parser.add_argument("--steps", type=int, default=100, help="timed batches per throughput row")
     parser.add_argument("--warmup", type=int, default=20, help="untimed batches before them")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "e2e", "ddp", "faiss"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "e2e", "ddp", "faiss", "index"])
     parser.add_argument("--out", type=Path, help="default: benchmarks/gpu.md on CUDA; on the CPU only printed")
     parser.add_argument("--run-dir", type=Path, help="where the end-to-end runs write (default: a temporary dir)")
     args = parser.parse_args()

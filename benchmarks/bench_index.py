@@ -57,20 +57,16 @@ def timed_read_and_build(encoder, paths: list[Path], workers: int) -> tuple[floa
     return read, time.perf_counter() - started
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="toy sizes (200 and 50 files); prints, writes nothing")
-    parser.add_argument("--out", help="write the table here (default: benchmarks/index.md unless --quick)")
-    args = parser.parse_args()
+def index_rows(device: torch.device, quick: bool, threads: list[int]) -> list[list[str]]:
+    """One row per collection x torch thread count x worker count: seconds to read alone, to read
+    and code, and images per second (bench-gpu runs it on the GPU)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     workers = sorted({0, 1, 2, min(8, cpus)})
-    threads = sorted({1, torch.get_num_threads()})
-    model = PGH(bits=32, num_train=2, width=32, hidden=256).eval()  # conf/method/pgh.yaml's CPU size
+    model = PGH(bits=32, num_train=2, width=32, hidden=256).to(device).eval()  # conf/method/pgh.yaml's CPU size
     encoder = SimpleNamespace(channels=1, size=28, bits=32, code_images=model.encode_inputs)
-
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        collections = write_collections(Path(tmp), *((200, 50) if args.quick else (20_000, 3_000)))
+        collections = write_collections(Path(tmp), *((200, 50) if quick else (20_000, 3_000)))
         for name, folder in collections.items():
             paths = find_images(folder)
             for n_threads in threads:
@@ -80,7 +76,15 @@ def main() -> None:
                     rate = f"{len(paths) / build:,.0f}"
                     rows.append([name, n_threads, n_workers, f"{read:.2f}", f"{build:.2f}", rate])
                     print(" | ".join(str(c) for c in rows[-1]), flush=True)
+    return rows
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="toy sizes (200 and 50 files); prints, writes nothing")
+    parser.add_argument("--out", help="write the table here (default: benchmarks/index.md unless --quick)")
+    args = parser.parse_args()
+    rows = index_rows(torch.device("cpu"), args.quick, threads=sorted({1, torch.get_num_threads()}))
     header = ["files", "torch threads", "--workers", "reading alone (s)", "reading + coding (s)", "images / s"]
     note = "toy sizes, the numbers mean nothing\n\n" if args.quick else ""
     text = (

@@ -46,6 +46,10 @@ def test_quick_cpu_run_prints_every_table(tmp_path):
     assert all(0 < float(row[2]) <= 100 and row[4] == "1" for row in runs)
     assert all((tmp_path / "runs" / name / "metrics.json").exists() for name in ("bf16", "fp32", "ddp"))
 
+    coding = markdown_table_rows(text, "pgh-index coding on the CPU")
+    assert {row[0] for row in coding} == {"200 PNGs, 28 px", "50 JPEGs, 256 px"}
+    assert all(float(row[5].replace(",", "")) > 0 for row in coding)
+
     search = markdown_table_rows(text, "FAISS search")
     assert search[0][0] == "FAISS IndexBinaryFlat (CPU)" and float(search[0][1]) > 0
     if not torch.cuda.is_available():
