@@ -8,7 +8,6 @@ function pgh-index runs, and reading alone. Writes benchmarks/index.md (`--quick
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pgh.data import load_mnist5k
 from pgh.data.files import find_images, iter_image_batches
 from pgh.io import write_text
 from pgh.methods import PGH
-from pgh.retrieval.cli import encode_files
+from pgh.retrieval.cli import DEFAULT_WORKERS, encode_files
 
 ROOT = Path(__file__).resolve().parent.parent
 CHUNK = 512
@@ -60,8 +59,7 @@ def timed_read_and_build(encoder, paths: list[Path], workers: int) -> tuple[floa
 def index_rows(device: torch.device, quick: bool, threads: list[int]) -> list[list[str]]:
     """One row per collection x torch thread count x worker count: seconds to read alone, to read
     and code, and images per second (bench-gpu runs it on the GPU)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = sorted({0, 1, 2, min(8, cpus)})
+    workers = sorted({0, 1, 2, DEFAULT_WORKERS})
     model = PGH(bits=32, num_train=2, width=32, hidden=256).to(device).eval()  # conf/method/pgh.yaml's CPU size
     encoder = SimpleNamespace(channels=1, size=28, bits=32, code_images=model.encode_inputs)
     rows = []

@@ -31,6 +31,12 @@ from pgh.retrieval import code_statistics, evaluate_packed, pack_codes
 CODE_COLUMNS = ("db_distinct_codes", "db_bit_correlation")  # rounds.csv's code statistics
 
 
+def code_columns(metrics: dict) -> dict[str, float]:
+    """rounds.csv's code statistics from `db_`-prefixed ones; NaN where there are none (a correlation
+    with fewer than two varying bits, a row from a checkpoint that predates them)."""
+    return {k: math.nan if metrics.get(k) is None else float(metrics[k]) for k in CODE_COLUMNS}
+
+
 class ProgressiveRounds(L.Callback):
     def __init__(
         self,
@@ -88,7 +94,7 @@ class ProgressiveRounds(L.Callback):
                     "bit_change": math.nan,
                     "map_all": initial_metrics["map_all"],
                     self.map_k_key: initial_metrics.get(self.map_k_key, math.nan),
-                    **{k: initial_metrics.get(k, math.nan) for k in CODE_COLUMNS},
+                    **code_columns(initial_metrics),
                 }
             )
 
@@ -122,14 +128,12 @@ class ProgressiveRounds(L.Callback):
             db = pack_codes(pl_module.encode_inputs(self.db_images))
             m = evaluate_packed(q, self.query_labels, db, self.db_labels, **self.eval_kwargs).metrics
             row.update({"map_all": m["map_all"], self.map_k_key: m[self.map_k_key]})
-            stats = code_statistics(db, db.shape[1] * 8)
-            row.update({k: stats[k.removeprefix("db_")] for k in CODE_COLUMNS})
+            row.update(code_columns({f"db_{k}": v for k, v in code_statistics(db, db.shape[1] * 8).items()}))
             self.rows.append(row)
             self._write_rounds_csv()
             self._save_grid(pl_module, t, trainer.loggers, trainer.global_step)
             for logger in trainer.loggers:
-                logged = {f"rounds/{k}": v for k, v in row.items() if v is not None}
-                logger.log_metrics(logged, step=trainer.global_step)
+                logger.log_metrics({f"rounds/{k}": v for k, v in row.items()}, step=trainer.global_step)
         if self.reset_gan_each_round:
             pl_module.reset_gan()
             for opt in trainer.optimizers[:2]:  # D and G
@@ -162,9 +166,7 @@ class ProgressiveRounds(L.Callback):
         lines = [",".join(["round", "bit_change", "map_all", self.map_k_key, *CODE_COLUMNS])]
         for r in self.rows:
             line = f"{r['round']},{r['bit_change']:.6f},{r['map_all']:.6f},{r[self.map_k_key]:.6f}"
-            # rows from checkpoints that predate the code statistics have none
-            distinct, correlation = (r.get(k, math.nan) for k in CODE_COLUMNS)
-            correlation = math.nan if correlation is None else correlation
+            distinct, correlation = code_columns(r).values()
             lines.append(line + f",{distinct:.0f},{correlation:.6f}")
         write_text(self.output_dir / "rounds.csv", "\n".join(lines) + "\n")
 

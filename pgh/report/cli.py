@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import math
 import os
@@ -140,9 +139,10 @@ def label_variants(results: list[dict[str, Any]]) -> None:
 
 
 def by_cell(results: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
-    """The results grouped by table cell: (dataset, method, features, variant, bits)."""
+    """The results grouped by table cell: (dataset, method, features, variant, bits), in the tables'
+    row order (so per-class rows and figure legends follow the mAP table)."""
     cells: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for r in results:
+    for r in sorted(results, key=lambda r: row_order(r["method"], r["features"], r.get("variant", ""))):
         cells[(r["dataset"], r["method"], r["features"], r.get("variant", ""), int(r["bits"]))].append(r)
     return cells
 
@@ -286,7 +286,7 @@ def query_set_note(results: list[dict[str, Any]]) -> str:
     for r in results:
         if (r["run"] / "split.npz").exists():
             query = Split.load(r["run"] / "split.npz").query.numpy()
-            by_dataset[r["dataset"]][hashlib.sha1(query.tobytes()).digest()].append((r, len(query)))
+            by_dataset[r["dataset"]][query.tobytes()].append((r, len(query)))
     text = ""
     for dataset, query_sets in sorted(by_dataset.items()):
         if len(query_sets) > 1:
@@ -307,8 +307,7 @@ def per_class_tables(results: list[dict[str, Any]]) -> str:
     """Per dataset and bit length, mAP@all (%) of each table row over each class's queries (repeats
     averaged); runs from before per_class.csv existed are left out."""
     cells: dict[tuple[str, int], dict[str, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
-    by_row = sorted(by_cell(results).items(), key=lambda item: row_order(*item[0][1:4]))  # the mAP table's order
-    for (dataset, method, features, variant, bits), group in by_row:
+    for (dataset, method, features, variant, bits), group in by_cell(results).items():
         name = row_name(method, features, variant)
         cells[(dataset, bits)][name] += [c for c in map(read_per_class, (r["run"] for r in group)) if c]
     text = ""
