@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pgh.data import ImageDataset, Split
@@ -242,8 +242,11 @@ def check_resume_matches_run(cfg: DictConfig, out: Path) -> None:
     if not saved.exists():
         return
     before = OmegaConf.load(saved)
+    keys = RUN_IDENTITY
+    if "module" in cfg.method:  # and the networks' sizes, which Lightning would only meet as a size mismatch
+        keys += tuple(f"method.module.{name}" for name in get_class(cfg.method.module._target_).architecture)
     differing = []
-    for key in RUN_IDENTITY:
+    for key in keys:
         old, new = (OmegaConf.select(c, key) for c in (before, cfg))
         old, new = (OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v for v in (old, new))
         for ignored in RESUME_MAY_DIFFER.get(key, ()):

@@ -68,3 +68,17 @@ def assert_hasher_codes_the_database_as_the_run_did(cfg) -> None:
     features = instantiate(cfg.features)(dataset.images[split.database])
     coded = pack_codes(load_hasher(out / "hasher.pt").encode(features))
     np.testing.assert_array_equal(coded, np.load(out / "database_codes.npy"))
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m in TINY])
+def test_every_deep_method_names_its_architecture_in_its_config(make_cfg, method):
+    """`architecture` (what a resume must keep) names constructor arguments the method's config sets,
+    so a resume with other network sizes stops with pgh-train's message, not a size mismatch."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    module = make_cfg(f"method={method}").method.module
+    cls = get_class(module._target_)
+    assert cls.architecture, f"{cls.__name__}.architecture is empty"
+    assert set(cls.architecture) <= set(inspect.signature(cls.__init__).parameters) & set(module)

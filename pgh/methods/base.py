@@ -34,6 +34,9 @@ def to_network_input(images: torch.Tensor, image_size: int, channels: int) -> to
 
 class DeepHasher(L.LightningModule):
     input_kind: str = "images"
+    # constructor arguments that set the networks' parameter shapes (beside `bits`): a run resumed
+    # from a checkpoint must keep them, which `pgh-train` checks before it touches the run
+    architecture: tuple[str, ...] = ()
 
     def on_before_fit(self, train_inputs: torch.Tensor, train_features: torch.Tensor) -> None:
         """Called once with the whole training set before `Trainer.fit` (e.g. to build a kNN graph)."""

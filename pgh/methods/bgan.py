@@ -274,6 +274,7 @@ def weighted_total(terms: Mapping[str, torch.Tensor | None], weights: Mapping[st
 
 class BGAN(DeepHasher):
     input_kind = "images"
+    architecture = ("image_size", "channels", "width", "hidden")
 
     def __init__(
         self,

@@ -111,6 +111,7 @@ def _check_number(name: str, value, minimum: float = 0.0, strict: bool = False) 
 
 class DeepBit(DeepHasher):
     input_kind = "images"
+    architecture = ("backbone", "image_size", "channels", "width", "hidden", "stages")
 
     def __init__(
         self,

@@ -105,6 +105,7 @@ class DH(DeepHasher):
     checkpoint's hyper-parameters rebuild the same network (`DH.load_from_checkpoint`)."""
 
     input_kind = "features"
+    architecture = ("in_dim", "hidden")
 
     def __init__(
         self,

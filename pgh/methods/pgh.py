@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 class PGH(DeepHasher):
     input_kind = "images"
+    architecture = ("image_size", "channels", "z_dim", "width", "hidden")
 
     def __init__(
         self,
