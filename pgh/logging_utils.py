@@ -2,26 +2,76 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
 
-def instantiate_loggers(logger_cfg: DictConfig | None) -> list[Logger]:
-    """Each entry of the group with a `_target_` becomes one Lightning logger."""
-    if not logger_cfg:
-        return []
-    return [
-        instantiate(entry) for entry in logger_cfg.values() if isinstance(entry, DictConfig) and "_target_" in entry
-    ]
+def instantiate_loggers(logger_cfg: DictConfig | None, resume: bool = False) -> list[Logger]:
+    """Each entry of the group with a `_target_` becomes one Lightning logger. With `resume` (a run
+    continued from its checkpoint) they continue the run's earlier logs: `ResumableCSVLogger` appends
+    to its metrics.csv, and a W&B logger without an `id` of its own resumes the run's last W&B run."""
+    loggers = []
+    for entry in (logger_cfg or {}).values():
+        if not (isinstance(entry, DictConfig) and "_target_" in entry):
+            continue
+        extra: dict[str, Any] = {}
+        target = get_class(entry._target_)
+        if resume and issubclass(target, ResumableCSVLogger):
+            extra["append"] = True
+        elif resume and issubclass(target, WandbLogger) and entry.get("id") is None:
+            run_id = last_wandb_run_id(Path(entry.get("save_dir") or "."))
+            if run_id is not None:
+                extra = {"id": run_id, "resume": "allow"}
+        loggers.append(instantiate(entry, **extra))
+    return loggers
+
+
+def last_wandb_run_id(save_dir: Path) -> str | None:
+    """The id of the last W&B run under save_dir (`wandb/latest-run`, a link to `[offline-]run-<time>-<id>`)."""
+    latest = save_dir / "wandb" / "latest-run"
+    if not latest.exists():
+        return None
+    return latest.resolve().name.rsplit("-", 1)[-1]
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, but keeping the rows already in metrics.csv (Lightning's deletes the
+    file); a column the earlier rows lack rewrites the file once with the merged header."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = next(csv.reader(file), [])
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSVLogger; with `append=True` (pgh-train sets it when a run resumes) metrics.csv
+    keeps the earlier attempts' rows, so it holds the run's whole history (rows after the checkpoint
+    that an interrupted attempt logged appear twice, with the same step, as in TensorBoard)."""
+
+    def __init__(self, *args: Any, append: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.append = append
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None and self.append:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return super().experiment
 
 
 def print_and_log_to_files(logger: logging.Logger, message: str) -> None:

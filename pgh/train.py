@@ -311,7 +311,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     dataset: ImageDataset = instantiate(cfg.dataset)
     split: Split = instantiate(cfg.split)(dataset.labels)
     split.save(out / "split.npz")
-    loggers = instantiate_loggers(cfg.get("logger"))
+    loggers = instantiate_loggers(cfg.get("logger"), resume=resuming)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 

@@ -223,3 +223,22 @@ def test_resume_from_last_checkpoint(make_cfg):
     assert metrics["train_seconds"] > first_seconds
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert state["global_step"] == 12  # one more epoch of 4 steps
+
+
+def test_a_resumed_run_continues_its_csv_and_wandb_logs(make_cfg, monkeypatch):
+    """Lightning's CSVLogger deleted metrics.csv when a run resumed, and W&B started a new run: the
+    resumed run's logs now hold every epoch, in one metrics.csv and under one W&B run id."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    first = make_cfg(*SMALL)
+    train(first)
+    resumed = make_cfg(*SMALL, "method.max_epochs=3", "ckpt_path=last")
+    train(resumed)
+    out = Path(first.paths.output_dir)
+    with open(out / "csv" / "metrics.csv") as f:
+        epochs = {float(row["epoch"]) for row in csv.DictReader(f) if row["epoch"]}
+    assert epochs == {0, 1, 2}
+
+    train(make_cfg(*SMALL, "method.max_epochs=4", "ckpt_path=last", "logger=wandb", "logger.wandb.name=test"))
+    train(make_cfg(*SMALL, "method.max_epochs=5", "ckpt_path=last", "logger=wandb", "logger.wandb.name=test"))
+    runs = sorted(out.glob("wandb/offline-run-*"))
+    assert len(runs) == 2 and len({run.name.rsplit("-", 1)[1] for run in runs}) == 1
