@@ -554,3 +554,21 @@ def test_other_eval_settings_name_their_k_everywhere(make_cfg, capsys):
     assert float(rows[1]["map_at_50"]) == pytest.approx(metrics["map_at_50"], abs=1e-6)
     runs = build_report([cfg.paths.output_dir]).text.split("## Runs", 1)[1]
     assert f"{100 * metrics['map_at_50']:.2f} (@50)" in runs and f"{100 * metrics['precision_at_20']:.2f} (@20)" in runs
+
+
+def test_training_stops_when_few_bits_change_and_a_resume_keeps_it_stopped(make_cfg, tmp_path):
+    """converge_bit_change=1.0: every round changes fewer than all bits, so the run stops after round 1
+    of 3. Resumed with the same command it reports the same numbers instead of training round 2; a
+    lower converge_bit_change trains on."""
+    converging = [*SMALL, "method.rounds=3", "method.progressive.converge_bit_change=1.0"]
+    first = train(make_cfg(*converging))
+    assert first["rounds_completed"] == 1
+    rows = read_rows(tmp_path / "run" / "rounds.csv")
+    assert [r["round"] for r in rows] == ["0", "1"] and 0 < float(rows[1]["bit_change"]) < 1
+
+    again = train(make_cfg(*converging, "ckpt_path=last"))
+    assert again["rounds_completed"] == 1 and again["map_all"] == first["map_all"]
+    assert read_rows(tmp_path / "run" / "rounds.csv") == rows
+
+    on = train(make_cfg(*SMALL, "method.rounds=3", "method.progressive.converge_bit_change=0", "ckpt_path=last"))
+    assert on["rounds_completed"] == 3

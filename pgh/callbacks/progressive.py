@@ -15,6 +15,7 @@ rank encodes a shard of the training set and the codes are all-gathered, so all 
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from pgh.hashing.vote import majority_vote, nearest_neighbors
 from pgh.io import atomic_path, write_text
 from pgh.logging_utils import log_image
 from pgh.retrieval import code_statistics, evaluate_packed, pack_codes
+
+log = logging.getLogger(__name__)
 
 CODE_COLUMNS = ("db_distinct_codes", "db_bit_correlation")  # rounds.csv's code statistics
 
@@ -109,6 +112,18 @@ class ProgressiveRounds(L.Callback):
     # --------------------------------------------------------------------------- hooks
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        t = int(pl_module.current_round)
+        last = self.rows[-1] if self.rows else None
+        at_round_end = t > 0 and trainer.current_epoch == t * self.epochs_per_round
+        if at_round_end and last is not None and int(last["round"]) == t:
+            # a run that stopped converged, resumed: without this it would train another round
+            if last["bit_change"] < self.converge_bit_change:
+                log.info(
+                    "round %d already converged (%.2f%% of the bits changed, below converge_bit_change=%g): "
+                    "nothing to train; a lower method.progressive.converge_bit_change trains on",
+                    t, 100 * last["bit_change"], self.converge_bit_change,
+                )  # fmt: skip
+                trainer.should_stop = True
         if trainer.is_global_zero:
             self._write_rounds_csv()
             if int(pl_module.current_round) == 0:
