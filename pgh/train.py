@@ -127,6 +127,7 @@ def train_deep(
         max_epochs = m.rounds * rounds.epochs_per_round
     else:
         max_epochs = m.max_epochs
+    check_checkpoint_within_length(cfg, out, max_epochs)
     # the manual-optimisation checkpoint holds the state after the batch's steps, which is what an exact
     # resume needs (tests/test_pgh.py resumes mid-round); Lightning's long warning about it is noise
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
@@ -170,6 +171,28 @@ def train_deep(
     return query, database, {"train_seconds": train_seconds, "encode_seconds": t2 - t1, **run_info}
 
 
+def check_checkpoint_within_length(cfg: DictConfig, out: Path, max_epochs: int) -> None:
+    """A resume whose run is shorter than what its checkpoint has trained: Lightning says so naming
+    trainer.max_epochs, which pgh-train sets from the method's length."""
+    ckpt = cfg.get("ckpt_path")
+    if ckpt is None:
+        return
+    path = out / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
+    if not path.is_file():
+        return  # Lightning resolves "last" among other names, and says what is missing
+    trained = int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    if trained > max_epochs:
+        m = cfg.method
+        if "progressive" in m:
+            length = f"method.rounds={m.rounds} x {m.progressive.epochs_per_round} epochs"
+        else:
+            length = f"method.max_epochs={m.max_epochs}"
+        raise ValueError(
+            f"{path} has trained {trained} epochs, more than this run's {length}: resume with at least "
+            "that length (a finished run: the length it was run with), or start a new run from it in a new directory"
+        )
+
+
 def closing_line(m: dict[str, Any], out: Path) -> str:
     """One line with the headline numbers and where the run wrote its results; K and r are the run's
     eval.map_k, precision_k and radius."""
@@ -181,6 +204,9 @@ def closing_line(m: dict[str, Any], out: Path) -> str:
         f"P@r{radius.removeprefix('precision_radius_')} {100 * m[radius]:.2f} | "
         f"train {m['train_seconds']:.1f}s | {out}"
     )
+
+
+SUPPORTED_PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
 
 
 def check_trainer(trainer: DictConfig, method: DictConfig) -> None:
@@ -195,11 +221,28 @@ def check_trainer(trainer: DictConfig, method: DictConfig) -> None:
             f"trainer.max_epochs={trainer.max_epochs} would be ignored: a deep method's length is {length}; "
             "set that instead"
         )
+    name, unit = ("rounds", "rounds") if "progressive" in method else ("max_epochs", "epochs")
+    value = method.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"method.{name}={value} must be a positive whole number of {unit}")
     accelerator = str(trainer.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        fix = "trainer=cpu (the paper-scale experiment configs pick trainer=gpu)"
+        if trainer.get("strategy") is not None:  # trainer=ddp: keep DDP, on gloo
+            fix = "trainer.accelerator=cpu trainer.sync_batchnorm=false for DDP on the CPU (gloo)"
         raise RuntimeError(
-            f"trainer.accelerator={accelerator} but torch sees no CUDA device; run on a GPU machine, or add "
-            "trainer=cpu (the paper-scale experiment configs pick trainer=gpu)"
+            f"trainer.accelerator={accelerator} but torch sees no CUDA device; run on a GPU machine, or add {fix}"
+        )
+    precision = str(trainer.get("precision", "32-true"))
+    if precision not in SUPPORTED_PRECISIONS:
+        raise ValueError(
+            f"trainer.precision={precision} is not supported: the networks take float32 inputs and train "
+            f"in float32 or under autocast; use one of {', '.join(SUPPORTED_PRECISIONS)}"
+        )
+    if precision.startswith("16") and (accelerator == "cpu" or not torch.cuda.is_available()):
+        raise ValueError(
+            f"trainer.precision={precision} needs a CUDA device (on the CPU Lightning would switch to bf16-mixed); "
+            "use trainer.precision=bf16-mixed"
         )
     if accelerator == "cpu" and trainer.get("sync_batchnorm"):
         raise ValueError(
@@ -229,7 +272,17 @@ def check_slurm_tasks(trainer: DictConfig, accelerator: str) -> None:
 
 # what a resumed run must share with the run it continues: its data, split, codes and their length
 # (a resume changes only how long or how it trains, e.g. method.rounds or method.max_epochs)
-RUN_IDENTITY = ("bits", "seed", "dataset", "features", "split", "method._target_", "method.module._target_")
+RUN_IDENTITY = (
+    "bits",
+    "seed",
+    "dataset",
+    "features",
+    "split",
+    "method._target_",
+    "method.module._target_",
+    "method.init_hash",  # PGH: the round-0 codes (metrics.json's init_map_all, rounds.csv's round 0)
+    "method.progressive.epochs_per_round",  # PGH: where the rounds end, counted from the run's start
+)
 # within those, keys that may differ: where the data sits, how features are batched and where computed
 RESUME_MAY_DIFFER = {"dataset": ("root",), "features": ("batch_size", "device")}
 
@@ -289,7 +342,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"{out / 'checkpoints'} holds checkpoints of an earlier run: resume it with ckpt_path=last, "
             f"or start afresh in a new {fresh} (or delete {out})"
         )
-    resuming = cfg.get("ckpt_path") is not None and has_checkpoints
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path not in (None, "last") and not Path(ckpt_path).is_file():
+        raise FileNotFoundError(
+            f"ckpt_path={ckpt_path}: no such checkpoint file; give a run's checkpoints/last.ckpt, or "
+            "ckpt_path=last with hydra.run.dir set to the run to resume"
+        )
+    resuming = ckpt_path is not None and has_checkpoints
     if resuming:
         check_resume_matches_run(cfg, out)
     if "module" in cfg.method and cfg.get("ckpt_path") == "last" and not has_checkpoints:

@@ -572,3 +572,35 @@ def test_training_stops_when_few_bits_change_and_a_resume_keeps_it_stopped(make_
 
     on = train(make_cfg(*SMALL, "method.rounds=3", "method.progressive.converge_bit_change=0", "ckpt_path=last"))
     assert on["rounds_completed"] == 3
+
+
+def test_a_resume_that_would_change_the_rounds_or_their_length_stops_with_the_keys_to_fix(make_cfg, tmp_path):
+    """Another init_hash (the round-0 codes) or epochs_per_round (where rounds end) is another run;
+    fewer rounds than the checkpoint has trained names method.rounds, not Lightning's max_epochs."""
+    train(make_cfg(*SMALL))
+    with pytest.raises(ValueError, match=r"method.init_hash: itq there, lsh here"):
+        train(make_cfg(*SMALL, "method.init_hash=lsh", "ckpt_path=last"))
+    with pytest.raises(ValueError, match=r"method.progressive.epochs_per_round: 2 there, 3 here"):
+        train(make_cfg(*SMALL, "method.progressive.epochs_per_round=3", "ckpt_path=last"))
+    with pytest.raises(ValueError, match=r"has trained 4 epochs, more than this run's method.rounds=1 x 2 epochs"):
+        train(make_cfg(*SMALL, "method.rounds=1", "ckpt_path=last"))
+    with pytest.raises(FileNotFoundError, match=r"ckpt_path=.*typo.ckpt: no such checkpoint file"):
+        train(make_cfg(*SMALL, f"ckpt_path={tmp_path / 'typo.ckpt'}"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("method.rounds=0", r"method.rounds=0 must be a positive whole number of rounds"),
+        ("method.rounds=-1", r"method.rounds=-1 must be a positive whole number of rounds"),
+        ("trainer.precision=64-true", r"trainer.precision=64-true is not supported: .* use one of 32-true"),
+        ("trainer.precision=bf16-true", r"trainer.precision=bf16-true is not supported"),
+        ("trainer.precision=16-mixed", r"16-mixed needs a CUDA device .* use trainer.precision=bf16-mixed"),
+    ],
+)
+def test_settings_pgh_cannot_train_with_stop_before_any_work(make_cfg, tmp_path, override, message):
+    """method.rounds=-1 trained forever (Lightning: no epoch limit), 0 evaluated an untrained H; the
+    true half and double precisions crashed on float32 inputs; 16-mixed became bf16 on the CPU."""
+    with pytest.raises(ValueError, match=message):
+        train(make_cfg(*SMALL, override))
+    assert not (tmp_path / "run").exists()
