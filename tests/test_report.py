@@ -123,6 +123,22 @@ def test_a_resumed_or_requeued_run_is_a_repeat_not_a_variant(tmp_path):
     assert table_rows(build_report([tmp_path]).text, "mAP@all (%)") == {"PGH+GIST": ["82.00 ± 2.83", "66.95"]}
 
 
+def test_settings_of_the_features_tell_runs_apart_but_where_they_sit_does_not(tmp_path):
+    """Two GIST grids were averaged as repeats of one row; another data root or batch size is a repeat."""
+
+    def with_config(run: Path, **sections) -> None:
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config.update(sections)
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+
+    gist = {"_target_": "pgh.features.GistFeatures", "number_blocks": 4, "batch_size": 512, "device": "auto"}
+    with_config(write_run(tmp_path / "a", 0.80, seed=0), features=gist, dataset={"root": "/data/a"})
+    with_config(write_run(tmp_path / "b", 0.84, seed=1), features={**gist, "batch_size": 64}, dataset={"root": "/b"})
+    with_config(write_run(tmp_path / "c", 0.60, seed=0), features={**gist, "number_blocks": 2}, dataset={"root": "/b"})
+    rows = table_rows(build_report([tmp_path]).text, "mAP@all (%)")
+    assert rows == {"PGH+GIST": ["82.00 ± 2.83", "66.95"], "PGH+GIST (features.number_blocks=2)": ["60.00", "66.95"]}
+
+
 def test_cli_writes_the_report_and_the_curves(tmp_path, capsys):
     write_run(tmp_path / "runs" / "a", 0.8, rounds=[0.5, 0.8])
     main([str(tmp_path / "runs"), "--out", str(tmp_path / "report")])
@@ -155,6 +171,9 @@ def test_missing_or_empty_paths_name_the_problem(tmp_path, capsys):
     (tmp_path / "odd" / "metrics.json").write_text(json.dumps({"map_all": 0.5}))
     with pytest.raises(SystemExit, match="has no 'dataset': not written by pgh-train"):
         main([str(tmp_path / "odd")])
+    (tmp_path / "report.md").write_text("")
+    with pytest.raises(SystemExit, match=r"--out .*report.md is a file: give a directory"):
+        main([str(tmp_path / "odd"), "--out", str(tmp_path / "report.md")])
 
 
 def test_report_of_a_real_multirun(tmp_path):

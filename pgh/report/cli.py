@@ -78,7 +78,11 @@ def load_run(run: Path) -> dict[str, Any]:
 
 # config keys that are a table axis, a seed, or do not change the result: never what tells runs apart
 NOT_SETTINGS = (
-    "paths", "logger", "hydra", "dataset", "features", "callbacks", "task_name", "ckpt_path", "requeued",
+    "paths", "logger", "hydra", "callbacks", "task_name", "ckpt_path", "requeued",
+    # the dataset and the features are table axes; where they sit and how features are batched are not
+    # settings, but e.g. features.number_blocks or dataset.image_size are
+    "dataset._target_", "dataset.root", "dataset.download", "dataset.name",
+    "features._target_", "features.batch_size", "features.device", "features.weights",
     "save_codes", "seed", "split.seed", "bits", "trainer.default_root_dir", "trainer.enable_progress_bar",
     "trainer.enable_model_summary", "trainer.log_every_n_steps", "method.num_workers",
     "method.checkpoint_every_n_steps",
@@ -356,6 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("paths", nargs="+", help="run directories, sweep directories, or folders holding them")
     parser.add_argument("--out", type=Path, help="also write report.md and the figures into this directory")
     args = parser.parse_args(argv)
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        sys.exit(f"pgh-report: --out {args.out} is a file: give a directory (it is created if missing)")
     try:
         report = build_report(args.paths)
     except (FileNotFoundError, ValueError) as error:
