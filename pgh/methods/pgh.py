@@ -238,13 +238,19 @@ class PGH(DeepHasher):
             return
         agreement = float(torch.stack(self.epoch_agreement).mean())
         if agreement < hp.distill_min_agreement:
+            batches = self.trainer.num_training_batches * (last_warm_up_epoch + 1)
+            fix = f"Raise method.module.distill_epochs ({batches} batches so far) or train on more images"
+            if hp.distill_epochs > self.trainer.max_epochs:  # the run ends inside the warm-up
+                fix = (
+                    f"The run ({self.trainer.max_epochs} epochs) ends inside the warm-up (distill_epochs="
+                    f"{hp.distill_epochs}): train longer (method.rounds x epochs_per_round) or on more images"
+                )
             log.warning(
                 "the distillation warm-up's last epoch (epoch %d, counting from 0) ends with H giving only %.1f%% of "
                 "the training images' bits as their conditioning codes (distill_min_agreement: %.0f%%); the rounds "
-                "start from codes H does not carry. Raise method.module.distill_epochs (%d batches so far) or "
-                "train on more images",
+                "start from codes H does not carry. %s",
                 self.current_epoch,
                 100 * agreement,
                 100 * hp.distill_min_agreement,
-                self.trainer.num_training_batches * (last_warm_up_epoch + 1),
+                fix,
             )
