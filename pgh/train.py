@@ -288,9 +288,11 @@ RESUME_MAY_DIFFER = {"dataset": ("root",), "features": ("batch_size", "device")}
 
 
 def check_resume_matches_run(cfg: DictConfig, out: Path) -> None:
-    """Stop a resume whose command describes another run than the one in `out`, before anything in
-    `out` is rewritten: Lightning would fail on the checkpoint only after config.yaml and split.npz
-    had been replaced by the new command's, or, where the shapes fit, continue another experiment."""
+    """Stop a resume whose command describes another run than the one in `out` (the run the checkpoint
+    belongs to, by its config.yaml), before anything is rewritten: Lightning would fail on the
+    checkpoint only after config.yaml and split.npz had been replaced by the new command's, or, where
+    the shapes fit, continue another experiment (another seed or split: a model trained on the
+    new split's queries)."""
     saved = out / "config.yaml"
     if not saved.exists():
         return
@@ -351,6 +353,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     resuming = ckpt_path is not None and has_checkpoints
     if resuming:
         check_resume_matches_run(cfg, out)
+    elif ckpt_path not in (None, "last"):  # another run's checkpoint, continued in this directory
+        check_resume_matches_run(cfg, Path(ckpt_path).resolve().parent.parent)
     if "module" in cfg.method and cfg.get("ckpt_path") == "last" and not has_checkpoints:
         if not in_a_multirun():  # a mistyped hydra.run.dir would otherwise mean a silent retrain from scratch
             raise FileNotFoundError(

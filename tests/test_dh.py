@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from pgh.data import Split
 from pgh.features import cached_features
@@ -242,3 +242,20 @@ def test_a_resumed_run_continues_its_csv_and_wandb_logs(make_cfg, monkeypatch):
     train(make_cfg(*SMALL, "method.max_epochs=5", "ckpt_path=last", "logger=wandb", "logger.wandb.name=test"))
     runs = sorted(out.glob("wandb/offline-run-*"))
     assert len(runs) == 2 and len({run.name.rsplit("-", 1)[1] for run in runs}) == 1
+
+
+def test_another_runs_checkpoint_continued_in_a_new_directory_must_describe_that_run(make_cfg, tmp_path):
+    """ckpt_path=<file> from a fresh directory was not compared with anything: another seed and split
+    continued the seed-0 model (trained on the new split's queries), other bits failed in Lightning."""
+    first = make_cfg(*SMALL)
+    train(first)
+    ckpt = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    other = make_cfg(*SMALL, "seed=3", "split.seed=1", "method.max_epochs=3", f"ckpt_path={ckpt}")
+    with open_dict(other):
+        other.paths.output_dir = str(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match=r"resumes the run in .*run, but this command describes another run \(seed: "):
+        train(other)
+    same = make_cfg(*SMALL, "method.max_epochs=3", f"ckpt_path={ckpt}")  # the same run, trained longer elsewhere
+    with open_dict(same):
+        same.paths.output_dir = str(tmp_path / "elsewhere")
+    assert train(same)["method"] == "dh"
