@@ -258,3 +258,24 @@ def test_trainer_max_epochs_names_the_methods_own_setting(make_cfg, method, leng
     cfg = make_cfg("dataset=digits", f"method={method}", "trainer.max_epochs=1")
     with pytest.raises(ValueError, match=rf"trainer.max_epochs=1 would be ignored: a deep method's length is {length}"):
         train(cfg)
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
+    """Two seeds launched together: with whole seconds in the run directory's name both wrote into one
+    directory, and the first one's metrics.json, config.yaml and hasher.pt were overwritten."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import run_python
+
+    run_python("-c", "import pgh.train", tmp_path=tmp_path)  # compiled once, so both start alike
+    env = {**os.environ, "PGH_ROOT": str(tmp_path), "PGH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    args = ["-m", "pgh.train", "dataset=digits", "method=lsh", "bits=16", "split.query_per_class=20"]
+    jobs = [
+        subprocess.Popen([sys.executable, *args, f"seed={s}"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL)
+        for s in (0, 1)
+    ]
+    assert [job.wait(timeout=300) for job in jobs] == [0, 0]
+    runs = sorted((tmp_path / "logs" / "train" / "runs").iterdir())
+    assert len(runs) == 2 and {json.loads((r / "metrics.json").read_text())["seed"] for r in runs} == {0, 1}
