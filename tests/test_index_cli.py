@@ -243,3 +243,23 @@ def test_index_checks_before_coding_and_after_the_run_changed(make_cfg, tmp_path
         main(["update", str(index), "--device", "cpu"])
     with pytest.raises(SystemExit, match="nowhere does not exist: build an index there"):
         main(["search", str(tmp_path / "nowhere"), one])
+
+
+def test_file_names_with_line_breaks_are_refused_and_other_odd_names_round_trip(make_cfg, tmp_path, capsys):
+    """paths.txt holds a name a line: a name with "\\n" made every later name wrong and the index
+    unusable ("disagree; rebuild it", which no rebuild fixed); names with \\x1c or \\u2028 were split
+    by str.splitlines on reading."""
+    run = str(trained_run(make_cfg, tmp_path, "itq", ["dataset=digits", "method=itq", "bits=16", "logger=none"]))
+    images, out = tmp_path / "images", str(tmp_path / "index")
+    images.mkdir()
+    for name in ("a\nb.png", "c\rd.png", "c\x1cd.png", "e\u2028f, \"g\".png", "h.png"):
+        Image.fromarray(np.full((8, 8), len(name), np.uint8)).save(images / name)
+    with pytest.raises(SystemExit, match=r"2 file name\(s\) under .* line break, .*'a\\nb.png', 'c\\rd.png'; rename"):
+        main(["build", run, str(images), "--out", out])
+    (images / "a\nb.png").unlink()
+    (images / "c\rd.png").unlink()
+    main(["build", run, str(images), "--out", out])
+    rows = search_rows(capsys, out, str(images / "h.png"), "-k", "3")
+    assert sorted(row["path"] for row in rows) == ["c\x1cd.png", "e\u2028f, \"g\".png", "h.png"]
+    main(["update", out])
+    assert "is up to date (3 images)" in capsys.readouterr().out

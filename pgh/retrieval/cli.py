@@ -63,6 +63,8 @@ def build(args: argparse.Namespace) -> None:
     paths = find_images(images_root)
     if not paths:
         raise ValueError(f"no image files under {images_root}")
+    relative = [p.relative_to(images_root).as_posix() if images_root.is_dir() else p.name for p in paths]
+    check_names(relative, images_root)
     encoder = RunEncoder(args.run, device=args.device)
     # settings checked before the coding, which can take hours on a large collection
     index = new_index(encoder.bits, args.nlist, args.nprobe, len(paths), "--nlist")
@@ -72,7 +74,6 @@ def build(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     codes = encode_files(encoder, paths, args.chunk, args.workers)
     coded = time.perf_counter() - t0
-    relative = [p.relative_to(images_root).as_posix() if images_root.is_dir() else p.name for p in paths]
     write_index(out, index, codes, stamps, relative, info, coded)
     kind = f"IVF, nlist {index.nlist}, nprobe {index.nprobe}" if index.nlist else "exact"
     print(f"pgh-index | {len(paths):,} images | {encoder.bits} bits | {kind} | coded in {coded:.1f}s | {out}")
@@ -94,13 +95,14 @@ def update(args: argparse.Namespace) -> None:
             "folder an index was built from; build the index again"
         )
     encoder = index_encoder(out, info, args.device)
-    indexed = (out / "paths.txt").read_text().splitlines()
+    indexed = read_indexed_names(out)
     old_codes, old_stamps = np.load(out / "codes.npy"), np.load(out / "stamps.npy")
     row = {path: i for i, path in enumerate(indexed)}
     paths = find_images(images_root)
     relative = [p.relative_to(images_root).as_posix() for p in paths]
     if not relative:
         raise ValueError(f"no image files left under {images_root}: nothing to index (add images, or delete {out})")
+    check_names(relative, images_root)
     stamps = file_stamps(paths)  # before reading: a file changed while it is read is re-coded next time
     changed = [name in row and bool((old_stamps[row[name]] != stamp).any()) for name, stamp in zip(relative, stamps)]
     to_code = [p for p, name, c in zip(paths, relative, changed) if c or name not in row]
@@ -129,6 +131,26 @@ def new_index(bits: int, nlist: int | None, nprobe: int | None, count: int, nlis
             "number of images; FAISS suggests 39 images per centroid) or an exact index (no --nlist)"
         )
     return BinaryIndex(bits, nlist=nlist, nprobe=nprobe)
+
+
+def check_names(relative: list[str], images_root: Path) -> None:
+    """paths.txt holds one name a line: a name with a line break would shift every name after it (and
+    a \r would end a row of search's CSV)."""
+    broken = [name for name in relative if "\n" in name or "\r" in name]
+    if broken:
+        shown = ", ".join(repr(name) for name in broken[:5]) + (
+            f" and {len(broken) - 5} more" if len(broken) > 5 else ""
+        )
+        raise ValueError(
+            f"{len(broken)} file name(s) under {images_root} hold a line break, which an index cannot list: {shown}; "
+            "rename them (or move them out of the folder)"
+        )
+
+
+def read_indexed_names(out: Path) -> list[str]:
+    """paths.txt's names, split at "\n" only (str.splitlines would also split names at \x1c … \u2029)."""
+    with open(out / "paths.txt", encoding="utf-8") as f:
+        return f.read().split("\n")[:-1]
 
 
 def file_stamps(paths: list[Path]) -> np.ndarray:
@@ -192,7 +214,7 @@ def index_encoder(out: Path, info: dict, device: str) -> RunEncoder:
 def search(args: argparse.Namespace) -> None:
     out = Path(args.index)
     info = read_index_info(out)
-    indexed = (out / "paths.txt").read_text().splitlines()
+    indexed = read_indexed_names(out)
     index = BinaryIndex.load(out / "index.faissindex")
     if index.ntotal != len(indexed) or index.bits != info["bits"]:
         raise ValueError(f"{out}: index.faissindex, paths.txt and index.json disagree; rebuild it")
