@@ -126,6 +126,22 @@ def test_folder_dataset_and_corrupt_files(tmp_path):
         load_folder(str(tmp_path))
 
 
+def test_folder_dataset_reads_class_folders_at_any_depth_and_skips_hidden_and_empty_ones(tmp_path, caplog, monkeypatch):
+    """A class whose images sat one level deeper was dropped (and the error said "a single class");
+    hidden and empty folders took a label, so class_names outnumbered the classes."""
+    import logging
+
+    for path in ("cats/indoor/a.png", "cats/b.JPG", "dogs/c.png", ".ipynb_checkpoints/d.png", "dogs/.cache/e.png"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / path, format="PNG")
+    (tmp_path / "zz_empty").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path.parent))
+    with caplog.at_level(logging.WARNING, logger="pgh.data.datasets"):
+        ds = load_folder(f"~/{tmp_path.name}", image_size=8)  # ~ is the user's home, as in a shell
+    assert ds.class_names == ("cats", "dogs") and ds.labels.tolist() == [0, 0, 1]
+    assert "1 sub-folder(s) of" in caplog.text and "hold no images and are no class: zz_empty" in caplog.text
+
+
 def test_dataset_validates_shapes():
     with pytest.raises(ValueError, match="uint8"):
         ImageDataset("x", torch.zeros(2, 1, 4, 4), torch.zeros(2))

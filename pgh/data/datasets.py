@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import pickle
 from dataclasses import dataclass
 from importlib import resources
@@ -17,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pgh.data.files import IMAGE_SUFFIXES, read_images
+from pgh.data.files import IMAGE_SUFFIXES, find_images, read_images
+
+log = logging.getLogger(__name__)
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -159,7 +162,7 @@ def load_fashion_mnist(root: str = FASHION_MNIST_ROOT) -> ImageDataset:
     """70,000 Fashion-MNIST images from IDX files (Debian package `dataset-fashion-mnist`)."""
     return _load_idx_pool(
         "fashion_mnist",
-        Path(root),
+        Path(root).expanduser(),
         "Install it with `make data` (apt-get install -y dataset-fashion-mnist), "
         "or point dataset.root at a folder with the four IDX files.",
         FASHION_MNIST_CLASSES,
@@ -168,7 +171,7 @@ def load_fashion_mnist(root: str = FASHION_MNIST_ROOT) -> ImageDataset:
 
 def load_mnist(root: str = "data/mnist", download: bool = False) -> ImageDataset:
     """70,000 MNIST digits from IDX files in `root` (or `root/MNIST/raw`, torchvision's layout)."""
-    root_path = Path(root)
+    root_path = Path(root).expanduser()
     if download:
         from torchvision.datasets import MNIST
 
@@ -190,7 +193,7 @@ def load_mnist(root: str = "data/mnist", download: bool = False) -> ImageDataset
 
 def load_cifar10(root: str = "data/cifar10", download: bool = False) -> ImageDataset:
     """60,000 CIFAR-10 images from the python pickle batches (`cifar-10-batches-py`)."""
-    root_path = Path(root)
+    root_path = Path(root).expanduser()
     if download:
         from torchvision.datasets import CIFAR10
 
@@ -219,18 +222,30 @@ def load_cifar10(root: str = "data/cifar10", download: bool = False) -> ImageDat
 
 
 def load_folder(root: str, image_size: int = 32, grayscale: bool = False, name: str = "folder") -> ImageDataset:
-    """An image folder with one sub-folder per class; every image is resized to image_size^2."""
-    root_path = Path(root)
+    """An image folder with one sub-folder per class (its images at any depth below it; hidden folders
+    and sub-folders without images are left out, with a warning for the latter); every image is
+    resized to image_size^2."""
+    root_path = Path(root).expanduser()
     if not root_path.is_dir():
         raise DatasetNotFoundError(f"folder dataset: {root_path} is not a directory (set dataset.root)")
-    classes = sorted(p.name for p in root_path.iterdir() if p.is_dir())
-    if not classes:
+    # hidden folders (.ipynb_checkpoints, .git) are no class, nor part of one
+    folders = sorted(p for p in root_path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
         raise DatasetNotFoundError(f"folder dataset: {root_path} has no class sub-folders")
-    paths, labels = [], []
-    for label, cls in enumerate(classes):
-        files = sorted(p for p in (root_path / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    classes, paths, labels, empty = [], [], [], []
+    for folder in folders:
+        files = [
+            p for p in find_images(folder) if not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        ]
+        if not files:
+            empty.append(folder.name)
+            continue
         paths += files
-        labels += [label] * len(files)
+        labels += [len(classes)] * len(files)
+        classes.append(folder.name)
+    if empty and paths:
+        log.warning("folder dataset: %d sub-folder(s) of %s hold no images and are no class: %s", len(empty), root_path,
+                    ", ".join(empty))  # fmt: skip
     if not paths:
         raise DatasetNotFoundError(f"folder dataset: no images with suffix {sorted(IMAGE_SUFFIXES)} under {root_path}")
     try:
