@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import METRIC_KEYS, assert_checkpoint_codes_the_database_as_the_run_did
 
 from pgh.train import CONFIG_DIR, train
@@ -82,3 +83,26 @@ def test_every_deep_method_names_its_architecture_in_its_config(make_cfg, method
     cls = get_class(module._target_)
     assert cls.architecture, f"{cls.__name__}.architecture is empty"
     assert set(cls.architecture) <= set(inspect.signature(cls.__init__).parameters) & set(module)
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m in TINY])
+def test_every_deep_method_codes_numpy_inputs_and_names_wrong_ones(make_cfg, method):
+    """Float images in [0, 1] were read as 0..255 and gave other codes without a word; NumPy arrays
+    failed inside torch."""
+    import numpy as np
+    from hydra.utils import instantiate
+
+    cfg = make_cfg(f"method={method}", "bits=16")
+    kwargs = {"num_train": 4} if method == "pgh" else {"in_dim": 64} if method == "dh" else {}
+    model = instantiate(cfg.method.module, **kwargs).eval()
+    if model.input_kind == "images":
+        channels, size = model.hparams.get("channels") or 1, model.hparams.get("image_size") or 28
+        good = np.random.default_rng(0).integers(0, 256, (3, channels, size, size), dtype=np.uint8)
+        bad, message = good / 255.0, r"codes uint8 images \[n, C, H, W\] in 0..255, got torch.float64"
+    else:
+        good = np.random.default_rng(0).normal(size=(3, 64))
+        bad, message = good.astype(np.int64), r"codes float features \[n, dim\] .*got torch.int64"
+    codes = model.encode_inputs(good)
+    assert codes.dtype == torch.bool and codes.shape == (3, 16)
+    with pytest.raises(TypeError, match=message):
+        model.encode_inputs(bad)

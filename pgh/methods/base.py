@@ -58,12 +58,30 @@ class DeepHasher(L.LightningModule):
         """Raw inputs (on this device) -> what the network reads; image methods resize and rescale."""
         return inputs
 
+    def check_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """`inputs` (a tensor or a NumPy array) as a tensor of this method's `input_kind`: uint8 images
+        [n, C, H, W], or float32 features [n, dim]; anything else is a TypeError naming the fix."""
+        inputs = torch.as_tensor(inputs)
+        name, got = type(self).__name__, f"{inputs.dtype} {list(inputs.shape)}"
+        if self.input_kind == "images" and (inputs.dtype != torch.uint8 or inputs.ndim != 4):
+            # float images in [0, 1] would be read as 0..255 and silently give other codes
+            raise TypeError(
+                f"{name} codes uint8 images [n, C, H, W] in 0..255, got {got}: convert them, e.g. "
+                "(x * 255).round().to(torch.uint8) for images in [0, 1]"
+            )
+        if self.input_kind == "features":
+            if inputs.ndim != 2 or not inputs.is_floating_point():
+                raise TypeError(f"{name} codes float features [n, dim] (the run's features group), got {got}")
+            inputs = inputs.float()
+        return inputs
+
     @torch.no_grad()
     def encode_prepared(
         self, inputs: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 512
     ) -> torch.Tensor:
         """Apply `encode` (a network's bool encoder) to `prepare`d chunks of `inputs`, one chunk on the
         device at a time; bool codes [n, bits] on the CPU."""
+        inputs = self.check_inputs(inputs)
         if inputs.shape[0] == 0:
             return torch.zeros(0, self.hparams.bits, dtype=torch.bool)
         return torch.cat(

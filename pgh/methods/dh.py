@@ -182,7 +182,7 @@ class DH(DeepHasher):
     @torch.no_grad()
     def encode_inputs(self, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """bool codes [n, bits] = h >= 0 of feature vectors [n, dim] (eval mode, batched), on the CPU."""
-        return self._require_net().encode(inputs.float(), batch_size=batch_size).cpu()
+        return self._require_net().encode(self.check_inputs(inputs), batch_size=batch_size).cpu()
 
     def losses(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
         """The four unweighted terms of J for a batch's h."""
