@@ -131,6 +131,11 @@ def test_pack_roundtrip_and_faiss_agree():
     assert np.array_equal(dist, np.sort(full, axis=1)[:, :5])
     assert np.array_equal(full[np.arange(10)[:, None], ids], dist)
     assert (ids[:, 0] == np.arange(10)).all()
+    labels = np.arange(500) % 10
+    with pytest.raises(ValueError, match=r"got uint8 values up to \d+: packed uint8 codes .* go to evaluate_packed"):
+        evaluate_codes(packed[:10], labels[:10], packed, labels)
+    with pytest.raises(ValueError, match=r"got float64 values up to .*: binarise them"):
+        pack_codes(rng.normal(size=(3, 8)))
 
 
 def test_index_save_load_roundtrip(tmp_path):
@@ -145,6 +150,10 @@ def test_index_save_load_roundtrip(tmp_path):
         index.search(packed[:1], 500)
     with pytest.raises(ValueError, match="packed codes"):
         index.add(np.zeros((3, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"the index is empty: add\(codes\) before searching"):
+        BinaryIndex(32, use_gpu=False).search(packed[:1], 1)  # FAISS returned distances INT_MAX and ids -1
+    with pytest.raises(FileNotFoundError, match="nowhere.faissindex: no such index file"):
+        BinaryIndex.load(tmp_path / "nowhere.faissindex")
 
 
 def clustered_codes(n: int, centres: int, bits: int, flip: float) -> np.ndarray:

@@ -20,7 +20,11 @@ def as_bool_codes(codes: torch.Tensor | np.ndarray) -> np.ndarray:
         raise ValueError(f"codes must be 2-D [n, bits], got shape {array.shape}")
     if array.dtype != np.bool_:
         if not np.isin(array, (0, 1)).all():
-            raise ValueError("codes must be boolean or 0/1; binarise them before packing")
+            hint = "binarise them (e.g. codes > 0)"
+            if array.dtype == np.uint8:  # the likely mix-up: codes that are packed already
+                hint = "packed uint8 codes [n, bits/8] go to evaluate_packed / BinaryIndex, or unpack_codes them first"
+            raise ValueError(f"expected unpacked codes [n, bits] of bool or 0/1, got {array.dtype} values up to "
+                             f"{array.max()}: {hint}")  # fmt: skip
         array = array.astype(np.bool_)
     return array
 

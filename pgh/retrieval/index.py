@@ -150,7 +150,9 @@ class BinaryIndex:
 
     def search(self, packed_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (distances int32 [q, k], database ids int64 [q, k]) by Hamming distance, nearest first."""
-        if not 1 <= k <= max(self.ntotal, 1):
+        if self.ntotal == 0:
+            raise ValueError("the index is empty: add(codes) before searching")
+        if not 1 <= k <= self.ntotal:
             raise ValueError(f"k={k} must be in 1..{self.ntotal} (the number of indexed codes)")
         queries = self._check(packed_queries)
         index = self.cpu_index
@@ -167,6 +169,8 @@ class BinaryIndex:
 
     @classmethod
     def load(cls, path: str | Path, use_gpu: bool | None = None) -> BinaryIndex:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such index file (BinaryIndex.save writes one)")
         cpu = faiss.read_index_binary(str(path))
         ivf = isinstance(cpu, faiss.IndexBinaryIVF)
         index = cls(cpu.d, use_gpu=use_gpu, nlist=cpu.nlist if ivf else None)
