@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import InterpolationResolutionError
 
 from pgh.data import ImageDataset, Split
 from pgh.features import cached_features
@@ -328,7 +329,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run the composed job into `cfg.paths.output_dir` and return its metrics (the dict written to
     metrics.json). Under DDP every rank runs it; ranks other than 0 return {} and write no results."""
     bits = check_bits(cfg.bits)
-    out = Path(cfg.paths.output_dir)
+    try:
+        out = Path(cfg.paths.output_dir)
+    except InterpolationResolutionError:
+        raise ValueError(
+            "cfg.paths.output_dir is ${hydra:runtime.output_dir}, which only a Hydra app (pgh-train) sets: "
+            "compose with the override paths.output_dir=<a directory> to call train(cfg) from Python"
+        ) from None
+    if cfg.get("ckpt_path") is not None and "module" not in cfg.method and not in_a_multirun():
+        log.warning("ckpt_path=%s: %s is a shallow hasher, which has no checkpoint; it is fitted afresh",
+                    cfg.ckpt_path, method_name(cfg))  # fmt: skip
     has_checkpoints = any((out / "checkpoints").glob("*.ckpt"))
     if cfg.get("requeued") and has_checkpoints:
         # a SLURM/submitit job rerun after a preemption or its time limit (hydra/launcher=slurm|local set

@@ -17,7 +17,7 @@ from omegaconf import open_dict
 from pgh.data import Split
 from pgh.hashing import HASHERS
 from pgh.retrieval import evaluate_packed
-from pgh.train import train
+from pgh.train import CONFIG_DIR, train
 
 
 @pytest.mark.parametrize("method", sorted(HASHERS))
@@ -279,3 +279,21 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
     assert [job.wait(timeout=300) for job in jobs] == [0, 0]
     runs = sorted((tmp_path / "logs" / "train" / "runs").iterdir())
     assert len(runs) == 2 and {json.loads((r / "metrics.json").read_text())["seed"] for r in runs} == {0, 1}
+
+
+def test_train_from_python_without_a_run_directory_says_which_override_to_add(make_cfg, caplog):
+    """Outside pgh-train, ${hydra:runtime.output_dir} failed as an interpolation error; and a shallow
+    method given ckpt_path ignored it without a word."""
+    import logging
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["dataset=digits", "method=lsh", "bits=16"])
+    with pytest.raises(ValueError, match=r"compose with the override paths.output_dir=<a directory>"):
+        train(cfg)
+    with caplog.at_level(logging.WARNING, logger="pgh.train"):
+        train(make_cfg("dataset=digits", "method=lsh", "bits=16", "split.query_per_class=20", "ckpt_path=last"))
+    assert "ckpt_path=last: lsh is a shallow hasher, which has no checkpoint; it is fitted afresh" in caplog.text
