@@ -28,6 +28,27 @@ def test_vgg_missing_weights_is_an_error_not_a_random_network(tmp_path):
         VGG16FC7Features(weights=str(tmp_path / "vgg16.pth"))
 
 
+def test_a_wrong_weights_file_is_named_with_what_is_wrong(tmp_path):
+    """A garbage file gave torch's UnpicklingError suggesting weights_only=False, another network's
+    weights a list of every missing key, a directory "not found"."""
+    from pgh.features.vgg import load_vgg16_weights, vgg16_weights_path
+
+    with pytest.raises(FileNotFoundError, match=r"VGG16 weights is a directory, not a file: .* features.weights=PATH"):
+        vgg16_weights_path(str(tmp_path), "features")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))  # stands in for VGG16
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"garbage.pth is not a PyTorch weights file \(\w+\); give torchvision's"):
+        load_vgg16_weights(model, tmp_path / "garbage.pth")
+    torch.save(torch.nn.Linear(4, 3).state_dict(), tmp_path / "other.pth")
+    with pytest.raises(ValueError, match=r"other.pth does not hold torchvision's VGG16 weights \(4 of its 4 .*; 2 others"):
+        load_vgg16_weights(model, tmp_path / "other.pth")
+    torch.save({k: v[:1] for k, v in model.state_dict().items()}, tmp_path / "shapes.pth")
+    with pytest.raises(ValueError, match=r"shapes.pth: 4 tensors have other shapes than VGG16's"):
+        load_vgg16_weights(model, tmp_path / "shapes.pth")
+    torch.save(model.state_dict(), tmp_path / "right.pth")
+    load_vgg16_weights(model, tmp_path / "right.pth")
+
+
 def test_vgg_random_weights_when_asked():
     torch.manual_seed(0)
     extractor = VGG16FC7Features(pretrained=False, image_size=32, device="cpu")

@@ -22,6 +22,42 @@ def default_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
 
 
+def vgg16_weights_path(weights: str | None, config_prefix: str) -> Path:
+    """The weights file to load (`weights`, or torchvision's cache), which must exist; `config_prefix`
+    (e.g. "features") names the config keys in the error."""
+    path = Path(weights).expanduser() if weights else default_weights_path()
+    if not path.is_file():
+        where = "is a directory, not a file" if path.is_dir() else "not found"
+        raise FileNotFoundError(
+            f"VGG16 weights {where}: {path}. Copy torchvision's {TORCHVISION_FILE} there (or set "
+            f"{config_prefix}.weights=PATH of that file); {config_prefix}.pretrained=false uses random weights."
+        )
+    return path
+
+
+def load_vgg16_weights(model: torch.nn.Module, path: Path) -> None:
+    """torchvision's VGG16 weights from `path` into `model`, with an error naming the file when it is no
+    PyTorch weights file or holds another network's weights (torch's own lists every key)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling, zip or format errors, each with its own type
+        raise ValueError(
+            f"{path} is not a PyTorch weights file ({type(error).__name__}); give torchvision's {TORCHVISION_FILE}"
+        ) from None
+    expected = model.state_dict()
+    if not isinstance(state, dict) or set(state) != set(expected):
+        keys = set(state) if isinstance(state, dict) else set()
+        missing, extra = sorted(set(expected) - keys), sorted(keys - set(expected))
+        raise ValueError(
+            f"{path} does not hold torchvision's VGG16 weights ({len(missing)} of its {len(expected)} tensors missing, "
+            f"e.g. {missing[:2]}; {len(extra)} others, e.g. {extra[:2]}); give torchvision's {TORCHVISION_FILE}"
+        )
+    wrong = [k for k, v in state.items() if tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:
+        raise ValueError(f"{path}: {len(wrong)} tensors have other shapes than VGG16's, e.g. {wrong[0]}")
+    model.load_state_dict(state)
+
+
 class VGG16FC7Features(FeatureExtractor):
     def __init__(
         self,
@@ -37,16 +73,10 @@ class VGG16FC7Features(FeatureExtractor):
         if image_size < 32:
             raise ValueError(f"image_size must be >= 32 for VGG16's five poolings, got {image_size}")
         self.image_size = image_size
+        path = vgg16_weights_path(weights, "features") if pretrained else None  # before building the network
         model = vgg16(weights=None)
-        if pretrained:
-            path = Path(weights).expanduser() if weights else default_weights_path()
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"VGG16 weights not found at {path}. Copy torchvision's {TORCHVISION_FILE} there "
-                    "(or set features.weights=PATH); features.pretrained=false uses random weights."
-                )
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
+        if path is not None:
+            load_vgg16_weights(model, path)
         # fc7 = the output of the second fully connected layer after its ReLU (classifier[:5])
         self.model = (
             torch.nn.Sequential(

@@ -13,8 +13,6 @@ Two trunks, both fed images in [-1, 1] (as `pgh.methods.base.to_network_input` m
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
@@ -83,25 +81,13 @@ class VGG16FC7Trunk(nn.Module):
         super().__init__()
         from torchvision.models import vgg16
 
-        from pgh.features.vgg import (
-            IMAGENET_MEAN,
-            IMAGENET_STD,
-            TORCHVISION_FILE,
-            default_weights_path,
-        )
+        from pgh.features.vgg import IMAGENET_MEAN, IMAGENET_STD, load_vgg16_weights, vgg16_weights_path
 
-        path = None
-        if pretrained:  # check the file before building the 138M-parameter network
-            path = Path(weights).expanduser() if weights else default_weights_path()
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"VGG16 weights not found at {path}. Copy torchvision's {TORCHVISION_FILE} there "
-                    "(or set method.module.weights=PATH); method.module.pretrained=false trains from "
-                    "random weights."
-                )
+        # the file is checked before building the 138M-parameter network
+        path = vgg16_weights_path(weights, "method.module") if pretrained else None
         model = vgg16(weights=None)
         if path is not None:
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            load_vgg16_weights(model, path)
         self.features = model.features
         self.avgpool = model.avgpool
         self.classifier = nn.Sequential(*list(model.classifier.children())[:6])  # fc6 .. fc7 + dropout
