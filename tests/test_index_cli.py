@@ -112,6 +112,16 @@ def test_ivf_index_and_csv_output(make_cfg, tmp_path, capsys):
     ]  # the file named beside its folder is searched once
     written = search_rows(capsys, str(tmp_path / "ivf"), *queries, "-k", "5", "--out", str(tmp_path / "n.csv"))
     assert list(csv.DictReader((tmp_path / "n.csv").open())) == written
+    # --radius: every image within the distance (as the top 300, the whole index, holds them), nearest first
+    whole = search_rows(capsys, str(tmp_path / "exact"), str(one_file), "-k", "300")
+    radius = int(whole[9]["hamming_distance"])
+    within = search_rows(capsys, str(tmp_path / "exact"), str(one_file), "--radius", str(radius))
+    expected = [r for r in whole if int(r["hamming_distance"]) <= radius]
+    assert sorted(r["path"] for r in within) == sorted(r["path"] for r in expected) and len(within) >= 10
+    assert [int(r["hamming_distance"]) for r in within] == sorted(int(r["hamming_distance"]) for r in expected)
+    assert [r["rank"] for r in within] == [str(i) for i in range(1, len(within) + 1)]
+    with pytest.raises(SystemExit, match=r"--radius 99 must be in 0..16"):
+        main(["search", str(tmp_path / "exact"), str(one_file), "--radius", "99", "--device", "cpu"])
     with pytest.raises(SystemExit, match="is an exact index: --nprobe is for IVF ones"):
         main(["search", str(tmp_path / "exact"), *queries, "--nprobe", "2", "--device", "cpu"])
     with pytest.raises(SystemExit):  # argparse: "--nprobe is for an IVF index: give --nlist too"

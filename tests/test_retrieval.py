@@ -287,3 +287,24 @@ def test_code_statistics_against_numpy():
     assert collapsed == {"distinct_codes": 1, "constant_bits": 8, "bit_imbalance": 0.5, "bit_correlation": None}
     with pytest.raises(ValueError, match=r"expected packed codes \[n >= 1, 2\]"):
         code_statistics(pack_codes(codes[:, :8]), 16)
+
+
+@pytest.mark.parametrize("nlist", [None, 4])
+def test_radius_search_returns_every_code_within_the_radius_nearest_first(nlist):
+    """Against the brute-force Hamming matrix, radius inclusive (FAISS's own is strict); IVF probing
+    every list is exact too."""
+    packed = clustered_codes(600, centres=5, bits=32, flip=0.15)
+    index = BinaryIndex(32, use_gpu=False, nlist=nlist, nprobe=nlist)
+    index.train(packed).add(packed)
+    queries = packed[:20]
+    full = hamming_matrix(queries, packed)
+    for radius in (0, 3, 6):
+        lims, distances, ids = index.search_radius(queries, radius)
+        assert lims.shape == (21,) and lims[-1] == len(ids) == len(distances)
+        for i in range(20):
+            expected = np.flatnonzero(full[i] <= radius)
+            expected = expected[np.lexsort((expected, full[i, expected]))]  # nearest first, ties by id
+            assert ids[lims[i] : lims[i + 1]].tolist() == expected.tolist()
+            assert distances[lims[i] : lims[i + 1]].tolist() == full[i, expected].tolist()
+    with pytest.raises(ValueError, match=r"radius=33 must be a whole number of bits in 0..32"):
+        index.search_radius(queries, 33)

@@ -4,6 +4,7 @@
   pgh-index build RUN IMAGES --out INDEX_DIR --nlist 1024     # IVF, for collections too large to scan
   pgh-index update INDEX_DIR                                  # after files in IMAGES were added, changed or removed
   pgh-index search INDEX_DIR QUERY [QUERY ...] -k 10 [--out neighbours.csv]
+  pgh-index search INDEX_DIR QUERY [QUERY ...] --radius 2     # every indexed image within Hamming distance 2
 
 build: every image file under IMAGES (recursively; sorted paths), coded by RUN's model (a deep
 run's checkpoints/last.ckpt, a shallow run's hasher.pt; fed as in training) a chunk at a time, into
@@ -12,7 +13,8 @@ and size), paths.txt (each indexed file relative to IMAGES, in index order) and 
 the images folder, bits, count, IVF settings; written last). update: re-scans IMAGES, codes only the
 files added or changed since, drops the ones gone, and rewrites the index as build would. search:
 codes the query images (files or folders) with the index's run and prints each one's k nearest
-indexed images (rank, Hamming distance, path); --out writes the same rows as CSV. Every file is
+indexed images, or with --radius all within that distance (rank, Hamming distance, path); --out
+writes the same rows as CSV. Every file is
 written atomically.
 """
 
@@ -226,11 +228,19 @@ def search(args: argparse.Namespace) -> None:
     queries = list(dict.fromkeys(path for query in args.queries for path in find_images(query)))
     if not queries:
         raise ValueError(f"no image files in {' '.join(args.queries)}")
+    if args.radius is not None and not 0 <= args.radius <= index.bits:
+        raise ValueError(f"--radius {args.radius} must be in 0..{index.bits} (the codes' bits)")
     encoder = index_encoder(out, info, args.device)
-    k = min(args.k, index.ntotal)
-    if k < args.k:
-        print(f"pgh-index: {out} holds {index.ntotal:,} images: {k:,} neighbours a query", file=sys.stderr)
-    distances, ids = index.search(encode_files(encoder, queries, args.chunk, args.workers, verbose=False), k)
+    codes = encode_files(encoder, queries, args.chunk, args.workers, verbose=False)
+    if args.radius is not None:  # every indexed image within the radius
+        lims, found_d, found_i = index.search_radius(codes, args.radius)
+        distances = [found_d[a:b] for a, b in zip(lims[:-1], lims[1:])]
+        ids = [found_i[a:b] for a, b in zip(lims[:-1], lims[1:])]
+    else:
+        k = min(args.k, index.ntotal)
+        if k < args.k:
+            print(f"pgh-index: {out} holds {index.ntotal:,} images: {k:,} neighbours a query", file=sys.stderr)
+        distances, ids = index.search(codes, k)
     rows = [
         [str(query), rank, int(d), indexed[i]]
         for query, row_d, row_i in zip(queries, distances, ids)
@@ -257,10 +267,14 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--nprobe", type=int, help="IVF: centroids a query scans (default 16, or nlist if fewer)")
     u = commands.add_parser("update", help="code the files added to or changed in an index's folder, drop the gone")
     u.add_argument("index", help="an index directory written by pgh-index build")
-    s = commands.add_parser("search", help="the k nearest indexed images of query images")
+    s = commands.add_parser("search", help="the k nearest indexed images of query images, or those within a radius")
     s.add_argument("index", help="an index directory written by pgh-index build")
     s.add_argument("queries", nargs="+", help="query image files or folders")
-    s.add_argument("-k", type=int, default=10, help="neighbours per query (default 10)")
+    how_many = s.add_mutually_exclusive_group()
+    how_many.add_argument("-k", type=int, default=10, help="neighbours per query (default 10)")
+    how_many.add_argument(
+        "--radius", type=int, help="instead of -k: every indexed image within this Hamming distance (inclusive)"
+    )
     s.add_argument("--nprobe", type=int, help="IVF: centroids to scan (default: the index's)")
     s.add_argument("--out", help="also write the neighbours as CSV to this file")
     for p in (b, u, s):

@@ -163,6 +163,22 @@ class BinaryIndex:
             index = self._gpu_index
         return index.search(queries, k)
 
+    def search_radius(self, packed_queries: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every indexed code within Hamming distance `radius` (inclusive) of each query, as FAISS lays
+        out a range search: query i's hits are `distances[lims[i]:lims[i + 1]]` (int32) and
+        `ids[lims[i]:lims[i + 1]]` (int64), nearest first, ties in id order. On the CPU (FAISS has no
+        GPU binary range search); an IVF index finds only the codes in the `nprobe` probed lists."""
+        if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or not 0 <= radius <= self.bits:
+            raise ValueError(f"radius={radius!r} must be a whole number of bits in 0..{self.bits}")
+        queries = self._check(packed_queries)
+        # FAISS keeps the codes strictly below its radius
+        lims, distances, ids = self.cpu_index.range_search(queries, int(radius) + 1)
+        distances = distances.astype(np.int32)
+        for start, stop in zip(lims[:-1], lims[1:]):
+            order = np.lexsort((ids[start:stop], distances[start:stop]))
+            distances[start:stop], ids[start:stop] = distances[start:stop][order], ids[start:stop][order]
+        return lims.astype(np.int64), distances, ids.astype(np.int64)
+
     def save(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:
             faiss.write_index_binary(self.cpu_index, str(tmp))
