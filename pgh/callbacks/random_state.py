@@ -1,6 +1,7 @@
 """Random generator states in checkpoints: saved with every checkpoint and restored on resume, so a
 run resumed at an epoch boundary (e.g. after a finished round) draws the same batch order, noise
-and jitter as the uninterrupted run, and gives the same numbers."""
+and jitter as the uninterrupted run, and gives the same numbers; a resume that trains nothing (a
+finished run) saves the states it restored, so a later extension of the run still does."""
 
 from __future__ import annotations
 
@@ -14,7 +15,18 @@ import torch
 
 
 class RandomState(L.Callback):
+    def __init__(self) -> None:
+        # the states this run resumed from, while no batch has trained since: Lightning draws from torch's
+        # generator when it sets up the data even where it then trains nothing (a finished run resumed),
+        # and the checkpoint saved after fit must not carry that draw into a later extension of the run
+        self._restored: dict[str, Any] | None = None
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        self._restored = None
+
     def state_dict(self) -> dict[str, Any]:
+        if self._restored is not None:
+            return self._restored
         # plain tensors and lists only, so the checkpoint still loads with weights_only=True
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
         version, python_state, gauss_next = random.getstate()
@@ -26,6 +38,7 @@ class RandomState(L.Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = state_dict
         torch.set_rng_state(state_dict["torch"])
         cuda = state_dict["cuda"]
         here = torch.cuda.device_count() if torch.cuda.is_available() else 0
