@@ -162,7 +162,8 @@ def faiss_search(n_db: int, n_q: int, bits: int = 64) -> list[list[str]]:
 
 def measure(args: argparse.Namespace, device: torch.device) -> list[str]:
     """The markdown sections of the parts not in --skip (needs an active initialize_config_dir)."""
-    steps, warmup = (2, 1) if args.quick else (args.steps, args.warmup)
+    steps = args.steps if args.steps is not None else (2 if args.quick else 100)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 20)
     trainer = ["trainer=cpu"] if device.type == "cpu" else ["trainer=gpu"]
     sections = []
 
@@ -236,12 +237,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--quick", action="store_true", help="toy sizes: checks the script, measures nothing")
-    parser.add_argument("--steps", type=int, default=100, help="timed batches per throughput row")
-    parser.add_argument("--warmup", type=int, default=20, help="untimed batches before them")
+    parser.add_argument("--steps", type=int, help="timed batches per throughput row (default 100; --quick: 2)")
+    parser.add_argument("--warmup", type=int, help="untimed batches before them (default 20; --quick: 1)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "e2e", "ddp", "faiss", "index"])
     parser.add_argument("--out", type=Path, help="default: benchmarks/gpu.md on CUDA; on the CPU only printed")
     parser.add_argument("--run-dir", type=Path, help="where the end-to-end runs write (default: a temporary dir)")
     args = parser.parse_args()
+    if args.steps is not None and args.steps < 1 or args.warmup is not None and args.warmup < 0:
+        parser.error(f"--steps must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit(
             "bench-gpu measures the GPU paths and no CUDA device is visible to torch; run it on a CUDA "

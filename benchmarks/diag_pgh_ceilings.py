@@ -148,7 +148,7 @@ def main() -> None:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-            if epoch % 5 == 0:
+            if epoch % 5 == 0 or epoch == args.epochs:
                 what = f"epoch {epoch} (loss {loss.item():.3f})"
                 score(what, h.encode(images["query"]), h.encode(images["database"]))
 

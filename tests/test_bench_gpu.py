@@ -61,3 +61,8 @@ def test_without_cuda_it_stops_and_names_the_cpu_check(tmp_path):
     done = run("--out", str(tmp_path / "gpu.md"), tmp_path=tmp_path)
     assert done.returncode != 0 and "no CUDA device" in done.stderr and "--device cpu --quick" in done.stderr
     assert not (tmp_path / "gpu.md").exists()
+
+
+def test_bad_batch_counts_stop_before_any_work(tmp_path):
+    done = run("--device", "cpu", "--quick", "--steps", "0", tmp_path=tmp_path)
+    assert done.returncode == 2 and "--steps must be >= 1 and --warmup >= 0, got 0 and None" in done.stderr

@@ -106,3 +106,6 @@ def test_every_deep_method_codes_numpy_inputs_and_names_wrong_ones(make_cfg, met
     assert codes.dtype == torch.bool and codes.shape == (3, 16)
     with pytest.raises(TypeError, match=message):
         model.encode_inputs(bad)
+    if model.input_kind == "images":
+        with pytest.raises(ValueError, match=r"looks channels-last: give \[n, C, H, W\]"):
+            model.encode_inputs(np.zeros((2, size, size, 3 if channels == 1 else 1), np.uint8))

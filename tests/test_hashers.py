@@ -87,3 +87,6 @@ def test_saved_hasher_errors(blobs, tmp_path):
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="other.pt is not a saved shallow hasher"):
         load_hasher(tmp_path / "other.pt")
+    (tmp_path / "text.pt").write_text("not a hasher")  # torch's own error was KeyError: 101
+    with pytest.raises(ValueError, match=r"text.pt is not a saved shallow hasher \(not a PyTorch file: \w+\)"):
+        load_hasher(tmp_path / "text.pt")

@@ -3,6 +3,8 @@ FAISS index round-trip."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -308,3 +310,21 @@ def test_radius_search_returns_every_code_within_the_radius_nearest_first(nlist)
             assert distances[lims[i] : lims[i + 1]].tolist() == full[i, expected].tolist()
     with pytest.raises(ValueError, match=r"radius=33 must be a whole number of bits in 0..32"):
         index.search_radius(queries, 33)
+
+
+def test_the_gpu_marker_skips_without_cuda(tmp_path):
+    """A test with only @pytest.mark.gpu ran, and failed, on a machine without a GPU."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copy(Path(__file__).parent / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "test_needs_gpu.py").write_text(
+        "import pytest, torch\n\n@pytest.mark.gpu\ndef test_cuda():\n    assert torch.cuda.is_available()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", str(tmp_path)],
+        capture_output=True, text=True, cwd=Path(__file__).parents[1],
+    )  # fmt: skip
+    expected = "1 passed" if torch.cuda.is_available() else "1 skipped"
+    assert expected in done.stdout, done.stdout[-2000:]

@@ -96,8 +96,16 @@ def load_hasher(path: str | os.PathLike) -> ShallowHasher:
     """The fitted hasher that `ShallowHasher.save` wrote to `path`, ready to encode."""
     from pgh.hashing import HASHERS  # the registry imports this module
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
     classes = {cls.__name__: cls for cls in HASHERS.values()}
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # unpickling, zip or format errors, each with its own type
+        raise ValueError(
+            f"{path} is not a saved shallow hasher (not a PyTorch file: {type(error).__name__}); a shallow run "
+            "writes its hasher.pt"
+        ) from None
     if not isinstance(state, dict) or state.get("hasher") not in classes:
         raise ValueError(f"{path} is not a saved shallow hasher (one of {', '.join(classes)})")
     return classes[state["hasher"]](bits=state["bits"], seed=state["seed"]).load_state_dict(state)

@@ -26,7 +26,12 @@ def to_network_input(images: torch.Tensor, image_size: int, channels: int) -> to
         elif x.shape[1] == 1 and channels == 3:
             x = x.expand(-1, 3, -1, -1)
         else:
-            raise ValueError(f"cannot feed {x.shape[1]}-channel images to a {channels}-channel network")
+            hint = ""
+            if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):  # [n, H, W, C], as PIL and NumPy lay it
+                hint = (
+                    f" (shape {list(images.shape)} looks channels-last: give [n, C, H, W], e.g. x.permute(0, 3, 1, 2))"
+                )
+            raise ValueError(f"cannot feed {x.shape[1]}-channel images to a {channels}-channel network{hint}")
     if x.shape[-1] != image_size or x.shape[-2] != image_size:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
     return x
