@@ -18,6 +18,7 @@ from omegaconf import DictConfig, open_dict
 
 from pgh.train import CONFIG_DIR
 
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests marked `gpu` skip where torch sees no CUDA device (the marker alone skipped nothing)."""
     if torch.cuda.is_available():

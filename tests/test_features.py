@@ -40,7 +40,9 @@ def test_a_wrong_weights_file_is_named_with_what_is_wrong(tmp_path):
     with pytest.raises(ValueError, match=r"garbage.pth is not a PyTorch weights file \(\w+\); give torchvision's"):
         load_vgg16_weights(model, tmp_path / "garbage.pth")
     torch.save(torch.nn.Linear(4, 3).state_dict(), tmp_path / "other.pth")
-    with pytest.raises(ValueError, match=r"other.pth does not hold torchvision's VGG16 weights \(4 of its 4 .*; 2 others"):
+    with pytest.raises(
+        ValueError, match=r"other.pth does not hold torchvision's VGG16 weights \(4 of its 4 .*; 2 other"
+    ):
         load_vgg16_weights(model, tmp_path / "other.pth")
     torch.save({k: v[:1] for k, v in model.state_dict().items()}, tmp_path / "shapes.pth")
     with pytest.raises(ValueError, match=r"shapes.pth: 4 tensors have other shapes than VGG16's"):
