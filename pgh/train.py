@@ -181,7 +181,10 @@ def check_checkpoint_within_length(cfg: DictConfig, out: Path, max_epochs: int) 
     path = out / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
     if not path.is_file():
         return  # Lightning resolves "last" among other names, and says what is missing
-    trained = int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    # epochs begun: a checkpoint from the middle of an epoch has trained part of one more than `epoch` says
+    progress = state.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    trained = int(progress.get("started", state["epoch"]))
     if trained > max_epochs:
         m = cfg.method
         if "progressive" in m:
@@ -189,7 +192,7 @@ def check_checkpoint_within_length(cfg: DictConfig, out: Path, max_epochs: int) 
         else:
             length = f"method.max_epochs={m.max_epochs}"
         raise ValueError(
-            f"{path} has trained {trained} epochs, more than this run's {length}: resume with at least "
+            f"{path} has trained (in) {trained} epochs, more than this run's {length}: resume with at least "
             "that length (a finished run: the length it was run with), or start a new run from it in a new directory"
         )
 
@@ -207,7 +210,8 @@ def closing_line(m: dict[str, Any], out: Path) -> str:
     )
 
 
-SUPPORTED_PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
+SUPPORTED_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+PRECISION_ALIASES = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}  # Lightning's short names
 
 
 def check_trainer(trainer: DictConfig, method: DictConfig) -> None:
@@ -230,11 +234,12 @@ def check_trainer(trainer: DictConfig, method: DictConfig) -> None:
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         fix = "trainer=cpu (the paper-scale experiment configs pick trainer=gpu)"
         if trainer.get("strategy") is not None:  # trainer=ddp: keep DDP, on gloo
-            fix = "trainer.accelerator=cpu trainer.sync_batchnorm=false for DDP on the CPU (gloo)"
+            fix = "trainer.accelerator=cpu trainer.devices=2 trainer.sync_batchnorm=false for DDP on the CPU (gloo)"
         raise RuntimeError(
             f"trainer.accelerator={accelerator} but torch sees no CUDA device; run on a GPU machine, or add {fix}"
         )
     precision = str(trainer.get("precision", "32-true"))
+    precision = PRECISION_ALIASES.get(precision, precision)
     if precision not in SUPPORTED_PRECISIONS:
         raise ValueError(
             f"trainer.precision={precision} is not supported: the networks take float32 inputs and train "
@@ -288,7 +293,44 @@ RUN_IDENTITY = (
 RESUME_MAY_DIFFER = {"dataset": ("root",), "features": ("batch_size", "device")}
 
 
-def check_resume_matches_run(cfg: DictConfig, out: Path) -> None:
+def check_same_split(before: Split, now: Split, out: Path) -> None:
+    """A resume whose data gives another split than the run's (images added to or removed from a folder
+    dataset): the checkpoint's codes and the database positions would no longer belong together."""
+    parts = ("query", "database", "train")
+    if any(not torch.equal(getattr(before, p), getattr(now, p)) for p in parts):
+        sizes = ", ".join(f"{p} {getattr(before, p).numel():,} -> {getattr(now, p).numel():,}" for p in parts)
+        raise ValueError(
+            f"the data gives another split than the run in {out} was trained on ({sizes}): the dataset changed "
+            "since (files added, removed or renamed?). Restore it, or train a new run on the data as it is now"
+        )
+
+
+def check_foreign_checkpoint(cfg: DictConfig, path: Path) -> None:
+    """`ckpt_path` names a file outside this run's checkpoints/: compare the command with the run the file
+    belongs to (`<run>/checkpoints/<file>`, by its config.yaml), or, where the file sits elsewhere, with
+    what the checkpoint itself records (bits and network sizes; seed, data and split are not in it)."""
+    run = path.resolve().parent.parent
+    if path.resolve().parent.name == "checkpoints" and (run / "config.yaml").exists():
+        check_resume_matches_run(cfg, run, foreign=True)
+        return
+    hparams = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
+    names = ("bits", *get_class(cfg.method.module._target_).architecture)
+    module = OmegaConf.to_container(cfg.method.module, resolve=True)
+    differing = [
+        f"method.module.{k}: {hparams[k]} there, {module[k]} here"
+        for k in names
+        if k in hparams and module.get(k) is not None and hparams[k] != module[k]
+    ]
+    if differing:
+        raise ValueError(
+            f"ckpt_path={path} holds another network than this command describes ({'; '.join(differing)}): "
+            "give the settings it was trained with"
+        )
+    log.warning("ckpt_path=%s has no run's config.yaml beside it (<run>/checkpoints/): its seed, data and split "
+                "cannot be compared with this command's", path)  # fmt: skip
+
+
+def check_resume_matches_run(cfg: DictConfig, out: Path, foreign: bool = False) -> None:
     """Stop a resume whose command describes another run than the one in `out` (the run the checkpoint
     belongs to, by its config.yaml), before anything is rewritten: Lightning would fail on the
     checkpoint only after config.yaml and split.npz had been replaced by the new command's, or, where
@@ -312,10 +354,11 @@ def check_resume_matches_run(cfg: DictConfig, out: Path) -> None:
         if old != new:
             differing.append(f"{key}: {old} there, {new} here")
     if differing:
+        what = f"belongs to the run in {out}" if foreign else f"resumes the run in {out}"
+        fix = f"give that run's settings (its {saved.name})"
+        fix += "" if foreign else ", or start a new run directory"
         raise ValueError(
-            f"ckpt_path={cfg.ckpt_path} resumes the run in {out}, but this command describes another run ("
-            + "; ".join(differing)
-            + f"): give the run's own settings (its {saved.name}), or start a new run directory"
+            f"ckpt_path={cfg.ckpt_path} {what}, but this command describes another run ({'; '.join(differing)}): {fix}"
         )
 
 
@@ -336,9 +379,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "cfg.paths.output_dir is ${hydra:runtime.output_dir}, which only a Hydra app (pgh-train) sets: "
             "compose with the override paths.output_dir=<a directory> to call train(cfg) from Python"
         ) from None
-    if cfg.get("ckpt_path") is not None and "module" not in cfg.method and not in_a_multirun():
-        log.warning("ckpt_path=%s: %s is a shallow hasher, which has no checkpoint; it is fitted afresh",
-                    cfg.ckpt_path, method_name(cfg))  # fmt: skip
+    if cfg.get("ckpt_path") is not None and "module" not in cfg.method:
+        if not in_a_multirun():  # a sweep's resume reruns its shallow jobs with the same command
+            log.warning("ckpt_path=%s: %s is a shallow hasher, which has no checkpoint; it is fitted afresh",
+                        cfg.ckpt_path, method_name(cfg))  # fmt: skip
+        with open_dict(cfg):
+            cfg.ckpt_path = None
     has_checkpoints = any((out / "checkpoints").glob("*.ckpt"))
     if cfg.get("requeued") and has_checkpoints:
         # a SLURM/submitit job rerun after a preemption or its time limit (hydra/launcher=slurm|local set
@@ -361,10 +407,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "ckpt_path=last with hydra.run.dir set to the run to resume"
         )
     resuming = ckpt_path is not None and has_checkpoints
-    if resuming:
+    foreign = ckpt_path not in (None, "last") and Path(ckpt_path).resolve().parent != (out / "checkpoints").resolve()
+    if foreign:  # another run's checkpoint, continued in this directory
+        check_foreign_checkpoint(cfg, Path(ckpt_path))
+    elif resuming:
         check_resume_matches_run(cfg, out)
-    elif ckpt_path not in (None, "last"):  # another run's checkpoint, continued in this directory
-        check_resume_matches_run(cfg, Path(ckpt_path).resolve().parent.parent)
     if "module" in cfg.method and cfg.get("ckpt_path") == "last" and not has_checkpoints:
         if not in_a_multirun():  # a mistyped hydra.run.dir would otherwise mean a silent retrain from scratch
             raise FileNotFoundError(
@@ -383,6 +430,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     dataset: ImageDataset = instantiate(cfg.dataset)
     split: Split = instantiate(cfg.split)(dataset.labels)
+    if resuming and (out / "split.npz").exists():
+        check_same_split(Split.load(out / "split.npz"), split, out)
     split.save(out / "split.npz")
     loggers = instantiate_loggers(cfg.get("logger"), resume=resuming)
     for logger in loggers:

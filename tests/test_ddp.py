@@ -177,3 +177,14 @@ def test_ddp_on_the_cpu_with_sync_batchnorm_names_the_fix(make_cfg):
     cfg = make_cfg("dataset=digits", "method=pgh", "trainer=ddp", "trainer.accelerator=cpu")
     with pytest.raises(ValueError, match="add trainer.sync_batchnorm=false"):
         train(cfg)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the hint is for machines without a GPU")
+def test_ddp_without_a_gpu_names_the_whole_cpu_fix(make_cfg):
+    """The hint lacked trainer.devices, so following it failed in Lightning (devices: -1 on the CPU)."""
+    from pgh.train import check_trainer, train
+
+    fix = "trainer.accelerator=cpu trainer.devices=2 trainer.sync_batchnorm=false"
+    with pytest.raises(RuntimeError, match=f"or add {fix} for DDP on the CPU"):
+        train(make_cfg("dataset=digits", "method=pgh", "trainer=ddp"))
+    check_trainer(make_cfg("method=pgh", "trainer=ddp", *fix.split()).trainer, make_cfg("method=pgh").method)

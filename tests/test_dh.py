@@ -253,9 +253,30 @@ def test_another_runs_checkpoint_continued_in_a_new_directory_must_describe_that
     other = make_cfg(*SMALL, "seed=3", "split.seed=1", "method.max_epochs=3", f"ckpt_path={ckpt}")
     with open_dict(other):
         other.paths.output_dir = str(tmp_path / "elsewhere")
-    with pytest.raises(ValueError, match=r"resumes the run in .*run, but this command describes another run \(seed: "):
+    with pytest.raises(ValueError, match=r"belongs to the run in .*run, but this command describes another run \(seed: "):
         train(other)
     same = make_cfg(*SMALL, "method.max_epochs=3", f"ckpt_path={ckpt}")  # the same run, trained longer elsewhere
     with open_dict(same):
         same.paths.output_dir = str(tmp_path / "elsewhere")
     assert train(same)["method"] == "dh"
+
+    # a copy of the file outside any run: compared with what the checkpoint records (bits, sizes)
+    import shutil
+
+    loose = tmp_path / "loose" / "x.ckpt"
+    loose.parent.mkdir()
+    shutil.copy(ckpt, loose)
+    wider = make_cfg(*SMALL, "method.max_epochs=3", "method.module.hidden=[64]", f"ckpt_path={loose}")
+    with open_dict(wider):
+        wider.paths.output_dir = str(tmp_path / "wider")
+    with pytest.raises(ValueError, match=r"holds another network .*method.module.hidden: \[32\] there, \[64\] here"):
+        train(wider)
+
+
+def test_a_resume_shorter_than_a_mid_epoch_checkpoint_stops(make_cfg):
+    """A checkpoint from inside epoch 1 (6 steps of 4 a epoch) has begun 2 epochs: max_epochs=1
+    was accepted, trained nothing and recorded max_epochs: 1 for a model trained longer."""
+    train(make_cfg(*SMALL, "method.max_epochs=3", "+trainer.max_steps=6"))
+    with pytest.raises(ValueError, match=r"has trained \(in\) 2 epochs, more than this run's method.max_epochs=1"):
+        train(make_cfg(*SMALL, "method.max_epochs=1", "ckpt_path=last"))
+    assert train(make_cfg(*SMALL, "method.max_epochs=2", "ckpt_path=last"))["method"] == "dh"

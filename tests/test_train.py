@@ -297,3 +297,43 @@ def test_train_from_python_without_a_run_directory_says_which_override_to_add(ma
     with caplog.at_level(logging.WARNING, logger="pgh.train"):
         train(make_cfg("dataset=digits", "method=lsh", "bits=16", "split.query_per_class=20", "ckpt_path=last"))
     assert "ckpt_path=last: lsh is a shallow hasher, which has no checkpoint; it is fitted afresh" in caplog.text
+
+
+def test_lightning_precision_aliases_are_accepted(make_cfg):
+    """Lightning's short names (bf16, 32; 16 needs a GPU) worked before the precision check existed."""
+    from pgh.train import check_trainer
+
+    for precision in ("bf16", "32", "32-true", "bf16-mixed"):
+        cfg = make_cfg("method=pgh", "trainer=cpu", f"trainer.precision={precision}")
+        check_trainer(cfg.trainer, cfg.method)
+
+
+def test_a_shallow_method_given_a_checkpoint_ignores_it_with_a_warning(make_cfg, tmp_path, caplog):
+    """It warned "fitted afresh", then compared the command with the deep run the file belonged to."""
+    import logging
+
+    deep = make_cfg("dataset=digits", "method=dh", "bits=16", "split.query_per_class=20", "method.max_epochs=1")
+    with open_dict(deep):
+        deep.paths.output_dir = str(tmp_path / "deep")
+    train(deep)
+    ckpt = f"ckpt_path={tmp_path / 'deep' / 'checkpoints' / 'last.ckpt'}"
+    with caplog.at_level(logging.WARNING, logger="pgh.train"):
+        metrics = train(make_cfg("dataset=digits", "method=itq", "bits=16", "split.query_per_class=20", ckpt))
+    assert metrics["method"] == "itq" and "itq is a shallow hasher, which has no checkpoint" in caplog.text
+
+
+def test_a_resume_on_data_that_changed_stops(make_cfg, tmp_path):
+    """Images added to a folder dataset since the run began: the resume continued on another split."""
+    from PIL import Image
+
+    root = tmp_path / "images"
+    for label in range(3):
+        (root / str(label)).mkdir(parents=True)
+        for i in range(30):
+            Image.new("L", (8, 8), color=label * 80 + i).save(root / str(label) / f"{i}.png")
+    args = ["dataset=folder", f"dataset.root={root}", "dataset.image_size=8", "dataset.grayscale=true"]
+    args += ["method=dh", "bits=16", "split.query_per_class=5", "method.max_epochs=1", "logger=none"]
+    train(make_cfg(*args))
+    Image.new("L", (8, 8), color=7).save(root / "2" / "new.png")
+    with pytest.raises(ValueError, match=r"another split than the run .* \(query 15 -> 15, database 75 -> 76, .*Restore it"):
+        train(make_cfg(*args, "method.max_epochs=2", "ckpt_path=last"))
