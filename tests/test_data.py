@@ -142,6 +142,16 @@ def test_folder_dataset_reads_class_folders_at_any_depth_and_skips_hidden_and_em
     assert "1 sub-folder(s) of" in caplog.text and "hold no images and are no class: zz_empty" in caplog.text
 
 
+def test_folder_dataset_refuses_a_train_test_layout(tmp_path):
+    """train/<class>/ and test/<class>/ read at any depth made the split names the two labels."""
+    for path in ("train/cat/a.png", "train/dog/b.png", "test/cat/c.png", "test/dog/d.png"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / path)
+    with pytest.raises(ValueError, match=r"test, train hold no images of their own but the same sub-folders \(cat, dog\)"):
+        load_folder(str(tmp_path), image_size=8)
+    assert load_folder(str(tmp_path / "train"), image_size=8).class_names == ("cat", "dog")
+
+
 def test_dataset_validates_shapes():
     with pytest.raises(ValueError, match="uint8"):
         ImageDataset("x", torch.zeros(2, 1, 4, 4), torch.zeros(2))

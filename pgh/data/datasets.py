@@ -221,6 +221,24 @@ def load_cifar10(root: str = "data/cifar10", download: bool = False) -> ImageDat
 # --------------------------------------------------------------------------------------- folders
 
 
+def check_not_a_split_layout(folders: list[Path]) -> None:
+    """train/<class>/…, test/<class>/… would make the split names the labels (two classes, every
+    image "relevant" to half the database): refuse folders without images of their own that share
+    their sub-folders' names."""
+    nested = {}
+    for folder in folders:
+        if not any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir()):
+            nested[folder.name] = {d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    shared = set.intersection(*nested.values()) if len(nested) >= 2 else set()
+    if shared:
+        raise ValueError(
+            f"folder dataset: {', '.join(nested)} hold no images of their own but the same sub-folders "
+            f"({', '.join(sorted(shared)[:5])}): a split layout (train/<class>/, test/<class>/)? The protocol pools "
+            "every image and draws its own queries: give one sub-folder per class (move train/<class> and "
+            "test/<class> into <class>/), or point dataset.root at one of them"
+        )
+
+
 def load_folder(root: str, image_size: int = 32, grayscale: bool = False, name: str = "folder") -> ImageDataset:
     """An image folder with one sub-folder per class (its images at any depth below it; hidden folders
     and sub-folders without images are left out, with a warning for the latter); every image is
@@ -232,6 +250,7 @@ def load_folder(root: str, image_size: int = 32, grayscale: bool = False, name: 
     folders = sorted(p for p in root_path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise DatasetNotFoundError(f"folder dataset: {root_path} has no class sub-folders")
+    check_not_a_split_layout(folders)
     classes, paths, labels, empty = [], [], [], []
     for folder in folders:
         files = [
