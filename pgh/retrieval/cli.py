@@ -136,16 +136,25 @@ def new_index(bits: int, nlist: int | None, nprobe: int | None, count: int, nlis
 
 
 def check_names(relative: list[str], images_root: Path) -> None:
-    """paths.txt holds one name a line: a name with a line break would shift every name after it (and
-    a \r would end a row of search's CSV)."""
-    broken = [name for name in relative if "\n" in name or "\r" in name]
+    """Names paths.txt (UTF-8, one name a line) cannot hold, refused before any coding: a line break
+    would shift every name after it (and a \r end a row of search's CSV), and bytes that are not UTF-8
+    (kept by Python as surrogates) fail only when paths.txt is written, after the index was replaced."""
+
+    def unlistable(name: str) -> bool:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return "\n" in name or "\r" in name
+
+    broken = [name for name in relative if unlistable(name)]
     if broken:
         shown = ", ".join(repr(name) for name in broken[:5]) + (
             f" and {len(broken) - 5} more" if len(broken) > 5 else ""
         )
         raise ValueError(
-            f"{len(broken)} file name(s) under {images_root} hold a line break, which an index cannot list: {shown}; "
-            "rename them (or move them out of the folder)"
+            f"{len(broken)} file name(s) under {images_root} hold a line break or bytes that are not UTF-8, which an "
+            f"index cannot list: {shown}; rename them (or move them out of the folder)"
         )
 
 
