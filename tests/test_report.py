@@ -139,6 +139,18 @@ def test_settings_of_the_features_tell_runs_apart_but_where_they_sit_does_not(tm
     assert rows == {"PGH+GIST": ["82.00 ± 2.83", "66.95"], "PGH+GIST (features.number_blocks=2)": ["60.00", "66.95"]}
 
 
+def test_a_datasets_own_settings_are_compared_only_within_that_dataset(tmp_path):
+    """A folder run's dataset.image_size labelled both rows against a digits run ("absent")."""
+    write_run(tmp_path / "a", 0.80)
+    folder = write_run(tmp_path / "b", 0.60)
+    record = json.loads((folder / "metrics.json").read_text())
+    (folder / "metrics.json").write_text(json.dumps({**record, "dataset": "folder"}))
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["dataset"] = {"_target_": "pgh.data.load_folder", "root": "/x", "image_size": 8, "grayscale": True}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    assert table_rows(build_report([tmp_path]).text, "mAP@all (%)") == {"PGH+GIST": ["60.00", "80.00"]}
+
+
 def test_cli_writes_the_report_and_the_curves(tmp_path, capsys):
     write_run(tmp_path / "runs" / "a", 0.8, rounds=[0.5, 0.8])
     main([str(tmp_path / "runs"), "--out", str(tmp_path / "report")])

@@ -126,20 +126,34 @@ def label_variants(results: list[dict[str, Any]]) -> None:
         groups[(r["method"], r["features"])].append(r)
     for group in groups.values():
         configs = [settings(r["run"]) for r in group]
-        keys = set().union(*configs)
-        differing = sorted(
-            key
-            for key in keys
-            if len({repr(c.get(key, "absent")) for c in configs}) > 1
-            and not any(
-                all(c.get(key) == r.get(axis) for c, r in zip(configs, group, strict=True)) for axis in ("bits", "seed")
-            )
+        for r in group:
+            r["settings"] = {}
+        # the dataset is the table's column: its own settings (a folder's image_size) are compared only
+        # among runs of one dataset, or every run of another dataset would read as a variant
+        label_differing(group, configs, lambda key: not key.startswith("dataset."))
+        for name in sorted({r["dataset"] for r in group}):
+            same = [i for i, r in enumerate(group) if r["dataset"] == name]
+            label_differing([group[i] for i in same], [configs[i] for i in same], lambda k: k.startswith("dataset."))
+        for r in group:
+            r["variant"] = ", ".join(f"{key}={value}" for key, value in sorted(r["settings"].items()))
+
+
+def label_differing(runs: list[dict[str, Any]], configs: list[dict[str, Any]], considered) -> None:
+    """Add to each run's `settings` the `considered` keys whose values differ among `runs` where its
+    value is not the most common one (see `label_variants`)."""
+    keys = {key for c in configs for key in c if considered(key)}
+    differing = sorted(
+        key
+        for key in keys
+        if len({repr(c.get(key, "absent")) for c in configs}) > 1
+        and not any(
+            all(c.get(key) == r.get(axis) for c, r in zip(configs, runs, strict=True)) for axis in ("bits", "seed")
         )
-        values = [{key: c.get(key, "absent") for key in differing} for c in configs]
-        common = {key: most_common_unless_tied([repr(v[key]) for v in values]) for key in differing}
-        for r, v in zip(group, values, strict=True):
-            r["settings"] = {key: value for key, value in v.items() if repr(value) != common[key]}
-            r["variant"] = ", ".join(f"{key}={value}" for key, value in r["settings"].items())
+    )
+    values = [{key: c.get(key, "absent") for key in differing} for c in configs]
+    common = {key: most_common_unless_tied([repr(v[key]) for v in values]) for key in differing}
+    for r, v in zip(runs, values, strict=True):
+        r["settings"].update({key: value for key, value in v.items() if repr(value) != common[key]})
 
 
 def by_cell(results: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
