@@ -147,7 +147,9 @@ def test_folder_dataset_refuses_a_train_test_layout(tmp_path):
     for path in ("train/cat/a.png", "train/dog/b.png", "test/cat/c.png", "test/dog/d.png"):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (8, 8)).save(tmp_path / path)
-    with pytest.raises(ValueError, match=r"test, train hold no images of their own but the same sub-folders \(cat, dog\)"):
+    with pytest.raises(
+        ValueError, match=r"test, train hold no images of their own but the same sub-folders \(cat, dog\)"
+    ):
         load_folder(str(tmp_path), image_size=8)
     assert load_folder(str(tmp_path / "train"), image_size=8).class_names == ("cat", "dog")
 

@@ -253,7 +253,9 @@ def test_another_runs_checkpoint_continued_in_a_new_directory_must_describe_that
     other = make_cfg(*SMALL, "seed=3", "split.seed=1", "method.max_epochs=3", f"ckpt_path={ckpt}")
     with open_dict(other):
         other.paths.output_dir = str(tmp_path / "elsewhere")
-    with pytest.raises(ValueError, match=r"belongs to the run in .*run, but this command describes another run \(seed: "):
+    with pytest.raises(
+        ValueError, match=r"belongs to the run in .*run, but this command describes another run \(seed: "
+    ):
         train(other)
     same = make_cfg(*SMALL, "method.max_epochs=3", f"ckpt_path={ckpt}")  # the same run, trained longer elsewhere
     with open_dict(same):

@@ -120,6 +120,19 @@ def test_ivf_index_and_csv_output(make_cfg, tmp_path, capsys):
     assert sorted(r["path"] for r in within) == sorted(r["path"] for r in expected) and len(within) >= 10
     assert [int(r["hamming_distance"]) for r in within] == sorted(int(r["hamming_distance"]) for r in expected)
     assert [r["rank"] for r in within] == [str(i) for i in range(1, len(within) + 1)]
+    # a query whose code no indexed image has: no rows, and a note saying so
+    (tmp_path / "single").mkdir()
+    indexed = sorted((tmp_path / "images" / "0").iterdir())[0]
+    (tmp_path / "single" / indexed.name).write_bytes(indexed.read_bytes())
+    main(["build", str(run), str(tmp_path / "single"), "--device", "cpu", "--out", str(tmp_path / "one")])
+    candidates = sorted((tmp_path / "images" / "1").iterdir())
+    codes = RunEncoder(str(run), device="cpu")([indexed, *candidates])
+    other = next(c for c, code in zip(candidates, codes[1:]) if (code != codes[0]).any())
+    capsys.readouterr()
+    main(["search", str(tmp_path / "one"), str(other), "--radius", "0", "--device", "cpu"])
+    printed = capsys.readouterr()
+    assert printed.out == "query,rank,hamming_distance,path\n"
+    assert f"no indexed image within Hamming distance 0 of {other}" in printed.err
     with pytest.raises(SystemExit, match=r"--radius 99 must be in 0..16"):
         main(["search", str(tmp_path / "exact"), str(one_file), "--radius", "99", "--device", "cpu"])
     with pytest.raises(SystemExit, match="is an exact index: --nprobe is for IVF ones"):

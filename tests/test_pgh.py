@@ -586,7 +586,9 @@ def test_a_resume_that_would_change_the_rounds_or_their_length_stops_with_the_ke
         train(make_cfg(*SMALL, "method.init_hash=lsh", "ckpt_path=last"))
     with pytest.raises(ValueError, match=r"method.progressive.epochs_per_round: 2 there, 3 here"):
         train(make_cfg(*SMALL, "method.progressive.epochs_per_round=3", "ckpt_path=last"))
-    with pytest.raises(ValueError, match=r"has trained \(in\) 4 epochs, more than this run's method.rounds=1 x 2 epochs"):
+    with pytest.raises(
+        ValueError, match=r"has trained \(in\) 4 epochs, more than this run's method.rounds=1 x 2 epochs"
+    ):
         train(make_cfg(*SMALL, "method.rounds=1", "ckpt_path=last"))
     with pytest.raises(FileNotFoundError, match=r"ckpt_path=.*typo.ckpt: no such checkpoint file"):
         train(make_cfg(*SMALL, f"ckpt_path={tmp_path / 'typo.ckpt'}"))

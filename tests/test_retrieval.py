@@ -156,6 +156,10 @@ def test_index_save_load_roundtrip(tmp_path):
         BinaryIndex(32, use_gpu=False).search(packed[:1], 1)  # FAISS returned distances INT_MAX and ids -1
     with pytest.raises(FileNotFoundError, match="nowhere.faissindex: no such index file"):
         BinaryIndex.load(tmp_path / "nowhere.faissindex")
+    with pytest.raises(FileNotFoundError, match="a directory, not an index file"):
+        BinaryIndex.load(tmp_path)
+    with pytest.raises(ValueError, match=r"the index is empty"):
+        BinaryIndex(32, use_gpu=False).search_radius(packed[:1], 2)
 
 
 def clustered_codes(n: int, centres: int, bits: int, flip: float) -> np.ndarray:

@@ -335,5 +335,7 @@ def test_a_resume_on_data_that_changed_stops(make_cfg, tmp_path):
     args += ["method=dh", "bits=16", "split.query_per_class=5", "method.max_epochs=1", "logger=none"]
     train(make_cfg(*args))
     Image.new("L", (8, 8), color=7).save(root / "2" / "new.png")
-    with pytest.raises(ValueError, match=r"another split than the run .* \(query 15 -> 15, database 75 -> 76, .*Restore it"):
+    with pytest.raises(
+        ValueError, match=r"another split than the run .* \(query 15 -> 15, database 75 -> 76, .*Restore it"
+    ):
         train(make_cfg(*args, "method.max_epochs=2", "ckpt_path=last"))

@@ -245,6 +245,9 @@ def search(args: argparse.Namespace) -> None:
         lims, found_d, found_i = index.search_radius(codes, args.radius)
         distances = [found_d[a:b] for a, b in zip(lims[:-1], lims[1:])]
         ids = [found_i[a:b] for a, b in zip(lims[:-1], lims[1:])]
+        for query, hits in zip(queries, ids):
+            if len(hits) == 0:
+                print(f"pgh-index: no indexed image within Hamming distance {args.radius} of {query}", file=sys.stderr)
     else:
         k = min(args.k, index.ntotal)
         if k < args.k:

@@ -170,6 +170,8 @@ class BinaryIndex:
         GPU binary range search); an IVF index finds only the codes in the `nprobe` probed lists."""
         if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or not 0 <= radius <= self.bits:
             raise ValueError(f"radius={radius!r} must be a whole number of bits in 0..{self.bits}")
+        if self.ntotal == 0:
+            raise ValueError("the index is empty: add(codes) before searching")
         queries = self._check(packed_queries)
         # FAISS keeps the codes strictly below its radius
         lims, distances, ids = self.cpu_index.range_search(queries, int(radius) + 1)
@@ -186,7 +188,8 @@ class BinaryIndex:
     @classmethod
     def load(cls, path: str | Path, use_gpu: bool | None = None) -> BinaryIndex:
         if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such index file (BinaryIndex.save writes one)")
+            what = "a directory, not an index file" if Path(path).is_dir() else "no such index file"
+            raise FileNotFoundError(f"{path}: {what} (BinaryIndex.save writes one)")
         cpu = faiss.read_index_binary(str(path))
         ivf = isinstance(cpu, faiss.IndexBinaryIVF)
         index = cls(cpu.d, use_gpu=use_gpu, nlist=cpu.nlist if ivf else None)
