@@ -206,7 +206,7 @@ def test_a_resume_that_describes_another_run_stops_before_rewriting_it(make_cfg,
     run = tmp_path / "run"
     before = {name: (run / name).read_bytes() for name in ("config.yaml", "split.npz", "metrics.json")}
     with pytest.raises(ValueError, match=r"resumes the run in .*run, but this command describes another run \(bits: "
-                       r"16 there, 32 here; split: .*query_per_class.*\): give the run's own settings"):  # fmt: skip
+                       r"16 there, 32 here; split: .*query_per_class.*\): give that run's settings"):  # fmt: skip
         train(make_cfg(*SMALL, "bits=32", "split.query_per_class=10", "ckpt_path=last"))
     assert {name: (run / name).read_bytes() for name in before} == before
     with pytest.raises(ValueError, match=r"another run \(method.module.width: 8 there, 16 here\)"):  # network sizes
