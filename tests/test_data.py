@@ -152,6 +152,11 @@ def test_folder_dataset_refuses_a_train_test_layout(tmp_path):
     ):
         load_folder(str(tmp_path), image_size=8)
     assert load_folder(str(tmp_path / "train"), image_size=8).class_names == ("cat", "dog")
+    # classes whose images sit in sub-folders of the same names are classes
+    for path in ("cat/images/a.png", "cat/2020/b.png", "dog/images/c.png", "dog/2020/d.png"):
+        (tmp_path / "classes" / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "classes" / path)
+    assert load_folder(str(tmp_path / "classes"), image_size=8).class_names == ("cat", "dog")
 
 
 def test_dataset_validates_shapes():

@@ -221,21 +221,27 @@ def load_cifar10(root: str = "data/cifar10", download: bool = False) -> ImageDat
 # --------------------------------------------------------------------------------------- folders
 
 
+SPLIT_FOLDER_NAMES = frozenset({"train", "training", "test", "testing", "val", "valid", "validation"})
+
+
 def check_not_a_split_layout(folders: list[Path]) -> None:
     """train/<class>/…, test/<class>/… would make the split names the labels (two classes, every
-    image "relevant" to half the database): refuse folders without images of their own that share
-    their sub-folders' names."""
+    image "relevant" to half the database): refuse two or more split-named folders (train, test,
+    val …) that hold no images of their own but sub-folders with the same names. Class folders whose
+    images sit in sub-folders with shared names (cat/images/, dog/images/) are fine."""
     nested = {}
     for folder in folders:
-        if not any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir()):
+        if folder.name.lower() in SPLIT_FOLDER_NAMES and not any(
+            p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir()
+        ):
             nested[folder.name] = {d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")}
     shared = set.intersection(*nested.values()) if len(nested) >= 2 else set()
     if shared:
         raise ValueError(
             f"folder dataset: {', '.join(nested)} hold no images of their own but the same sub-folders "
-            f"({', '.join(sorted(shared)[:5])}): a split layout (train/<class>/, test/<class>/)? The protocol pools "
-            "every image and draws its own queries: give one sub-folder per class (move train/<class> and "
-            "test/<class> into <class>/), or point dataset.root at one of them"
+            f"({', '.join(sorted(shared)[:5])}): a split layout, whose split names would become the labels. The "
+            "protocol pools every image and draws its own queries: give one sub-folder per class (move "
+            f"{'/<class> and '.join(nested)}/<class> into <class>/), or point dataset.root at one of them"
         )
 
 
