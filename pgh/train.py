@@ -79,10 +79,9 @@ def train_deep(
     methods trained in progressive rounds (`method.progressive`) get the round callback and
     `rounds * epochs_per_round` epochs, the others `method.max_epochs`.
     """
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from torch.utils.data import DataLoader, TensorDataset
 
-    from pgh.callbacks import AtomicCheckpointIO, RandomState, TrainingClock
+    from pgh.callbacks import AtomicCheckpointIO, RandomState, StepCheckpoint, TrainingClock
     from pgh.methods.base import INPUT_KINDS, DeepHasher
 
     m, labels, n_train = cfg.method, dataset.labels, int(split.train.numel())
@@ -134,7 +133,7 @@ def train_deep(
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     # no last-v1.ckpt: a run resumed in a copied or moved directory (Lightning sees another dirpath
     # in the checkpoint) must replace last.ckpt, which pgh-index and RunEncoder load
-    checkpointing = ModelCheckpoint(
+    checkpointing = StepCheckpoint(
         dirpath=out / "checkpoints",
         save_last=True,
         save_top_k=0,
@@ -159,7 +158,10 @@ def train_deep(
     # save the model that is evaluated below; not after a stop by trainer.max_steps in mid-epoch,
     # where Lightning would record the epoch as finished and a resume would skip its remaining batches
     train_seconds = clock.seconds  # every attempt's: the checkpoint below carries it to a later resume
-    if not 0 < trainer.max_steps <= trainer.global_step:
+    stopped_mid_epoch = (
+        0 < trainer.max_steps <= trainer.global_step and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+    )
+    if not stopped_mid_epoch:
         trainer.save_checkpoint(checkpointing.last_model_path or out / "checkpoints" / "last.ckpt", weights_only=False)
     if not trainer.is_global_zero:
         return None  # under DDP every rank runs train(); rank 0 alone encodes, evaluates and writes
@@ -238,7 +240,7 @@ def check_trainer(trainer: DictConfig, method: DictConfig) -> None:
         raise RuntimeError(
             f"trainer.accelerator={accelerator} but torch sees no CUDA device; run on a GPU machine, or add {fix}"
         )
-    precision = str(trainer.get("precision", "32-true"))
+    precision = str(trainer.get("precision") or "32-true")  # Lightning reads None as 32-true
     precision = PRECISION_ALIASES.get(precision, precision)
     if precision not in SUPPORTED_PRECISIONS:
         raise ValueError(
@@ -305,12 +307,21 @@ def check_same_split(before: Split, now: Split, out: Path) -> None:
         )
 
 
-def check_foreign_checkpoint(cfg: DictConfig, path: Path) -> None:
-    """`ckpt_path` names a file outside this run's checkpoints/: compare the command with the run the file
-    belongs to (`<run>/checkpoints/<file>`, by its config.yaml), or, where the file sits elsewhere, with
-    what the checkpoint itself records (bits and network sizes; seed, data and split are not in it)."""
-    run = path.resolve().parent.parent
-    if path.resolve().parent.name == "checkpoints" and (run / "config.yaml").exists():
+def checkpoint_run(path: Path) -> Path | None:
+    """The run directory a checkpoint file belongs to (`<run>/checkpoints/<file>`, or a file copied to
+    the top of `<run>`), recognised by its config.yaml; None for a file elsewhere."""
+    folder = path.resolve().parent
+    for run in (folder.parent, folder) if folder.name == "checkpoints" else (folder,):
+        if (run / "config.yaml").exists():
+            return run
+    return None
+
+
+def check_foreign_checkpoint(cfg: DictConfig, path: Path, run: Path | None) -> None:
+    """`ckpt_path` names a file outside this run's checkpoints/: compare the command with `run`, the run
+    the file belongs to (by its config.yaml), or, for a file outside any run, with what the checkpoint
+    itself records (bits and network sizes; seed, data and split are not in it)."""
+    if run is not None:
         check_resume_matches_run(cfg, run, foreign=True)
         return
     hparams = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
@@ -408,10 +419,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
     resuming = ckpt_path is not None and has_checkpoints
     foreign = ckpt_path not in (None, "last") and Path(ckpt_path).resolve().parent != (out / "checkpoints").resolve()
-    if foreign:  # another run's checkpoint, continued in this directory
-        check_foreign_checkpoint(cfg, Path(ckpt_path))
-    elif resuming:
+    # the runs whose settings and split the command must match: this one, when it resumes, and the run
+    # another checkpoint file comes from
+    source = checkpoint_run(Path(ckpt_path)) if foreign else None
+    if resuming:
         check_resume_matches_run(cfg, out)
+    if foreign:
+        check_foreign_checkpoint(cfg, Path(ckpt_path), source)
     if "module" in cfg.method and cfg.get("ckpt_path") == "last" and not has_checkpoints:
         if not in_a_multirun():  # a mistyped hydra.run.dir would otherwise mean a silent retrain from scratch
             raise FileNotFoundError(
@@ -430,8 +444,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     dataset: ImageDataset = instantiate(cfg.dataset)
     split: Split = instantiate(cfg.split)(dataset.labels)
-    if resuming and (out / "split.npz").exists():
-        check_same_split(Split.load(out / "split.npz"), split, out)
+    for run in ([out] if resuming else []) + ([source] if source is not None else []):
+        if (run / "split.npz").exists():
+            check_same_split(Split.load(run / "split.npz"), split, run)
     split.save(out / "split.npz")
     loggers = instantiate_loggers(cfg.get("logger"), resume=resuming)
     for logger in loggers:

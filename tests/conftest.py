@@ -125,6 +125,22 @@ class RecordTrainStart:
         return _Probe()
 
 
+class KillAtEpochStart:
+    """A Lightning callback (as `+callbacks.kill._target_=conftest.KillAtEpochStart +callbacks.kill.epoch=N`)
+    that fails the run as epoch N starts, after the previous epoch's end but before any later
+    checkpoint: a job killed between an epoch's last step checkpoint and the next save."""
+
+    def __new__(cls, epoch: int):
+        import lightning as L
+
+        class _Kill(L.Callback):
+            def on_train_epoch_start(self, trainer, pl_module):
+                if trainer.current_epoch == epoch:
+                    raise RuntimeError(f"killed at the start of epoch {epoch}")
+
+        return _Kill()
+
+
 class SignalPreemption:
     """A Lightning callback (as `+callbacks.preempt._target_=conftest.SignalPreemption
     +callbacks.preempt.at_step=N`) that, in a run that did not resume, sends its own process

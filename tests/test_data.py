@@ -148,9 +148,14 @@ def test_folder_dataset_refuses_a_train_test_layout(tmp_path):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (8, 8)).save(tmp_path / path)
     with pytest.raises(
-        ValueError, match=r"test, train hold no images of their own but the same sub-folders \(cat, dog\)"
+        ValueError, match=r"test, train look like split folders \(test holds sub-folders cat, dog\), whose names"
     ):
         load_folder(str(tmp_path), image_size=8)
+    for path in ("kaggle/train/cat/a.png", "kaggle/train/dog/b.png", "kaggle/test/1.png", "kaggle/test/2.png"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / path)
+    with pytest.raises(ValueError, match=r"test, train look like split folders \(train holds sub-folders cat, dog\)"):
+        load_folder(str(tmp_path / "kaggle"), image_size=8)  # an unlabelled flat test/ beside train/<class>/
     assert load_folder(str(tmp_path / "train"), image_size=8).class_names == ("cat", "dog")
     # classes whose images sit in sub-folders of the same names are classes
     for path in ("cat/images/a.png", "cat/2020/b.png", "dog/images/c.png", "dog/2020/d.png"):

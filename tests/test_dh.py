@@ -274,6 +274,22 @@ def test_another_runs_checkpoint_continued_in_a_new_directory_must_describe_that
     with pytest.raises(ValueError, match=r"holds another network .*method.module.hidden: \[32\] there, \[64\] here"):
         train(wider)
 
+    # another run's checkpoint given to a run directory with checkpoints of its own: both runs must match
+    # (only the file's run was compared, and the seed-3 model took over the seed-0 run's directory)
+    seeded = make_cfg(*SMALL, "seed=3")
+    with open_dict(seeded):
+        seeded.paths.output_dir = str(tmp_path / "seed3")
+    train(seeded)
+    takeover = make_cfg(
+        *SMALL, "seed=3", "method.max_epochs=3", f"ckpt_path={tmp_path / 'seed3' / 'checkpoints' / 'last.ckpt'}"
+    )
+    before = (tmp_path / "run" / "config.yaml").read_text()
+    with pytest.raises(
+        ValueError, match=r"ckpt_path=.*seed3.* resumes the run in .*run, but .*\(seed: 0 there, 3 here\)"
+    ):
+        train(takeover)
+    assert (tmp_path / "run" / "config.yaml").read_text() == before
+
 
 def test_a_resume_shorter_than_a_mid_epoch_checkpoint_stops(make_cfg):
     """A checkpoint from inside epoch 1 (6 steps of 4 a epoch) has begun 2 epochs: max_epochs=1

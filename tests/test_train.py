@@ -303,7 +303,7 @@ def test_lightning_precision_aliases_are_accepted(make_cfg):
     """Lightning's short names (bf16, 32; 16 needs a GPU) worked before the precision check existed."""
     from pgh.train import check_trainer
 
-    for precision in ("bf16", "32", "32-true", "bf16-mixed"):
+    for precision in ("bf16", "32", "32-true", "bf16-mixed", "null"):
         cfg = make_cfg("method=pgh", "trainer=cpu", f"trainer.precision={precision}")
         check_trainer(cfg.trainer, cfg.method)
 

@@ -1,9 +1,9 @@
-"""Lightning callbacks and plugins: PGH's progressive code refresh, atomic checkpoint writes, random
-generator states and training time in checkpoints."""
+"""Lightning callbacks and plugins: PGH's progressive code refresh, atomic checkpoint writes, step
+checkpoints, random generator states and training time in checkpoints."""
 
-from pgh.callbacks.checkpointing import AtomicCheckpointIO
+from pgh.callbacks.checkpointing import AtomicCheckpointIO, StepCheckpoint
 from pgh.callbacks.progressive import ProgressiveRounds
 from pgh.callbacks.random_state import RandomState
 from pgh.callbacks.training_clock import TrainingClock
 
-__all__ = ["AtomicCheckpointIO", "ProgressiveRounds", "RandomState", "TrainingClock"]
+__all__ = ["AtomicCheckpointIO", "ProgressiveRounds", "RandomState", "StepCheckpoint", "TrainingClock"]

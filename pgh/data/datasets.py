@@ -225,23 +225,23 @@ SPLIT_FOLDER_NAMES = frozenset({"train", "training", "test", "testing", "val", "
 
 
 def check_not_a_split_layout(folders: list[Path]) -> None:
-    """train/<class>/…, test/<class>/… would make the split names the labels (two classes, every
-    image "relevant" to half the database): refuse two or more split-named folders (train, test,
-    val …) that hold no images of their own but sub-folders with the same names. Class folders whose
-    images sit in sub-folders with shared names (cat/images/, dog/images/) are fine."""
-    nested = {}
-    for folder in folders:
-        if folder.name.lower() in SPLIT_FOLDER_NAMES and not any(
-            p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir()
-        ):
-            nested[folder.name] = {d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")}
-    shared = set.intersection(*nested.values()) if len(nested) >= 2 else set()
-    if shared:
+    """train/<class>/…, test/<class>/… (or a flat test/ beside train/<class>/) would make the split names
+    the labels (two classes, every image "relevant" to half the database): refuse two or more
+    split-named folders (train, test, val …) of which one holds no images of its own, only
+    sub-folders. Class folders whose images sit in sub-folders (cat/images/, dog/images/) are fine."""
+
+    def has_images(folder: Path) -> bool:
+        return any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+
+    splits = [f for f in folders if f.name.lower() in SPLIT_FOLDER_NAMES]
+    by_class = [f for f in splits if not has_images(f) and any(d.is_dir() for d in f.iterdir())]
+    if len(splits) >= 2 and by_class:
+        inside = sorted(d.name for d in by_class[0].iterdir() if d.is_dir() and not d.name.startswith("."))
         raise ValueError(
-            f"folder dataset: {', '.join(nested)} hold no images of their own but the same sub-folders "
-            f"({', '.join(sorted(shared)[:5])}): a split layout, whose split names would become the labels. The "
-            "protocol pools every image and draws its own queries: give one sub-folder per class (move "
-            f"{'/<class> and '.join(nested)}/<class> into <class>/), or point dataset.root at one of them"
+            f"folder dataset: {', '.join(f.name for f in splits)} look like split folders ({by_class[0].name} holds "
+            f"sub-folders {', '.join(inside[:5])}), whose names would become the labels. The protocol pools every "
+            "image and draws its own queries: give one sub-folder per class (move <split>/<class> into <class>/), "
+            "or point dataset.root at one split's folder"
         )
 
 

@@ -247,7 +247,11 @@ def search(args: argparse.Namespace) -> None:
         ids = [found_i[a:b] for a, b in zip(lims[:-1], lims[1:])]
         for query, hits in zip(queries, ids):
             if len(hits) == 0:
-                print(f"pgh-index: no indexed image within Hamming distance {args.radius} of {query}", file=sys.stderr)
+                where = f" in the {index.nprobe} probed lists (--nprobe scans more)" if index.nlist else ""
+                print(
+                    f"pgh-index: no indexed image within Hamming distance {args.radius} of {query}{where}",
+                    file=sys.stderr,
+                )
     else:
         k = min(args.k, index.ntotal)
         if k < args.k:
