@@ -613,12 +613,17 @@ def test_settings_pgh_cannot_train_with_stop_before_any_work(make_cfg, tmp_path,
 
 
 def test_a_run_killed_after_a_rounds_last_step_checkpoint_still_refreshes_that_rounds_codes(make_cfg, tmp_path):
-    """Every step is checkpointed; the kill comes after round 1's end, before the next save. The last
+    """Every step is checkpointed; the kill comes after round 1's end, before the next batch. The last
     step checkpoint was taken on the round's last batch, which Lightning resumes as a finished epoch
-    without its end: round 1's code refresh was lost (one refresh fewer than the uninterrupted run)."""
+    without its end: round 1's code refresh was lost (one refresh fewer than the uninterrupted run).
+    That save is now made at the epoch's end, after the refresh: the resume repeats the straight run."""
+    straight = make_cfg(*SMALL)
+    with open_dict(straight):
+        straight.paths.output_dir = str(tmp_path / "straight")
+    expected = train(straight)
     kill = ["+callbacks.kill._target_=conftest.KillAtEpochStart", "+callbacks.kill.epoch=2"]
     with pytest.raises(RuntimeError, match="killed at the start of epoch 2"):
         train(make_cfg(*SMALL, *kill))
     resumed = train(make_cfg(*SMALL, "ckpt_path=last"))
-    assert resumed["rounds_completed"] == 2
-    assert [r["round"] for r in read_rows(tmp_path / "run" / "rounds.csv")] == ["0", "1", "2"]
+    assert resumed["rounds_completed"] == 2 and resumed["map_all"] == expected["map_all"]
+    assert read_rows(tmp_path / "run" / "rounds.csv") == read_rows(tmp_path / "straight" / "rounds.csv")

@@ -21,12 +21,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class StepCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint, but its every-n-steps save skips an epoch's last batch: Lightning
-    resumes a checkpoint from that batch as a finished epoch without running the epoch's end, so PGH's
-    code refresh at a round's last epoch (and any epoch-end work) would be lost. A run killed there
-    resumes from the step before and repeats that batch."""
+    """Lightning's ModelCheckpoint, but an every-n-steps save that falls on an epoch's last batch is
+    made at the epoch's end instead: Lightning resumes a checkpoint from the last batch as a finished
+    epoch without running the epoch's end, so PGH's code refresh at a round's last epoch would be lost.
+    (Checkpoint callbacks run after the others and the module at an epoch's end, so the deferred save
+    holds the refreshed codes.)"""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._save_at_epoch_end = False
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            every = self._every_n_train_steps
+            self._save_at_epoch_end = every >= 1 and trainer.global_step % every == 0
             return
         super().on_train_batch_end(trainer, *args, **kwargs)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._save_at_epoch_end and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._save_at_epoch_end = False
