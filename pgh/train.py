@@ -155,13 +155,11 @@ def train_deep(
     )
     trainer.fit(model, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
     # the step-interval checkpoint can predate the last steps and the last round's code refresh, so
-    # save the model that is evaluated below; not after a stop by trainer.max_steps in mid-epoch,
-    # where Lightning would record the epoch as finished and a resume would skip its remaining batches
+    # save the model that is evaluated below; not after a stop in mid-epoch (trainer.max_steps or
+    # max_time, a callback's should_stop), where Lightning would record the epoch as finished and a
+    # resume would skip its remaining batches
     train_seconds = clock.seconds  # every attempt's: the checkpoint below carries it to a later resume
-    stopped_mid_epoch = (
-        0 < trainer.max_steps <= trainer.global_step and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-    )
-    if not stopped_mid_epoch:
+    if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
         trainer.save_checkpoint(checkpointing.last_model_path or out / "checkpoints" / "last.ckpt", weights_only=False)
     if not trainer.is_global_zero:
         return None  # under DDP every rank runs train(); rank 0 alone encodes, evaluates and writes
@@ -447,6 +445,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for run in ([out] if resuming else []) + ([source] if source is not None else []):
         if (run / "split.npz").exists():
             check_same_split(Split.load(run / "split.npz"), split, run)
+        else:
+            log.warning("%s has no split.npz: whether the data still gives its split cannot be checked", run)
     split.save(out / "split.npz")
     loggers = instantiate_loggers(cfg.get("logger"), resume=resuming)
     for logger in loggers:

@@ -141,6 +141,22 @@ class KillAtEpochStart:
         return _Kill()
 
 
+class StopAtBatch:
+    """A Lightning callback (as `+callbacks.stop._target_=conftest.StopAtBatch +callbacks.stop.epoch=E
+    +callbacks.stop.batch=B`) that stops training after batch B of epoch E, as trainer.max_time or an
+    early-stopping callback does: Lightning then ends the epoch early and runs its end hooks."""
+
+    def __new__(cls, epoch: int, batch: int):
+        import lightning as L
+
+        class _Stop(L.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, data, batch_idx):
+                if trainer.current_epoch == epoch and batch_idx == batch:
+                    trainer.should_stop = True
+
+        return _Stop()
+
+
 class SignalPreemption:
     """A Lightning callback (as `+callbacks.preempt._target_=conftest.SignalPreemption
     +callbacks.preempt.at_step=N`) that, in a run that did not resume, sends its own process

@@ -156,6 +156,11 @@ def test_folder_dataset_refuses_a_train_test_layout(tmp_path):
         Image.new("RGB", (8, 8)).save(tmp_path / path)
     with pytest.raises(ValueError, match=r"test, train look like split folders \(train holds sub-folders cat, dog\)"):
         load_folder(str(tmp_path / "kaggle"), image_size=8)  # an unlabelled flat test/ beside train/<class>/
+    for path in ("stray/train/cat/a.png", "stray/train/x.png", "stray/test/cat/b.png", "stray/test/y.png"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / path)
+    with pytest.raises(ValueError, match=r"test, train look like split folders"):
+        load_folder(str(tmp_path / "stray"), image_size=8)  # a stray image at the top of each split folder
     assert load_folder(str(tmp_path / "train"), image_size=8).class_names == ("cat", "dog")
     # classes whose images sit in sub-folders of the same names are classes
     for path in ("cat/images/a.png", "cat/2020/b.png", "dog/images/c.png", "dog/2020/d.png"):

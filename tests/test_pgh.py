@@ -1,5 +1,6 @@
 """PGH end to end on a small digits subset: two progressive rounds, the artefacts they write, and
-exact resume from a checkpoint taken in the middle of a round."""
+a resume from a checkpoint taken in the middle of a round (same round and codes; the epoch's remaining
+batches reshuffled), and bit-exact resumes at round ends."""
 
 from __future__ import annotations
 
@@ -627,3 +628,20 @@ def test_a_run_killed_after_a_rounds_last_step_checkpoint_still_refreshes_that_r
     resumed = train(make_cfg(*SMALL, "ckpt_path=last"))
     assert resumed["rounds_completed"] == 2 and resumed["map_all"] == expected["map_all"]
     assert read_rows(tmp_path / "run" / "rounds.csv") == read_rows(tmp_path / "straight" / "rounds.csv")
+
+
+def test_a_stop_in_mid_epoch_neither_ends_the_round_nor_saves_the_epoch_as_finished(make_cfg, tmp_path):
+    """A stop after batch 1 of round 1's last epoch (as trainer.max_time stops): Lightning ran the
+    epoch's end (a refresh of a round half trained went into rounds.csv) and saved last.ckpt with the
+    epoch counted as finished, so the resume skipped its remaining batches."""
+    stop = ["+callbacks.stop._target_=conftest.StopAtBatch", "+callbacks.stop.epoch=1", "+callbacks.stop.batch=1"]
+    stopped = train(make_cfg(*SMALL, *stop))
+    assert stopped["rounds_completed"] == 0
+    assert [r["round"] for r in read_rows(tmp_path / "run" / "rounds.csv")] == ["0"]
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 18  # the step save after batch 1 of epoch 1 (3 steps a batch), not a finished epoch
+    assert ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == 1
+    resumed = train(make_cfg(*SMALL, "ckpt_path=last"))
+    final = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert resumed["rounds_completed"] == 2 and final["global_step"] == 48  # 4 epochs x 4 batches x 3 steps
+    assert [r["round"] for r in read_rows(tmp_path / "run" / "rounds.csv")] == ["0", "1", "2"]

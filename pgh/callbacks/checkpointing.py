@@ -38,6 +38,11 @@ class StepCheckpoint(ModelCheckpoint):
             return
         super().on_train_batch_end(trainer, *args, **kwargs)
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Nothing: Lightning saves `last` here even after a stop in mid-epoch, recording the epoch as
+        finished (a resume would skip its remaining batches); pgh-train makes the final save itself,
+        only after a finished epoch."""
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         if self._save_at_epoch_end and not self._should_skip_saving_checkpoint(trainer):

@@ -132,6 +132,8 @@ class ProgressiveRounds(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.epochs_per_round:
             return
+        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return  # a stop in mid-epoch (max_steps, max_time): Lightning ends the epoch, the round is not over
         new_codes = self._vote(self._encode_all(trainer, pl_module), pl_module.device)
         bit_change = float((new_codes != pl_module.codes.bool().cpu()).float().mean())
         pl_module.set_codes(new_codes)

@@ -227,14 +227,11 @@ SPLIT_FOLDER_NAMES = frozenset({"train", "training", "test", "testing", "val", "
 def check_not_a_split_layout(folders: list[Path]) -> None:
     """train/<class>/…, test/<class>/… (or a flat test/ beside train/<class>/) would make the split names
     the labels (two classes, every image "relevant" to half the database): refuse two or more
-    split-named folders (train, test, val …) of which one holds no images of its own, only
-    sub-folders. Class folders whose images sit in sub-folders (cat/images/, dog/images/) are fine."""
-
-    def has_images(folder: Path) -> bool:
-        return any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+    split-named folders (train, test, val …) of which one holds sub-folders. Class folders whose
+    images sit in sub-folders (cat/images/, dog/images/) are fine."""
 
     splits = [f for f in folders if f.name.lower() in SPLIT_FOLDER_NAMES]
-    by_class = [f for f in splits if not has_images(f) and any(d.is_dir() for d in f.iterdir())]
+    by_class = [f for f in splits if any(d.is_dir() and not d.name.startswith(".") for d in f.iterdir())]
     if len(splits) >= 2 and by_class:
         inside = sorted(d.name for d in by_class[0].iterdir() if d.is_dir() and not d.name.startswith("."))
         raise ValueError(

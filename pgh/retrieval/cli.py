@@ -247,7 +247,9 @@ def search(args: argparse.Namespace) -> None:
         ids = [found_i[a:b] for a, b in zip(lims[:-1], lims[1:])]
         for query, hits in zip(queries, ids):
             if len(hits) == 0:
-                where = f" in the {index.nprobe} probed lists (--nprobe scans more)" if index.nlist else ""
+                where = ""
+                if index.nlist and index.nprobe < index.nlist:
+                    where = f" in the {index.nprobe} probed lists of {index.nlist} (--nprobe scans more)"
                 print(
                     f"pgh-index: no indexed image within Hamming distance {args.radius} of {query}{where}",
                     file=sys.stderr,
