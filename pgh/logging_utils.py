@@ -39,11 +39,11 @@ def instantiate_loggers(logger_cfg: DictConfig | None, resume: bool = False) -> 
 
 
 def last_wandb_run_id(save_dir: Path) -> str | None:
-    """The id of the last W&B run under save_dir (`wandb/latest-run`, a link to `[offline-]run-<time>-<id>`)."""
-    latest = save_dir / "wandb" / "latest-run"
-    if not latest.exists():
-        return None
-    return latest.resolve().name.rsplit("-", 1)[-1]
+    """The id of the last W&B run under save_dir: `wandb/latest-run` links to its folder, which holds
+    `run-<id>.wandb` (the folder's name ends in the id, or, for a second attempt started in the same
+    second, in `<id>-1`)."""
+    records = sorted((save_dir / "wandb" / "latest-run").glob("run-*.wandb"))
+    return records[0].stem.removeprefix("run-") if records else None
 
 
 class _AppendingWriter(ExperimentWriter):

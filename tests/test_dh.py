@@ -241,7 +241,7 @@ def test_a_resumed_run_continues_its_csv_and_wandb_logs(make_cfg, monkeypatch):
     train(make_cfg(*SMALL, "method.max_epochs=4", "ckpt_path=last", "logger=wandb", "logger.wandb.name=test"))
     train(make_cfg(*SMALL, "method.max_epochs=5", "ckpt_path=last", "logger=wandb", "logger.wandb.name=test"))
     runs = sorted(out.glob("wandb/offline-run-*"))
-    assert len(runs) == 2 and len({run.name.rsplit("-", 1)[1] for run in runs}) == 1
+    assert len(runs) == 2 and len({record.name for run in runs for record in run.glob("run-*.wandb")}) == 1
 
 
 def test_another_runs_checkpoint_continued_in_a_new_directory_must_describe_that_run(make_cfg, tmp_path):
