@@ -82,6 +82,7 @@ def train_deep(
     from torch.utils.data import DataLoader, TensorDataset
 
     from pgh.callbacks import AtomicCheckpointIO, RandomState, StepCheckpoint, TrainingClock
+    from pgh.callbacks.checkpointing import reached_last_batch
     from pgh.methods.base import INPUT_KINDS, DeepHasher
 
     m, labels, n_train = cfg.method, dataset.labels, int(split.train.numel())
@@ -159,7 +160,7 @@ def train_deep(
     # max_time, a callback's should_stop), where Lightning would record the epoch as finished and a
     # resume would skip its remaining batches
     train_seconds = clock.seconds  # every attempt's: the checkpoint below carries it to a later resume
-    if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+    if reached_last_batch(trainer):
         trainer.save_checkpoint(checkpointing.last_model_path or out / "checkpoints" / "last.ckpt", weights_only=False)
     if not trainer.is_global_zero:
         return None  # under DDP every rank runs train(); rank 0 alone encodes, evaluates and writes

@@ -20,6 +20,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
 
 
+def reached_last_batch(trainer: L.Trainer) -> bool:
+    """Whether the current epoch's last batch has run: False inside an epoch, and at the epoch's end
+    when a stop in mid-epoch (max_steps, max_time, a callback's should_stop) ended it early, where
+    Lightning still runs the epoch-end hooks and would record the epoch as finished."""
+    return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
+
 class StepCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint, but an every-n-steps save that falls on an epoch's last batch is
     made at the epoch's end instead: Lightning resumes a checkpoint from the last batch as a finished
@@ -32,7 +39,7 @@ class StepCheckpoint(ModelCheckpoint):
         self._save_at_epoch_end = False
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if reached_last_batch(trainer):
             every = self._every_n_train_steps
             self._save_at_epoch_end = every >= 1 and trainer.global_step % every == 0
             return

@@ -24,6 +24,7 @@ import lightning as L
 import torch
 from torchvision.utils import make_grid, save_image
 
+from pgh.callbacks.checkpointing import reached_last_batch
 from pgh.hashing.vote import majority_vote, nearest_neighbors
 from pgh.io import atomic_path, write_text
 from pgh.logging_utils import log_image
@@ -114,25 +115,29 @@ class ProgressiveRounds(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         t = int(pl_module.current_round)
         last = self.rows[-1] if self.rows else None
-        at_round_end = t > 0 and trainer.current_epoch == t * self.epochs_per_round
-        if at_round_end and last is not None and int(last["round"]) == t:
-            # a run that stopped converged, resumed: without this it would train another round
-            if last["bit_change"] < self.converge_bit_change:
-                log.info(
-                    "round %d already converged (%.2f%% of the bits changed, below converge_bit_change=%g): "
-                    "nothing to train; a lower method.progressive.converge_bit_change trains on",
-                    t, 100 * last["bit_change"], self.converge_bit_change,
-                )  # fmt: skip
-                trainer.should_stop = True
+        # a run that stopped converged, resumed at that round's end: without this it would train another round
+        if (
+            t > 0
+            and trainer.current_epoch == t * self.epochs_per_round
+            and last is not None
+            and int(last["round"]) == t
+            and last["bit_change"] < self.converge_bit_change
+        ):
+            log.info(
+                "round %d already converged (%.2f%% of the bits changed, below converge_bit_change=%g): "
+                "nothing to train; a lower method.progressive.converge_bit_change trains on",
+                t, 100 * last["bit_change"], self.converge_bit_change,
+            )  # fmt: skip
+            trainer.should_stop = True
         if trainer.is_global_zero:
             self._write_rounds_csv()
-            if int(pl_module.current_round) == 0:
+            if t == 0:
                 self._save_grid(pl_module, 0, trainer.loggers, trainer.global_step)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.epochs_per_round:
             return
-        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if not reached_last_batch(trainer):
             return  # a stop in mid-epoch (max_steps, max_time): Lightning ends the epoch, the round is not over
         new_codes = self._vote(self._encode_all(trainer, pl_module), pl_module.device)
         bit_change = float((new_codes != pl_module.codes.bool().cpu()).float().mean())

@@ -229,7 +229,6 @@ def check_not_a_split_layout(folders: list[Path]) -> None:
     the labels (two classes, every image "relevant" to half the database): refuse two or more
     split-named folders (train, test, val …) of which one holds sub-folders. Class folders whose
     images sit in sub-folders (cat/images/, dog/images/) are fine."""
-
     splits = [f for f in folders if f.name.lower() in SPLIT_FOLDER_NAMES]
     by_class = [f for f in splits if any(d.is_dir() and not d.name.startswith(".") for d in f.iterdir())]
     if len(splits) >= 2 and by_class:

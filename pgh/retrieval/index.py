@@ -175,11 +175,10 @@ class BinaryIndex:
         queries = self._check(packed_queries)
         # FAISS keeps the codes strictly below its radius
         lims, distances, ids = self.cpu_index.range_search(queries, int(radius) + 1)
-        distances = distances.astype(np.int32)
-        for start, stop in zip(lims[:-1], lims[1:]):
-            order = np.lexsort((ids[start:stop], distances[start:stop]))
-            distances[start:stop], ids[start:stop] = distances[start:stop][order], ids[start:stop][order]
-        return lims.astype(np.int64), distances, ids.astype(np.int64)
+        lims = lims.astype(np.int64)
+        query = np.repeat(np.arange(len(queries)), np.diff(lims))  # each hit's query: one sort for all
+        order = np.lexsort((ids, distances, query))
+        return lims, distances[order].astype(np.int32), ids[order].astype(np.int64)
 
     def save(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:
