@@ -3,6 +3,7 @@ FAISS index round-trip."""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,19 @@ from pgh.retrieval import BinaryIndex, evaluate_codes, pack_codes, unpack_codes
 from pgh.retrieval.hamming import hamming_matrix
 
 
-def brute_force(q, ql, db, dbl, map_k, precision_k, radius, top_n=()):
-    """Plain loops, straight from the definitions (stable tie-break by database index)."""
+def spherical(a, b):
+    """The authors' spherical Hamming distance (Compute_SHD), exactly: |a xor b| / (|a and b| + 0.1)."""
+    return Fraction(int((a != b).sum())) / (int((a & b).sum()) + Fraction(1, 10))
+
+
+def brute_force(q, ql, db, dbl, map_k, precision_k, radius, top_n=(), ranking=None):
+    """Plain loops, straight from the definitions (stable tie-break by database index); `ranking`
+    (a, b) -> distance ranks instead of Hamming distance (radius precision stays Hamming)."""
     aps, apks, pks, prs, pns = [], [], [], [], []
     for i in range(len(q)):
         dist = [int((q[i] != db[j]).sum()) for j in range(len(db))]
-        order = sorted(range(len(db)), key=lambda j: (dist[j], j))
+        rank_by = dist if ranking is None else [ranking(q[i], db[j]) for j in range(len(db))]
+        order = sorted(range(len(db)), key=lambda j: (rank_by[j], j))
         rel = [dbl[j] == ql[i] for j in order]
         hits, precisions = 0, []
         for rank, r in enumerate(rel, start=1):
@@ -59,6 +67,24 @@ def test_metrics_match_brute_force(bits, seed):
         mine = ql == label
         ref = brute_force(q[mine], ql[mine], db, dbl, 20, 10, 2)
         assert queries == mine.sum() and (map_all, map_k, precision_k) == pytest.approx(ref[:3], abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_spherical_ranking_matches_the_authors_distance(seed):
+    # 8 bits with ~25% ones: many pairs share no 1-bit, some codes are all zeros; those rank by
+    # 10x their Hamming distance, and an all-zero query finds all-zero codes first (distance 0)
+    rng = np.random.default_rng(seed)
+    db, q = rng.random((150, 8)) < 0.25, rng.random((20, 8)) < 0.25
+    q[0], db[7] = False, False
+    dbl, ql = rng.integers(0, 3, 150), rng.integers(0, 3, 20)
+    m = evaluate_codes(q, ql, db, dbl, distance="spherical", map_k=20, precision_k=10).metrics
+    ref = brute_force(q, ql, db, dbl, 20, 10, 2, ranking=spherical)
+    assert (m["map_all"], m["map_at_20"], m["precision_at_10"]) == pytest.approx(ref[:3], abs=1e-12)
+    # the all-zero query's first hit is the first all-zero code (a zero denominator once sent them last)
+    first_zero = int(np.flatnonzero(~db.any(1))[0])
+    for label in range(3):
+        first = evaluate_codes(q[:1], [label], db, dbl, distance="spherical", map_k=1, precision_k=1).metrics
+        assert first["precision_at_1"] == float(dbl[first_zero] == label)
 
 
 def test_per_class_csv_names_classes_and_weights_back_to_the_overall_map():

@@ -104,6 +104,21 @@ def test_sph_bits_split_training_points_in_half():
     assert ((codes.double().mean(0) - 0.5).abs() <= 0.08).all()
 
 
+def test_sph_pivot_step_is_the_papers_mean_force():
+    # One update from the same start, written out in numpy as SphericalHashing.m does it: each pivot
+    # moves by 1/c sum_j 1/2 (o_ij - m/4) / (m/4) (p_i - p_j), o_ij counted inside both radii (the
+    # lower median distance, so ceil(m/2) points inside each sphere).
+    train = gaussian(400, 12, seed=3)
+    start = SpH(16, seed=5, max_iterations=0).fit(train).pivots.double().numpy()
+    moved = SpH(16, seed=5, max_iterations=1, eps_mean=0, eps_std=0).fit(train).pivots.double().numpy()
+    x, c, m = train.double().numpy(), 16, train.shape[0]
+    dist = np.sqrt(((x[:, None, :] - start[None]) ** 2).sum(-1))
+    inside = (dist <= np.sort(dist, axis=0)[(m - 1) // 2]).astype(float)
+    alpha = 0.5 * (inside.T @ inside - m / 4) / (m / 4)
+    force = np.array([sum(alpha[i, j] * (start[i] - start[j]) for j in range(c) if j != i) for i in range(c)]) / c
+    np.testing.assert_allclose(moved, start + force, rtol=1e-4, atol=1e-5)
+
+
 def test_sph_reaches_quarter_overlaps():
     # In 2-D the force iteration stalls for 4 or more spheres (mean |o_ij - m/4| stays ~0.2-0.3 m/4),
     # and codes have at least 8 bits, so the criterion is checked on 16-d Gaussian data.

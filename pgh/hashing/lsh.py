@@ -1,4 +1,6 @@
-"""Locality-sensitive hashing (Datar et al. 2004 / Charikar): centre, random Gaussian projections, sign."""
+"""Locality-sensitive hashing as binary-hashing papers run it: the sign of centred random Gaussian
+projections (Charikar 2002's random hyperplanes; the PGH paper cites Datar et al. 2004, whose
+p-stable scheme quantises projections into integer buckets, not bits)."""
 
 from __future__ import annotations
 

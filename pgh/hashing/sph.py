@@ -2,11 +2,12 @@
 
 Bit k is 1 when a point lies inside hypersphere k (Euclidean distance to pivot p_k <= radius t_k).
 Each radius is the median training distance, so every sphere holds half the training points; the
-pivots are moved by pairwise forces f_{i<-j} = 1/2 (o_ij - m/4) / (m/4) (p_i - p_j) until every two
-spheres share about a quarter of the points (o_ij ~ m/4): mean |o_ij - m/4| <= eps_mean m/4 and
-std(o_ij) <= eps_std m/4 over i < j, or `max_iterations` pivot updates. Pivots start, as in the
-authors' reference code, as the means of 5 randomly drawn training points. Codes are ranked by the
-spherical Hamming distance |a xor b| / |a and b|.
+pivots are moved by the mean force f_i = 1/c sum_j f_{i<-j}, f_{i<-j} = 1/2 (o_ij - m/4) / (m/4)
+(p_i - p_j), until every two spheres share about a quarter of the points (o_ij ~ m/4):
+mean |o_ij - m/4| <= eps_mean m/4 and std(o_ij) <= eps_std m/4 over i < j, or `max_iterations`
+pivot updates. Pivots start, as in the authors' MATLAB code, as the means of 5 distinct randomly
+drawn training points. Codes are ranked by the spherical Hamming distance
+|a xor b| / (|a and b| + 0.1) (the 0.1 as in the authors' code: codes that share no 1-bit).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class SpH(ShallowHasher):
         if self.train_samples is not None and self.train_samples < x.shape[0]:
             x = x[torch.randperm(x.shape[0], generator=gen)[: self.train_samples]]
         m, c = x.shape[0], self.bits
-        picks = torch.randint(x.shape[0], (c, POINTS_PER_INITIAL_PIVOT), generator=gen)
+        picks = torch.multinomial(torch.ones(c, m), POINTS_PER_INITIAL_PIVOT, replacement=False, generator=gen)
         pivots = x[picks].mean(1)
         target = m / 4
         upper = torch.triu_indices(c, c, offset=1)
@@ -72,8 +73,8 @@ class SpH(ShallowHasher):
                 break
             alpha = 0.5 * (overlap - target) / target
             alpha.fill_diagonal_(0.0)
-            # p_i += mean over j != i of alpha_ij (p_i - p_j)
-            pivots = pivots + (alpha.sum(1, keepdim=True) * pivots - alpha @ pivots) / (c - 1)
+            # p_i += 1/c sum_j alpha_ij (p_i - p_j), the paper's mean force (the j = i term is 0)
+            pivots = pivots + (alpha.sum(1, keepdim=True) * pivots - alpha @ pivots) / c
             self.iterations_run += 1
         self.converged = converged
         self.pivots, self.radii = pivots, radii

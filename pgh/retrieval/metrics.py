@@ -24,6 +24,7 @@ from pgh.retrieval.codes import pack_codes
 from pgh.retrieval.hamming import as_words
 
 DISTANCES = ("hamming", "spherical")
+SPHERICAL_EPSILON = 0.1  # added to |a and b| in the spherical Hamming distance
 # where the precision@N curve is evaluated (those up to the database size): hashing papers' top-N plots
 TOP_N = (1, 10, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000)
 
@@ -88,10 +89,9 @@ class _QueryKernel:
         if self.distance == "hamming":
             return ham
         both = np.bitwise_count(np.bitwise_and(self.db_words, q_words[None, :])).sum(axis=1, dtype=np.float32)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            dist = ham.astype(np.float32) / both
-        dist[both == 0] = np.inf
-        return dist
+        # + 0.1 as in the authors' code (Compute_SHD): codes sharing no 1-bit rank by 10x their Hamming
+        # distance, and two identical codes without a 1-bit are at distance 0
+        return ham.astype(np.float32) / (both + SPHERICAL_EPSILON)
 
     def __call__(self, q_words: np.ndarray, q_label: int) -> tuple[float, float, float, np.ndarray, ...]:
         """(AP@all, AP@map_k, precision@precision_k, precision and recall by radius, precision@N)."""
@@ -127,7 +127,8 @@ def evaluate_packed(
 ) -> RetrievalResult:
     """Evaluate packed uint8 codes [n, bits/8]; relevance is "same label".
 
-    `distance="spherical"` ranks by the spherical Hamming distance |a xor b| / |a and b| (SpH);
+    `distance="spherical"` ranks by the spherical Hamming distance |a xor b| / (|a and b| + 0.1)
+    (SpH; the 0.1 as in the authors' code, for codes that share no 1-bit);
     the radius precision and the PR curve always use plain Hamming radii.
     """
     if distance not in DISTANCES:
