@@ -151,6 +151,30 @@ def test_a_datasets_own_settings_are_compared_only_within_that_dataset(tmp_path)
     assert table_rows(build_report([tmp_path]).text, "mAP@all (%)") == {"PGH+GIST": ["60.00", "80.00"]}
 
 
+def test_query_set_sizes_are_compared_only_within_a_dataset(tmp_path):
+    """digits with 50 queries a class beside mnist5k at the default 100 labelled both as variants."""
+    for name, dataset, per_class, value in (("a", "mnist5k", 100, 0.8), ("b", "digits", 50, 0.6)):
+        run = write_run(tmp_path / name, value)
+        record = json.loads((run / "metrics.json").read_text())
+        (run / "metrics.json").write_text(json.dumps({**record, "dataset": dataset}))
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config["split"] = {"query_per_class": per_class, "seed": 0}
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert table_rows(build_report([tmp_path]).text, "mAP@all (%)") == {"PGH+GIST": ["60.00", "80.00"]}
+
+
+def test_a_run_made_before_eval_tie_break_reads_as_the_protocols_order(tmp_path):
+    write_run(tmp_path / "old", 0.80)  # no eval.tie_break in its config
+    for name, tie_break, value in (("new", "database_order", 0.82), ("shuffled", "random", 0.70)):
+        run = write_run(tmp_path / name, value)
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config["eval"] = {"tie_break": tie_break}
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = table_rows(build_report([tmp_path]).text, "mAP@all (%)")
+    # the 66.95: the paper column
+    assert rows == {"PGH+GIST": ["81.00 ± 1.41", "66.95"], "PGH+GIST (eval.tie_break=random)": ["70.00", "66.95"]}
+
+
 def test_cli_writes_the_report_and_the_curves(tmp_path, capsys):
     write_run(tmp_path / "runs" / "a", 0.8, rounds=[0.5, 0.8])
     main([str(tmp_path / "runs"), "--out", str(tmp_path / "report")])
@@ -183,6 +207,10 @@ def test_missing_or_empty_paths_name_the_problem(tmp_path, capsys):
     (tmp_path / "odd" / "metrics.json").write_text(json.dumps({"map_all": 0.5}))
     with pytest.raises(SystemExit, match="has no 'dataset': not written by pgh-train"):
         main([str(tmp_path / "odd")])
+    (tmp_path / "cut" / "metrics.json").parent.mkdir()
+    (tmp_path / "cut" / "metrics.json").write_text('{"map_all": 0.')
+    with pytest.raises(SystemExit, match=r"cut/metrics.json is not JSON \(.*\): not written by pgh-train"):
+        main([str(tmp_path / "cut")])
     (tmp_path / "report.md").write_text("")
     with pytest.raises(SystemExit, match=r"--out .*report.md is a file: give a directory"):
         main([str(tmp_path / "odd"), "--out", str(tmp_path / "report.md")])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torchmetrics.retrieval import RetrievalMAP
 
-from pgh.retrieval import BinaryIndex, evaluate_codes, pack_codes, unpack_codes
+from pgh.retrieval import BinaryIndex, evaluate_codes, evaluate_packed, pack_codes, unpack_codes
 from pgh.retrieval.hamming import hamming_matrix
 
 
@@ -87,6 +87,27 @@ def test_spherical_ranking_matches_the_authors_distance(seed):
         assert first["precision_at_1"] == float(dbl[first_zero] == label)
 
 
+def test_random_tie_break_ranks_ties_in_one_fixed_shuffle_of_the_database():
+    rng = np.random.default_rng(4)
+    db, q = rng.integers(0, 2, (120, 8)).astype(bool), rng.integers(0, 2, (12, 8)).astype(bool)
+    dbl, ql = np.sort(rng.integers(0, 4, 120)), rng.integers(0, 4, 12)  # stored class by class
+    shuffle = np.random.default_rng(0).permutation(120)
+    ref = brute_force(q, ql, db[shuffle], dbl[shuffle], 20, 10, 2)
+    m = evaluate_codes(q, ql, db, dbl, map_k=20, precision_k=10, tie_break="random").metrics
+    assert (m["map_all"], m["map_at_20"], m["precision_at_10"], m["precision_radius_2"]) == pytest.approx(
+        ref[:4], abs=1e-12
+    )
+    # one code for everything (a collapse): in database order the lowest label's queries find their
+    # class first; a random order scores each query about its class's share, as a collapse deserves
+    collapsed, labels = np.zeros((1000, 8), bool), np.repeat(np.arange(10), 100)
+    queries = np.zeros((10, 8), bool)
+    in_order = evaluate_codes(queries, np.arange(10), collapsed, labels).metrics["map_all"]
+    shuffled = evaluate_codes(queries, np.arange(10), collapsed, labels, tie_break="random").metrics["map_all"]
+    assert in_order > 0.2 and shuffled == pytest.approx(0.1, abs=0.02)
+    with pytest.raises(ValueError, match="tie_break='shuffle' is not one of"):
+        evaluate_codes(q, ql, db, dbl, tie_break="shuffle")
+
+
 def test_per_class_csv_names_classes_and_weights_back_to_the_overall_map():
     rng = np.random.default_rng(0)
     db, q = rng.integers(0, 2, (200, 16)).astype(bool), rng.integers(0, 2, (30, 16)).astype(bool)
@@ -160,10 +181,31 @@ def test_pack_roundtrip_and_faiss_agree():
     assert np.array_equal(full[np.arange(10)[:, None], ids], dist)
     assert (ids[:, 0] == np.arange(10)).all()
     labels = np.arange(500) % 10
-    with pytest.raises(ValueError, match=r"got uint8 values up to \d+: packed uint8 codes .* go to evaluate_packed"):
+    with pytest.raises(
+        ValueError, match=r"got uint8 values from \d+ to \d+: packed uint8 codes .* go to evaluate_packed"
+    ):
         evaluate_codes(packed[:10], labels[:10], packed, labels)
-    with pytest.raises(ValueError, match=r"got float64 values up to .*: binarise them"):
+    with pytest.raises(ValueError, match=r"got float64 values from .*: binarise them"):
         pack_codes(rng.normal(size=(3, 8)))
+    with pytest.raises(
+        ValueError, match=r"values from -1 to 1: codes of -1/\+1 \(from sign\) map to bits with codes > 0"
+    ):
+        pack_codes(np.where(codes[:3, :8], 1, -1))
+    # the other mix-up: unpacked codes given where packed ones go
+    with pytest.raises(
+        ValueError, match=r"query codes must be packed uint8 \[n, bits/8\], got bool .* go to evaluate_codes"
+    ):
+        evaluate_packed(codes[:10], labels[:10], packed, labels)
+    for bad in (np.int64, np.float32):  # a cast would have wrapped 256 to 0 and truncated 0.7
+        with pytest.raises(ValueError, match=f"expected packed uint8 codes \\[n, 8\\], got {np.dtype(bad)}"):
+            index.search(packed[:2].astype(bad) + 256, 5)
+    assert np.array_equal(index.search(packed[:2], np.int64(5))[1], ids[:2])  # a NumPy integer k is a k
+    for k in (5.0, True):
+        with pytest.raises(ValueError, match="must be a whole number in 1..500"):
+            index.search(packed[:2], k)
+    for option in ({"radius": 2.5}, {"map_k": 10.5}, {"precision_k": 0}, {"radius": 65}):
+        with pytest.raises(ValueError, match=f"{next(iter(option))} must be a whole number"):
+            evaluate_packed(packed[:10], labels[:10], packed, labels, **option)
 
 
 def test_index_save_load_roundtrip(tmp_path):

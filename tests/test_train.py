@@ -61,6 +61,33 @@ def test_train_every_method_on_digits(make_cfg, method, capsys):
         assert "map_all_hamming" in metrics and metrics["distance"] == "spherical"
 
 
+def test_a_database_stored_class_by_class_is_named_and_random_tie_break_is_recorded(make_cfg, tmp_path, caplog):
+    from PIL import Image
+
+    from pgh.train import stored_class_by_class
+
+    assert stored_class_by_class(torch.tensor([0, 0, 1, 1, 2])) and stored_class_by_class(torch.tensor([2, 2, 0]))
+    assert not stored_class_by_class(torch.tensor([0, 1, 0, 1]))
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(tmp_path / "images" / name / f"{i}.png")
+    folder = ("dataset=folder", f"dataset.root={tmp_path / 'images'}", "dataset.image_size=8", "dataset.grayscale=true")
+    common = (*folder, "method=lsh", "features=pixels", "bits=8", "split.query_per_class=2", "logger=none")
+    with caplog.at_level("WARNING"):
+        in_order = train(make_cfg(*common))
+    assert "database is stored class by class" in caplog.text and "eval.tie_break=random" in caplog.text
+    assert in_order["tie_break"] == "database_order"
+    caplog.clear()
+    cfg = make_cfg(*common, "eval.tie_break=random")
+    with caplog.at_level("WARNING"):
+        shuffled = train(cfg)
+    assert "class by class" not in caplog.text
+    assert json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["tie_break"] == "random"
+    assert shuffled["precision_radius_2"] == in_order["precision_radius_2"]  # radius metrics know no order
+
+
 def test_train_is_deterministic_and_split_is_shared(make_cfg):
     a = train(make_cfg("dataset=digits", "method=itq", "bits=16", "split.query_per_class=20"))
     cfg = make_cfg("dataset=digits", "method=lsh", "bits=16", "split.query_per_class=20")

@@ -69,7 +69,10 @@ def natural_order(path: Path) -> list:
 
 
 def load_run(run: Path) -> dict[str, Any]:
-    metrics = json.loads((run / "metrics.json").read_text())
+    try:
+        metrics = json.loads((run / "metrics.json").read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{run / 'metrics.json'} is not JSON ({error}): not written by pgh-train") from None
     for key in ("dataset", "method", "features", "bits", "map_all"):
         if key not in metrics:
             raise ValueError(f"{run / 'metrics.json'} has no {key!r}: not written by pgh-train")
@@ -89,8 +92,13 @@ NOT_SETTINGS = (
 )  # fmt: skip
 
 
+# settings added after runs were made, with the value those runs had
+LATER_SETTINGS = {"eval.tie_break": "database_order"}
+
+
 def settings(run: Path) -> dict[str, Any]:
-    """The run's config.yaml as dotted keys, without NOT_SETTINGS ({} when it has none)."""
+    """The run's config.yaml as dotted keys, without NOT_SETTINGS, a LATER_SETTINGS key it lacks at the
+    value it had ({} when it has no config.yaml)."""
     path = run / "config.yaml"
     if not path.exists():
         return {}
@@ -102,8 +110,8 @@ def settings(run: Path) -> dict[str, Any]:
         else:
             yield prefix[:-1], node
 
-    flat = walk(OmegaConf.to_container(OmegaConf.load(path)), "")
-    return {k: v for k, v in flat if not any(k == n or k.startswith(n + ".") for n in NOT_SETTINGS)}
+    flat = {**LATER_SETTINGS, **dict(walk(OmegaConf.to_container(OmegaConf.load(path)), ""))}
+    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_SETTINGS)}
 
 
 def most_common_unless_tied(values: list[str]) -> str | None:
@@ -128,14 +136,20 @@ def label_variants(results: list[dict[str, Any]]) -> None:
         configs = [settings(r["run"]) for r in group]
         for r in group:
             r["settings"] = {}
-        # the dataset is the table's column: its own settings (a folder's image_size) are compared only
-        # among runs of one dataset, or every run of another dataset would read as a variant
-        label_differing(group, configs, lambda key: not key.startswith("dataset."))
+        # the dataset is the table's column: its own settings (a folder's image_size) and the size of its
+        # query set are compared only among runs of one dataset, or every run of another dataset (digits
+        # with 50 queries a class beside mnist5k with 100) would read as a variant
+        label_differing(group, configs, lambda key: not per_dataset(key))
         for name in sorted({r["dataset"] for r in group}):
             same = [i for i, r in enumerate(group) if r["dataset"] == name]
-            label_differing([group[i] for i in same], [configs[i] for i in same], lambda k: k.startswith("dataset."))
+            label_differing([group[i] for i in same], [configs[i] for i in same], per_dataset)
         for r in group:
             r["variant"] = ", ".join(f"{key}={value}" for key, value in sorted(r["settings"].items()))
+
+
+def per_dataset(key: str) -> bool:
+    """Settings compared only among runs of one dataset."""
+    return key.startswith("dataset.") or key == "split.query_per_class"
 
 
 def label_differing(runs: list[dict[str, Any]], configs: list[dict[str, Any]], considered) -> None:

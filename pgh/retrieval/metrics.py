@@ -2,7 +2,9 @@
 precision within a Hamming radius, the precision-recall curve over Hamming radii, and the
 precision@N curve over the top N retrieved (N = 1 … 1,000).
 
-Ranking is by distance with ties broken by database order (a stable sort), as the protocol says.
+Ranking is by distance with ties broken by database order (a stable sort), as the protocol says,
+or, with `tie_break="random"`, in one fixed random order of the database (seed 0): a database stored
+class by class (mnist5k, a folder dataset) otherwise hands every tie to the lower label.
 Each query is a handful of whole-array numpy passes over the database (popcount, a radix argsort of
 the small-integer distances, a gather); queries run on a thread pool, since numpy releases the GIL
 in all of those passes. There is no Python loop over database items.
@@ -24,6 +26,8 @@ from pgh.retrieval.codes import pack_codes
 from pgh.retrieval.hamming import as_words
 
 DISTANCES = ("hamming", "spherical")
+TIE_BREAKS = ("database_order", "random")
+TIE_BREAK_SEED = 0
 SPHERICAL_EPSILON = 0.1  # added to |a and b| in the spherical Hamming distance
 # where the precision@N curve is evaluated (those up to the database size): hashing papers' top-N plots
 TOP_N = (1, 10, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000)
@@ -123,9 +127,14 @@ def evaluate_packed(
     map_k: int = 1000,
     precision_k: int = 100,
     radius: int = 2,
+    tie_break: str = "database_order",
     num_threads: int | None = None,
 ) -> RetrievalResult:
     """Evaluate packed uint8 codes [n, bits/8]; relevance is "same label".
+
+    Items at the same distance from a query rank in database order (`tie_break="database_order"`, the
+    protocol's rule) or in one fixed random order of the database (`"random"`, seed 0; the same for
+    every query and every run, so a table's rows still see the same order).
 
     `distance="spherical"` ranks by the spherical Hamming distance |a xor b| / (|a and b| + 0.1)
     (SpH; the 0.1 as in the authors' code, for codes that share no 1-bit);
@@ -133,7 +142,15 @@ def evaluate_packed(
     """
     if distance not in DISTANCES:
         raise ValueError(f"distance={distance!r} is not one of {DISTANCES}")
-    query_packed, db_packed = np.asarray(query_packed, np.uint8), np.asarray(db_packed, np.uint8)
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"tie_break={tie_break!r} is not one of {TIE_BREAKS}")
+    query_packed, db_packed = np.asarray(query_packed), np.asarray(db_packed)
+    for name, codes in (("query", query_packed), ("database", db_packed)):
+        if codes.dtype != np.uint8 or codes.ndim != 2:
+            raise ValueError(
+                f"{name} codes must be packed uint8 [n, bits/8], got {codes.dtype} {list(codes.shape)}: "
+                "bool or 0/1 codes [n, bits] go to evaluate_codes (or through pack_codes)"
+            )
     if query_packed.shape[1] != db_packed.shape[1]:
         raise ValueError(f"query codes have {8 * query_packed.shape[1]} bits, database codes {8 * db_packed.shape[1]}")
     q_labels, db_labels = _as_numpy(query_labels).astype(np.int64), _as_numpy(db_labels).astype(np.int64)
@@ -141,12 +158,19 @@ def evaluate_packed(
         raise ValueError("labels must be 1-D with one entry per code")
     if db_packed.shape[0] == 0 or query_packed.shape[0] == 0:
         raise ValueError("need at least one query and one database item")
-    for name, k in (("map_k", map_k), ("precision_k", precision_k)):
-        if k < 1:
-            raise ValueError(f"{name} must be >= 1, got {k}")
     bits = 8 * db_packed.shape[1]
-    if not 0 <= radius <= bits:
-        raise ValueError(f"radius must be in 0..{bits}, got {radius}")
+    for name, value, low, high in (
+        ("map_k", map_k, 1, None),
+        ("precision_k", precision_k, 1, None),
+        ("radius", radius, 0, bits),
+    ):
+        whole = not isinstance(value, bool) and isinstance(value, (int, np.integer))
+        if not whole or value < low or (high is not None and value > high):
+            allowed = f"in {low}..{high}" if high is not None else f">= {low}"
+            raise ValueError(f"{name} must be a whole number {allowed}, got {value!r}")
+    if tie_break == "random":  # a stable ranking of the shuffled database breaks ties in that order
+        shuffle = np.random.default_rng(TIE_BREAK_SEED).permutation(db_packed.shape[0])
+        db_packed, db_labels = db_packed[shuffle], db_labels[shuffle]
     top_n = np.array([n for n in TOP_N if n <= db_packed.shape[0]])
     kernel = _QueryKernel(as_words(db_packed), db_labels, bits, distance, map_k, precision_k, radius, top_n)
     q_words = as_words(query_packed)
