@@ -108,3 +108,5 @@ def test_device_resolution():
         assert resolve_device("auto").type == "cpu"
         with pytest.raises(ValueError, match="CUDA"):
             resolve_device("cuda")
+    with pytest.raises(ValueError, match="device='bogus' is not a device: auto, cpu, cuda or cuda:N"):
+        resolve_device("bogus")  # pgh-index --device bogus ended in torch's traceback

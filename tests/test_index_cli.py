@@ -244,6 +244,10 @@ def test_index_checks_before_coding_and_after_the_run_changed(make_cfg, tmp_path
     main(["search", str(index), one, "-k", "1000", "--device", "cpu"])  # k capped at the index's size
     printed = capsys.readouterr()
     assert len(printed.out.splitlines()) == 1 + 300 and "holds 300 images: 300 neighbours a query" in printed.err
+    main(["search", str(index), one, "-k", "1000", "--nprobe", "1", "--device", "cpu"])  # one list: fewer rows
+    printed = capsys.readouterr()
+    assert "300 neighbours a query at most, fewer where the 1 probed lists hold fewer" in printed.err
+    assert len(printed.out.splitlines()) < 1 + 300
 
     kept = sorted(images.rglob("*.png"))[:5]
     for path in sorted(images.rglob("*.png"))[5:]:
@@ -293,3 +297,14 @@ def test_file_names_with_line_breaks_are_refused_and_other_odd_names_round_trip(
     with pytest.raises(SystemExit, match=r"1 file name\(s\) .* not UTF-8.*'i\\udcff.png'"):
         main(["update", out])
     assert len(search_rows(capsys, out, str(images / "h.png"), "-k", "3")) == 3  # the index still answers
+    # nor may a query's name (it heads the rows of the CSV --out writes): refused before coding
+    with pytest.raises(SystemExit, match=r"1 file name\(s\) .* not UTF-8.*'.*i\\udcff.png'"):
+        main(["search", out, os.fsdecode(os.fsencode(images) + b"/i\xff.png"), "--out", str(tmp_path / "hits.csv")])
+    assert not (tmp_path / "hits.csv").exists()
+    # hidden files and folders are no part of an index, as they are no part of dataset=folder
+    os.remove(os.fsencode(images) + b"/i\xff.png")
+    (images / ".ipynb_checkpoints").mkdir()
+    for hidden in (".ipynb_checkpoints/h-checkpoint.png", "._h.png"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(images / hidden)
+    main(["update", out])
+    assert "is up to date (3 images)" in capsys.readouterr().out

@@ -255,9 +255,7 @@ def load_folder(root: str, image_size: int = 32, grayscale: bool = False, name: 
     check_not_a_split_layout(folders)
     classes, paths, labels, empty = [], [], [], []
     for folder in folders:
-        files = [
-            p for p in find_images(folder) if not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        ]
+        files = find_images(folder)  # hidden files and folders skipped
         if not files:
             empty.append(folder.name)
             continue

@@ -15,7 +15,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def find_images(root: str | Path) -> list[Path]:
-    """Every file under `root` (recursively) with an image suffix, sorted; `root` may be one image."""
+    """Every file under `root` (recursively) with an image suffix, sorted, but hidden files and what
+    hidden folders hold (.ipynb_checkpoints, .git, ._ files of macOS); `root` may be one image."""
     root = Path(root)
     if root.is_file():
         if root.suffix.lower() not in IMAGE_SUFFIXES:
@@ -23,7 +24,13 @@ def find_images(root: str | Path) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise FileNotFoundError(f"{root} does not exist")
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and p.is_file()
+    )
 
 
 def read_images(paths: Sequence[str | Path], channels: int, size: int, workers: int = 0) -> torch.Tensor:

@@ -135,7 +135,7 @@ def new_index(bits: int, nlist: int | None, nprobe: int | None, count: int, nlis
     return BinaryIndex(bits, nlist=nlist, nprobe=nprobe)
 
 
-def check_names(relative: list[str], images_root: Path) -> None:
+def check_names(relative: list[str], images_root: str | Path) -> None:
     """Names paths.txt (UTF-8, one name a line) cannot hold, refused before any coding: a line break
     would shift every name after it (and a \r end a row of search's CSV), and bytes that are not UTF-8
     (kept by Python as surrogates) fail only when paths.txt is written, after the index was replaced."""
@@ -237,6 +237,7 @@ def search(args: argparse.Namespace) -> None:
     queries = list(dict.fromkeys(path for query in args.queries for path in find_images(query)))
     if not queries:
         raise ValueError(f"no image files in {' '.join(args.queries)}")
+    check_names([str(query) for query in queries], " ".join(args.queries))  # they head the rows of the CSV
     if args.radius is not None and not 0 <= args.radius <= index.bits:
         raise ValueError(f"--radius {args.radius} must be in 0..{index.bits} (the codes' bits)")
     encoder = index_encoder(out, info, args.device)
@@ -257,7 +258,10 @@ def search(args: argparse.Namespace) -> None:
     else:
         k = min(args.k, index.ntotal)
         if k < args.k:
-            print(f"pgh-index: {out} holds {index.ntotal:,} images: {k:,} neighbours a query", file=sys.stderr)
+            fewer = ""
+            if index.nlist and index.nprobe < index.nlist:
+                fewer = f" at most, fewer where the {index.nprobe} probed lists hold fewer (--nprobe scans more)"
+            print(f"pgh-index: {out} holds {index.ntotal:,} images: {k:,} neighbours a query{fewer}", file=sys.stderr)
         distances, ids = index.search(codes, k)
     rows = [
         [str(query), rank, int(d), indexed[i]]

@@ -21,10 +21,12 @@ def as_bool_codes(codes: torch.Tensor | np.ndarray) -> np.ndarray:
     if array.dtype != np.bool_:
         if not np.isin(array, (0, 1)).all():
             hint = "binarise them (e.g. codes > 0)"
-            if array.dtype == np.uint8:  # the likely mix-up: codes that are packed already
+            if np.isin(array, (-1, 0, 1)).all():  # sign() codes: -1/+1
+                hint = "codes of -1/+1 (from sign) map to bits with codes > 0"
+            elif array.dtype == np.uint8:  # the likely mix-up: codes that are packed already
                 hint = "packed uint8 codes [n, bits/8] go to evaluate_packed / BinaryIndex, or unpack_codes them first"
-            raise ValueError(f"expected unpacked codes [n, bits] of bool or 0/1, got {array.dtype} values up to "
-                             f"{array.max()}: {hint}")  # fmt: skip
+            raise ValueError(f"expected unpacked codes [n, bits] of bool or 0/1, got {array.dtype} values from "
+                             f"{array.min()} to {array.max()}: {hint}")  # fmt: skip
         array = array.astype(np.bool_)
     return array
 

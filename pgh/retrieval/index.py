@@ -134,7 +134,13 @@ class BinaryIndex:
         return self.cpu_index.ntotal
 
     def _check(self, packed: np.ndarray) -> np.ndarray:
-        packed = np.ascontiguousarray(packed, dtype=np.uint8)
+        packed = np.asarray(packed)
+        if packed.dtype != np.uint8:  # a cast would wrap or truncate other values into other codes
+            raise ValueError(
+                f"expected packed uint8 codes [n, {self.bits // 8}], got {packed.dtype}: bool or 0/1 codes "
+                "[n, bits] go through pack_codes first"
+            )
+        packed = np.ascontiguousarray(packed)
         if packed.ndim != 2 or packed.shape[1] * 8 != self.bits:
             raise ValueError(f"expected packed codes [n, {self.bits // 8}] (uint8), got shape {packed.shape}")
         return packed
@@ -152,8 +158,9 @@ class BinaryIndex:
         """Top-k (distances int32 [q, k], database ids int64 [q, k]) by Hamming distance, nearest first."""
         if self.ntotal == 0:
             raise ValueError("the index is empty: add(codes) before searching")
-        if not 1 <= k <= self.ntotal:
-            raise ValueError(f"k={k} must be in 1..{self.ntotal} (the number of indexed codes)")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.ntotal:
+            raise ValueError(f"k={k!r} must be a whole number in 1..{self.ntotal} (the number of indexed codes)")
+        k = int(k)
         queries = self._check(packed_queries)
         index = self.cpu_index
         if self.use_gpu and k <= GPU_MAX_K:
