@@ -93,18 +93,22 @@ def main() -> None:
     parser.add_argument("--from-runs", action="store_true", help="rebuild the table from finished runs")
     parser.add_argument("--force", action="store_true", help="train again even where a finished run exists")
     parser.add_argument("--datasets", nargs="+", default=["mnist5k", "fashion_mnist"])
-    parser.add_argument("--runs", nargs="+", help="only these runs, e.g. mnist5k_gist_32 (default: all of --datasets)")
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        help="train only these, e.g. mnist5k_gist_32 (default: all of --datasets); the table keeps every finished run",
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = parser.parse_args()
     rows = []
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         for dataset, features, bits, extra, suffix in [g for g in GRID if g[0] in args.datasets]:
             name = f"{dataset}_{features}_{bits}{suffix}"
-            if args.runs and name not in args.runs:
-                continue
             out = RUNS / name
-            finished = (out / "metrics.json").exists() and not args.force
-            if not args.from_runs and not finished:
+            # --runs picks what trains; the table keeps every finished run (it lost the others' rows)
+            chosen = not args.runs or name in args.runs
+            finished = (out / "metrics.json").exists() and not (args.force and chosen)
+            if chosen and not args.from_runs and not finished:
                 if out.exists():  # a stale last.ckpt would make Lightning version the new one (last-v1.ckpt)
                     shutil.rmtree(out)
                 run_timed(

@@ -1,6 +1,7 @@
 """How much the order that breaks Hamming ties moves finished runs' numbers: each run's saved codes
-scored with ties in database order (the protocol; what its metrics.json holds) and with
-`eval.tie_break=random` (one fixed random order of the database).
+scored with ties in database order (the protocol and the default: what metrics.json holds unless
+the run was made with eval.tie_break=random) and with `eval.tie_break=random` (one fixed random
+order of the database).
 
   python benchmarks/diag_tie_order.py logs/bench/baselines/mnist5k_* logs/bench/pgh/mnist5k_*
 
@@ -34,7 +35,9 @@ def main() -> None:
     labels: dict[str, np.ndarray] = {}
     rows = []
     for run in args.runs:
-        needed = [run / name for name in ("config.yaml", "metrics.json", "split.npz", "query_codes.npy")]
+        needed = [
+            run / name for name in ("config.yaml", "metrics.json", "split.npz", "query_codes.npy", "database_codes.npy")
+        ]
         if missing := [p.name for p in needed if not p.exists()]:
             raise SystemExit(f"{run}: no {', '.join(missing)} (a finished pgh-train run with save_codes=true?)")
         cfg, metrics = OmegaConf.load(run / "config.yaml"), json.loads((run / "metrics.json").read_text())

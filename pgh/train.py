@@ -32,7 +32,7 @@ from pgh.io import save_npy, write_json, write_text
 from pgh.logging_utils import finish, instantiate_loggers, log_figure, print_and_log_to_files
 from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, save_figure
 from pgh.retrieval import check_bits, code_statistics, evaluate_packed, pack_codes
-from pgh.retrieval.metrics import metric_key
+from pgh.retrieval.metrics import check_eval_options, metric_key
 
 log = logging.getLogger(__name__)
 
@@ -289,9 +289,13 @@ RUN_IDENTITY = (
     "method.module._target_",
     "method.init_hash",  # PGH: the round-0 codes (metrics.json's init_map_all, rounds.csv's round 0)
     "method.progressive.epochs_per_round",  # PGH: where the rounds end, counted from the run's start
+    "eval",  # how rounds.csv's rows were scored: a resume would score the later rows otherwise
 )
 # within those, keys that may differ: where the data sits, how features are batched and where computed
 RESUME_MAY_DIFFER = {"dataset": ("root",), "features": ("batch_size", "device")}
+EVAL_DEFAULTS = {"map_k": 1000, "precision_k": 100, "radius": 2, "tie_break": "database_order"}
+# keys added since runs were made, with the value those runs had
+LATER_DEFAULTS = {"eval.tie_break": "database_order"}
 
 
 def stored_class_by_class(labels: torch.Tensor) -> bool:
@@ -356,6 +360,9 @@ def check_resume_matches_run(cfg: DictConfig, out: Path, foreign: bool = False) 
     if not saved.exists():
         return
     before = OmegaConf.load(saved)
+    for key, value in LATER_DEFAULTS.items():
+        if OmegaConf.select(before, key) is None:
+            OmegaConf.update(before, key, value, force_add=True)
     keys = RUN_IDENTITY
     if "module" in cfg.method:  # and the networks' sizes, which Lightning would only meet as a size mismatch
         keys += tuple(f"method.module.{name}" for name in get_class(cfg.method.module._target_).architecture)
@@ -442,6 +449,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             cfg.ckpt_path = None
     if "module" in cfg.method:
         check_trainer(cfg.trainer, cfg.method)
+    try:  # before any training: a typo there would otherwise stop the run only when it is scored
+        check_eval_options(cfg.bits, **{k: cfg.eval.get(k, v) for k, v in EVAL_DEFAULTS.items()})
+    except ValueError as error:
+        raise ValueError(f"eval.{error}") from None
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if not resuming:  # a resume's config replaces the run's once it has trained (a failed one leaves it)
@@ -464,15 +475,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         dataset, instantiate(cfg.features), OmegaConf.to_container(cfg.features, resolve=True), cfg.paths.cache_dir
     )
     feature_seconds = time.perf_counter() - t0
-    tie_break = cfg.eval.get("tie_break", "database_order")
-    eval_opts = {
-        "map_k": cfg.eval.map_k, "precision_k": cfg.eval.precision_k, "radius": cfg.eval.radius, "tie_break": tie_break
-    }  # fmt: skip
+    eval_opts = {k: cfg.eval.get(k, v) for k, v in EVAL_DEFAULTS.items()}
+    tie_break = eval_opts["tie_break"]
     labels = dataset.labels
     if tie_break == "database_order" and stored_class_by_class(labels[split.database]):
         log.warning(
-            "%s's database is stored class by class: items at the same Hamming distance rank in that order, "
-            "which favours the lower labels (up to 3 mAP points on mnist5k's tie-heavy codes); "
+            "%s's database is stored class by class: items at the same distance rank in that order, which "
+            "favours the lower labels (0 to 3 mAP points on mnist5k's runs, 10 for a collapse to one code); "
             "eval.tie_break=random ranks them in a fixed random order (README: Protocol)",
             dataset.name,
         )

@@ -246,7 +246,9 @@ def test_index_checks_before_coding_and_after_the_run_changed(make_cfg, tmp_path
     assert len(printed.out.splitlines()) == 1 + 300 and "holds 300 images: 300 neighbours a query" in printed.err
     main(["search", str(index), one, "-k", "1000", "--nprobe", "1", "--device", "cpu"])  # one list: fewer rows
     printed = capsys.readouterr()
-    assert "300 neighbours a query at most, fewer where the 1 probed lists hold fewer" in printed.err
+    assert "1 of 1 queries got fewer than 300 neighbours: the 1 probed lists of 8 held fewer" in printed.err
+    main(["search", str(index), one, "-k", "200", "--nprobe", "1", "--device", "cpu"])  # within the index's size
+    assert "1 of 1 queries got fewer than 200 neighbours" in capsys.readouterr().err
     assert len(printed.out.splitlines()) < 1 + 300
 
     kept = sorted(images.rglob("*.png"))[:5]

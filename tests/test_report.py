@@ -211,6 +211,12 @@ def test_missing_or_empty_paths_name_the_problem(tmp_path, capsys):
     (tmp_path / "cut" / "metrics.json").write_text('{"map_all": 0.')
     with pytest.raises(SystemExit, match=r"cut/metrics.json is not JSON \(.*\): not written by pgh-train"):
         main([str(tmp_path / "cut")])
+    (tmp_path / "cut" / "metrics.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(SystemExit, match=r"cut/metrics.json is not JSON \(.*codec.*\)"):
+        main([str(tmp_path / "cut")])
+    (tmp_path / "cut" / "metrics.json").write_text("NaN")
+    with pytest.raises(SystemExit, match=r"cut/metrics.json holds a float, not an object"):
+        main([str(tmp_path / "cut")])
     (tmp_path / "report.md").write_text("")
     with pytest.raises(SystemExit, match=r"--out .*report.md is a file: give a directory"):
         main([str(tmp_path / "odd"), "--out", str(tmp_path / "report.md")])

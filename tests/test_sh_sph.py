@@ -119,6 +119,14 @@ def test_sph_pivot_step_is_the_papers_mean_force():
     np.testing.assert_allclose(moved, start + force, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("points", [2, 3, 4])
+def test_sph_fits_fewer_training_points_than_a_pivot_averages(points):
+    # 5 distinct points per initial pivot: with fewer, all of them (train_samples >= 2 is allowed)
+    sph = SpH(8, train_samples=points).fit(gaussian(100, 16, seed=2))
+    assert sph.pivots.shape == (8, 16) and torch.isfinite(sph.pivots).all()
+    assert SpH(8).fit(gaussian(points, 16, seed=2)).encode(gaussian(10, 16)).shape == (10, 8)
+
+
 def test_sph_reaches_quarter_overlaps():
     # In 2-D the force iteration stalls for 4 or more spheres (mean |o_ij - m/4| stays ~0.2-0.3 m/4),
     # and codes have at least 8 bits, so the criterion is checked on 16-d Gaussian data.

@@ -88,6 +88,43 @@ def test_a_database_stored_class_by_class_is_named_and_random_tie_break_is_recor
     assert shuffled["precision_radius_2"] == in_order["precision_radius_2"]  # radius metrics know no order
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("eval.tie_break=Random", "eval.tie_break='Random' is not one of"),
+        ("eval.map_k=1e3", "eval.map_k must be a whole number >= 1, got 1000.0"),
+        ("eval.radius=17", "eval.radius must be a whole number in 0..16"),
+    ],
+)
+def test_bad_eval_options_stop_before_training(make_cfg, override, message):
+    # they used to stop the run only when it was scored, after a deep method had trained and saved
+    cfg = make_cfg("dataset=digits", "method=dh", "bits=16", "split.query_per_class=20", "logger=none", override)
+    with pytest.raises(ValueError, match=message):
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
+def test_a_resume_keeps_the_runs_evaluation_and_reads_older_runs_as_database_order(make_cfg):
+    from omegaconf import OmegaConf
+
+    from pgh.train import check_resume_matches_run
+
+    cfg = make_cfg("dataset=digits", "method=dh", "bits=16")
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True)
+    older = OmegaConf.to_container(cfg, resolve=True)
+    del older["eval"]["tie_break"]  # a run made before eval.tie_break existed
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(older)))
+    with open_dict(cfg):
+        cfg.ckpt_path = "last"
+    check_resume_matches_run(cfg, out)  # the same evaluation: resumes
+    for key, value in (("tie_break", "random"), ("map_k", 100)):
+        changed = cfg.copy()
+        changed.eval[key] = value
+        with pytest.raises(ValueError, match=f"another run \\(eval: .*'{key}'"):
+            check_resume_matches_run(changed, out)  # rounds.csv's later rows would be scored otherwise
+
+
 def test_train_is_deterministic_and_split_is_shared(make_cfg):
     a = train(make_cfg("dataset=digits", "method=itq", "bits=16", "split.query_per_class=20"))
     cfg = make_cfg("dataset=digits", "method=lsh", "bits=16", "split.query_per_class=20")

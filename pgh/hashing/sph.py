@@ -6,7 +6,7 @@ pivots are moved by the mean force f_i = 1/c sum_j f_{i<-j}, f_{i<-j} = 1/2 (o_i
 (p_i - p_j), until every two spheres share about a quarter of the points (o_ij ~ m/4):
 mean |o_ij - m/4| <= eps_mean m/4 and std(o_ij) <= eps_std m/4 over i < j, or `max_iterations`
 pivot updates. Pivots start, as in the authors' MATLAB code, as the means of 5 distinct randomly
-drawn training points. Codes are ranked by the spherical Hamming distance
+drawn training points (of all of them when there are fewer). Codes are ranked by the spherical Hamming distance
 |a xor b| / (|a and b| + 0.1) (the 0.1 as in the authors' code: codes that share no 1-bit).
 """
 
@@ -55,7 +55,8 @@ class SpH(ShallowHasher):
         if self.train_samples is not None and self.train_samples < x.shape[0]:
             x = x[torch.randperm(x.shape[0], generator=gen)[: self.train_samples]]
         m, c = x.shape[0], self.bits
-        picks = torch.multinomial(torch.ones(c, m), POINTS_PER_INITIAL_PIVOT, replacement=False, generator=gen)
+        per_pivot = min(POINTS_PER_INITIAL_PIVOT, m)  # all of them when fewer (train_samples may be 2)
+        picks = torch.multinomial(torch.ones(c, m), per_pivot, replacement=False, generator=gen)
         pivots = x[picks].mean(1)
         target = m / 4
         upper = torch.triu_indices(c, c, offset=1)

@@ -70,9 +70,13 @@ def natural_order(path: Path) -> list:
 
 def load_run(run: Path) -> dict[str, Any]:
     try:
-        metrics = json.loads((run / "metrics.json").read_text())
-    except json.JSONDecodeError as error:
+        metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"{run / 'metrics.json'} is not JSON ({error}): not written by pgh-train") from None
+    if not isinstance(metrics, dict):
+        raise ValueError(
+            f"{run / 'metrics.json'} holds a {type(metrics).__name__}, not an object: not written by pgh-train"
+        )
     for key in ("dataset", "method", "features", "bits", "map_all"):
         if key not in metrics:
             raise ValueError(f"{run / 'metrics.json'} has no {key!r}: not written by pgh-train")

@@ -258,11 +258,15 @@ def search(args: argparse.Namespace) -> None:
     else:
         k = min(args.k, index.ntotal)
         if k < args.k:
-            fewer = ""
-            if index.nlist and index.nprobe < index.nlist:
-                fewer = f" at most, fewer where the {index.nprobe} probed lists hold fewer (--nprobe scans more)"
-            print(f"pgh-index: {out} holds {index.ntotal:,} images: {k:,} neighbours a query{fewer}", file=sys.stderr)
+            print(f"pgh-index: {out} holds {index.ntotal:,} images: {k:,} neighbours a query", file=sys.stderr)
         distances, ids = index.search(codes, k)
+        short = int((ids < 0).any(axis=1).sum())  # IVF: the probed lists held fewer than k codes
+        if short:
+            print(
+                f"pgh-index: {short:,} of {len(queries):,} queries got fewer than {k:,} neighbours: the "
+                f"{index.nprobe} probed lists of {index.nlist} held fewer (--nprobe scans more)",
+                file=sys.stderr,
+            )
     rows = [
         [str(query), rank, int(d), indexed[i]]
         for query, row_d, row_i in zip(queries, distances, ids)

@@ -92,10 +92,11 @@ class _QueryKernel:
     def ranking_distance(self, q_words: np.ndarray, ham: np.ndarray) -> np.ndarray:
         if self.distance == "hamming":
             return ham
-        both = np.bitwise_count(np.bitwise_and(self.db_words, q_words[None, :])).sum(axis=1, dtype=np.float32)
+        # float64: in float32, ratios that are equal (3 / 2.1, 13 / 9.1) could round apart and split a tie
+        both = np.bitwise_count(np.bitwise_and(self.db_words, q_words[None, :])).sum(axis=1, dtype=np.float64)
         # + 0.1 as in the authors' code (Compute_SHD): codes sharing no 1-bit rank by 10x their Hamming
         # distance, and two identical codes without a 1-bit are at distance 0
-        return ham.astype(np.float32) / (both + SPHERICAL_EPSILON)
+        return ham.astype(np.float64) / (both + SPHERICAL_EPSILON)
 
     def __call__(self, q_words: np.ndarray, q_label: int) -> tuple[float, float, float, np.ndarray, ...]:
         """(AP@all, AP@map_k, precision@precision_k, precision and recall by radius, precision@N)."""
@@ -115,6 +116,22 @@ class _QueryKernel:
         pr_precision = hist_rel / np.maximum(hist_all, 1)
         pr_recall = hist_rel / max(num_relevant, 1)
         return ap_all, ap_k, prec_k, pr_precision, pr_recall, prec_n
+
+
+def check_eval_options(bits: int, *, map_k: int, precision_k: int, radius: int, tie_break: str) -> None:
+    """The evaluation's options for `bits`-bit codes, or a ValueError naming the bad one (pgh-train
+    checks them before training, evaluate_packed on every call)."""
+    for name, value, low, high in (
+        ("map_k", map_k, 1, None),
+        ("precision_k", precision_k, 1, None),
+        ("radius", radius, 0, bits),
+    ):
+        whole = not isinstance(value, bool) and isinstance(value, (int, np.integer))
+        if not whole or value < low or (high is not None and value > high):
+            allowed = f"in {low}..{high}" if high is not None else f">= {low}"
+            raise ValueError(f"{name} must be a whole number {allowed}, got {value!r}")
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"tie_break={tie_break!r} is not one of {TIE_BREAKS}")
 
 
 def evaluate_packed(
@@ -142,8 +159,6 @@ def evaluate_packed(
     """
     if distance not in DISTANCES:
         raise ValueError(f"distance={distance!r} is not one of {DISTANCES}")
-    if tie_break not in TIE_BREAKS:
-        raise ValueError(f"tie_break={tie_break!r} is not one of {TIE_BREAKS}")
     query_packed, db_packed = np.asarray(query_packed), np.asarray(db_packed)
     for name, codes in (("query", query_packed), ("database", db_packed)):
         if codes.dtype != np.uint8 or codes.ndim != 2:
@@ -159,15 +174,7 @@ def evaluate_packed(
     if db_packed.shape[0] == 0 or query_packed.shape[0] == 0:
         raise ValueError("need at least one query and one database item")
     bits = 8 * db_packed.shape[1]
-    for name, value, low, high in (
-        ("map_k", map_k, 1, None),
-        ("precision_k", precision_k, 1, None),
-        ("radius", radius, 0, bits),
-    ):
-        whole = not isinstance(value, bool) and isinstance(value, (int, np.integer))
-        if not whole or value < low or (high is not None and value > high):
-            allowed = f"in {low}..{high}" if high is not None else f">= {low}"
-            raise ValueError(f"{name} must be a whole number {allowed}, got {value!r}")
+    check_eval_options(bits, map_k=map_k, precision_k=precision_k, radius=radius, tie_break=tie_break)
     if tie_break == "random":  # a stable ranking of the shuffled database breaks ties in that order
         shuffle = np.random.default_rng(TIE_BREAK_SEED).permutation(db_packed.shape[0])
         db_packed, db_labels = db_packed[shuffle], db_labels[shuffle]
