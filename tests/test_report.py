@@ -164,11 +164,16 @@ def test_query_set_sizes_are_compared_only_within_a_dataset(tmp_path):
 
 
 def test_a_run_made_before_eval_tie_break_reads_as_the_protocols_order(tmp_path):
-    write_run(tmp_path / "old", 0.80)  # no eval.tie_break in its config
+    old = write_run(tmp_path / "old", 0.80)  # no eval.tie_break in its config
+    config = yaml.safe_load((old / "config.yaml").read_text())
+    (old / "config.yaml").write_text(yaml.safe_dump({**config, "trainer": {"max_epochs": 10}}))
     for name, tie_break, value in (("new", "database_order", 0.82), ("shuffled", "random", 0.70)):
         run = write_run(tmp_path / name, value)
         config = yaml.safe_load((run / "config.yaml").read_text())
         config["eval"] = {"tie_break": tie_break}
+        # newer keys that are no setting: the older runs held max_epochs 10, which the method overrode
+        config["trainer"] = {"max_epochs": None}
+        config["method"]["module"]["distill_min_agreement"] = 0.8
         (run / "config.yaml").write_text(yaml.safe_dump(config))
     rows = table_rows(build_report([tmp_path]).text, "mAP@all (%)")
     # the 66.95: the paper column

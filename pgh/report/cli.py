@@ -93,6 +93,9 @@ NOT_SETTINGS = (
     "save_codes", "seed", "split.seed", "bits", "trainer.default_root_dir", "trainer.enable_progress_bar",
     "trainer.enable_model_summary", "trainer.log_every_n_steps", "method.num_workers",
     "method.checkpoint_every_n_steps",
+    # the method's length decides (older configs held a trainer.max_epochs it overrode), and a threshold
+    # that only decides whether a warning is printed
+    "trainer.max_epochs", "method.module.distill_min_agreement",
 )  # fmt: skip
 
 
