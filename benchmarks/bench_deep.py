@@ -9,6 +9,7 @@ as PGH's Fashion-MNIST rows do (`make bench-pgh`); the shallow rows are fitted o
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -44,6 +45,8 @@ def main() -> None:
                 for bits in args.bits:
                     out = RUNS / f"{dataset}_{method}_{bits}"
                     if args.force or not (out / "metrics.json").exists():
+                        if out.exists():  # a retrain starts afresh (pgh-train refuses a directory with checkpoints)
+                            shutil.rmtree(out)
                         run_timed(
                             [
                                 f"dataset={dataset}",

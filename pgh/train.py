@@ -289,7 +289,6 @@ RUN_IDENTITY = (
     "method.module._target_",
     "method.init_hash",  # PGH: the round-0 codes (metrics.json's init_map_all, rounds.csv's round 0)
     "method.progressive.epochs_per_round",  # PGH: where the rounds end, counted from the run's start
-    "eval",  # how rounds.csv's rows were scored: a resume would score the later rows otherwise
 )
 # within those, keys that may differ: where the data sits, how features are batched and where computed
 RESUME_MAY_DIFFER = {"dataset": ("root",), "features": ("batch_size", "device")}
@@ -300,8 +299,8 @@ LATER_DEFAULTS = {"eval.tie_break": "database_order"}
 
 def stored_class_by_class(labels: torch.Tensor) -> bool:
     """Whether each label's items sit in one block (mnist5k, a folder dataset), not interleaved."""
-    changes = int((labels[1:] != labels[:-1]).sum()) if labels.numel() > 1 else 0
-    return changes == labels.unique().numel() - 1
+    classes = labels.unique().numel()
+    return classes > 1 and int((labels[1:] != labels[:-1]).sum()) == classes - 1
 
 
 def check_same_split(before: Split, now: Split, out: Path) -> None:
@@ -364,6 +363,8 @@ def check_resume_matches_run(cfg: DictConfig, out: Path, foreign: bool = False) 
         if OmegaConf.select(before, key) is None:
             OmegaConf.update(before, key, value, force_add=True)
     keys = RUN_IDENTITY
+    if "progressive" in cfg.method:  # PGH scores every round: a resume would score rounds.csv's later rows otherwise
+        keys += ("eval",)
     if "module" in cfg.method:  # and the networks' sizes, which Lightning would only meet as a size mismatch
         keys += tuple(f"method.module.{name}" for name in get_class(cfg.method.module._target_).architecture)
     differing = []

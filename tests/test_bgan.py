@@ -20,6 +20,7 @@ from pgh.methods.bgan import (
     knn_indices,
     neighborhood_loss,
     quantization_loss,
+    released_lists,
     sign_st,
     weighted_total,
 )
@@ -104,6 +105,30 @@ def test_batch_similarity_matches_dense_definition(mode):
     for index in (torch.arange(n), torch.tensor([7, 3, 41, 3, 0, 19, 22, 48, 11, 30])):
         s = batch_similarity(neighbors, index, k1, mode, k2=k2, min_shared=min_shared)
         assert torch.equal(s, dense[index][:, index])
+
+
+def test_released_rule_matches_the_authors_loops():
+    # create_S.py written out: N'(i) = {i} + its K1 neighbours; the K2 images sharing most of N'(i)
+    # (ties by index here; the released code's argsort leaves their order to numpy); S_ij = S_ji = 1
+    # for every j in the union of their N'. Diagonal 1, else 0 (the code: -1).
+    n, k1, k2 = 40, 4, 5
+    points = torch.randn(n, 3, generator=torch.Generator().manual_seed(9))
+    neighbors = knn_indices(points, k1, "cosine")
+    own = [[i, *neighbors[i].tolist()] for i in range(n)]
+    dense = torch.eye(n)
+    for i in range(n):
+        counts = [len(set(own[i]) & set(own[j])) for j in range(n)]
+        top = sorted(range(n), key=lambda j: (-counts[j], j))[:k2]
+        for j in {m for t in top for m in own[t]}:
+            dense[i, j] = dense[j, i] = 1.0
+    lists = released_lists(neighbors, k2)
+    assert (lists >= -1).all() and lists.shape[1] <= k2 * (k1 + 1)
+    assert dense.sum(1).mean() > 1 + 2 * k1  # wider than the K1 graph
+    for index in (torch.arange(n), torch.tensor([7, 3, 31, 3, 0, 19, 22, 38])):
+        s = batch_similarity(lists, index, lists.shape[1], "released")
+        assert torch.equal(s, dense[index][:, index])
+    with pytest.raises(ValueError, match="k2=41 must be in"):
+        released_lists(neighbors, 41)
 
 
 # ---------------------------------------------------------------------------------- losses
@@ -207,6 +232,15 @@ def test_tiny_run_writes_metrics_and_finite_losses(make_cfg):
     values = [float(r[k]) for r in logged for k in names if r.get(k)]
     assert values and all(math.isfinite(v) for v in values)
     assert (out / "checkpoints" / "last.ckpt").exists()
+
+
+def test_a_run_with_the_released_similarity_rule(make_cfg):
+    cfg = make_cfg(*TINY, "method.module.similarity=released", "method.module.k2=30")
+    metrics = train(cfg)
+    assert 0 < metrics["map_all"] <= 1
+    logged = read_rows(Path(cfg.paths.output_dir) / "csv" / "metrics.csv")
+    shares = [float(r["similar_pairs_epoch"]) for r in logged if r.get("similar_pairs_epoch")]
+    assert shares and max(shares) > 0
 
 
 def test_neighborhood_only_ablation_never_steps_g_or_d(make_cfg):

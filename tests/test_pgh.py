@@ -142,6 +142,28 @@ def test_vote_settings_are_checked(tmp_path):
         ProgressiveRounds(**common, vote_neighbors=2, train_features=torch.zeros(5, 3))
 
 
+def test_restored_rounds_must_have_been_scored_as_this_run_scores(tmp_path):
+    # a checkpoint file outside any run has no config.yaml to compare: the rounds it carries say how
+    # they were scored (a different eval.map_k crashed the rounds writer, a tie order mixed silently)
+    from pgh.callbacks import ProgressiveRounds
+
+    images, labels = torch.zeros(6, 1, 8, 8, dtype=torch.uint8), torch.zeros(6, dtype=torch.long)
+    common = dict(query_images=images, query_labels=labels, db_images=images, db_labels=labels)
+    common.update(train_images=images, output_dir=tmp_path, epochs_per_round=1)
+    scoring = {"map_k": 1000, "precision_k": 100, "radius": 2, "tie_break": "database_order"}
+    saved = ProgressiveRounds(**common, eval_kwargs=scoring, initial_metrics={"map_all": 0.5, "map_at_1000": 0.6})
+    state = saved.state_dict()
+    ProgressiveRounds(**common, eval_kwargs=scoring).load_state_dict(state)
+    older = {"rows": state["rows"]}  # a checkpoint from before the scoring was saved: database order
+    ProgressiveRounds(**common, eval_kwargs=scoring).load_state_dict(older)
+    for changed, what in (({"tie_break": "random"}, "tie_break='database_order' there, 'random' here"),
+                          ({"map_k": 500}, "map_k=1000 there, 500 here")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"other evaluation settings \\({what}.*resume with the checkpoint's eval"):
+            ProgressiveRounds(**common, eval_kwargs={**scoring, **changed}).load_state_dict(state)
+    with pytest.raises(ValueError, match="rounds scored with map_at_1000, here map_at_500"):
+        ProgressiveRounds(**common, eval_kwargs={**scoring, "map_k": 500}).load_state_dict(older)
+
+
 def test_resume_mid_round_continues_the_same_round_with_the_same_codes(make_cfg):
     RecordTrainStart.seen.clear()
     probe = "+callbacks.probe._target_=conftest.RecordTrainStart"

@@ -87,6 +87,27 @@ def test_spherical_ranking_matches_the_authors_distance(seed):
         assert first["precision_at_1"] == float(dbl[first_zero] == label)
 
 
+def test_equal_spherical_distances_tie_exactly():
+    from pgh.retrieval.metrics import spherical_ranks
+
+    # the rank table against exact fractions, every pair of counts at 32 bits
+    table = spherical_ranks(32)
+    pairs = [(x, b) for x in range(33) for b in range(33)]
+    exact = sorted({Fraction(10 * x, 10 * b + 1) for x, b in pairs})
+    assert all(table[x, b] == exact.index(Fraction(10 * x, 10 * b + 1)) for x, b in pairs)
+    # 7 / 2.1 = 17 / 5.1, which float64 put apart: the two codes tie and keep database order
+    query = np.zeros((1, 32), bool)
+    query[0, :5] = True
+    a, b = np.zeros(32, bool), np.zeros(32, bool)
+    a[[0, 1, 10, 11, 12, 13]] = True  # 2 shared 1-bits, 7 differing
+    b[:5], b[10:27] = True, True  # 5 shared, 17 differing
+    for order, expected in (([a, b], 0.5), ([b, a], 1.0)):
+        result = evaluate_codes(
+            query, [1], np.stack(order), [0, 1] if expected == 0.5 else [1, 0], distance="spherical"
+        )
+        assert result.metrics["map_all"] == expected
+
+
 def test_random_tie_break_ranks_ties_in_one_fixed_shuffle_of_the_database():
     rng = np.random.default_rng(4)
     db, q = rng.integers(0, 2, (120, 8)).astype(bool), rng.integers(0, 2, (12, 8)).astype(bool)

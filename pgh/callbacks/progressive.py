@@ -105,10 +105,26 @@ class ProgressiveRounds(L.Callback):
     # --------------------------------------------------------------------------- state (resume)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows}
+        return {"rows": self.rows, "eval": self.eval_kwargs}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.rows = list(state_dict["rows"])
+        # how the restored rows were scored (checkpoints from before 2026-11-30 hold only the rows: the
+        # tie order then was the database's, and a row names its mAP@K column)
+        scored = {"tie_break": "database_order", **state_dict.get("eval", {})}
+        rows = list(state_dict["rows"])
+        now = {"tie_break": "database_order", **self.eval_kwargs}
+        differing = [f"{k}={scored[k]!r} there, {now.get(k)!r} here" for k in scored if scored[k] != now.get(k)]
+        if rows and self.map_k_key not in rows[0]:
+            differing.append(
+                f"rounds scored with {next(k for k in rows[0] if k.startswith('map_at_'))}, here {self.map_k_key}"
+            )
+        if differing:
+            raise ValueError(
+                "the checkpoint's rounds were scored with other evaluation settings ("
+                + "; ".join(differing)
+                + "): resume with the checkpoint's eval.* settings, or rounds.csv would mix two scorings"
+            )
+        self.rows = rows
 
     # --------------------------------------------------------------------------- hooks
 

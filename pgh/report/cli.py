@@ -143,9 +143,9 @@ def label_variants(results: list[dict[str, Any]]) -> None:
         configs = [settings(r["run"]) for r in group]
         for r in group:
             r["settings"] = {}
-        # the dataset is the table's column: its own settings (a folder's image_size) and the size of its
-        # query set are compared only among runs of one dataset, or every run of another dataset (digits
-        # with 50 queries a class beside mnist5k with 100) would read as a variant
+        # the dataset is the table's column: its own settings (a folder's image_size) and the sizes of its
+        # query and training sets are compared only among runs of one dataset, or every run of another
+        # dataset (digits with 50 queries a class beside mnist5k with 100) would read as a variant
         label_differing(group, configs, lambda key: not per_dataset(key))
         for name in sorted({r["dataset"] for r in group}):
             same = [i for i, r in enumerate(group) if r["dataset"] == name]
@@ -156,7 +156,7 @@ def label_variants(results: list[dict[str, Any]]) -> None:
 
 def per_dataset(key: str) -> bool:
     """Settings compared only among runs of one dataset."""
-    return key.startswith("dataset.") or key == "split.query_per_class"
+    return key.startswith("dataset.") or key in ("split.query_per_class", "split.train_size")
 
 
 def label_differing(runs: list[dict[str, Any]], configs: list[dict[str, Any]], considered) -> None:

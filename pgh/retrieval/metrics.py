@@ -28,7 +28,6 @@ from pgh.retrieval.hamming import as_words
 DISTANCES = ("hamming", "spherical")
 TIE_BREAKS = ("database_order", "random")
 TIE_BREAK_SEED = 0
-SPHERICAL_EPSILON = 0.1  # added to |a and b| in the spherical Hamming distance
 # where the precision@N curve is evaluated (those up to the database size): hashing papers' top-N plots
 TOP_N = (1, 10, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000)
 
@@ -74,6 +73,24 @@ def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
+def spherical_ranks(bits: int) -> np.ndarray:
+    """int64 [bits + 1, bits + 1]: the rank of the spherical Hamming distance |a xor b| / (|a and b| + 0.1)
+    for each pair of counts (|a xor b|, |a and b|), exactly: equal fractions get equal ranks, so their
+    items tie and keep the ranking's tie order (in floating point 7 / 2.1 and 17 / 5.1 come out apart).
+    The + 0.1 is the authors' code's (Compute_SHD): codes sharing no 1-bit rank by 10x their Hamming
+    distance, and two identical codes without a 1-bit are at distance 0."""
+    xor, both = np.divmod(np.arange((bits + 1) ** 2, dtype=np.int64), bits + 1)
+    numerator, denominator = 10 * xor, 10 * both + 1  # = xor / (both + 0.1)
+    order = np.argsort(numerator / denominator, kind="stable")
+    n, d = numerator[order], denominator[order]
+    # distinct fractions with denominators <= 10 bits + 1 are far more than a float64 rounding apart,
+    # so equal ones end up next to each other: compare neighbours exactly
+    starts = np.concatenate([[True], n[1:] * d[:-1] != n[:-1] * d[1:]])
+    ranks = np.empty_like(order)
+    ranks[order] = np.cumsum(starts) - 1
+    return ranks.reshape(bits + 1, bits + 1)
+
+
 class _QueryKernel:
     """Everything one query needs, computed from its distances to the whole database."""
 
@@ -81,6 +98,7 @@ class _QueryKernel:
         self.db_words, self.db_labels, self.bits = db_words, db_labels, bits
         self.distance, self.map_k, self.precision_k, self.radius = distance, map_k, precision_k, radius
         self.top_n = top_n
+        self.spherical_rank = spherical_ranks(bits) if distance == "spherical" else None
 
     def hamming(self, q_words: np.ndarray) -> np.ndarray:
         dtype = np.uint8 if self.bits <= 255 else np.uint16
@@ -92,11 +110,8 @@ class _QueryKernel:
     def ranking_distance(self, q_words: np.ndarray, ham: np.ndarray) -> np.ndarray:
         if self.distance == "hamming":
             return ham
-        # float64: in float32, ratios that are equal (3 / 2.1, 13 / 9.1) could round apart and split a tie
-        both = np.bitwise_count(np.bitwise_and(self.db_words, q_words[None, :])).sum(axis=1, dtype=np.float64)
-        # + 0.1 as in the authors' code (Compute_SHD): codes sharing no 1-bit rank by 10x their Hamming
-        # distance, and two identical codes without a 1-bit are at distance 0
-        return ham.astype(np.float64) / (both + SPHERICAL_EPSILON)
+        both = np.bitwise_count(np.bitwise_and(self.db_words, q_words[None, :])).sum(axis=1, dtype=np.int64)
+        return self.spherical_rank[ham, both]
 
     def __call__(self, q_words: np.ndarray, q_label: int) -> tuple[float, float, float, np.ndarray, ...]:
         """(AP@all, AP@map_k, precision@precision_k, precision and recall by radius, precision@N)."""
