@@ -364,7 +364,7 @@ def check_resume_matches_run(cfg: DictConfig, out: Path, foreign: bool = False) 
             OmegaConf.update(before, key, value, force_add=True)
     keys = RUN_IDENTITY
     if "progressive" in cfg.method:  # PGH scores every round: a resume would score rounds.csv's later rows otherwise
-        keys += ("eval",)
+        keys += ("eval.map_k", "eval.tie_break")
     if "module" in cfg.method:  # and the networks' sizes, which Lightning would only meet as a size mismatch
         keys += tuple(f"method.module.{name}" for name in get_class(cfg.method.module._target_).architecture)
     differing = []

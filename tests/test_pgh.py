@@ -154,8 +154,10 @@ def test_restored_rounds_must_have_been_scored_as_this_run_scores(tmp_path):
     saved = ProgressiveRounds(**common, eval_kwargs=scoring, initial_metrics={"map_all": 0.5, "map_at_1000": 0.6})
     state = saved.state_dict()
     ProgressiveRounds(**common, eval_kwargs=scoring).load_state_dict(state)
-    older = {"rows": state["rows"]}  # a checkpoint from before the scoring was saved: database order
-    ProgressiveRounds(**common, eval_kwargs=scoring).load_state_dict(older)
+    older = {"rows": state["rows"]}  # a checkpoint from before the scoring was saved: its tie order is unknown
+    for tie_break in ("database_order", "random"):
+        ProgressiveRounds(**common, eval_kwargs={**scoring, "tie_break": tie_break}).load_state_dict(older)
+    ProgressiveRounds(**common, eval_kwargs={**scoring, "radius": 0}).load_state_dict(state)  # not in rounds.csv
     for changed, what in (({"tie_break": "random"}, "tie_break='database_order' there, 'random' here"),
                           ({"map_k": 500}, "map_k=1000 there, 500 here")):  # fmt: skip
         with pytest.raises(ValueError, match=f"other evaluation settings \\({what}.*resume with the checkpoint's eval"):
@@ -427,6 +429,49 @@ def test_augment_jitters_what_h_trains_on_but_not_what_it_encodes(monkeypatch):
     ):
         with pytest.raises(ValueError, match=f"{name} must be {message}"):
             PGH(bits=8, num_train=32, **{name: value})
+
+
+def test_neighborhood_term_scores_real_images_and_their_neighbours_after_the_warm_up(monkeypatch):
+    """neighborhood_weight > 0: after the distillation epochs H also reads one K1 neighbour of each real
+    image, and BGAN's l_N runs over the 2n codes with the released rule's S for those indices."""
+    import pgh.methods.pgh as pgh_module
+    from pgh.methods import PGH
+    from pgh.methods.bgan import batch_similarity as reference_similarity
+    from pgh.methods.bgan import knn_indices, released_lists
+
+    model = PGH(bits=8, num_train=32, width=8, hidden=16, z_dim=8, distill_epochs=1, neighborhood_weight=2.0,
+                neighborhood_k1=3, neighborhood_k2=4)  # fmt: skip
+    features = torch.randn(32, 5, generator=torch.Generator().manual_seed(2))
+    calls: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+    original = pgh_module.neighborhood_loss
+
+    def spy(codes, s, positive_weight):
+        calls.append((model.current_epoch, codes.detach(), s))
+        assert positive_weight == 10.0 and codes.min() >= -1 and codes.max() <= 1
+        return original(codes, s, positive_weight)
+
+    monkeypatch.setattr(pgh_module, "neighborhood_loss", spy)
+    with pytest.raises(RuntimeError, match="needs on_before_fit"):
+        fit_tiny(model, epochs=2)
+    calls.clear()
+    model.on_before_fit(torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8), features)
+    fit_tiny(model, epochs=2)
+    assert [epoch for epoch, _, _ in calls] == [1, 1]  # not in the warm-up epoch
+    assert all(codes.shape == (32, 8) and s.shape == (32, 32) for _, codes, s in calls)
+    similar = released_lists(knn_indices(features, 3, "cosine"), 4)
+    everything = reference_similarity(similar, torch.arange(32), similar.shape[1], "released")
+    for _, _, s in calls:  # S of the batch's 16 images and their 16 neighbours: a block of the full S
+        assert torch.equal(s[:16, :16], everything[:16, :16]) or torch.equal(s[:16, :16], everything[16:, 16:])
+        assert s[16:, 16:].diagonal().eq(1).all() and s[:16, 16:].sum() >= 16  # each neighbour is similar
+    PGH(bits=8, num_train=2, neighborhood_k1=20)  # the term off: no neighbours needed
+    bad_settings = [
+        ({"neighborhood_k1": 32, "neighborhood_weight": 1.0}, "neighborhood_k1=32 must be a whole number in 1..31"),
+        ({"neighborhood_k2": 0}, "neighborhood_k2=0 must be a whole number"),
+        ({"neighborhood_weight": -1.0}, "neighborhood_weight must be >= 0"),
+    ]
+    for bad, message in bad_settings:
+        with pytest.raises(ValueError, match=message):
+            PGH(bits=8, num_train=32, **bad)
 
 
 def test_anchor_pulls_real_codes_towards_the_round_0_codes_after_the_warm_up(monkeypatch):

@@ -87,7 +87,7 @@ def test_spherical_ranking_matches_the_authors_distance(seed):
         assert first["precision_at_1"] == float(dbl[first_zero] == label)
 
 
-def test_equal_spherical_distances_tie_exactly():
+def test_equal_spherical_distances_tie_exactly(monkeypatch):
     from pgh.retrieval.metrics import spherical_ranks
 
     # the rank table against exact fractions, every pair of counts at 32 bits
@@ -106,6 +106,18 @@ def test_equal_spherical_distances_tie_exactly():
             query, [1], np.stack(order), [0, 1] if expected == 0.5 else [1, 0], distance="spherical"
         )
         assert result.metrics["map_all"] == expected
+    # longer codes rank each query's pairs of counts alone, without the table: the same ranking
+    import pgh.retrieval.metrics as metrics
+
+    rng = np.random.default_rng(3)
+    db, q = rng.random((300, 32)) < 0.3, rng.random((20, 32)) < 0.3
+    dbl, ql = rng.integers(0, 3, 300), rng.integers(0, 3, 20)
+    with_table = evaluate_codes(q, ql, db, dbl, distance="spherical").metrics
+    monkeypatch.setattr(metrics, "SPHERICAL_TABLE_MAX_BITS", 0)
+    assert evaluate_codes(q, ql, db, dbl, distance="spherical").metrics == with_table
+    for order, labels in (([a, b], [0, 1]), ([b, a], [1, 0])):
+        tied = evaluate_codes(query, [1], np.stack(order), labels, distance="spherical").metrics["map_all"]
+        assert tied == (0.5 if labels == [0, 1] else 1.0)
 
 
 def test_random_tie_break_ranks_ties_in_one_fixed_shuffle_of_the_database():

@@ -108,16 +108,22 @@ class ProgressiveRounds(L.Callback):
         return {"rows": self.rows, "eval": self.eval_kwargs}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # how the restored rows were scored (checkpoints from before 2026-11-30 hold only the rows: the
-        # tie order then was the database's, and a row names its mAP@K column)
-        scored = {"tie_break": "database_order", **state_dict.get("eval", {})}
+        # how the restored rows were scored, for a checkpoint file outside any run (inside one, the run's
+        # config.yaml is compared first); a checkpoint written before this record names only its mAP@K column
         rows = list(state_dict["rows"])
-        now = {"tie_break": "database_order", **self.eval_kwargs}
-        differing = [f"{k}={scored[k]!r} there, {now.get(k)!r} here" for k in scored if scored[k] != now.get(k)]
-        if rows and self.map_k_key not in rows[0]:
-            differing.append(
+        scored = state_dict.get("eval")
+        now = {"map_k": 1000, "tie_break": "database_order", **self.eval_kwargs}
+        if scored is not None:
+            scored = {"map_k": 1000, "tie_break": "database_order", **scored}
+            differing = [
+                f"{k}={scored[k]!r} there, {now[k]!r} here" for k in ("map_k", "tie_break") if scored[k] != now[k]
+            ]
+        elif rows and self.map_k_key not in rows[0]:
+            differing = [
                 f"rounds scored with {next(k for k in rows[0] if k.startswith('map_at_'))}, here {self.map_k_key}"
-            )
+            ]
+        else:
+            differing = []
         if differing:
             raise ValueError(
                 "the checkpoint's rounds were scored with other evaluation settings ("

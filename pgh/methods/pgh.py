@@ -17,6 +17,11 @@ to `augment_degrees`, default 2 and 10; 0 and 0 switch it off; `augment_scale`, 
 And an optional anchor (`anchor_weight` = α, default 0): after the distillation warm-up the G+H loss
 gets + λ·α·‖H(x_i) − b⁰_i‖², b⁰_i the round-0 code of x_i, so the rounds refine the initial
 neighbourhoods instead of drifting away from them.
+And an optional neighbourhood term (`neighborhood_weight` = ν, default 0), BGAN's l_N: after the
+warm-up, each batch of real images is joined by one of each image's K1 nearest training images (in
+the run's features) and H's loss gets + ν·l_N over the real images and those neighbours, with S from
+BGAN's released rule (`pgh.methods.bgan.released_lists`: the images an image shares most neighbours
+with, and their neighbours), so H's codes also follow a wide neighbourhood of the features.
 Between rounds, `pgh.callbacks.ProgressiveRounds` re-encodes every training image with H and makes
 those codes the GAN's condition (`codes`, one row per training image, saved in checkpoints).
 """
@@ -28,6 +33,7 @@ import logging
 import torch
 
 from pgh.methods.base import DeepHasher, to_network_input
+from pgh.methods.bgan import batch_similarity, knn_indices, neighborhood_loss, released_lists
 from pgh.methods.pgh_losses import (
     NEGATIVE_MODES,
     adversarial_d_loss,
@@ -71,6 +77,10 @@ class PGH(DeepHasher):
         augment_flip: bool = False,
         augment_contrast: float = 0.0,
         anchor_weight: float = 0.0,
+        neighborhood_weight: float = 0.0,
+        neighborhood_k1: int = 20,
+        neighborhood_k2: int = 30,
+        neighborhood_positive_weight: float = 10.0,
         negative: str = "random",
         lr_d: float = 2e-4,
         lr_g: float = 2e-4,
@@ -85,6 +95,8 @@ class PGH(DeepHasher):
             ("augment_shift", augment_shift),
             ("augment_degrees", augment_degrees),
             ("anchor_weight", anchor_weight),
+            ("neighborhood_weight", neighborhood_weight),
+            ("neighborhood_positive_weight", neighborhood_positive_weight),
         ):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
@@ -99,6 +111,13 @@ class PGH(DeepHasher):
             raise ValueError(f"negative={negative!r} is not one of {NEGATIVE_MODES}")
         if num_train < 2:
             raise ValueError(f"PGH needs at least 2 training images, got num_train={num_train}")
+        for name, value in (("neighborhood_k1", neighborhood_k1), ("neighborhood_k2", neighborhood_k2)):
+            # a term that is off needs no neighbours (a PGH built only to code images has num_train=2)
+            top = num_train - 1 if neighborhood_weight > 0 else value
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+                raise ValueError(
+                    f"{name}={value!r} must be a whole number in 1..{num_train - 1} (below the training images)"
+                )
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.G = Generator(bits, z_dim=z_dim, channels=channels, image_size=image_size, width=width)
@@ -109,6 +128,18 @@ class PGH(DeepHasher):
         self.register_buffer("initial_codes", torch.zeros(num_train, bits))  # round-0 codes (the anchor)
         self.register_buffer("current_round", torch.zeros((), dtype=torch.long))
         self.epoch_agreement: list[torch.Tensor] = []  # this epoch's codes/agreement, batch by batch
+        # neighborhood_weight > 0: the training images' K1 lists and released-rule sets, and the images
+        # themselves (rebuilt by on_before_fit at every start, resumes too; not checkpointed)
+        self._neighborhood: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def on_before_fit(self, train_inputs: torch.Tensor, train_features: torch.Tensor) -> None:
+        hp = self.hparams
+        if hp.neighborhood_weight == 0:
+            return
+        if train_features.shape[0] != train_inputs.shape[0]:
+            raise ValueError(f"{train_features.shape[0]} training features for {train_inputs.shape[0]} training images")
+        neighbors = knn_indices(train_features.float(), hp.neighborhood_k1, "cosine").cpu()
+        self._neighborhood = (neighbors, released_lists(neighbors, hp.neighborhood_k2), train_inputs)
 
     # ------------------------------------------------------------------------------ state
 
@@ -186,15 +217,24 @@ class PGH(DeepHasher):
         fake_other = self.G(z_other, b_other)
         # one forward over the three parts: BatchNorm then normalises real and synthetic images with
         # the same batch statistics its running averages (used when encoding) are made of
-        h_input = torch.cat([x, fake_same, fake_other])
+        distilling = self.current_epoch < hp.distill_epochs
+        parts = [x, fake_same, fake_other]
+        if hp.neighborhood_weight > 0 and not distilling:
+            if self._neighborhood is None:
+                raise RuntimeError("PGH: neighborhood_weight > 0 needs on_before_fit(train_inputs, train_features)")
+            neighbors, similar, train_inputs = self._neighborhood
+            pick = torch.randint(0, hp.neighborhood_k1, (n,))
+            extra = neighbors[index.cpu(), pick]  # one of each image's K1 nearest training images
+            parts.append(self.prepare(train_inputs[extra].to(self.device)))
+        h_input = torch.cat(parts)
         h_input = random_affine(h_input, hp.augment_shift, hp.augment_degrees, hp.augment_scale, hp.augment_flip)
         h_input = random_contrast(h_input, hp.augment_contrast)
         # the losses in float32: under bf16-mixed H's sigmoids are bfloat16, whose L1 sums over the bits
         # step by 0.125 or more around the triplet margin (a no-op in 32-true)
-        h_real, h_same, h_other = self.H(h_input).float().split(n)
+        h_parts = self.H(h_input).float().split(n)
+        h_real, h_same, h_other = h_parts[:3]
         loss_triplet = triplet_loss(h_real, h_same, h_other, hp.gamma)
         # distillation warm-up: the conditioning codes are the target (see the module docstring)
-        distilling = self.current_epoch < hp.distill_epochs
         if hp.quantization_target == "own" and not distilling:
             loss_quant = quantization_loss(h_real, h_same, h_other)
         else:
@@ -204,6 +244,12 @@ class PGH(DeepHasher):
             loss_anchor = code_target_loss([(h_real, self.initial_codes[index])])
             loss_h = loss_h + hp.anchor_weight * loss_anchor
             self.log_losses({"loss/anchor": loss_anchor}, n)
+        if len(h_parts) == 4:  # BGAN's l_N over the real images and their neighbours, codes in [-1, 1]
+            s_batch = batch_similarity(similar, torch.cat([index.cpu(), extra]), similar.shape[1], "released")
+            h_pairs = torch.cat([h_real, h_parts[3]]) * 2 - 1
+            loss_neighborhood = neighborhood_loss(h_pairs, s_batch.to(self.device), hp.neighborhood_positive_weight)
+            loss_h = loss_h + hp.neighborhood_weight * loss_neighborhood
+            self.log_losses({"loss/neighborhood": loss_neighborhood}, n)
         loss_adv = adversarial_g_loss(self.D(fake_same, b))
         # during the GAN warm-up (the first epochs of the run) G learns the conditioning alone
         warm = self.current_epoch >= hp.gan_warmup_epochs

@@ -73,22 +73,29 @@ def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def spherical_ranks(bits: int) -> np.ndarray:
-    """int64 [bits + 1, bits + 1]: the rank of the spherical Hamming distance |a xor b| / (|a and b| + 0.1)
-    for each pair of counts (|a xor b|, |a and b|), exactly: equal fractions get equal ranks, so their
-    items tie and keep the ranking's tie order (in floating point 7 / 2.1 and 17 / 5.1 come out apart).
-    The + 0.1 is the authors' code's (Compute_SHD): codes sharing no 1-bit rank by 10x their Hamming
-    distance, and two identical codes without a 1-bit are at distance 0."""
-    xor, both = np.divmod(np.arange((bits + 1) ** 2, dtype=np.int64), bits + 1)
-    numerator, denominator = 10 * xor, 10 * both + 1  # = xor / (both + 0.1)
+SPHERICAL_TABLE_MAX_BITS = 1024  # up to here one rank table per evaluation ((bits + 1)² entries)
+
+
+def exact_ranks(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """int64 ranks of the fractions numerator / denominator (positive denominators up to about 10⁶):
+    equal fractions get equal ranks, which floating point does not promise (7 / 2.1 and 17 / 5.1)."""
     order = np.argsort(numerator / denominator, kind="stable")
     n, d = numerator[order], denominator[order]
-    # distinct fractions with denominators <= 10 bits + 1 are far more than a float64 rounding apart,
-    # so equal ones end up next to each other: compare neighbours exactly
+    # distinct fractions with such denominators are far more than a float64 rounding apart, so equal
+    # ones end up next to each other: compare neighbours exactly
     starts = np.concatenate([[True], n[1:] * d[:-1] != n[:-1] * d[1:]])
     ranks = np.empty_like(order)
     ranks[order] = np.cumsum(starts) - 1
-    return ranks.reshape(bits + 1, bits + 1)
+    return ranks
+
+
+def spherical_ranks(bits: int) -> np.ndarray:
+    """int64 [bits + 1, bits + 1]: the exact rank of the spherical Hamming distance
+    |a xor b| / (|a and b| + 0.1) for each pair of counts (|a xor b|, |a and b|). The + 0.1 is the
+    authors' code's (Compute_SHD): codes sharing no 1-bit rank by 10x their Hamming distance, and two
+    identical codes without a 1-bit are at distance 0."""
+    xor, both = np.divmod(np.arange((bits + 1) ** 2, dtype=np.int64), bits + 1)
+    return exact_ranks(10 * xor, 10 * both + 1).reshape(bits + 1, bits + 1)
 
 
 class _QueryKernel:
@@ -98,7 +105,8 @@ class _QueryKernel:
         self.db_words, self.db_labels, self.bits = db_words, db_labels, bits
         self.distance, self.map_k, self.precision_k, self.radius = distance, map_k, precision_k, radius
         self.top_n = top_n
-        self.spherical_rank = spherical_ranks(bits) if distance == "spherical" else None
+        table = distance == "spherical" and bits <= SPHERICAL_TABLE_MAX_BITS
+        self.spherical_rank = spherical_ranks(bits) if table else None
 
     def hamming(self, q_words: np.ndarray) -> np.ndarray:
         dtype = np.uint8 if self.bits <= 255 else np.uint16
@@ -111,7 +119,11 @@ class _QueryKernel:
         if self.distance == "hamming":
             return ham
         both = np.bitwise_count(np.bitwise_and(self.db_words, q_words[None, :])).sum(axis=1, dtype=np.int64)
-        return self.spherical_rank[ham, both]
+        if self.spherical_rank is not None:
+            return self.spherical_rank[ham, both]
+        pairs, which = np.unique(ham.astype(np.int64) * (self.bits + 1) + both, return_inverse=True)
+        xor, shared = np.divmod(pairs, self.bits + 1)  # longer codes: rank this query's pairs alone
+        return exact_ranks(10 * xor, 10 * shared + 1)[which]
 
     def __call__(self, q_words: np.ndarray, q_label: int) -> tuple[float, float, float, np.ndarray, ...]:
         """(AP@all, AP@map_k, precision@precision_k, precision and recall by radius, precision@N)."""
