@@ -448,6 +448,7 @@ def test_neighborhood_term_scores_real_images_and_their_neighbours_after_the_war
     def spy(codes, s, positive_weight):
         calls.append((model.current_epoch, codes.detach(), s))
         assert positive_weight == 10.0 and codes.min() >= -1 and codes.max() <= 1
+        assert not torch.is_autocast_enabled("cpu")  # float32 inner products under bf16-mixed too
         return original(codes, s, positive_weight)
 
     monkeypatch.setattr(pgh_module, "neighborhood_loss", spy)
@@ -457,6 +458,12 @@ def test_neighborhood_term_scores_real_images_and_their_neighbours_after_the_war
     model.on_before_fit(torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8), features)
     fit_tiny(model, epochs=2)
     assert [epoch for epoch, _, _ in calls] == [1, 1]  # not in the warm-up epoch
+    bf16 = PGH(bits=8, num_train=32, width=8, hidden=16, z_dim=8, distill_epochs=0, neighborhood_weight=2.0,
+               neighborhood_k1=3, neighborhood_k2=4)  # fmt: skip
+    bf16.on_before_fit(torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8), features)
+    model = bf16  # the spy reads model.current_epoch
+    fit_tiny(bf16, epochs=1, precision="bf16-mixed")
+    assert len(calls) == 4
     assert all(codes.shape == (32, 8) and s.shape == (32, 32) for _, codes, s in calls)
     similar = released_lists(knn_indices(features, 3, "cosine"), 4)
     everything = reference_similarity(similar, torch.arange(32), similar.shape[1], "released")

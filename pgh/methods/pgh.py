@@ -128,9 +128,12 @@ class PGH(DeepHasher):
         self.register_buffer("initial_codes", torch.zeros(num_train, bits))  # round-0 codes (the anchor)
         self.register_buffer("current_round", torch.zeros((), dtype=torch.long))
         self.epoch_agreement: list[torch.Tensor] = []  # this epoch's codes/agreement, batch by batch
-        # neighborhood_weight > 0: the training images' K1 lists and released-rule sets, and the images
-        # themselves (rebuilt by on_before_fit at every start, resumes too; not checkpointed)
-        self._neighborhood: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        # neighborhood_weight > 0: the training images' K1 lists and released-rule sets (buffers, so they
+        # move with the model to its device; not checkpointed: on_before_fit rebuilds them at every
+        # start, resumes too) and the training images themselves
+        self.register_buffer("neighbor_lists", torch.zeros(0, 0, dtype=torch.long), persistent=False)
+        self.register_buffer("similar_lists", torch.zeros(0, 0, dtype=torch.long), persistent=False)
+        self._neighborhood_images: torch.Tensor | None = None
 
     def on_before_fit(self, train_inputs: torch.Tensor, train_features: torch.Tensor) -> None:
         hp = self.hparams
@@ -138,8 +141,11 @@ class PGH(DeepHasher):
             return
         if train_features.shape[0] != train_inputs.shape[0]:
             raise ValueError(f"{train_features.shape[0]} training features for {train_inputs.shape[0]} training images")
-        neighbors = knn_indices(train_features.float(), hp.neighborhood_k1, "cosine").cpu()
-        self._neighborhood = (neighbors, released_lists(neighbors, hp.neighborhood_k2), train_inputs)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        neighbors = knn_indices(train_features.float().to(device), hp.neighborhood_k1, "cosine").cpu()
+        self.neighbor_lists = neighbors.to(self.device)
+        self.similar_lists = released_lists(neighbors, hp.neighborhood_k2).to(self.device)
+        self._neighborhood_images = train_inputs
 
     # ------------------------------------------------------------------------------ state
 
@@ -220,12 +226,11 @@ class PGH(DeepHasher):
         distilling = self.current_epoch < hp.distill_epochs
         parts = [x, fake_same, fake_other]
         if hp.neighborhood_weight > 0 and not distilling:
-            if self._neighborhood is None:
+            if self._neighborhood_images is None:
                 raise RuntimeError("PGH: neighborhood_weight > 0 needs on_before_fit(train_inputs, train_features)")
-            neighbors, similar, train_inputs = self._neighborhood
-            pick = torch.randint(0, hp.neighborhood_k1, (n,))
-            extra = neighbors[index.cpu(), pick]  # one of each image's K1 nearest training images
-            parts.append(self.prepare(train_inputs[extra].to(self.device)))
+            pick = torch.randint(0, hp.neighborhood_k1, (n,)).to(self.device)  # from the CPU generator, as before
+            extra = self.neighbor_lists[index, pick]  # one of each image's K1 nearest training images
+            parts.append(self.prepare(self._neighborhood_images[extra.cpu()].to(self.device)))
         h_input = torch.cat(parts)
         h_input = random_affine(h_input, hp.augment_shift, hp.augment_degrees, hp.augment_scale, hp.augment_flip)
         h_input = random_contrast(h_input, hp.augment_contrast)
@@ -245,9 +250,11 @@ class PGH(DeepHasher):
             loss_h = loss_h + hp.anchor_weight * loss_anchor
             self.log_losses({"loss/anchor": loss_anchor}, n)
         if len(h_parts) == 4:  # BGAN's l_N over the real images and their neighbours, codes in [-1, 1]
-            s_batch = batch_similarity(similar, torch.cat([index.cpu(), extra]), similar.shape[1], "released")
+            similar = self.similar_lists
+            s_batch = batch_similarity(similar, torch.cat([index, extra]), similar.shape[1], "released")
             h_pairs = torch.cat([h_real, h_parts[3]]) * 2 - 1
-            loss_neighborhood = neighborhood_loss(h_pairs, s_batch.to(self.device), hp.neighborhood_positive_weight)
+            with torch.autocast(self.device.type, enabled=False):  # its inner products in float32 under bf16 too
+                loss_neighborhood = neighborhood_loss(h_pairs, s_batch.to(self.device), hp.neighborhood_positive_weight)
             loss_h = loss_h + hp.neighborhood_weight * loss_neighborhood
             self.log_losses({"loss/neighborhood": loss_neighborhood}, n)
         loss_adv = adversarial_g_loss(self.D(fake_same, b))
