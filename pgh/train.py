@@ -32,7 +32,7 @@ from pgh.io import save_npy, write_json, write_text
 from pgh.logging_utils import finish, instantiate_loggers, log_figure, print_and_log_to_files
 from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, save_figure
 from pgh.retrieval import check_bits, code_statistics, evaluate_packed, pack_codes
-from pgh.retrieval.metrics import check_eval_options, metric_key
+from pgh.retrieval.metrics import EVAL_DEFAULTS, LATER_DEFAULTS, check_eval_options, metric_key
 
 log = logging.getLogger(__name__)
 
@@ -292,9 +292,6 @@ RUN_IDENTITY = (
 )
 # within those, keys that may differ: where the data sits, how features are batched and where computed
 RESUME_MAY_DIFFER = {"dataset": ("root",), "features": ("batch_size", "device")}
-EVAL_DEFAULTS = {"map_k": 1000, "precision_k": 100, "radius": 2, "tie_break": "database_order"}
-# keys added since runs were made, with the value those runs had
-LATER_DEFAULTS = {"eval.tie_break": "database_order"}
 
 
 def stored_class_by_class(labels: torch.Tensor) -> bool:
@@ -450,8 +447,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             cfg.ckpt_path = None
     if "module" in cfg.method:
         check_trainer(cfg.trainer, cfg.method)
+    eval_opts = {k: cfg.eval.get(k, v) for k, v in EVAL_DEFAULTS.items()}
     try:  # before any training: a typo there would otherwise stop the run only when it is scored
-        check_eval_options(cfg.bits, **{k: cfg.eval.get(k, v) for k, v in EVAL_DEFAULTS.items()})
+        check_eval_options(cfg.bits, **eval_opts)
     except ValueError as error:
         raise ValueError(f"eval.{error}") from None
     out.mkdir(parents=True, exist_ok=True)
@@ -476,7 +474,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         dataset, instantiate(cfg.features), OmegaConf.to_container(cfg.features, resolve=True), cfg.paths.cache_dir
     )
     feature_seconds = time.perf_counter() - t0
-    eval_opts = {k: cfg.eval.get(k, v) for k, v in EVAL_DEFAULTS.items()}
     tie_break = eval_opts["tie_break"]
     labels = dataset.labels
     if tie_break == "database_order" and stored_class_by_class(labels[split.database]):

@@ -410,3 +410,10 @@ def test_a_resume_on_data_that_changed_stops(make_cfg, tmp_path):
         ValueError, match=r"another split than the run .* \(query 15 -> 15, database 75 -> 76, .*Restore it"
     ):
         train(make_cfg(*args, "method.max_epochs=2", "ckpt_path=last"))
+
+
+def test_eval_defaults_are_the_configs(make_cfg):
+    # what a run's config lacks reads as EVAL_DEFAULTS: they must not drift from conf/config.yaml
+    from pgh.retrieval.metrics import EVAL_DEFAULTS
+
+    assert dict(make_cfg().eval) == EVAL_DEFAULTS

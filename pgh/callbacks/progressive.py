@@ -29,6 +29,7 @@ from pgh.hashing.vote import majority_vote, nearest_neighbors
 from pgh.io import atomic_path, write_text
 from pgh.logging_utils import log_image
 from pgh.retrieval import code_statistics, evaluate_packed, pack_codes
+from pgh.retrieval.metrics import EVAL_DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +112,8 @@ class ProgressiveRounds(L.Callback):
         # how the restored rows were scored, for a checkpoint file outside any run (inside one, the run's
         # config.yaml is compared first); a checkpoint written before this record names only its mAP@K column
         rows = list(state_dict["rows"])
-        scored = state_dict.get("eval")
-        now = {"map_k": 1000, "tie_break": "database_order", **self.eval_kwargs}
-        if scored is not None:
-            scored = {"map_k": 1000, "tie_break": "database_order", **scored}
+        if state_dict.get("eval") is not None:
+            scored, now = ({**EVAL_DEFAULTS, **e} for e in (state_dict["eval"], self.eval_kwargs))
             differing = [
                 f"{k}={scored[k]!r} there, {now[k]!r} here" for k in ("map_k", "tie_break") if scored[k] != now[k]
             ]

@@ -41,7 +41,7 @@ from pgh.io import write_text
 from pgh.report import paper
 from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, plot_rounds, save_figure
 from pgh.report.tables import map_table, row_name, row_order
-from pgh.retrieval.metrics import metric_key
+from pgh.retrieval.metrics import LATER_DEFAULTS, metric_key
 
 MNIST_DATASETS = {"mnist", "mnist5k"}
 
@@ -99,12 +99,8 @@ NOT_SETTINGS = (
 )  # fmt: skip
 
 
-# settings added after runs were made, with the value those runs had
-LATER_SETTINGS = {"eval.tie_break": "database_order"}
-
-
 def settings(run: Path) -> dict[str, Any]:
-    """The run's config.yaml as dotted keys, without NOT_SETTINGS, a LATER_SETTINGS key it lacks at the
+    """The run's config.yaml as dotted keys, without NOT_SETTINGS, a LATER_DEFAULTS key it lacks at the
     value it had ({} when it has no config.yaml)."""
     path = run / "config.yaml"
     if not path.exists():
@@ -117,7 +113,7 @@ def settings(run: Path) -> dict[str, Any]:
         else:
             yield prefix[:-1], node
 
-    flat = {**LATER_SETTINGS, **dict(walk(OmegaConf.to_container(OmegaConf.load(path)), ""))}
+    flat = {**LATER_DEFAULTS, **dict(walk(OmegaConf.to_container(OmegaConf.load(path)), ""))}
     return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_SETTINGS)}
 
 

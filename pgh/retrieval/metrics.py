@@ -27,6 +27,10 @@ from pgh.retrieval.hamming import as_words
 
 DISTANCES = ("hamming", "spherical")
 TIE_BREAKS = ("database_order", "random")
+# conf/config.yaml's `eval` group; what a run's config lacks reads as these (pgh-train, round callback)
+EVAL_DEFAULTS = {"map_k": 1000, "precision_k": 100, "radius": 2, "tie_break": "database_order"}
+# run-config keys added after runs were made, with the value those runs had (resume checks, pgh-report)
+LATER_DEFAULTS = {"eval.tie_break": "database_order"}
 TIE_BREAK_SEED = 0
 # where the precision@N curve is evaluated (those up to the database size): hashing papers' top-N plots
 TOP_N = (1, 10, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000)
