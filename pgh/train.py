@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -452,12 +453,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         check_eval_options(cfg.bits, **eval_opts)
     except ValueError as error:
         raise ValueError(f"eval.{error}") from None
+    # before the run's first file: a missing dataset is the most common refusal (datasets draw no random numbers)
+    dataset: ImageDataset = instantiate(cfg.dataset)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if not resuming:  # a resume's config replaces the run's once it has trained (a failed one leaves it)
         write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
-    dataset: ImageDataset = instantiate(cfg.dataset)
     split: Split = instantiate(cfg.split)(dataset.labels)
     for run in ([out] if resuming else []) + ([source] if source is not None else []):
         if (run / "split.npz").exists():
@@ -554,10 +556,40 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+HYDRA_START_FILES = {"config.yaml", "hydra.yaml", "overrides.yaml"}
+
+
+def remove_if_only_hydra_files(out: Path, job_log: str) -> bool:
+    """Remove `out` when it holds nothing but what Hydra writes as a job starts (.hydra/ and the job's
+    log), so that a command train() refuses leaves no empty run behind; a directory holding anything
+    else (an earlier run's results or checkpoints, a file of the user's) is kept. Whether it was removed."""
+    if not out.is_dir():
+        return False
+    for entry in out.iterdir():
+        if entry.name == ".hydra" and entry.is_dir() and not entry.is_symlink():
+            if not all(f.is_file() and f.name in HYDRA_START_FILES for f in entry.iterdir()):
+                return False
+        elif not (entry.name == job_log and entry.is_file()):
+            return False
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # the job's log file goes with the directory
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == out.resolve():
+            root.removeHandler(handler)
+            handler.close()
+    shutil.rmtree(out, ignore_errors=True)
+    return not out.exists()
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def hydra_main(cfg: DictConfig) -> float:
-    # {} on a DDP rank other than 0, whose return value no sweeper reads
-    return train(cfg).get("map_all", float("nan"))
+    runtime = HydraConfig.get()
+    try:
+        # {} on a DDP rank other than 0, whose return value no sweeper reads
+        return train(cfg).get("map_all", float("nan"))
+    except Exception:
+        # Hydra made the run directory before train()'s checks: a refused command takes it back
+        remove_if_only_hydra_files(Path(runtime.runtime.output_dir), f"{runtime.job.name}.log")
+        raise
 
 
 def main() -> None:

@@ -417,3 +417,43 @@ def test_eval_defaults_are_the_configs(make_cfg):
     from pgh.retrieval.metrics import EVAL_DEFAULTS
 
     assert dict(make_cfg().eval) == EVAL_DEFAULTS
+
+
+def test_a_refused_command_leaves_no_run_directory(tmp_path):
+    """Hydra makes the run directory (.hydra/, the job's log) before train()'s checks: a refused command,
+    a missing dataset included, left an empty run behind in logs/."""
+    from conftest import run_python
+
+    for args, message in (
+        (["dataset=digits", "bits=12"], "multiple of 8"),
+        (["dataset=fashion_mnist", f"dataset.root={tmp_path}/none"], "make data"),
+    ):
+        done = run_python("-m", "pgh.train", *args, f"hydra.run.dir={tmp_path}/run", tmp_path=tmp_path, check=False)
+        assert done.returncode != 0 and message in done.stderr
+        assert not (tmp_path / "run").exists()
+
+
+def test_a_refused_command_keeps_a_directory_holding_more_than_hydra_files(tmp_path):
+    """Only what Hydra writes as a job starts is taken back: a refused resume of a run, or a run
+    directory the user pointed at one of their own folders, keeps everything."""
+    from conftest import run_python
+
+    from pgh.train import remove_if_only_hydra_files
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"earlier run")
+    done = run_python("-m", "pgh.train", "dataset=digits", "method=pgh", f"hydra.run.dir={run}", tmp_path=tmp_path, check=False)
+    assert done.returncode != 0 and "holds checkpoints of an earlier run" in done.stderr
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"earlier run" and (run / ".hydra").is_dir()
+
+    mine = tmp_path / "mine"
+    (mine / ".hydra").mkdir(parents=True)
+    (mine / ".hydra" / "notes.txt").write_text("not Hydra's")
+    assert not remove_if_only_hydra_files(mine, "train.log") and (mine / ".hydra" / "notes.txt").exists()
+    (mine / ".hydra" / "notes.txt").unlink()
+    (mine / "train.log").write_text("")
+    (mine / "other.log").write_text("")
+    assert not remove_if_only_hydra_files(mine, "train.log")
+    (mine / "other.log").unlink()
+    assert remove_if_only_hydra_files(mine, "train.log") and not mine.exists()
