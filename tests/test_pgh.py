@@ -539,8 +539,8 @@ def test_every_experiment_config_builds_its_pgh(make_cfg, experiment):
     from pgh.methods import PGH
 
     cfg = make_cfg(f"experiment={experiment}")
-    model = instantiate(cfg.method.module, num_train=10)
-    assert isinstance(model, PGH) and model.codes.shape == (10, cfg.bits)
+    model = instantiate(cfg.method.module, num_train=64)  # above the neighbourhood term's K1 where it is on
+    assert isinstance(model, PGH) and model.codes.shape == (64, cfg.bits)
     assert cfg.method.module.distill_epochs < cfg.method.progressive.epochs_per_round  # round 1 is not all warm-up
 
 
