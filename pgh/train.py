@@ -559,23 +559,42 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 HYDRA_START_FILES = {"config.yaml", "hydra.yaml", "overrides.yaml"}
 
 
+def own_log_handler(log_file: Path) -> logging.FileHandler | None:
+    """The root logger's handler writing `log_file` when that file is this process's own (the same
+    file, and nothing appended by another process), else None."""
+    for handler in logging.getLogger().handlers:
+        writes_it = os.path.abspath(getattr(handler, "baseFilename", "")) == os.path.abspath(log_file)
+        if isinstance(handler, logging.FileHandler) and writes_it:
+            stream = handler.stream
+            if stream is None or stream.closed:
+                return None
+            stream.flush()
+            on_disk, open_here = os.stat(log_file), os.fstat(stream.fileno())
+            same = (on_disk.st_dev, on_disk.st_ino) == (open_here.st_dev, open_here.st_ino)
+            return handler if same and on_disk.st_size == stream.tell() else None
+    return None
+
+
 def remove_if_only_hydra_files(out: Path, job_log: str) -> bool:
-    """Remove `out` when it holds nothing but what Hydra writes as a job starts (.hydra/ and the job's
-    log), so that a command train() refuses leaves no empty run behind; a directory holding anything
-    else (an earlier run's results or checkpoints, a file of the user's) is kept. Whether it was removed."""
-    if not out.is_dir():
+    """Remove `out` when it holds nothing but what Hydra wrote as this job started (.hydra/ and this
+    process's own log), so that a command train() refuses leaves no empty run behind; a directory
+    holding anything else (an earlier run's results or checkpoints, a file of the user's, another
+    job's log) is kept. Whether it was removed."""
+    if not out.is_dir() or out.is_symlink():
         return False
     for entry in out.iterdir():
         if entry.name == ".hydra" and entry.is_dir() and not entry.is_symlink():
-            if not all(f.is_file() and f.name in HYDRA_START_FILES for f in entry.iterdir()):
+            if not all(f.is_file() and not f.is_symlink() and f.name in HYDRA_START_FILES for f in entry.iterdir()):
                 return False
-        elif not (entry.name == job_log and entry.is_file()):
+        elif not (entry.name == job_log and entry.is_file() and not entry.is_symlink()):
             return False
-    root = logging.getLogger()
-    for handler in list(root.handlers):  # the job's log file goes with the directory
-        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == out.resolve():
-            root.removeHandler(handler)
-            handler.close()
+    handler = None
+    if (out / job_log).exists():
+        handler = own_log_handler(out / job_log)
+        if handler is None:
+            return False
+        logging.getLogger().removeHandler(handler)  # the log goes with the directory
+        handler.close()
     shutil.rmtree(out, ignore_errors=True)
     return not out.exists()
 
@@ -587,8 +606,15 @@ def hydra_main(cfg: DictConfig) -> float:
         # {} on a DDP rank other than 0, whose return value no sweeper reads
         return train(cfg).get("map_all", float("nan"))
     except Exception:
-        # Hydra made the run directory before train()'s checks: a refused command takes it back
-        remove_if_only_hydra_files(Path(runtime.runtime.output_dir), f"{runtime.job.name}.log")
+        # Hydra made the run directory before train()'s checks: a refused command takes it back. Not
+        # when the results go elsewhere (paths.output_dir): there Hydra's directory holds only its
+        # files whatever happened, and its log is the run's.
+        try:
+            hydra_dir = Path(runtime.runtime.output_dir)
+            if Path(cfg.paths.output_dir).resolve() == hydra_dir.resolve():
+                remove_if_only_hydra_files(hydra_dir, f"{runtime.job.name}.log")
+        except Exception:  # noqa: BLE001 - the command's own error is the one to show
+            pass
         raise
 
 

@@ -443,17 +443,50 @@ def test_a_refused_command_keeps_a_directory_holding_more_than_hydra_files(tmp_p
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.ckpt").write_bytes(b"earlier run")
-    done = run_python("-m", "pgh.train", "dataset=digits", "method=pgh", f"hydra.run.dir={run}", tmp_path=tmp_path, check=False)
+    args = ["-m", "pgh.train", "dataset=digits", "method=pgh", f"hydra.run.dir={run}"]
+    done = run_python(*args, tmp_path=tmp_path, check=False)
     assert done.returncode != 0 and "holds checkpoints of an earlier run" in done.stderr
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == b"earlier run" and (run / ".hydra").is_dir()
+
+    # results written elsewhere (paths.output_dir): Hydra's directory is the run's log, kept
+    args = ["-m", "pgh.train", "dataset=digits", "bits=12", f"hydra.run.dir={tmp_path}/hydra"]
+    done = run_python(*args, f"paths.output_dir={tmp_path}/out", tmp_path=tmp_path, check=False)
+    assert done.returncode != 0 and "multiple of 8" in done.stderr and (tmp_path / "hydra" / ".hydra").is_dir()
 
     mine = tmp_path / "mine"
     (mine / ".hydra").mkdir(parents=True)
     (mine / ".hydra" / "notes.txt").write_text("not Hydra's")
     assert not remove_if_only_hydra_files(mine, "train.log") and (mine / ".hydra" / "notes.txt").exists()
     (mine / ".hydra" / "notes.txt").unlink()
-    (mine / "train.log").write_text("")
     (mine / "other.log").write_text("")
     assert not remove_if_only_hydra_files(mine, "train.log")
     (mine / "other.log").unlink()
+    (mine / "train.log").write_text("another job's")  # no handler of this process writes it
+    assert not remove_if_only_hydra_files(mine, "train.log") and (mine / "train.log").exists()
+    (mine / "train.log").unlink()
     assert remove_if_only_hydra_files(mine, "train.log") and not mine.exists()
+
+
+def test_the_refusal_cleanup_takes_this_process_log_only(tmp_path):
+    """The job's log goes with the directory only while this process is its one writer."""
+    import logging
+
+    from pgh.train import remove_if_only_hydra_files
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("{}")
+    handler = logging.FileHandler(run / "train.log")
+    logging.getLogger().addHandler(handler)
+    try:
+        logging.getLogger().warning("refused")
+        with open(run / "train.log", "a") as other:  # a second process appending
+            other.write("another job\n")
+        assert not remove_if_only_hydra_files(run, "train.log") and handler in logging.getLogger().handlers
+        (run / "train.log").write_text("")
+        handler.stream.seek(0)
+        assert remove_if_only_hydra_files(run, "train.log") and not run.exists()
+        assert handler not in logging.getLogger().handlers
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
