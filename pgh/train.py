@@ -563,8 +563,7 @@ def own_log_handler(log_file: Path) -> logging.FileHandler | None:
     """The root logger's handler writing `log_file` when that file is this process's own (the same
     file, and nothing appended by another process), else None."""
     for handler in logging.getLogger().handlers:
-        writes_it = os.path.abspath(getattr(handler, "baseFilename", "")) == os.path.abspath(log_file)
-        if isinstance(handler, logging.FileHandler) and writes_it:
+        if isinstance(handler, logging.FileHandler) and handler.baseFilename == os.path.abspath(log_file):
             stream = handler.stream
             if stream is None or stream.closed:
                 return None
@@ -588,7 +587,6 @@ def remove_if_only_hydra_files(out: Path, job_log: str) -> bool:
                 return False
         elif not (entry.name == job_log and entry.is_file() and not entry.is_symlink()):
             return False
-    handler = None
     if (out / job_log).exists():
         handler = own_log_handler(out / job_log)
         if handler is None:
