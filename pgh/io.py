@@ -13,15 +13,31 @@ from typing import Any
 import numpy as np
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
+# read once, at import: os.umask can only be read by setting it, which would briefly make the files
+# other threads (Lightning's, the loggers') create meanwhile world-writable
+_UMASK = _read_umask()
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
+
+    The data reaches the disk before the rename and the rename before we return, so neither a crash
+    of the process nor one of the machine leaves an empty or half-written file under `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -30,8 +46,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         # mkstemp makes the file private (0600); give it the permissions a plain open() would
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
+        _fsync(tmp_path)
         os.replace(tmp_path, path)
+        _fsync(path.parent, directory=True)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -374,6 +374,33 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     assert stat.S_IMODE((tmp_path / "result.txt").stat().st_mode) == 0o666 & ~mask
 
 
+def test_atomic_writes_reach_the_disk_before_and_after_the_rename(tmp_path, monkeypatch):
+    """fsync of the file's data, then the rename, then fsync of the folder: a machine crash leaves
+    the old file or the whole new one, never an empty one under the final name."""
+    import os
+
+    import pgh.io
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(pgh.io.os, "fsync", fsync)
+    monkeypatch.setattr(pgh.io.os, "replace", replace)
+    pgh.io.write_json(tmp_path / "metrics.json", {"map_all": 0.5})
+    (kind0, synced), (kind1, replaced), (kind2, folder) = events
+    assert (kind0, kind1, kind2) == ("fsync", "replace", "fsync")
+    assert Path(synced).name.startswith(".metrics.json.") and Path(synced).parent == tmp_path
+    assert replaced == str(tmp_path / "metrics.json") and folder == str(tmp_path)
+
+
 def test_code_statistics_against_numpy():
     from pgh.retrieval import code_statistics
 
@@ -433,3 +460,10 @@ def test_the_gpu_marker_skips_without_cuda(tmp_path):
     )  # fmt: skip
     expected = "1 passed" if torch.cuda.is_available() else "1 skipped"
     assert expected in done.stdout, done.stdout[-2000:]
+
+
+def test_packed_codes_of_zero_bytes_are_refused_by_their_width():
+    from pgh.retrieval import evaluate_packed
+
+    with pytest.raises(ValueError, match=r"the codes have 0 bytes: packed codes are \[n, bits/8\] with bits >= 8"):
+        evaluate_packed(np.zeros((2, 0), np.uint8), [0, 1], np.zeros((3, 0), np.uint8), [0, 1, 1])

@@ -204,6 +204,8 @@ def evaluate_packed(
         raise ValueError("labels must be 1-D with one entry per code")
     if db_packed.shape[0] == 0 or query_packed.shape[0] == 0:
         raise ValueError("need at least one query and one database item")
+    if db_packed.shape[1] == 0:
+        raise ValueError("the codes have 0 bytes: packed codes are [n, bits/8] with bits >= 8")
     bits = 8 * db_packed.shape[1]
     check_eval_options(bits, map_k=map_k, precision_k=precision_k, radius=radius, tie_break=tie_break)
     if tie_break == "random":  # a stable ranking of the shuffled database breaks ties in that order
