@@ -239,6 +239,12 @@ def test_index_checks_before_coding_and_after_the_run_changed(make_cfg, tmp_path
     assert "coded" not in capsys.readouterr().err  # all stopped before reading a single image
 
     main([*build, "--out", str(index), "--nlist", "8"])
+    with pytest.raises(SystemExit, match="--out .*images is a folder: name a file for the CSV"):
+        main(["search", str(index), str(images / "0"), "--out", str(images), "--device", "cpu"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["search", str(index), str(images / "0"), "-k", "0"])
+    assert "-k must be >= 1, got 0" in capsys.readouterr().err
     one = str(images / "0" / "0000.png")
     capsys.readouterr()
     main(["search", str(index), one, "-k", "1000", "--device", "cpu"])  # k capped at the index's size
@@ -310,3 +316,63 @@ def test_file_names_with_line_breaks_are_refused_and_other_odd_names_round_trip(
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(images / hidden)
     main(["update", out])
     assert "is up to date (3 images)" in capsys.readouterr().out
+
+
+def test_a_write_that_fails_or_stops_midway_never_costs_the_index(make_cfg, tmp_path, capsys, monkeypatch):
+    """update writes its new set of files into INDEX_DIR/.staging and moves it into place once whole:
+    a full disk while writing leaves the old index as it was; a stop while moving is finished by the
+    next command (here search), which then answers as a fresh build of the folder would."""
+    import pgh.retrieval.cli as cli
+
+    run = trained_run(make_cfg, tmp_path, "itq", SHALLOW["itq"])
+    images, index = tmp_path / "images", tmp_path / "index"
+    write_database_images(run, images)
+    main(["build", str(run), str(images), "--out", str(index), "--device", "cpu"])
+    query = str(images / "0" / "0000.png")
+    before = search_rows(capsys, str(index), query, "-k", "5")
+    for gone in sorted((images / "1").iterdir()):
+        gone.unlink()
+
+    def full_disk(path, array):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "save_npy", full_disk)
+        with pytest.raises(OSError, match="No space left on device"):
+            main(["update", str(index), "--device", "cpu"])
+    assert search_rows(capsys, str(index), query, "-k", "5") == before
+
+    real_replace = os.replace
+
+    def stopped_at_stamps(src, dst):  # killed after moving index.faissindex and codes.npy
+        if Path(dst) == index / "stamps.npy":
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", stopped_at_stamps)
+        with pytest.raises(KeyboardInterrupt):
+            main(["update", str(index), "--device", "cpu"])
+    assert not (index / "index.json").exists() and (index / ".staging" / "index.json").exists()
+    capsys.readouterr()
+    main(["search", str(index), query, "-k", "5", "--device", "cpu"])
+    after = capsys.readouterr()
+    assert "finishing a write that was stopped while it moved its files into place" in after.err
+    assert not (index / ".staging").exists()
+    main(["build", str(run), str(images), "--out", str(tmp_path / "fresh"), "--device", "cpu"])
+    for name in ("paths.txt", "codes.npy", "stamps.npy", "index.faissindex"):
+        assert (index / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
+    fresh = search_rows(capsys, str(tmp_path / "fresh"), query, "-k", "5")
+    assert list(csv.DictReader(io.StringIO(after.out))) == fresh
+    assert json.loads((index / "index.json").read_text())["count"] == 200
+
+
+def test_features_are_computed_on_the_device_asked_for_not_the_runs(make_cfg, tmp_path):
+    """A run trained with features.device=cuda codes new images on --device cpu (on a machine without
+    CUDA it could not be indexed at all)."""
+    run = trained_run(make_cfg, tmp_path, "itq", SHALLOW["itq"])
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("device: auto", "device: cuda"))
+    assert "device: cuda" in config.read_text()
+    encoder = RunEncoder(run, device="cpu")
+    assert str(encoder.features.device) == "cpu"

@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -178,28 +179,60 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+STAGING = ".staging"  # the next set of files, moved into place once it is whole
+INDEX_FILES = ("index.faissindex", "codes.npy", "stamps.npy", "paths.txt")  # then index.json, the finished mark
+
+
 def write_index(
     out: Path, index: BinaryIndex, codes: np.ndarray, stamps: np.ndarray, relative: list[str], info: dict, coded: float
 ) -> None:
     """The codes into `index` (an IVF one trained on a sample first), then index.faissindex, codes.npy
-    and stamps.npy (for update), paths.txt and, last, index.json (the finished mark)."""
+    and stamps.npy (for update), paths.txt and, last, index.json (the finished mark). All are written
+    into INDEX_DIR/.staging first and moved into place once whole: a write that fails (a full disk, a
+    kill) leaves the previous index as it was, and one stopped while moving is finished by the next
+    pgh-index command."""
     if index.nlist:
         sample = np.random.default_rng(0).permutation(len(codes))[:IVF_TRAIN_SAMPLE]
         index.train(codes[np.sort(sample)])
     index.add(codes)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "index.json").unlink(missing_ok=True)  # gone until all the files are new
-    index.save(out / "index.faissindex")
-    save_npy(out / "codes.npy", codes)
-    save_npy(out / "stamps.npy", stamps)
-    write_text(out / "paths.txt", "".join(f"{name}\n" for name in relative))
+    staging = out / STAGING
+    if staging.exists():  # an earlier write that did not finish staging
+        shutil.rmtree(staging)
+    index.save(staging / "index.faissindex")
+    save_npy(staging / "codes.npy", codes)
+    save_npy(staging / "stamps.npy", stamps)
+    write_text(staging / "paths.txt", "".join(f"{name}\n" for name in relative))
     info = {**info, "count": len(relative), "nlist": index.nlist, "nprobe": index.nprobe, "coding_seconds": coded}
-    write_json(out / "index.json", info)
+    write_json(staging / "index.json", info)
+    move_staged_index(out)
+
+
+def move_staged_index(out: Path) -> None:
+    """Move a whole staged set (its index.json is written last) into place, index.json last; run
+    again after a stop midway, it moves what is left."""
+    staging = out / STAGING
+    (out / "index.json").unlink(missing_ok=True)  # gone until all the files are new
+    for name in INDEX_FILES:
+        if (staging / name).exists():
+            os.replace(staging / name, out / name)
+    os.replace(staging / "index.json", out / "index.json")
+    staging.rmdir()
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)  # the renames reach the disk
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_index_info(out: Path) -> dict:
     if not out.exists():
         raise FileNotFoundError(f"{out} does not exist: build an index there with pgh-index build")
+    if (out / STAGING / "index.json").exists():  # a write stopped while moving its whole new set into place
+        print(
+            f"pgh-index: {out}: finishing a write that was stopped while it moved its files into place",
+            file=sys.stderr,
+        )
+        move_staged_index(out)
     if not (out / "index.json").exists():
         raise FileNotFoundError(f"{out} holds no finished index (no index.json): build one with pgh-index build")
     return json.loads((out / "index.json").read_text())
@@ -224,6 +257,8 @@ def index_encoder(out: Path, info: dict, device: str) -> RunEncoder:
 
 def search(args: argparse.Namespace) -> None:
     out = Path(args.index)
+    if args.out and Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder: name a file for the CSV")
     info = read_index_info(out)
     indexed = read_indexed_names(out)
     index = BinaryIndex.load(out / "index.faissindex")
@@ -315,6 +350,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.chunk < 1:
         parser.error(f"--chunk must be >= 1, got {args.chunk}")
+    if args.command == "search" and args.radius is None and args.k < 1:
+        parser.error(f"-k must be >= 1, got {args.k}")
     if args.workers < 0:
         parser.error(f"--workers must be >= 0, got {args.workers}")
     if args.command == "build" and args.nprobe is not None and args.nlist is None:

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
@@ -59,7 +60,15 @@ class RunEncoder:
                     self.hasher.distance,
                 )
             self.bits, self.code, reads_features = self.hasher.bits, self.hasher.encode, True
-        self.features = instantiate(cfg.features) if reads_features else None
+        self.features = None
+        if reads_features:  # on --device, not on the device the run was trained on
+            device_override = {"device": str(self.device)} if "device" in cfg.features else {}
+            try:
+                self.features = instantiate(cfg.features, **device_override)
+            except InstantiationException as error:  # e.g. a missing weights file: its own message
+                if error.__cause__ is None:
+                    raise
+                raise error.__cause__ from None
         if "image_shape" in info:
             self.channels, height, width = info["image_shape"]
             if height != width:
