@@ -9,6 +9,7 @@ A shallow method (`method` is a hasher config) is fitted on features; a deep met
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shutil
@@ -145,15 +146,16 @@ def train_deep(
     clock = TrainingClock()
     callbacks += [checkpointing, RandomState(), clock]
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    trainer = instantiate(
+        cfg.trainer, max_epochs=max_epochs, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
+    per_rank = math.ceil(n_train / trainer.world_size)  # DDP's sampler gives each rank this many images
     loader = DataLoader(
         TensorDataset(train_inputs, torch.arange(n_train)),
         batch_size=m.batch_size,
         shuffle=True,
-        drop_last=n_train > m.batch_size,
+        drop_last=per_rank > m.batch_size,  # else a rank with fewer images than a batch would run no step
         num_workers=m.num_workers,
-    )
-    trainer = instantiate(
-        cfg.trainer, max_epochs=max_epochs, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
     trainer.fit(model, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
     # the step-interval checkpoint can predate the last steps and the last round's code refresh, so
@@ -240,12 +242,26 @@ def check_trainer(trainer: DictConfig, method: DictConfig) -> None:
         raise RuntimeError(
             f"trainer.accelerator={accelerator} but torch sees no CUDA device; run on a GPU machine, or add {fix}"
         )
+    warmup, progressive = method.module.get("gan_warmup_epochs", 0), method.get("progressive")
+    if progressive is not None and warmup >= progressive.epochs_per_round:
+        raise ValueError(
+            f"method.module.gan_warmup_epochs={warmup} covers the first round (method.progressive.epochs_per_round="
+            f"{progressive.epochs_per_round}): H would not have trained when the round's end replaces the initial "
+            "codes by H's; use fewer warm-up epochs than epochs_per_round"
+        )
     precision = str(trainer.get("precision") or "32-true")  # Lightning reads None as 32-true
     precision = PRECISION_ALIASES.get(precision, precision)
     if precision not in SUPPORTED_PRECISIONS:
         raise ValueError(
             f"trainer.precision={precision} is not supported: the networks take float32 inputs and train "
             f"in float32 or under autocast; use one of {', '.join(SUPPORTED_PRECISIONS)}"
+        )
+    module_class = get_class(method.module._target_)
+    if precision.startswith("16") and getattr(module_class, "two_steps_per_backward", False):
+        raise ValueError(
+            f"trainer.precision={precision} does not suit {module_class.__name__}: one backward pass feeds two "
+            "optimizer steps, and the float16 loss scaler would change its scale between them (the second "
+            "network's gradients unscaled by the wrong factor); use trainer.precision=bf16-mixed (no scaler)"
         )
     if precision.startswith("16") and (accelerator == "cpu" or not torch.cuda.is_available()):
         raise ValueError(

@@ -66,6 +66,51 @@ def test_code_refresh_gathers_the_same_codes_on_every_rank(tmp_path):
     assert (tmp_path / "rounds.csv").read_text().count("\n") == 3  # header + rounds 1 and 2
 
 
+class RankSeeds(L.Callback):
+    """Each rank its own random stream, as a resumed DDP run's ranks have (they all load rank 0's)."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        torch.manual_seed(100 + trainer.global_rank)
+
+
+class SaveGAN(L.Callback):
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        weights = {k: v.cpu() for k, v in [*pl_module.G.named_parameters(), *pl_module.D.named_parameters()]}
+        torch.save(weights, self.out / f"gan_rank{trainer.global_rank}.pt")
+
+
+def test_reset_gan_each_round_gives_every_rank_rank_0s_new_weights(tmp_path):
+    """DDP copies the weights from rank 0 only when it starts: a reset drawn on each rank from its own
+    random stream left the ranks training different G and D from the first reset on."""
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (N, 1, 28, 28), dtype=torch.uint8)
+    model = PGH(bits=BITS, num_train=N, width=8, hidden=16, z_dim=8, distill_epochs=1)
+    model.set_codes(torch.randint(0, 2, (N, BITS)))
+    rounds = ProgressiveRounds(
+        images, images[:8], torch.arange(8) % 4, images, torch.arange(N) % 4, tmp_path,
+        epochs_per_round=1, reset_gan_each_round=True, converge_bit_change=0.0,
+    )  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=1,  # the run ends with round 1's refresh and reset
+        accelerator="cpu",
+        devices=2,
+        strategy=DDPStrategy(find_unused_parameters=True, broadcast_buffers=False, start_method="spawn"),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[RankSeeds(), rounds, SaveGAN(tmp_path)],
+    )
+    before = {k: v.clone() for k, v in model.G.named_parameters()}
+    trainer.fit(model, DataLoader(TensorDataset(images, torch.arange(N)), batch_size=8, shuffle=True))
+    rank0, rank1 = (torch.load(tmp_path / f"gan_rank{r}.pt") for r in (0, 1))
+    assert rank0.keys() == rank1.keys() and all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert not torch.equal(rank0["project.weight"], before["project.weight"])  # it was reset
+
+
 def test_the_ddp_trainer_config_finds_unused_parameters_and_broadcasts_no_buffers():
     from hydra.utils import instantiate
 
@@ -104,6 +149,20 @@ def test_pgh_train_under_ddp_writes_the_results_once(tmp_path):
     assert (out / "checkpoints" / "last.ckpt").exists() and (out / "database_codes.npy").exists()
     # epoch losses are means over both ranks (Lightning warned five times that they were rank 0's)
     assert "sync_dist" not in done.stderr
+
+
+def test_ddp_with_fewer_images_a_rank_than_a_batch_still_trains(tmp_path):
+    """40 training images, batches of 32, two ranks: each rank's sampler holds 20. The loader dropped
+    incomplete batches because 40 > 32, so no rank ran a step and an untrained H was scored."""
+    import json
+
+    from conftest import run_python
+
+    out = tmp_path / "run"
+    small = [a for a in TINY_DDP_RUN if not a.startswith(("split.train_size", "method.progressive.epochs_per_round"))]
+    run_python(*small, "split.train_size=40", "method.progressive.epochs_per_round=1", f"hydra.run.dir={out}",
+               tmp_path=tmp_path)  # fmt: skip
+    assert json.loads((out / "metrics.json").read_text())["rounds_completed"] == 1
 
 
 def slurm_task_env(tmp_path: Path, rank: int, tasks: int, port: int) -> dict[str, str]:

@@ -69,6 +69,15 @@ def test_dcgan_init():
     before = d.linear.parametrizations.weight.original.clone()
     dcgan_init(d)
     assert not torch.equal(before, d.linear.parametrizations.weight.original)
+    # under DDP (trainer=ddp's sync_batchnorm) the batch norms are SyncBatchNorm: re-initialised too,
+    # running statistics included (reset_gan_each_round left them as trained)
+    g = nn.SyncBatchNorm.convert_sync_batchnorm(Generator(BITS, width=WIDTH))
+    norms = [m for m in g.modules() if isinstance(m, nn.SyncBatchNorm)]
+    for m in norms:
+        m.weight.data.fill_(7.0), m.running_mean.fill_(3.0), m.num_batches_tracked.fill_(5)
+    dcgan_init(g)
+    assert all(abs(m.weight.mean() - 1) < 0.1 and not m.running_mean.any() for m in norms)
+    assert all(m.num_batches_tracked == 0 for m in norms)
 
 
 @pytest.mark.parametrize(

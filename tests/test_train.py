@@ -379,6 +379,33 @@ def test_lightning_precision_aliases_are_accepted(make_cfg):
         check_trainer(cfg.trainer, cfg.method)
 
 
+def test_float16_is_refused_where_one_backward_feeds_two_steps_and_allowed_elsewhere(make_cfg):
+    """PGH (G and H) and BGAN (E and G) step two optimizers on one backward pass; Lightning's float16
+    loss scaler updates its scale after each step, so the second one's gradients would be unscaled by
+    the wrong factor. Refused before the GPU check, so that a GPU machine gets the same message."""
+    from pgh.train import check_trainer
+
+    for method in ("pgh", "bgan"):
+        cfg = make_cfg(f"method={method}", "trainer=cpu", "trainer.precision=16-mixed")
+        with pytest.raises(ValueError, match=rf"precision=16-mixed does not suit {method.upper()}: .*bf16-mixed"):
+            check_trainer(cfg.trainer, cfg.method)
+    cfg = make_cfg("method=dh", "trainer=cpu", "trainer.precision=16")
+    with pytest.raises(ValueError, match="16-mixed needs a CUDA device"):  # DH may use it, on a GPU
+        check_trainer(cfg.trainer, cfg.method)
+
+
+def test_a_gan_warmup_as_long_as_a_round_is_refused(make_cfg):
+    """H does not train during the GAN warm-up, so a refresh at its end would replace the initial
+    codes by an untrained H's (half the bits flipped, at chance)."""
+    from pgh.train import check_trainer
+
+    cfg = make_cfg("method=pgh", "trainer=cpu", "method.module.gan_warmup_epochs=15")
+    with pytest.raises(ValueError, match=r"gan_warmup_epochs=15 covers the first round \(.*epochs_per_round=15\)"):
+        check_trainer(cfg.trainer, cfg.method)
+    cfg = make_cfg("method=pgh", "trainer=cpu", "method.module.gan_warmup_epochs=14")
+    check_trainer(cfg.trainer, cfg.method)
+
+
 def test_a_shallow_method_given_a_checkpoint_ignores_it_with_a_warning(make_cfg, tmp_path, caplog):
     """It warned "fitted afresh", then compared the command with the deep run the file belonged to."""
     import logging

@@ -311,6 +311,7 @@ def weighted_total(terms: Mapping[str, torch.Tensor | None], weights: Mapping[st
 
 class BGAN(DeepHasher):
     input_kind = "images"
+    two_steps_per_backward = True  # E's and G's steps share one backward pass (train.py refuses float16's loss scaler)
     architecture = ("image_size", "channels", "width", "hidden")
 
     def __init__(

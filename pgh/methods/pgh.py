@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 class PGH(DeepHasher):
     input_kind = "images"
+    two_steps_per_backward = True  # G's and H's steps share one backward pass (train.py refuses float16's loss scaler)
     architecture = ("image_size", "channels", "z_dim", "width", "hidden")
 
     def __init__(
@@ -170,9 +171,14 @@ class PGH(DeepHasher):
             state["initial_codes"] = state["codes"].clone()
 
     def reset_gan(self) -> None:
-        """Re-initialise G and D (DCGAN init); their optimiser state is reset by the caller."""
+        """Re-initialise G and D (DCGAN init); their optimiser state is reset by the caller. Under DDP
+        every rank takes rank 0's draw: DDP copies the weights from rank 0 only when it starts, and the
+        ranks' random states differ (or, after a resume, are all rank 0's)."""
         dcgan_init(self.G)
         dcgan_init(self.D)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for tensor in (*self.G.state_dict().values(), *self.D.state_dict().values()):
+                torch.distributed.broadcast(tensor, src=0)
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         return to_network_input(images, self.hparams.image_size, self.hparams.channels)

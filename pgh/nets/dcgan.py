@@ -52,7 +52,7 @@ def dcgan_init(module: nn.Module) -> nn.Module:
     """DCGAN initialisation of every submodule, in place; returns the module.
 
     Conv, transposed-conv and linear weights ~ N(0, 0.02) (under spectral norm: the unnormalised
-    weight), batch-norm weights ~ N(1, 0.02), all biases 0.
+    weight), batch-norm weights ~ N(1, 0.02) and fresh running statistics, all biases 0.
     """
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
@@ -60,9 +60,10 @@ def dcgan_init(module: nn.Module) -> nn.Module:
             nn.init.normal_(weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):  # SyncBatchNorm (DDP) too
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+            m.reset_running_stats()
     return module
 
 
