@@ -18,22 +18,27 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 
-def instantiate_loggers(logger_cfg: DictConfig | None, resume: bool = False) -> list[Logger]:
+def instantiate_loggers(
+    logger_cfg: DictConfig | None, resume: bool = False, run_name: str | None = None
+) -> list[Logger]:
     """Each entry of the group with a `_target_` becomes one Lightning logger. With `resume` (a run
     continued from its checkpoint) they continue the run's earlier logs: `ResumableCSVLogger` appends
-    to its metrics.csv, and a W&B logger without an `id` of its own resumes the run's last W&B run."""
+    to its metrics.csv, and a W&B logger without an `id` of its own resumes the run's last W&B run.
+    A W&B logger without a `name` of its own is named `run_name`."""
     loggers = []
     for entry in (logger_cfg or {}).values():
         if not (isinstance(entry, DictConfig) and "_target_" in entry):
             continue
         extra: dict[str, Any] = {}
         target = get_class(entry._target_)
+        if issubclass(target, WandbLogger) and entry.get("name") is None and run_name is not None:
+            extra["name"] = run_name
         if resume and issubclass(target, ResumableCSVLogger):
             extra["append"] = True
         elif resume and issubclass(target, WandbLogger) and entry.get("id") is None:
             run_id = last_wandb_run_id(Path(entry.get("save_dir") or "."))
             if run_id is not None:
-                extra = {"id": run_id, "resume": "allow"}
+                extra.update(id=run_id, resume="allow")
         loggers.append(instantiate(entry, **extra))
     return loggers
 

@@ -130,7 +130,6 @@ def train_deep(
         max_epochs = m.rounds * rounds.epochs_per_round
     else:
         max_epochs = m.max_epochs
-    check_checkpoint_within_length(cfg, out, max_epochs)
     # the manual-optimisation checkpoint holds the state after the batch's steps, which is what an exact
     # resume needs (tests/test_pgh.py resumes mid-round); Lightning's long warning about it is noise
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
@@ -176,12 +175,14 @@ def train_deep(
     return query, database, {"train_seconds": train_seconds, "encode_seconds": t2 - t1, **run_info}
 
 
-def check_checkpoint_within_length(cfg: DictConfig, out: Path, max_epochs: int) -> None:
+def check_checkpoint_within_length(cfg: DictConfig, out: Path) -> None:
     """A resume whose run is shorter than what its checkpoint has trained: Lightning says so naming
     trainer.max_epochs, which pgh-train sets from the method's length."""
     ckpt = cfg.get("ckpt_path")
     if ckpt is None:
         return
+    m = cfg.method
+    max_epochs = m.rounds * m.progressive.epochs_per_round if "progressive" in m else m.max_epochs
     path = out / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
     if not path.is_file():
         return  # Lightning resolves "last" among other names, and says what is missing
@@ -190,7 +191,6 @@ def check_checkpoint_within_length(cfg: DictConfig, out: Path, max_epochs: int) 
     progress = state.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
     trained = int(progress.get("started", state["epoch"]))
     if trained > max_epochs:
-        m = cfg.method
         if "progressive" in m:
             length = f"method.rounds={m.rounds} x {m.progressive.epochs_per_round} epochs"
         else:
@@ -410,6 +410,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run the composed job into `cfg.paths.output_dir` and return its metrics (the dict written to
     metrics.json). Under DDP every rank runs it; ranks other than 0 return {} and write no results."""
     bits = check_bits(cfg.bits)
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise ValueError(f"seed={cfg.seed!r} must be a whole number")
     try:
         out = Path(cfg.paths.output_dir)
     except InterpolationResolutionError:
@@ -434,6 +436,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # Lightning would write the new run's checkpoints beside the old ones as last-v1.ckpt, and
         # checkpoints/last.ckpt would silently stay the earlier run's model
         fresh = "hydra.sweep.dir" if in_a_multirun() else "hydra.run.dir"
+        if "module" not in cfg.method:
+            raise FileExistsError(
+                f"{out} holds a deep run's checkpoints: {method_name(cfg)}, a shallow hasher, cannot resume or "
+                f"share it; run it in a new {fresh}"
+            )
         raise FileExistsError(
             f"{out / 'checkpoints'} holds checkpoints of an earlier run: resume it with ckpt_path=last, "
             f"or start afresh in a new {fresh} (or delete {out})"
@@ -464,6 +471,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             cfg.ckpt_path = None
     if "module" in cfg.method:
         check_trainer(cfg.trainer, cfg.method)
+        check_checkpoint_within_length(cfg, out)
     eval_opts = {k: cfg.eval.get(k, v) for k, v in EVAL_DEFAULTS.items()}
     try:  # before any training: a typo there would otherwise stop the run only when it is scored
         check_eval_options(cfg.bits, **eval_opts)
@@ -471,6 +479,49 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"eval.{error}") from None
     # before the run's first file: a missing dataset is the most common refusal (datasets draw no random numbers)
     dataset: ImageDataset = instantiate(cfg.dataset)
+    existing = {entry.name for entry in out.iterdir()} if out.is_dir() else set()
+    started = [path for path in (out / "config.yaml", out / "split.npz", out / "csv", out) if not path.exists()]
+    try:
+        return run_job(cfg, out, dataset, bits, resuming, source, eval_opts)
+    except Exception:
+        take_back_start_files(out, started, existing)
+        raise
+
+
+def take_back_start_files(out: Path, started: list[Path], existing: set[str]) -> None:
+    """After a job failed before it made anything but its start files (config.yaml, split.npz, the CSV
+    logger's csv/hparams.yaml; those in `started` did not exist before it), remove those: a refused
+    setting (an ITQ longer than its features, a missing weights file, ...) leaves no run behind. When
+    the job made anything else (a checkpoint, a fitted hasher, results), everything stays; what was
+    in `out` before (`existing` names) always stays."""
+    try:
+        made = {entry.name for entry in out.iterdir()} - existing - {".hydra"}
+        made = {name for name in made if not name.endswith(".log")}
+        if not made <= {path.name for path in started if path != out}:
+            return
+        for path in started:
+            if path == out:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        if out in started and not any(out.iterdir()):
+            out.rmdir()
+    except OSError:  # the job's own error is the one to show
+        pass
+
+
+def run_job(
+    cfg: DictConfig,
+    out: Path,
+    dataset: ImageDataset,
+    bits: int,
+    resuming: bool,
+    source: Path | None,
+    eval_opts: dict[str, Any],
+) -> dict[str, Any]:
+    """train()'s work once the command was checked: the run's files, features, fit, evaluation."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if not resuming:  # a resume's config replaces the run's once it has trained (a failed one leaves it)
@@ -483,7 +534,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         else:
             log.warning("%s has no split.npz: whether the data still gives its split cannot be checked", run)
     split.save(out / "split.npz")
-    loggers = instantiate_loggers(cfg.get("logger"), resume=resuming)
+    run_name = f"{dataset.name}-{method_name(cfg)}-{feature_name(cfg)}-{bits}"
+    loggers = instantiate_loggers(cfg.get("logger"), resume=resuming, run_name=run_name)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -550,7 +602,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # deep runs are deterministic for a seed and this thread count; another count changes the floating point
         "torch_threads": torch.get_num_threads(),
     }
-    write_json(out / "metrics.json", metrics)
     write_text(out / "pr_curve.csv", result.pr_curve_csv())
     write_text(out / "precision_at_n.csv", result.precision_at_n_csv())
     write_text(out / "per_class.csv", result.per_class_csv(dataset.class_name))
@@ -565,6 +616,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         save_figure(fig, out / f"{name}.png")
         log_figure(loggers, name, fig, out / f"{name}.png")
         matplotlib_close(fig)
+    write_json(out / "metrics.json", metrics)  # last: it marks the run finished (pgh-report, pgh-index)
     # per-class mAP@all as one chart group (W&B section / TensorBoard folder `per_class`), not in metrics.json
     per_class = {f"per_class/map_all/{dataset.class_name(int(row[0]))}": float(row[2]) for row in result.per_class}
     finish(loggers, {**metrics, **per_class})

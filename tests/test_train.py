@@ -175,11 +175,24 @@ def test_other_loggers(make_cfg, logger):
 def test_wandb_logger_offline(make_cfg, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = make_cfg(
-        "dataset=digits", "method=lsh", "bits=16", "logger=wandb", "split.query_per_class=20", "logger.wandb.name=test"
-    )
+    # no name given: the job names its run (the name was a ${hydra:...} interpolation, which train(cfg)
+    # from Python could not resolve)
+    cfg = make_cfg("dataset=digits", "method=lsh", "bits=16", "logger=wandb", "split.query_per_class=20")
     train(cfg)
     assert list(Path(cfg.paths.output_dir, "wandb").glob("offline-run-*"))
+
+
+def test_the_wandb_run_is_named_by_the_job_and_takes_an_id(make_cfg):
+    """`logger.wandb.id=...` (the README's way to pick the run a resume continues) was not a key of the
+    group, so Hydra refused it; a name of the user's wins over the job's."""
+    from pgh.logging_utils import instantiate_loggers
+
+    (logger,) = instantiate_loggers(
+        make_cfg("logger=wandb", "logger.wandb.id=abc").logger, run_name="digits-lsh-gist-16"
+    )
+    assert logger._wandb_init["name"] == "digits-lsh-gist-16" and logger._wandb_init["id"] == "abc"
+    (logger,) = instantiate_loggers(make_cfg("logger=wandb", "logger.wandb.name=mine").logger, run_name="job")
+    assert logger._wandb_init["name"] == "mine"
 
 
 @pytest.mark.slow
@@ -288,12 +301,14 @@ def test_every_sweep_composes_and_sweeps_existing_keys(sweep):
 
 
 def test_fresh_run_refuses_a_directory_with_checkpoints(make_cfg):
-    cfg = make_cfg("dataset=digits", "method=itq")
+    cfg = make_cfg("dataset=digits", "method=dh")
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"an earlier run")
     with pytest.raises(FileExistsError, match="resume it with ckpt_path=last"):
         train(cfg)
+    with pytest.raises(FileExistsError, match="itq, a shallow hasher, cannot resume or share it; run it in a new"):
+        train(make_cfg("dataset=digits", "method=itq"))
     assert ckpt.read_bytes() == b"an earlier run"
 
 
@@ -454,10 +469,63 @@ def test_a_refused_command_leaves_no_run_directory(tmp_path):
     for args, message in (
         (["dataset=digits", "bits=12"], "multiple of 8"),
         (["dataset=fashion_mnist", f"dataset.root={tmp_path}/none"], "make data"),
+        # refused after the run's start files (config.yaml, split.npz, csv/hparams.yaml) and the features
+        (["dataset=digits", "method=itq", "features=pixels", "bits=128", "logger=csv"], "at least 128 feature"),
     ):
         done = run_python("-m", "pgh.train", *args, f"hydra.run.dir={tmp_path}/run", tmp_path=tmp_path, check=False)
         assert done.returncode != 0 and message in done.stderr
         assert not (tmp_path / "run").exists()
+
+
+def test_train_takes_back_the_start_files_it_made_and_nothing_else(make_cfg, tmp_path):
+    """From Python too: a job refused after its start files leaves no run directory; one whose
+    directory held a file of the user's keeps that file, and removes only what it made."""
+    refused = ("dataset=digits", "method=itq", "features=pixels", "bits=128", "logger=csv")
+    with pytest.raises(ValueError, match="128 bits need at least 128 feature dimensions"):
+        train(make_cfg(*refused))
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="128 bits need at least 128 feature dimensions"):
+        train(make_cfg(*refused))
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]
+    (tmp_path / "run" / "notes.txt").unlink()
+    (tmp_path / "run" / "config.yaml").write_text("an earlier run's")  # rewritten, as by any new run, but kept
+    with pytest.raises(ValueError, match="128 bits need at least 128 feature dimensions"):
+        train(make_cfg(*refused))
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.yaml"]
+    with pytest.raises(ValueError, match="seed='abc' must be a whole number"):
+        train(make_cfg("dataset=digits", "seed=abc"))
+
+
+def test_a_refused_resume_leaves_the_runs_files_as_they_were(make_cfg, tmp_path):
+    """The resume's length check ran after the loggers had rewritten csv/hparams.yaml with the refused
+    command's settings; a shallow method pointed at a deep run's directory was told to resume it."""
+    small = ("dataset=digits", "method=dh", "bits=16", "split.query_per_class=20", "logger=csv")
+    train(make_cfg(*small, "method.max_epochs=2"))
+    files = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="has trained \\(in\\) 2 epochs, more than this run's method.max_epochs=1"):
+        train(make_cfg(*small, "method.max_epochs=1", "ckpt_path=last"))
+    with pytest.raises(FileExistsError, match="holds a deep run's checkpoints: itq, a shallow hasher, cannot resume"):
+        train(make_cfg("dataset=digits", "method=itq", "bits=16", "ckpt_path=last"))
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == files
+
+
+def test_metrics_json_is_written_last(make_cfg, tmp_path, monkeypatch):
+    """metrics.json marks a run finished for pgh-report and pgh-index: a job that failed while writing
+    its curves or codes was listed as a finished run without them."""
+    import pgh.train
+
+    real_save_npy = pgh.train.save_npy
+
+    def fail_on_codes(path, array):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pgh.train, "save_npy", fail_on_codes)
+    with pytest.raises(OSError, match="No space left"):
+        train(make_cfg("dataset=digits", "method=lsh", "bits=16", "split.query_per_class=20"))
+    assert (tmp_path / "run" / "pr_curve.csv").exists() and not (tmp_path / "run" / "metrics.json").exists()
+    monkeypatch.setattr(pgh.train, "save_npy", real_save_npy)
 
 
 def test_a_refused_command_keeps_a_directory_holding_more_than_hydra_files(tmp_path):

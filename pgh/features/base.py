@@ -5,16 +5,17 @@ from __future__ import annotations
 import torch
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' means CUDA when present, else CPU; anything else is passed to torch.device."""
+def resolve_device(device: str, key: str = "device") -> torch.device:
+    """'auto' means CUDA when present, else CPU; anything else is passed to torch.device. Errors name
+    the setting as `key`."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} asked for CUDA but none is available; use device=auto or cpu")
+        raise ValueError(f"{key}={device!r} asked for CUDA but none is available; use {key}=auto or {key}=cpu")
     try:
         return torch.device(device)
     except RuntimeError:
-        raise ValueError(f"device={device!r} is not a device: auto, cpu, cuda or cuda:N") from None
+        raise ValueError(f"{key}={device!r} is not a device: auto, cpu, cuda or cuda:N") from None
 
 
 class FeatureExtractor:
@@ -24,7 +25,7 @@ class FeatureExtractor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, key="features.device")  # as pgh-train's command line names it
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

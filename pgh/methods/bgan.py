@@ -435,7 +435,8 @@ class BGAN(DeepHasher):
             raise ValueError(
                 f"BGAN: k1={hp.k1}"
                 + (f", k2={hp.k2}" if hp.similarity == "shared" else "")
-                + f" nearest neighbours need fewer than the {n} training images"
+                + f" nearest neighbours need more than that many training images, and there are {n}: lower "
+                + "method.module.k1 (and k2) or train on more images (split.train_size)"
             )
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.neighbors = knn_indices(train_features.to(device), k, hp.metric, hp.knn_chunk_size).to(self.device)

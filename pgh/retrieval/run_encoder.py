@@ -32,7 +32,7 @@ class RunEncoder:
             raise FileNotFoundError(f"{self.run} is not a finished pgh-train run (no config.yaml or metrics.json)")
         cfg = OmegaConf.load(config)
         info = json.loads(metrics.read_text())
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, key="--device")  # pgh-index's option
         if "module" in cfg.method:
             checkpoint = self.run / "checkpoints" / "last.ckpt"
             if not checkpoint.exists():
