@@ -252,3 +252,30 @@ def test_worker_processes_read_the_same_images_in_order_and_name_every_unreadabl
         list(iter_image_batches(paths, channels=1, size=4, batch_size=7, workers=2))
     with pytest.raises(ValueError, match="workers must be >= 0"):
         read_images(paths, channels=1, size=4, workers=-1)
+
+
+def test_sixteen_bit_images_are_scaled_rotated_photos_upright_and_32_bit_ones_refused(tmp_path):
+    """Pillow's convert clips 16-bit grey at 255 (a ramp read as nearly all white); EXIF orientation was
+    ignored; 32-bit integer or float pixels have no range to scale from."""
+    from PIL import Image
+
+    from pgh.data.files import read_images
+
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")
+    assert Image.open(tmp_path / "ramp16.png").mode.startswith("I")
+    for channels in (1, 3):
+        image = read_images([tmp_path / "ramp16.png"], channels, 8)[0]
+        assert torch.equal(image[0], torch.from_numpy((ramp.astype(np.uint32) // 257).astype(np.uint8)))
+
+    wide = np.zeros((4, 8), np.uint8)
+    wide[:, :4] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    Image.fromarray(wide).save(tmp_path / "rotated.jpg", exif=exif, quality=100)
+    image = read_images([tmp_path / "rotated.jpg"], 1, 8)[0, 0].float()
+    assert image[:4].mean() > 200 and image[4:].mean() < 50  # the white half is on top once shown upright
+
+    Image.fromarray(np.zeros((8, 8), np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(ValueError, match=r"float.tiff \(32-bit float pixels have no fixed range: save it with 8 or 16"):
+        read_images([tmp_path / "float.tiff"], 1, 8)

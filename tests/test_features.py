@@ -102,6 +102,45 @@ def test_cache_hits_and_invalidates(tmp_path):
     assert torch.equal(cached_features(ds, extractor, {"kind": "x"}, tmp_path), a) and len(calls) == 4
 
 
+def test_cache_keys_the_extractors_code_version_and_weights_file(tmp_path):
+    """The key held the settings only: a weights file replaced under the same path, or a fix of an
+    extractor's computation, reused the old features; random VGG16 weights came from the run's seed
+    (each seed got seed 0's cached features)."""
+    import os
+
+    from pgh.features import GistFeatures
+
+    ds = ImageDataset("tiny", torch.randint(0, 256, (3, 1, 32, 32), dtype=torch.uint8), torch.arange(3))
+    config = {"image_size": 32}
+
+    class Gist2(GistFeatures):
+        version = 2  # a fix of GIST's computation
+
+    first = cached_features(ds, GistFeatures(device="cpu"), config, tmp_path)
+    cached_features(ds, GistFeatures(device="cpu"), config, tmp_path)
+    assert len(list(tmp_path.glob("tiny-*.pt"))) == 1
+    cached_features(ds, Gist2(device="cpu"), config, tmp_path)
+    assert len(list(tmp_path.glob("tiny-*.pt"))) == 2
+
+    vgg_a = VGG16FC7Features(pretrained=False, image_size=32, device="cpu", seed=0)
+    assert torch.equal(vgg_a(ds.images), VGG16FC7Features(pretrained=False, image_size=32, device="cpu")(ds.images))
+    assert vgg_a.cache_identity()["random_weights_seed"] == 0
+    assert VGG16FC7Features(pretrained=False, image_size=32, device="cpu", seed=1).cache_identity() != (
+        vgg_a.cache_identity()
+    )
+
+    from torchvision.models import vgg16
+
+    weights = tmp_path / "vgg16.pth"
+    torch.save(vgg16(weights=None).state_dict(), weights)
+    before = VGG16FC7Features(weights=str(weights), image_size=32, device="cpu").cache_identity()
+    torch.save(vgg16(weights=None).state_dict(), weights)  # other weights, same path
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    after = VGG16FC7Features(weights=str(weights), image_size=32, device="cpu").cache_identity()
+    assert before["weights"] == after["weights"] == str(weights.resolve()) and before != after
+    assert first.shape == (3, 512)
+
+
 def test_device_resolution():
     assert resolve_device("cpu").type == "cpu"
     if not torch.cuda.is_available():

@@ -73,11 +73,17 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray | None, str]:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
 
         path = self.paths[i]
         try:
             with Image.open(path) as im:
+                if im.mode in ("I", "F"):
+                    kind = "integer" if im.mode == "I" else "float"
+                    return None, f"{path} (32-bit {kind} pixels have no fixed range: save it with 8 or 16 bits)"
+                im = ImageOps.exif_transpose(im)  # a photo tagged "rotated" as it is shown
+                if im.mode.startswith("I;16"):  # 16-bit grey: scaled to 8 bits (convert would clip it at 255)
+                    im = Image.fromarray((np.asarray(im).astype(np.uint32) // 257).astype(np.uint8), "L")
                 im = im.convert("L" if self.channels == 1 else "RGB").resize((self.size, self.size), Image.BILINEAR)
                 array = np.asarray(im, dtype=np.uint8)
         except (UnidentifiedImageError, OSError, SyntaxError) as e:

@@ -19,7 +19,12 @@ def resolve_device(device: str, key: str = "device") -> torch.device:
 
 
 class FeatureExtractor:
-    """Base class: batches the images, checks them, and concatenates the per-batch features."""
+    """Base class: batches the images, checks them, and concatenates the per-batch features.
+
+    `version` is part of the feature cache's key: raise it in a subclass whose features change for the
+    same settings (a fix of its computation), so that no cache made by the earlier code is read."""
+
+    version = 1
 
     def __init__(self, batch_size: int = 512, device: str = "auto") -> None:
         if batch_size < 1:
@@ -40,3 +45,7 @@ class FeatureExtractor:
     def extract(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, C, H, W] on self.device -> features [B, D]."""
         raise NotImplementedError
+
+    def cache_identity(self) -> dict:
+        """What, beside the extractor's settings, its features depend on (the feature cache's key)."""
+        return {"extractor": type(self).__name__, "version": self.version}

@@ -1,8 +1,10 @@
 """On-disk feature cache keyed by the dataset's content and the feature config.
 
 Features are computed per image over the whole pool, so the split does not change them; the key is
-the dataset name and content fingerprint plus the feature extractor's resolved config, and any
-change to either gives a new key (a new file). Files are written atomically.
+the dataset name and content fingerprint plus the feature extractor's resolved config and its
+`cache_identity()` (code version; for VGG16 the weights file's path, size and modification time, or
+the seed of random weights), and any change to one of them gives a new key (a new file). Files are
+written atomically.
 """
 
 from __future__ import annotations
@@ -40,8 +42,12 @@ def cached_features(
     """Features of every image of `dataset`, from `cache_dir` when present there, else computed."""
     if cache_dir is None:
         return extractor(dataset.images)
-    # device and batch size do not change the features
+    # device and batch size do not change the features; the extractor's code version and what it
+    # loads (a weights file) do
     key_config = {k: v for k, v in feature_config.items() if k not in ("device", "batch_size")}
+    identity = getattr(extractor, "cache_identity", None)
+    if identity is not None:
+        key_config["identity"] = identity()
     path = Path(cache_dir) / f"{dataset.name}-{cache_key(dataset, key_config)}.pt"
     if path.exists():
         try:

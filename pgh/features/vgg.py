@@ -1,7 +1,8 @@
 """VGG16 fc7 activations (4096-d), the deep features of the paper's "+VGG" rows.
 
 Weights come from a local file (`weights`) or torchvision's cache; nothing is downloaded. Random
-weights are used only when asked for with `pretrained=False`: a missing weights file is an error.
+weights (drawn from `seed`) are used only when asked for with `pretrained=False`: a missing weights
+file is an error.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class VGG16FC7Features(FeatureExtractor):
         image_size: int = 224,
         batch_size: int = 64,
         device: str = "auto",
+        seed: int = 0,
     ) -> None:
         super().__init__(batch_size, device)
         from torchvision.models import vgg16
@@ -74,7 +76,11 @@ class VGG16FC7Features(FeatureExtractor):
             raise ValueError(f"image_size must be >= 32 for VGG16's five poolings, got {image_size}")
         self.image_size = image_size
         path = vgg16_weights_path(weights, "features") if pretrained else None  # before building the network
-        model = vgg16(weights=None)
+        self.weights_file = path
+        self.seed = seed
+        with torch.random.fork_rng(devices=[]):  # random weights from `seed`, the caller's stream untouched
+            torch.manual_seed(seed)
+            model = vgg16(weights=None)
         if path is not None:
             load_vgg16_weights(model, path)
         # fc7 = the output of the second fully connected layer after its ReLU (classifier[:5])
@@ -88,11 +94,27 @@ class VGG16FC7Features(FeatureExtractor):
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
 
+    def cache_identity(self) -> dict:
+        """The weights file by path, size and modification time (a file replaced under the same name
+        gives a new key), or the seed of random weights."""
+        identity = super().cache_identity()
+        if self.weights_file is None:
+            return {**identity, "random_weights_seed": self.seed}
+        stat = self.weights_file.stat()
+        return {
+            **identity,
+            "weights": str(self.weights_file.resolve()),
+            "size": stat.st_size,
+            "mtime": stat.st_mtime_ns,
+        }
+
     def extract(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float() / 255.0
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         elif x.shape[1] != 3:
             raise ValueError(f"VGG16 needs 1- or 3-channel images, got {x.shape[1]} channels")
-        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        x = F.interpolate(
+            x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True
+        )
         return self.model((x - self.mean) / self.std)
