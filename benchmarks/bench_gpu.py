@@ -21,6 +21,7 @@ prints its tables and writes a file only when --out names one.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -125,7 +126,10 @@ def throughput(overrides: list[str], precision: str, device: torch.device, warmu
 
 
 def end_to_end(overrides: list[str], what: str, out: Path) -> list[str]:
-    """One row: a full `train(cfg)` run of PGH into `out`, its mAP and wall time."""
+    """One row: a full `train(cfg)` run of PGH into `out` (afresh: a reused --run-dir holds the last
+    invocation's checkpoints, which pgh-train would refuse), its mAP and wall time."""
+    if out.exists():
+        shutil.rmtree(out)
     metrics = run_timed(overrides, out)
     return [
         what,
@@ -240,7 +244,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="timed batches per throughput row (default 100; --quick: 2)")
     parser.add_argument("--warmup", type=int, help="untimed batches before them (default 20; --quick: 1)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "e2e", "ddp", "faiss", "index"])
-    parser.add_argument("--out", type=Path, help="default: benchmarks/gpu.md on CUDA; on the CPU only printed")
+    parser.add_argument(
+        "--out", type=Path, help="default: benchmarks/gpu.md on CUDA (not with --quick); else only printed"
+    )
     parser.add_argument("--run-dir", type=Path, help="where the end-to-end runs write (default: a temporary dir)")
     args = parser.parse_args()
     if args.steps is not None and args.steps < 1 or args.warmup is not None and args.warmup < 0:
@@ -256,11 +262,12 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU only"
     text = (
         "# GPU benchmark (`make bench-gpu`)\n\n"
-        + ("**`--quick` on the CPU: toy sizes, the numbers mean nothing.**\n\n" if args.quick else "")
+        + ("**`--quick`: toy sizes, the numbers mean nothing.**\n\n" if args.quick else "")
         + f"Machine: {machine()}; device: {gpu}\n\n"
         + "\n".join(sections)
     )
-    out = args.out or (Path(__file__).parent / "gpu.md" if device.type == "cuda" else None)
+    # a measurement on CUDA replaces benchmarks/gpu.md; --quick's toy numbers never do
+    out = args.out or (Path(__file__).parent / "gpu.md" if device.type == "cuda" and not args.quick else None)
     if out is not None:
         write_text(out, text)
     print(text)

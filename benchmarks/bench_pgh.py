@@ -80,6 +80,14 @@ def settings(extra: list[str]) -> str:
     return " ".join(shown) or "defaults"
 
 
+EXTRA_OVERRIDES = "extra_overrides.txt"  # a run's overrides given on bench-pgh's command line (ARGS=...)
+
+
+def recorded_overrides(out: Path) -> list[str]:
+    path = out / EXTRA_OVERRIDES
+    return path.read_text().splitlines() if path.exists() else []
+
+
 def best_shallow(dataset: str, bits: int) -> str:
     runs = load_metrics((ROOT / "logs" / "bench" / "baselines").glob(f"{dataset}_*_{bits}"))
     if not runs:
@@ -98,19 +106,23 @@ def main() -> None:
         nargs="+",
         help="train only these, e.g. mnist5k_gist_32 (default: all of --datasets); the table keeps every finished run",
     )
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
+    parser.add_argument(
+        "overrides", nargs="*", help="extra Hydra overrides for the runs that train (the table's settings show them)"
+    )
     args = parser.parse_args()
     rows = []
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        for dataset, features, bits, extra, suffix in [g for g in GRID if g[0] in args.datasets]:
+        for dataset, features, bits, extra, suffix in GRID:
             name = f"{dataset}_{features}_{bits}{suffix}"
             out = RUNS / name
-            # --runs picks what trains; the table keeps every finished run (it lost the others' rows)
-            chosen = not args.runs or name in args.runs
+            # --datasets and --runs pick what trains; the table keeps every finished run of the grid
+            chosen = dataset in args.datasets and (not args.runs or name in args.runs)
             finished = (out / "metrics.json").exists() and not (args.force and chosen)
             if chosen and not args.from_runs and not finished:
                 if out.exists():  # a stale last.ckpt would make Lightning version the new one (last-v1.ckpt)
                     shutil.rmtree(out)
+                if args.overrides:  # what the table's settings column shows for this run from now on
+                    write_text(out / EXTRA_OVERRIDES, "".join(f"{o}\n" for o in args.overrides))
                 run_timed(
                     [
                         f"dataset={dataset}",
@@ -136,7 +148,7 @@ def main() -> None:
                     dataset,
                     f"{m['init_hash'].upper()}+{features.upper() if features == 'gist' else 'PIXEL'}",
                     bits,
-                    settings(extra),
+                    settings(extra + recorded_overrides(out)),
                     m["num_train"],
                     f"{100 * m['init_map_all']:.2f}",
                     f"{100 * m['map_all']:.2f}",

@@ -45,6 +45,11 @@ def test_quick_cpu_run_prints_every_table(tmp_path):
     ]
     assert all(0 < float(row[2]) <= 100 and row[4] == "1" for row in runs)
     assert all((tmp_path / "runs" / name / "metrics.json").exists() for name in ("bf16", "fp32", "ddp"))
+    # the same --run-dir again: the end-to-end runs start afresh (pgh-train refused the old checkpoints)
+    again = run("--device", "cpu", "--quick", "--skip", "throughput", "ddp", "faiss", "index",
+                "--run-dir", str(tmp_path / "runs"), tmp_path=tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(markdown_table_rows(again.stdout, "PGH end to end")) == 2
 
     coding = markdown_table_rows(text, "pgh-index coding on the CPU")
     assert {row[0] for row in coding} == {"200 PNGs, 28 px", "50 JPEGs, 256 px"}

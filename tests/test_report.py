@@ -295,3 +295,23 @@ def test_runs_on_different_query_sets_are_named_and_tables_keep_one_row_order(tm
     assert list(table_rows(text, "Runs")) == ["1_itq", "2_lsh", "10_itq"]  # numbers as numbers
     # the per-class table lists its rows in the mAP table's order (features, then method)
     assert list(table_rows(text, "mAP@all (%) per class")) == list(table_rows(text, "mAP@all (%)"))
+
+
+def test_cifar10_runs_at_64_bits_show_the_papers_progressive_curves(tmp_path):
+    """The paper shows mAP@all by round for CIFAR-10 at 64 bits only: those curves join the rounds
+    table and figure when every run with rounds is such a run, and no others."""
+    run = write_run(tmp_path / "cifar", 0.33, rounds=[0.18, 0.30, 0.33], dataset="cifar10", bits=64)
+    curves = build_report([run]).rounds
+    assert curves["paper: ITQ+GIST"] == [17.58, 27.04, 30.49, 31.81, 32.40] and "paper: ITQ+VGG" in curves
+    write_run(tmp_path / "mnist", 0.8, rounds=[0.55, 0.8])
+    assert not any(label.startswith("paper") for label in build_report([tmp_path]).rounds)
+
+
+def test_a_run_without_config_yaml_is_a_row_of_its_own(tmp_path):
+    """It made every other run's settings differ from it: each got a label of every key."""
+    write_run(tmp_path / "a", 0.80, seed=0)
+    write_run(tmp_path / "b", 0.84, seed=1)
+    write_run(tmp_path / "c", 0.70, seed=2)
+    (tmp_path / "c" / "config.yaml").unlink()
+    rows = table_rows(build_report([tmp_path]).text, "mAP@all (%)")
+    assert set(rows) == {"PGH+GIST", "PGH+GIST (no config.yaml)"}

@@ -11,7 +11,7 @@ Every directory at or below the arguments that holds a metrics.json is a run. Th
 2. every run: where it is, its settings, seed, initial codes, mAP@all, mAP@1000, P@100, training
    seconds;
 3. for the runs with a rounds.csv (PGH): mAP@all by round, the paper's progressive curve, as a table
-   and as rounds.png;
+   and as rounds.png, beside the paper's own curves when every such run is CIFAR-10 at 64 bits;
 and, with --out, the precision-recall curves over Hamming radii and the precision@N curves of every
 row, one figure each per dataset and bit length (pr_<dataset>_<bits>.png,
 precision_at_n_<dataset>_<bits>.png; repeats averaged; runs that predate precision_at_n.csv are left
@@ -131,10 +131,14 @@ def label_variants(results: list[dict[str, Any]]) -> None:
     A key that a run's config lacks (a run made before the key existed) counts as the value
     `absent`; keys that only mirror the bit length or the seed (`method.module.bits`, `method.seed`)
     do not count. Distinct settings always get distinct variants, and runs with the same variant in
-    the same cell are repeats (seeds), which the table averages."""
+    the same cell are repeats (seeds), which the table averages. A run without config.yaml is the
+    variant `no config.yaml` and takes no part in the others' comparison."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
-        groups[(r["method"], r["features"])].append(r)
+        if (Path(r["run"]) / "config.yaml").exists():
+            groups[(r["method"], r["features"])].append(r)
+        else:  # nothing to compare its settings by: a row of its own, apart from every other run's
+            r["settings"], r["variant"] = {}, "no config.yaml"
     for group in groups.values():
         configs = [settings(r["run"]) for r in group]
         for r in group:
@@ -377,6 +381,10 @@ def build_report(paths: list[str | Path]) -> Report:
     if classes:
         text += "\n## mAP@all (%) per class (over each class's queries)\n" + classes
     curves = progressive_curves(results)
+    with_rounds = {(r["dataset"], int(r["bits"])) for r in results if (Path(r["run"]) / "rounds.csv").exists()}
+    if with_rounds == {("cifar10", 64)}:  # the paper's progressive curves are CIFAR-10's at 64 bits
+        for key, values in paper.CIFAR10_ROUNDS_64.items():
+            curves[f"paper: {row_name(*key.split('+'))}"] = values
     if curves:
         text += "\n## PGH: mAP@all (%) by round (round 0: the initial codes)\n\n" + rounds_table(curves)
     return Report(

@@ -1,0 +1,78 @@
+"""The benchmark scripts that write README tables (`make bench-pgh`, `bench-deep`, `bench-baselines`)
+keep every finished run of their grid in the table: choosing what trains (--datasets, --runs,
+--methods, --bits) deleted the other finished rows from README.md and benchmarks/*.md. Runs here are
+fake finished run directories under a temporary root; nothing trains."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+
+def load(name: str, root: Path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "ROOT", root)
+    monkeypatch.setattr(module, "RUNS", root / "logs" / "bench" / name.removeprefix("bench_"))
+    (root / "benchmarks").mkdir(parents=True, exist_ok=True)
+    return module
+
+
+def fake_run(out: Path, **metrics) -> None:
+    out.mkdir(parents=True)
+    base = {"map_all": 0.5, "train_seconds": 60.0, "encode_seconds": 1.0, "eval_seconds": 1.0, "feature_seconds": 0.0}
+    (out / "metrics.json").write_text(json.dumps({**base, **metrics}))
+    (out / "wall_seconds.txt").write_text("61.0\n")
+
+
+def readme_with(root: Path, start: str, end: str) -> Path:
+    readme = root / "README.md"
+    readme.write_text(f"# title\n\n{start}\nold\n{end}\n\nrest\n")
+    return readme
+
+
+def test_bench_pgh_keeps_every_finished_run_and_shows_the_runs_extra_overrides(tmp_path, monkeypatch):
+    bench = load("bench_pgh", tmp_path, monkeypatch)
+    readme = readme_with(tmp_path, bench.START, bench.END)
+    pgh = {"init_hash": "itq", "num_train": 4000, "init_map_all": 0.55, "dataset": "mnist5k", "bits": 32}
+    for name, dataset, map_all in (
+        ("mnist5k_gist_32", "mnist5k", 0.8766),
+        ("fashion_mnist_gist_32", "fashion_mnist", 0.5595),
+    ):
+        fake_run(bench.RUNS / name, **{**pgh, "dataset": dataset, "map_all": map_all})
+        (bench.RUNS / name / "rounds.csv").write_text(f"round,map_all\n0,0.55\n1,{map_all}\n")
+    (bench.RUNS / "mnist5k_gist_32" / bench.EXTRA_OVERRIDES).write_text("seed=1\n")
+    monkeypatch.setattr(sys, "argv", ["bench_pgh.py", "--from-runs", "--datasets", "mnist5k"])
+    bench.main()
+    text = readme.read_text()
+    assert "| 87.66 |" in text and "| 55.95 |" in text  # the fashion row stays though only mnist5k was chosen
+    assert "| seed=1 |" in text and text.endswith("rest\n")
+    assert (tmp_path / "benchmarks" / "pgh.md").read_text().count("| mnist5k |") == 1
+
+
+def test_bench_deep_and_baselines_keep_every_finished_run(tmp_path, monkeypatch):
+    deep = load("bench_deep", tmp_path, monkeypatch)
+    readme = readme_with(tmp_path, deep.START, deep.END)
+    fake_run(deep.RUNS / "mnist5k_dh_32", method="dh", features="gist", dataset="mnist5k", bits=32, map_all=0.6)
+    fake_run(deep.RUNS / "fashion_mnist_dh_32", method="dh", features="gist", dataset="fashion_mnist", bits=32)
+    monkeypatch.setattr(deep, "run_timed", lambda *a, **k: pytest.fail("a finished run trained again"))
+    monkeypatch.setattr(sys, "argv", ["bench_deep.py", "--datasets", "mnist5k", "--methods", "dh", "--bits", "32"])
+    deep.main()
+    assert "fashion_mnist 32" in readme.read_text() and "mnist5k 32" in readme.read_text()
+
+    baselines = load("bench_baselines", tmp_path, monkeypatch)
+    readme = readme_with(tmp_path, baselines.START, baselines.END)
+    for dataset in ("mnist5k", "fashion_mnist"):
+        fake_run(baselines.run_dir(dataset, "itq", "gist", 32), method="itq", features="gist", dataset=dataset, bits=32)
+    monkeypatch.setattr(sys, "argv", ["bench_baselines.py", "--from-runs", "--datasets", "mnist5k"])
+    baselines.main()
+    header = next(line for line in readme.read_text().splitlines() if line.startswith("| method"))
+    assert "fashion_mnist" in header and "mnist5k" in header
