@@ -676,7 +676,7 @@ def test_a_resume_that_would_change_the_rounds_or_their_length_stops_with_the_ke
         ("method.rounds=-1", r"method.rounds=-1 must be a positive whole number of rounds"),
         ("trainer.precision=64-true", r"trainer.precision=64-true is not supported: .* use one of 32-true"),
         ("trainer.precision=bf16-true", r"trainer.precision=bf16-true is not supported"),
-        ("trainer.precision=16-mixed", r"16-mixed needs a CUDA device .* use trainer.precision=bf16-mixed"),
+        ("trainer.precision=16-mixed", r"16-mixed does not suit PGH: one backward .* use trainer.precision=bf16-mixed"),
     ],
 )
 def test_settings_pgh_cannot_train_with_stop_before_any_work(make_cfg, tmp_path, override, message):
