@@ -34,6 +34,26 @@ class SaveCodes(L.Callback):
         torch.save(pl_module.encode_inputs(self.images), self.out / f"own_rank{rank}.pt")
 
 
+def two_cpu_ranks(max_epochs: int, callbacks: list) -> L.Trainer:
+    """A trainer of two gloo processes on the CPU, as conf/trainer/ddp.yaml: no buffer broadcast, so the
+    refresh alone must keep the codes equal."""
+    return L.Trainer(
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        devices=2,
+        strategy=DDPStrategy(find_unused_parameters=True, broadcast_buffers=False, start_method="spawn"),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+
+
+def loader(images: torch.Tensor) -> DataLoader:
+    return DataLoader(TensorDataset(images, torch.arange(len(images))), batch_size=8, shuffle=True)
+
+
 def test_code_refresh_gathers_the_same_codes_on_every_rank(tmp_path):
     torch.manual_seed(0)
     images = torch.randint(0, 256, (N, 1, 28, 28), dtype=torch.uint8)
@@ -42,19 +62,7 @@ def test_code_refresh_gathers_the_same_codes_on_every_rank(tmp_path):
     initial = torch.randint(0, 2, (N, BITS))
     model.set_codes(initial)
     rounds = ProgressiveRounds(images, images[:8], labels[:8], images, labels, tmp_path, epochs_per_round=1)
-    trainer = L.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        devices=2,
-        # as conf/trainer/ddp.yaml: no buffer broadcast, so the refresh alone must keep the codes equal
-        strategy=DDPStrategy(find_unused_parameters=True, broadcast_buffers=False, start_method="spawn"),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[rounds, SaveCodes(tmp_path, images)],
-    )
-    trainer.fit(model, DataLoader(TensorDataset(images, torch.arange(N)), batch_size=8, shuffle=True))
+    two_cpu_ranks(2, [rounds, SaveCodes(tmp_path, images)]).fit(model, loader(images))
 
     rank0, rank1 = (torch.load(tmp_path / f"codes_rank{r}.pt") for r in (0, 1))
     assert torch.equal(rank0, rank1)
@@ -93,19 +101,9 @@ def test_reset_gan_each_round_gives_every_rank_rank_0s_new_weights(tmp_path):
         images, images[:8], torch.arange(8) % 4, images, torch.arange(N) % 4, tmp_path,
         epochs_per_round=1, reset_gan_each_round=True, converge_bit_change=0.0,
     )  # fmt: skip
-    trainer = L.Trainer(
-        max_epochs=1,  # the run ends with round 1's refresh and reset
-        accelerator="cpu",
-        devices=2,
-        strategy=DDPStrategy(find_unused_parameters=True, broadcast_buffers=False, start_method="spawn"),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[RankSeeds(), rounds, SaveGAN(tmp_path)],
-    )
     before = {k: v.clone() for k, v in model.G.named_parameters()}
-    trainer.fit(model, DataLoader(TensorDataset(images, torch.arange(N)), batch_size=8, shuffle=True))
+    # one epoch: the run ends with round 1's refresh and reset
+    two_cpu_ranks(1, [RankSeeds(), rounds, SaveGAN(tmp_path)]).fit(model, loader(images))
     rank0, rank1 = (torch.load(tmp_path / f"gan_rank{r}.pt") for r in (0, 1))
     assert rank0.keys() == rank1.keys() and all(torch.equal(rank0[k], rank1[k]) for k in rank0)
     assert not torch.equal(rank0["project.weight"], before["project.weight"])  # it was reset
