@@ -480,7 +480,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # before the run's first file: a missing dataset is the most common refusal (datasets draw no random numbers)
     dataset: ImageDataset = instantiate(cfg.dataset)
     existing = {entry.name for entry in out.iterdir()} if out.is_dir() else set()
-    started = [path for path in (out / "config.yaml", out / "split.npz", out / "csv", out) if not path.exists()]
+    start_files = ("config.yaml", "split.npz", "csv", "tensorboard")  # csv/, tensorboard/: the loggers' hparams
+    started = [path for path in (*(out / name for name in start_files), out) if not path.exists()]
     try:
         return run_job(cfg, out, dataset, bits, resuming, source, eval_opts)
     except Exception:
@@ -490,7 +491,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def take_back_start_files(out: Path, started: list[Path], existing: set[str]) -> None:
     """After a job failed before it made anything but its start files (config.yaml, split.npz, the CSV
-    logger's csv/hparams.yaml; those in `started` did not exist before it), remove those: a refused
+    and TensorBoard loggers' hparams; those in `started` did not exist before it), remove those: a refused
     setting (an ITQ longer than its features, a missing weights file, ...) leaves no run behind. When
     the job made anything else (a checkpoint, a fitted hasher, results), everything stays; what was
     in `out` before (`existing` names) always stays."""

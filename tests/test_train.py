@@ -496,6 +496,10 @@ def test_train_takes_back_the_start_files_it_made_and_nothing_else(make_cfg, tmp
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.yaml"]
     with pytest.raises(ValueError, match="seed='abc' must be a whole number"):
         train(make_cfg("dataset=digits", "seed=abc"))
+    (tmp_path / "run" / "config.yaml").unlink()
+    with pytest.raises(ValueError, match="128 bits need at least 128 feature dimensions"):
+        train(make_cfg(*refused[:-1], "logger=tensorboard"))  # its event file and hparams go too
+    assert not any((tmp_path / "run").iterdir())
 
 
 def test_a_refused_resume_leaves_the_runs_files_as_they_were(make_cfg, tmp_path):
