@@ -15,6 +15,7 @@ import re
 import shutil
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ def train_deep(
     loggers: list,
     out: Path,
     eval_opts: dict[str, Any],
+    progress: JobProgress,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | None:
     """Fit the method's LightningModule (`method.module`) with a Lightning Trainer, then encode.
     Returns None on the ranks other than 0 of a multi-process run (DDP), which have nothing to write.
@@ -156,6 +158,7 @@ def train_deep(
         drop_last=per_rank > m.batch_size,  # else a rank with fewer images than a batch would run no step
         num_workers=m.num_workers,
     )
+    progress.training_started = True  # from here a failure keeps the run's files (logs, curves): they tell why
     trainer.fit(model, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
     # the step-interval checkpoint can predate the last steps and the last round's code refresh, so
     # save the model that is evaluated below; not after a stop in mid-epoch (trainer.max_steps or
@@ -481,20 +484,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     dataset: ImageDataset = instantiate(cfg.dataset)
     existing = {entry.name for entry in out.iterdir()} if out.is_dir() else set()
     start_files = ("config.yaml", "split.npz", "csv", "tensorboard")  # csv/, tensorboard/: the loggers' hparams
-    started = [path for path in (*(out / name for name in start_files), out) if not path.exists()]
+    started = [path for path in (*(out / name for name in start_files), out) if not os.path.lexists(path)]
+    progress = JobProgress()
     try:
-        return run_job(cfg, out, dataset, bits, resuming, source, eval_opts)
+        return run_job(cfg, out, dataset, bits, resuming, source, eval_opts, progress)
     except Exception:
-        take_back_start_files(out, started, existing)
+        if not progress.training_started:
+            take_back_start_files(out, started, existing)
         raise
+
+
+@dataclass
+class JobProgress:
+    """How far a job got: once a deep method has begun training, a failure keeps what it wrote."""
+
+    training_started: bool = False
 
 
 def take_back_start_files(out: Path, started: list[Path], existing: set[str]) -> None:
     """After a job failed before it made anything but its start files (config.yaml, split.npz, the CSV
-    and TensorBoard loggers' hparams; those in `started` did not exist before it), remove those: a refused
-    setting (an ITQ longer than its features, a missing weights file, ...) leaves no run behind. When
-    the job made anything else (a checkpoint, a fitted hasher, results), everything stays; what was
-    in `out` before (`existing` names) always stays."""
+    and TensorBoard loggers' hparams; those in `started` did not exist before it) and before a deep
+    method began training, remove those: a refused setting (an ITQ longer than its features, a
+    missing weights file, ...) leaves no run behind. When the job made anything else (a checkpoint,
+    a fitted hasher, results), everything stays; what was in `out` before (`existing` names) always
+    stays."""
     try:
         made = {entry.name for entry in out.iterdir()} - existing - {".hydra"}
         made = {name for name in made if not name.endswith(".log")}
@@ -521,6 +534,7 @@ def run_job(
     resuming: bool,
     source: Path | None,
     eval_opts: dict[str, Any],
+    progress: JobProgress,
 ) -> dict[str, Any]:
     """train()'s work once the command was checked: the run's files, features, fit, evaluation."""
     out.mkdir(parents=True, exist_ok=True)
@@ -557,7 +571,7 @@ def run_job(
 
     if "module" in cfg.method:
         distance = "hamming"
-        trained = train_deep(cfg, dataset, split, features, loggers, out, eval_opts)
+        trained = train_deep(cfg, dataset, split, features, loggers, out, eval_opts, progress)
         if trained is None:
             return {}
         query_codes, db_codes, run_info = trained

@@ -254,7 +254,7 @@ def test_worker_processes_read_the_same_images_in_order_and_name_every_unreadabl
         read_images(paths, channels=1, size=4, workers=-1)
 
 
-def test_sixteen_bit_images_are_scaled_rotated_photos_upright_and_32_bit_ones_refused(tmp_path):
+def test_sixteen_bit_images_are_scaled_rotated_photos_upright_and_32_bit_ones_refused(tmp_path, monkeypatch):
     """Pillow's convert clips 16-bit grey at 255 (a ramp read as nearly all white); EXIF orientation was
     ignored; 32-bit integer or float pixels have no range to scale from."""
     from PIL import Image
@@ -264,9 +264,20 @@ def test_sixteen_bit_images_are_scaled_rotated_photos_upright_and_32_bit_ones_re
     ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "ramp16.png")
     assert Image.open(tmp_path / "ramp16.png").mode.startswith("I")
+    expected = torch.from_numpy((ramp.astype(np.uint32) // 257).astype(np.uint8))
     for channels in (1, 3):
-        image = read_images([tmp_path / "ramp16.png"], channels, 8)[0]
-        assert torch.equal(image[0], torch.from_numpy((ramp.astype(np.uint32) // 257).astype(np.uint8)))
+        assert torch.equal(read_images([tmp_path / "ramp16.png"], channels, 8)[0, 0], expected)
+    # Pillow before 10.3 opened 16-bit grey PNGs in mode I (32-bit): read as 16-bit all the same
+    real_open = Image.open
+
+    def open_as_old_pillow(path, *args, **kwargs):
+        image = real_open(path, *args, **kwargs).convert("I")
+        image.format = "PNG"
+        return image
+
+    monkeypatch.setattr(Image, "open", open_as_old_pillow)
+    assert torch.equal(read_images([tmp_path / "ramp16.png"], 1, 8)[0, 0], expected)
+    monkeypatch.setattr(Image, "open", real_open)
 
     wide = np.zeros((4, 8), np.uint8)
     wide[:, :4] = 255  # left half white

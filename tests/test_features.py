@@ -138,6 +138,14 @@ def test_cache_keys_the_extractors_code_version_and_weights_file(tmp_path):
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     after = VGG16FC7Features(weights=str(weights), image_size=32, device="cpu").cache_identity()
     assert before["weights"] == after["weights"] == str(weights.resolve()) and before != after
+    # loading weights draws the network's random initialisation from the caller's generator, as it
+    # always did: a deep run with features=vgg16_fc7 keeps its numbers
+    torch.manual_seed(3)
+    VGG16FC7Features(weights=str(weights), image_size=32, device="cpu")
+    drawn = torch.rand(1)
+    torch.manual_seed(3)
+    vgg16(weights=None)
+    assert torch.equal(drawn, torch.rand(1))
     assert first.shape == (3, 512)
 
 

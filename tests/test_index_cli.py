@@ -321,7 +321,11 @@ def test_file_names_with_line_breaks_are_refused_and_other_odd_names_round_trip(
 def test_a_write_that_fails_or_stops_midway_never_costs_the_index(make_cfg, tmp_path, capsys, monkeypatch):
     """update writes its new set of files into INDEX_DIR/.staging and moves it into place once whole:
     a full disk while writing leaves the old index as it was; a stop while moving is finished by the
-    next command (here search), which then answers as a fresh build of the folder would."""
+    next update (a search, which may run beside a writer, leaves the folder alone and names the fix),
+    which then answers as a fresh build of the folder would. A second writer is refused while one
+    holds the folder."""
+    import fcntl
+
     import pgh.retrieval.cli as cli
 
     run = trained_run(make_cfg, tmp_path, "itq", SHALLOW["itq"])
@@ -354,16 +358,23 @@ def test_a_write_that_fails_or_stops_midway_never_costs_the_index(make_cfg, tmp_
         with pytest.raises(KeyboardInterrupt):
             main(["update", str(index), "--device", "cpu"])
     assert not (index / "index.json").exists() and (index / ".staging" / "index.json").exists()
+    with pytest.raises(SystemExit, match="stopped while it moved its files into place: pgh-index update .* finishes"):
+        main(["search", str(index), query, "--device", "cpu"])
+    assert (index / ".staging" / "index.json").exists()  # the search changed nothing
+    with open(index / ".lock", "a") as other_writer:
+        fcntl.flock(other_writer, fcntl.LOCK_EX)
+        with pytest.raises(SystemExit, match="another pgh-index build or update is writing .*index: let it finish"):
+            main(["update", str(index), "--device", "cpu"])
+        fcntl.flock(other_writer, fcntl.LOCK_UN)
     capsys.readouterr()
-    main(["search", str(index), query, "-k", "5", "--device", "cpu"])
-    after = capsys.readouterr()
-    assert "finishing a write that was stopped while it moved its files into place" in after.err
+    main(["update", str(index), "--device", "cpu"])
+    assert "finishing a write that was stopped while it moved its files into place" in capsys.readouterr().err
     assert not (index / ".staging").exists()
     main(["build", str(run), str(images), "--out", str(tmp_path / "fresh"), "--device", "cpu"])
     for name in ("paths.txt", "codes.npy", "stamps.npy", "index.faissindex"):
         assert (index / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
     fresh = search_rows(capsys, str(tmp_path / "fresh"), query, "-k", "5")
-    assert list(csv.DictReader(io.StringIO(after.out))) == fresh
+    assert search_rows(capsys, str(index), query, "-k", "5") == fresh
     assert json.loads((index / "index.json").read_text())["count"] == 200
 
 

@@ -500,6 +500,12 @@ def test_train_takes_back_the_start_files_it_made_and_nothing_else(make_cfg, tmp
     with pytest.raises(ValueError, match="128 bits need at least 128 feature dimensions"):
         train(make_cfg(*refused[:-1], "logger=tensorboard"))  # its event file and hparams go too
     assert not any((tmp_path / "run").iterdir())
+    # a deep method that fails once training has begun keeps everything: its logged losses tell why
+    kill = ["+callbacks.kill._target_=conftest.KillAtEpochStart", "+callbacks.kill.epoch=1"]
+    with pytest.raises(RuntimeError, match="killed at the start of epoch 1"):
+        train(make_cfg("dataset=digits", "method=dh", "split.query_per_class=20", "method.max_epochs=3", *kill))
+    assert {"config.yaml", "split.npz", "csv"} <= {p.name for p in (tmp_path / "run").iterdir()}
+    assert (tmp_path / "run" / "csv" / "metrics.csv").exists()
 
 
 def test_a_refused_resume_leaves_the_runs_files_as_they_were(make_cfg, tmp_path):

@@ -78,12 +78,15 @@ class ImageFiles(Dataset):
         path = self.paths[i]
         try:
             with Image.open(path) as im:
-                if im.mode in ("I", "F"):
+                # 16-bit grey (I;16, or I for a PNG, which has no 32-bit mode: Pillow before 10.3 read it so)
+                sixteen_bit = im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG")
+                if im.mode in ("I", "F") and not sixteen_bit:
                     kind = "integer" if im.mode == "I" else "float"
                     return None, f"{path} (32-bit {kind} pixels have no fixed range: save it with 8 or 16 bits)"
                 im = ImageOps.exif_transpose(im)  # a photo tagged "rotated" as it is shown
-                if im.mode.startswith("I;16"):  # 16-bit grey: scaled to 8 bits (convert would clip it at 255)
-                    im = Image.fromarray((np.asarray(im).astype(np.uint32) // 257).astype(np.uint8), "L")
+                if sixteen_bit:  # scaled to 8 bits (convert would clip it at 255)
+                    grey = np.asarray(im).astype(np.int64).clip(0, 65535) // 257
+                    im = Image.fromarray(grey.astype(np.uint8), "L")
                 im = im.convert("L" if self.channels == 1 else "RGB").resize((self.size, self.size), Image.BILINEAR)
                 array = np.asarray(im, dtype=np.uint8)
         except (UnidentifiedImageError, OSError, SyntaxError) as e:

@@ -78,11 +78,15 @@ class VGG16FC7Features(FeatureExtractor):
         path = vgg16_weights_path(weights, "features") if pretrained else None  # before building the network
         self.weights_file = path
         self.seed = seed
-        with torch.random.fork_rng(devices=[]):  # random weights from `seed`, the caller's stream untouched
-            torch.manual_seed(seed)
-            model = vgg16(weights=None)
         if path is not None:
+            # the random initialisation is overwritten, but it draws from the caller's generator as it
+            # always did, so the numbers of runs that follow (a deep method's init) stay what they were
+            model = vgg16(weights=None)
             load_vgg16_weights(model, path)
+        else:
+            with torch.random.fork_rng(devices=[]):  # random weights from `seed`, the caller's stream untouched
+                torch.manual_seed(seed)
+                model = vgg16(weights=None)
         # fc7 = the output of the second fully connected layer after its ReLU (classifier[:5])
         self.model = (
             torch.nn.Sequential(

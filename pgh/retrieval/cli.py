@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import hashlib
 import io
 import json
@@ -29,12 +30,14 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from pgh.data.files import find_images, iter_image_batches
-from pgh.io import save_npy, write_json, write_text
+from pgh.io import fsync_folder, save_npy, write_json, write_text
 from pgh.retrieval.codes import pack_codes
 from pgh.retrieval.index import BinaryIndex
 from pgh.retrieval.run_encoder import RunEncoder
@@ -77,16 +80,22 @@ def build(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     codes = encode_files(encoder, paths, args.chunk, args.workers)
     coded = time.perf_counter() - t0
-    write_index(out, index, codes, stamps, relative, info, coded)
+    with writer_lock(out, create=True):
+        write_index(out, index, codes, stamps, relative, info, coded)
     kind = f"IVF, nlist {index.nlist}, nprobe {index.nprobe}" if index.nlist else "exact"
     print(f"pgh-index | {len(paths):,} images | {encoder.bits} bits | {kind} | coded in {coded:.1f}s | {out}")
 
 
 def update(args: argparse.Namespace) -> None:
     """Bring an index up to date with its folder: code the files added or changed since, drop the
-    ones gone."""
+    ones gone. Holds the writer lock from the start: two updates would both code the same files."""
     out = Path(args.index)
-    info = read_index_info(out)
+    with writer_lock(out, create=False):
+        update_locked(args, out)
+
+
+def update_locked(args: argparse.Namespace, out: Path) -> None:
+    info = read_index_info(out, finish_write=True)
     if not (out / "codes.npy").exists() or not (out / "stamps.npy").exists():
         raise FileNotFoundError(
             f"{out} predates codes.npy and stamps.npy, which update needs: build it again with pgh-index build"
@@ -180,6 +189,7 @@ def file_sha256(path: Path) -> str:
 
 
 STAGING = ".staging"  # the next set of files, moved into place once it is whole
+LOCK = ".lock"  # held by the one build or update writing the folder
 INDEX_FILES = ("index.faissindex", "codes.npy", "stamps.npy", "paths.txt")  # then index.json, the finished mark
 
 
@@ -190,7 +200,7 @@ def write_index(
     and stamps.npy (for update), paths.txt and, last, index.json (the finished mark). All are written
     into INDEX_DIR/.staging first and moved into place once whole: a write that fails (a full disk, a
     kill) leaves the previous index as it was, and one stopped while moving is finished by the next
-    pgh-index command."""
+    build or update. The caller holds the writer lock."""
     if index.nlist:
         sample = np.random.default_rng(0).permutation(len(codes))[:IVF_TRAIN_SAMPLE]
         index.train(codes[np.sort(sample)])
@@ -217,23 +227,46 @@ def move_staged_index(out: Path) -> None:
             os.replace(staging / name, out / name)
     os.replace(staging / "index.json", out / "index.json")
     staging.rmdir()
-    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)  # the renames reach the disk
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_folder(out)  # the renames reach the disk
 
 
-def read_index_info(out: Path) -> dict:
+@contextmanager
+def writer_lock(out: Path, create: bool) -> Iterator[None]:
+    """The index folder to this process alone among pgh-index's writers (build, update) while it
+    writes; `create`: make the folder first (build)."""
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
+    elif not out.is_dir():
+        raise FileNotFoundError(f"{out} does not exist: build an index there with pgh-index build")
+    with open(out / LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another pgh-index build or update is writing {out}: let it finish first") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def read_index_info(out: Path, finish_write: bool = False) -> dict:
+    """index.json's record. A write stopped while it moved its whole new set into place (`.staging`
+    holds the set's index.json) is finished here with `finish_write` (build and update, which hold
+    the writer lock); a search, which may run beside a writer, leaves the folder as it is."""
     if not out.exists():
         raise FileNotFoundError(f"{out} does not exist: build an index there with pgh-index build")
-    if (out / STAGING / "index.json").exists():  # a write stopped while moving its whole new set into place
+    if (out / STAGING / "index.json").exists() and finish_write:
         print(
             f"pgh-index: {out}: finishing a write that was stopped while it moved its files into place",
             file=sys.stderr,
         )
         move_staged_index(out)
     if not (out / "index.json").exists():
+        if (out / STAGING / "index.json").exists():
+            raise FileNotFoundError(
+                f"{out}: a build or update was stopped while it moved its files into place: "
+                f"pgh-index update {out} finishes it"
+            )
         raise FileNotFoundError(f"{out} holds no finished index (no index.json): build one with pgh-index build")
     return json.loads((out / "index.json").read_text())
 
