@@ -85,7 +85,14 @@ def train_deep(
     """
     from torch.utils.data import DataLoader, TensorDataset
 
-    from pgh.callbacks import AtomicCheckpointIO, RandomState, StepCheckpoint, TrainingClock
+    from pgh.callbacks import (
+        AtomicCheckpointIO,
+        RandomState,
+        StepCheckpoint,
+        SubmititSignals,
+        TrainingClock,
+        under_submitit,
+    )
     from pgh.callbacks.checkpointing import reached_last_batch
     from pgh.methods.base import INPUT_KINDS, DeepHasher
 
@@ -146,6 +153,8 @@ def train_deep(
     )
     clock = TrainingClock()
     callbacks += [checkpointing, RandomState(), clock]
+    if under_submitit():  # hydra/launcher=slurm|local: a SIGTERM must not end the job before its requeue
+        callbacks.append(SubmititSignals())
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     trainer = instantiate(
         cfg.trainer, max_epochs=max_epochs, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]

@@ -159,9 +159,10 @@ class StopAtBatch:
 
 class SignalPreemption:
     """A Lightning callback (as `+callbacks.preempt._target_=conftest.SignalPreemption
-    +callbacks.preempt.at_step=N`) that, in a run that did not resume, sends its own process
-    submitit's preemption signal (SIGUSR2) once global step N is done: what SLURM does to a job it
-    preempts."""
+    +callbacks.preempt.at_step=N`) that, in a run that did not resume, sends its own process SIGTERM
+    once global step N is done and submitit's preemption signal (SIGUSR2) a few batches later: what
+    SLURM and submitit do to a job that is preempted (Lightning's own SIGTERM handler used to end the
+    training before the requeue signal came)."""
 
     def __new__(cls, at_step: int):
         import lightning as L
@@ -169,7 +170,12 @@ class SignalPreemption:
         class _Preempt(L.Callback):
             def on_train_batch_end(self, trainer, *args):
                 if trainer.ckpt_path is None and trainer.global_step >= at_step:
-                    os.kill(os.getpid(), signal.SIGUSR2)
+                    step = trainer.global_step
+                    if not hasattr(self, "sigterm_step"):
+                        self.sigterm_step = step
+                        os.kill(os.getpid(), signal.SIGTERM)
+                    elif step >= self.sigterm_step + 9:  # 3 batches (D, G and H steps) later
+                        os.kill(os.getpid(), signal.SIGUSR2)
 
         return _Preempt()
 
