@@ -184,6 +184,7 @@ def train_deep(
     t2 = time.perf_counter()
     if hasattr(model, "current_round"):
         run_info["rounds_completed"] = int(model.current_round)
+    run_info["global_step"] = int(trainer.global_step)  # Lightning's optimizer steps, over every attempt
     return query, database, {"train_seconds": train_seconds, "encode_seconds": t2 - t1, **run_info}
 
 
@@ -643,7 +644,7 @@ def run_job(
     write_json(out / "metrics.json", metrics)  # last: it marks the run finished (pgh-report, pgh-index)
     # per-class mAP@all as one chart group (W&B section / TensorBoard folder `per_class`), not in metrics.json
     per_class = {f"per_class/map_all/{dataset.class_name(int(row[0]))}": float(row[2]) for row in result.per_class}
-    finish(loggers, {**metrics, **per_class})
+    finish(loggers, {**metrics, **per_class}, step=metrics.get("global_step", 0))
     print_and_log_to_files(log, closing_line(metrics, out))
     return metrics
 

@@ -595,3 +595,15 @@ def test_the_refusal_cleanup_takes_this_process_log_only(tmp_path):
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+
+
+def test_the_final_metrics_are_logged_at_the_runs_last_step(make_cfg, tmp_path):
+    """The CSV logger put the final row (mAP and timings) at step 0, before every training row."""
+    import csv
+
+    metrics = train(make_cfg("dataset=digits", "method=dh", "split.query_per_class=20", "method.max_epochs=2"))
+    with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    final = [row for row in rows if row.get("map_all")]
+    assert len(final) == 1 and int(final[0]["step"]) == metrics["global_step"] > 0
+    assert metrics["global_step"] == max(int(row["step"]) for row in rows)
