@@ -109,11 +109,12 @@ def log_image(loggers: list[Logger], name: str, image: torch.Tensor, png_path: P
 
 
 def finish(loggers: list[Logger], metrics: dict[str, Any], step: int = 0) -> None:
-    """The run's final metrics to every logger at `step` (a deep run's last step: the CSV logger put
-    them at step 0), then close the loggers."""
+    """The run's final metrics (none: nothing to log) to every logger at `step` (a deep run's last
+    step: the CSV logger put them at step 0), then close the loggers."""
     numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     for logger in loggers:
-        logger.log_metrics(numeric, step=step)
+        if numeric:
+            logger.log_metrics(numeric, step=step)
         logger.save()
         logger.finalize("success")
         if isinstance(logger, WandbLogger):

@@ -8,6 +8,7 @@ A shallow method (`method` is a hasher config) is fitted on features; a deep met
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -511,6 +512,14 @@ class JobProgress:
     training_started: bool = False
 
 
+def read_json(path: Path) -> dict[str, Any]:
+    """The file's JSON object, or {} when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def take_back_start_files(out: Path, started: list[Path], existing: set[str]) -> None:
     """After a job failed before it made anything but its start files (config.yaml, split.npz, the CSV
     and TensorBoard loggers' hparams; those in `started` did not exist before it) and before a deep
@@ -641,10 +650,14 @@ def run_job(
         save_figure(fig, out / f"{name}.png")
         log_figure(loggers, name, fig, out / f"{name}.png")
         matplotlib_close(fig)
+    # a resume that trained nothing (a finished run, e.g. a sweep rerun) already gave the loggers these
+    previous = out / "metrics.json"
+    step = metrics.get("global_step")
+    logged_before = resuming and step is not None and read_json(previous).get("global_step") == step
     write_json(out / "metrics.json", metrics)  # last: it marks the run finished (pgh-report, pgh-index)
     # per-class mAP@all as one chart group (W&B section / TensorBoard folder `per_class`), not in metrics.json
     per_class = {f"per_class/map_all/{dataset.class_name(int(row[0]))}": float(row[2]) for row in result.per_class}
-    finish(loggers, {**metrics, **per_class}, step=metrics.get("global_step", 0))
+    finish(loggers, {} if logged_before else {**metrics, **per_class}, step=step or 0)
     print_and_log_to_files(log, closing_line(metrics, out))
     return metrics
 

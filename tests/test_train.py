@@ -597,13 +597,22 @@ def test_the_refusal_cleanup_takes_this_process_log_only(tmp_path):
         handler.close()
 
 
-def test_the_final_metrics_are_logged_at_the_runs_last_step(make_cfg, tmp_path):
-    """The CSV logger put the final row (mAP and timings) at step 0, before every training row."""
+def test_the_final_metrics_are_logged_at_the_runs_last_step_once(make_cfg, tmp_path):
+    """The CSV logger put the final row (mAP and timings) at step 0, before every training row; a
+    finished run resumed (a sweep rerun with ckpt_path=last) logged it a second time."""
     import csv
 
-    metrics = train(make_cfg("dataset=digits", "method=dh", "split.query_per_class=20", "method.max_epochs=2"))
-    with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    final = [row for row in rows if row.get("map_all")]
-    assert len(final) == 1 and int(final[0]["step"]) == metrics["global_step"] > 0
-    assert metrics["global_step"] == max(int(row["step"]) for row in rows)
+    def final_rows() -> list[dict[str, str]]:
+        with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert max(int(row["step"]) for row in rows) == metrics["global_step"]
+        return [row for row in rows if row.get("map_all")]
+
+    small = ("dataset=digits", "method=dh", "split.query_per_class=20")
+    metrics = train(make_cfg(*small, "method.max_epochs=2"))
+    (final,) = final_rows()
+    assert int(final["step"]) == metrics["global_step"] > 0
+    assert train(make_cfg(*small, "method.max_epochs=2", "ckpt_path=last"))["map_all"] == metrics["map_all"]
+    assert len(final_rows()) == 1  # the resume trained nothing: nothing new to log
+    metrics = train(make_cfg(*small, "method.max_epochs=3", "ckpt_path=last"))
+    assert [int(row["step"]) for row in final_rows()] == [int(final["step"]), metrics["global_step"]]
