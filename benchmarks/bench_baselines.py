@@ -11,7 +11,7 @@ from pathlib import Path
 from hydra import initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, run_timed  # noqa: E402
+from common import machine, run_timed, table_columns  # noqa: E402
 
 from pgh.io import write_text
 from pgh.report import paper
@@ -61,8 +61,7 @@ def main() -> None:
         for b in bit_lengths
     ]
     results = load_metrics(run_dir(*key) for key in grid)
-    datasets = [d for d in datasets if any(r["dataset"] == d for r in results)] or datasets
-    bit_lengths = [b for b in bit_lengths if any(r["bits"] == b for r in results)] or bit_lengths
+    datasets, bit_lengths = table_columns(results, datasets, bit_lengths)
     table = map_table(results, datasets, bit_lengths, paper=paper.MNIST, paper_label="paper MNIST")
     wall = sum(r["feature_seconds"] + r["train_seconds"] + r["encode_seconds"] + r["eval_seconds"] for r in results)
     times = {d: sum(r["train_seconds"] + r["encode_seconds"] for r in results if r["dataset"] == d) for d in datasets}

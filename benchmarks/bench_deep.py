@@ -16,7 +16,7 @@ from pathlib import Path
 from hydra import initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, markdown_table, run_timed, wall_seconds  # noqa: E402
+from common import machine, markdown_table, run_timed, table_columns, wall_seconds  # noqa: E402
 
 from pgh.io import write_text
 from pgh.report import paper
@@ -31,6 +31,10 @@ TRAIN_SIZE = {"fashion_mnist": ["split.train_size=10000"]}  # dataset -> extra o
 DATASETS, BITS = ["mnist5k", "fashion_mnist"], [16, 32, 64]  # the grid (with METHODS) the table shows
 
 
+def run_dir(dataset: str, method: str, bits: int) -> Path:
+    return RUNS / f"{dataset}_{method}_{bits}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", nargs="+", default=DATASETS, help="what trains; the table keeps every run")
@@ -39,12 +43,11 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="train again even where a finished run exists")
     args = parser.parse_args()
 
-    walls: dict[tuple[str, str, int], float] = {}
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         for dataset in args.datasets:
             for method in args.methods:
                 for bits in args.bits:
-                    out = RUNS / f"{dataset}_{method}_{bits}"
+                    out = run_dir(dataset, method, bits)
                     if args.force or not (out / "metrics.json").exists():
                         if out.exists():  # a retrain starts afresh (pgh-train refuses a directory with checkpoints)
                             shutil.rmtree(out)
@@ -66,12 +69,10 @@ def main() -> None:
     datasets = [*DATASETS, *(d for d in args.datasets if d not in DATASETS)]
     bit_lengths = sorted({*BITS, *args.bits})
     methods = list(METHODS)
-    for d, m, b in ((d, m, b) for d in datasets for m in methods for b in bit_lengths):
-        if wall_seconds(RUNS / f"{d}_{m}_{b}") is not None:
-            walls[(d, m, b)] = wall_seconds(RUNS / f"{d}_{m}_{b}")
-    deep = load_metrics(RUNS / f"{d}_{m}_{b}" for d in datasets for m in methods for b in bit_lengths)
-    datasets = [d for d in datasets if any(r["dataset"] == d for r in deep)] or datasets
-    bit_lengths = [b for b in bit_lengths if any(r["bits"] == b for r in deep)] or bit_lengths
+    grid = [(d, m, b) for d in datasets for m in methods for b in bit_lengths]
+    walls = {key: seconds for key in grid if (seconds := wall_seconds(run_dir(*key))) is not None}
+    deep = load_metrics(run_dir(*key) for key in grid)
+    datasets, bit_lengths = table_columns(deep, datasets, bit_lengths)
     shallow = load_metrics(run for d in datasets for run in (ROOT / "logs" / "bench" / "baselines").glob(f"{d}_*"))
     table = map_table(deep + shallow, datasets, bit_lengths, paper=paper.MNIST, paper_label="paper MNIST")
     wall_rows = [

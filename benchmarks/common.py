@@ -45,6 +45,13 @@ def run_timed(overrides: list[str], out: Path) -> dict:
     return metrics
 
 
+def table_columns(results: list[dict], datasets: list[str], bits: list[int]) -> tuple[list[str], list[int]]:
+    """The datasets and bit lengths of a grid table that have runs among `results` (all of them when
+    none has): a table over every finished run shows no empty columns."""
+    with_runs = [d for d in datasets if any(r["dataset"] == d for r in results)] or datasets
+    return with_runs, [b for b in bits if any(r["bits"] == b for r in results)] or bits
+
+
 def wall_seconds(out: Path) -> float | None:
     path = out / "wall_seconds.txt"
     return float(path.read_text()) if path.exists() else None
