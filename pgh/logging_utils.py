@@ -90,13 +90,13 @@ def print_and_log_to_files(logger: logging.Logger, message: str) -> None:
             handler.handle(record)
 
 
-def log_figure(loggers: list[Logger], name: str, fig: Figure, png_path: Path) -> None:
-    """Send a figure (already saved as png_path) to loggers that show images."""
+def log_figure(loggers: list[Logger], name: str, fig: Figure, png_path: Path, step: int) -> None:
+    """Send a figure (already saved as png_path) to loggers that show images, at `step`."""
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_image(key=name, images=[str(png_path)])
+            logger.log_image(key=name, images=[str(png_path)], step=step)
         elif isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure(name, fig)
+            logger.experiment.add_figure(name, fig, global_step=step)
 
 
 def log_image(loggers: list[Logger], name: str, image: torch.Tensor, png_path: Path, step: int) -> None:

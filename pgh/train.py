@@ -642,18 +642,18 @@ def run_job(
     if cfg.get("save_codes", True):
         save_npy(out / "database_codes.npy", db_codes)
         save_npy(out / "query_codes.npy", query_codes)
+    # a resume that trained nothing (a finished run, e.g. a sweep rerun) already gave the loggers these
+    step = metrics.get("global_step")
+    logged_before = resuming and step is not None and read_json(out / "metrics.json").get("global_step") == step
     label, title = f"{metrics['method']}+{metrics['features']}", f"{dataset.name}, {bits} bits"
     for name, fig in (
         ("pr_curve", plot_pr_curves({label: result.pr_curve}, title)),
         ("precision_at_n", plot_precision_at_n({label: result.precision_at_n}, title)),
     ):
         save_figure(fig, out / f"{name}.png")
-        log_figure(loggers, name, fig, out / f"{name}.png")
+        if not logged_before:
+            log_figure(loggers, name, fig, out / f"{name}.png", step or 0)
         matplotlib_close(fig)
-    # a resume that trained nothing (a finished run, e.g. a sweep rerun) already gave the loggers these
-    previous = out / "metrics.json"
-    step = metrics.get("global_step")
-    logged_before = resuming and step is not None and read_json(previous).get("global_step") == step
     write_json(out / "metrics.json", metrics)  # last: it marks the run finished (pgh-report, pgh-index)
     # per-class mAP@all as one chart group (W&B section / TensorBoard folder `per_class`), not in metrics.json
     per_class = {f"per_class/map_all/{dataset.class_name(int(row[0]))}": float(row[2]) for row in result.per_class}

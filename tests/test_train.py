@@ -616,3 +616,22 @@ def test_the_final_metrics_are_logged_at_the_runs_last_step_once(make_cfg, tmp_p
     assert len(final_rows()) == 1  # the resume trained nothing: nothing new to log
     metrics = train(make_cfg(*small, "method.max_epochs=3", "ckpt_path=last"))
     assert [int(row["step"]) for row in final_rows()] == [int(final["step"]), metrics["global_step"]]
+
+
+def test_the_final_figures_reach_tensorboard_at_the_last_step_once(make_cfg, tmp_path):
+    """The PR and precision@N figures went to TensorBoard at step 0, and again on every resume of a
+    finished run; now at the run's last step, once per step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def figure_steps() -> dict[str, list[int]]:
+        events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0})
+        events.Reload()
+        return {name: [image.step for image in events.Images(name)] for name in ("pr_curve", "precision_at_n")}
+
+    small = ("dataset=digits", "method=dh", "split.query_per_class=20", "logger=tensorboard")
+    first = train(make_cfg(*small, "method.max_epochs=2"))["global_step"]
+    assert figure_steps() == {"pr_curve": [first], "precision_at_n": [first]} and first > 0
+    train(make_cfg(*small, "method.max_epochs=2", "ckpt_path=last"))  # trains nothing: logs nothing
+    assert figure_steps() == {"pr_curve": [first], "precision_at_n": [first]}
+    second = train(make_cfg(*small, "method.max_epochs=3", "ckpt_path=last"))["global_step"]
+    assert figure_steps() == {"pr_curve": [first, second], "precision_at_n": [first, second]}
