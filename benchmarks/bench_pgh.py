@@ -88,6 +88,12 @@ def recorded_overrides(out: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def initial_codes(metrics: dict, features: str) -> str:
+    """The run's round-0 codes as the paper names them, e.g. ITQ+GIST or ITQ+PIXEL."""
+    features = metrics.get("init_features", features)  # runs made before init_features: the group's
+    return f"{metrics['init_hash'].upper()}+{'PIXEL' if features == 'pixels' else features.upper()}"
+
+
 def best_shallow(dataset: str, bits: int) -> str:
     runs = load_metrics((ROOT / "logs" / "bench" / "baselines").glob(f"{dataset}_*_{bits}"))
     if not runs:
@@ -146,7 +152,7 @@ def main() -> None:
             rows.append(
                 [
                     dataset,
-                    f"{m['init_hash'].upper()}+{features.upper() if features == 'gist' else 'PIXEL'}",
+                    initial_codes(m, features),
                     bits,
                     settings(extra + recorded_overrides(out)),
                     m["num_train"],

@@ -103,16 +103,21 @@ def train_deep(
     module_kwargs: dict[str, Any] = {}
     init_codes = init_metrics = None
     if "init_hash" in m:
-        if m.init_hash not in HASHERS:
-            raise ValueError(f"method.init_hash={m.init_hash!r} is not one of {sorted(HASHERS)}")
-        init = HASHERS[m.init_hash](bits=cfg.bits, seed=cfg.seed).fit(train_features)
-        init_db = pack_codes(init.encode(features[split.database]))
-        init_query = pack_codes(init.encode(features[split.query]))
+        source = features
+        if m.get("init_features") is not None:  # round-0 codes from other features than the features group's
+            config = OmegaConf.load(Path(CONFIG_DIR) / "features" / f"{m.init_features}.yaml")
+            source = cached_features(
+                dataset, instantiate(config), OmegaConf.to_container(config, resolve=True), cfg.paths.cache_dir
+            )
+        init = HASHERS[m.init_hash](bits=cfg.bits, seed=cfg.seed).fit(source[split.train])
+        init_db = pack_codes(init.encode(source[split.database]))
+        init_query = pack_codes(init.encode(source[split.query]))
         init_metrics = evaluate_packed(init_query, labels[split.query], init_db, labels[split.database], **eval_opts)
         init_metrics = {**init_metrics.metrics, **{f"db_{k}": v for k, v in code_statistics(init_db, cfg.bits).items()}}
-        init_codes = init.encode(train_features)
+        init_codes = init.encode(source[split.train])
         module_kwargs["num_train"] = n_train
-        run_info.update(init_map_all=init_metrics["map_all"], init_hash=m.init_hash)
+        init_features = m.get("init_features") or feature_name(cfg)
+        run_info.update(init_map_all=init_metrics["map_all"], init_hash=m.init_hash, init_features=init_features)
 
     model = instantiate(m.module, **module_kwargs)
     if not isinstance(model, DeepHasher) or model.input_kind not in INPUT_KINDS:
@@ -232,6 +237,23 @@ SUPPORTED_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 PRECISION_ALIASES = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}  # Lightning's short names
 
 
+def feature_configs() -> list[str]:
+    """The features group's choices (conf/features/<name>.yaml), e.g. for method.init_features."""
+    return sorted(path.stem for path in (Path(CONFIG_DIR) / "features").glob("*.yaml"))
+
+
+def check_init_codes(method: DictConfig) -> None:
+    """PGH's round-0 codes: a hasher and features that exist, caught before any features are computed."""
+    if "init_hash" in method and method.init_hash not in HASHERS:
+        raise ValueError(f"method.init_hash={method.init_hash!r} is not one of {sorted(HASHERS)}")
+    name = method.get("init_features")
+    if name is not None and name not in feature_configs():
+        raise ValueError(
+            f"method.init_features={name!r} is not one of {feature_configs()} (conf/features/); null: the "
+            "round-0 codes come from the features group"
+        )
+
+
 def check_trainer(trainer: DictConfig, method: DictConfig) -> None:
     """Trainer settings this machine cannot run, or that the method overrides, caught before any work:
     Lightning and torch only say so after the features and initial codes, in their own words."""
@@ -319,6 +341,7 @@ RUN_IDENTITY = (
     "method._target_",
     "method.module._target_",
     "method.init_hash",  # PGH: the round-0 codes (metrics.json's init_map_all, rounds.csv's round 0)
+    "method.init_features",  # ... and the features they come from
     "method.progressive.epochs_per_round",  # PGH: where the rounds end, counted from the run's start
 )
 # within those, keys that may differ: where the data sits, how features are batched and where computed
@@ -485,6 +508,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             cfg.ckpt_path = None
     if "module" in cfg.method:
         check_trainer(cfg.trainer, cfg.method)
+        check_init_codes(cfg.method)
         check_checkpoint_within_length(cfg, out)
     eval_opts = {k: cfg.eval.get(k, v) for k, v in EVAL_DEFAULTS.items()}
     try:  # before any training: a typo there would otherwise stop the run only when it is scored

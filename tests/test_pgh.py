@@ -294,6 +294,43 @@ def test_a_run_that_ends_inside_the_warm_up_is_checked_at_its_last_epoch(make_cf
     assert "The run (2 epochs) ends inside the warm-up (distill_epochs=5): train longer" in warning
 
 
+def test_init_features_give_the_round_0_codes_and_the_features_group_the_neighbourhoods(make_cfg, tmp_path):
+    """method.init_features=pixels with features=gist: round 0 is ITQ on pixels (what pgh-train's own
+    ITQ+pixels run scores on the same split and seed), the vote's neighbours come from GIST."""
+    from hydra.utils import instantiate
+
+    from pgh.data import Split
+    from pgh.hashing.vote import majority_vote, nearest_neighbors
+    from pgh.methods import PGH
+
+    def at(cfg, name: str):
+        cfg.paths.output_dir = str(tmp_path / name)
+        return cfg
+
+    gist = [o for o in SMALL if not o.startswith("features=")] + ["features=gist", "method.rounds=1"]
+    gist += ["method.progressive.vote_neighbors=4", "method.progressive.vote_iterations=2"]
+    cfg = make_cfg(*gist, "method.init_features=pixels")
+    run = train(cfg)
+    assert (run["init_features"], run["features"]) == ("pixels", "gist")
+    itq = ("dataset=digits", "features=pixels", "method=itq", "bits=16", "split.query_per_class=20")
+    itq += ("split.train_size=128",)
+    assert run["init_map_all"] == pytest.approx(train(at(make_cfg(*itq), "itq"))["map_all"], abs=1e-12)
+
+    out = Path(cfg.paths.output_dir)
+    model = PGH.load_from_checkpoint(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    dataset, split = instantiate(cfg.dataset), Split.load(out / "split.npz")
+    features = instantiate(cfg.features)(dataset.images[split.train])  # GIST
+    h_codes = model.encode_inputs(dataset.images[split.train])
+    assert torch.equal(model.codes.bool(), majority_vote(h_codes, nearest_neighbors(features, features, 5), 2))
+
+    assert train(at(make_cfg(*SMALL, "method.rounds=1"), "px"))["init_features"] == "pixels"  # null: the group's
+    with pytest.raises(ValueError, match=r"method.init_features='hog' is not one of \['gist', 'pixels', 'vgg16_fc7'\]"):
+        train(at(make_cfg(*gist, "method.init_features=hog"), "bad"))
+    assert not (tmp_path / "bad").exists()  # refused before any file
+    with pytest.raises(ValueError, match=r"method.init_features: pixels there, None here"):
+        train(make_cfg(*gist, "method.rounds=2", "ckpt_path=last"))
+
+
 def test_bad_pgh_settings(make_cfg):
     with pytest.raises(ValueError, match="init_hash"):
         train(make_cfg(*SMALL, "method.init_hash=pca"))

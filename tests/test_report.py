@@ -105,6 +105,19 @@ def test_tied_settings_label_every_row(tmp_path):
     }
 
 
+def test_runs_from_other_initial_features_name_their_round_0_codes(tmp_path):
+    """method.init_features=pixels beside features=gist: round 0 was ITQ+PIXEL, and the curve says so."""
+    write_run(tmp_path / "0_gist", 0.80, rounds=[0.5, 0.8])
+    pixels = write_run(tmp_path / "1_pixels", 0.70, rounds=[0.5, 0.7], init_features="pixels")
+    config = yaml.safe_load((pixels / "config.yaml").read_text())
+    config["method"]["init_features"] = "pixels"
+    (pixels / "config.yaml").write_text(yaml.safe_dump(config))
+    report = build_report([tmp_path])
+    runs = table_rows(report.text, "Runs")
+    assert (runs["0_gist"][5], runs["1_pixels"][5]) == ("ITQ+GIST 50.00", "ITQ+PIXEL 50.00")
+    assert set(report.rounds) == {"ITQ+GIST, 32 bits", "ITQ+PIXEL, 32 bits"}
+
+
 def test_only_dataset_and_bits_pairs_with_runs_get_a_column(tmp_path):
     write_run(tmp_path / "a", 0.80)
     other = write_run(tmp_path / "b", 0.60)

@@ -250,7 +250,9 @@ def runs_table(results: list[dict[str, Any]]) -> str:
     header += ["distinct codes", "constant bits", "bit corr.", "train s"]
     text = "| " + " | ".join(header) + " |\n|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n"
     for r in results:
-        initial = f"{row_name(r['init_hash'], r['features'])} {pct(r.get('init_map_all'))}" if "init_hash" in r else ""
+        initial = ""
+        if "init_hash" in r:
+            initial = f"{row_name(r['init_hash'], r.get('init_features', r['features']))} {pct(r.get('init_map_all'))}"
         cells = [names[r["run"]], r["dataset"], row_name(r["method"], r["features"]), r["variant"], str(r["bits"])]
         cells += [str(r.get("seed", "")), initial, pct(r["map_all"])]
         for prefix, default in (("map_at_", "map_at_1000"), ("precision_at_", "precision_at_100")):
@@ -277,8 +279,9 @@ def progressive_curves(results: list[dict[str, Any]]) -> dict[str, list[float]]:
         values = read_rounds(r["run"])
         if not values:
             continue
-        curve = row_name(r.get("init_hash", "?"), r["features"]) + f", {r['bits']} bits"
-        curve += "".join(f", {k}={v}" for k, v in r["settings"].items() if k != "method.init_hash")
+        curve = row_name(r.get("init_hash", "?"), r.get("init_features", r["features"])) + f", {r['bits']} bits"
+        initial = ("method.init_hash", "method.init_features")  # named by the label's start
+        curve += "".join(f", {k}={v}" for k, v in r["settings"].items() if k not in initial)
         curve += f", {r['dataset']}" if several_datasets else ""
         curve += f", seed {r.get('seed')}" if several_seeds else ""
         curves[curve if curve not in curves else f"{curve} ({names[r['run']]})"] = values
