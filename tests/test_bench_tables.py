@@ -56,6 +56,23 @@ def test_bench_pgh_keeps_every_finished_run_and_shows_the_runs_extra_overrides(t
     assert "| 87.66 |" in text and "| 55.95 |" in text  # the fashion row stays though only mnist5k was chosen
     assert "| seed=1 |" in text and text.endswith("rest\n")
     assert (tmp_path / "benchmarks" / "pgh.md").read_text().count("| mnist5k |") == 1
+    assert "| mnist5k_gist_32 | mnist5k | ITQ+GIST |" in text  # each row names its run (--runs NAME)
+
+    # on another machine (a fresh clone has no logs/) the rows of runs not there stay as they were
+    import shutil
+
+    shutil.rmtree(bench.RUNS / "fashion_mnist_gist_32")
+    fake_run(bench.RUNS / "mnist5k_gist_64", **{**pgh, "bits": 64, "map_all": 0.8096})
+    (bench.RUNS / "mnist5k_gist_64" / "rounds.csv").write_text("round,map_all\n0,0.57\n1,0.8096\n")
+    bench.main()
+    text = (tmp_path / "benchmarks" / "pgh.md").read_text()
+    assert [row.split(" | ")[0] for row in text.splitlines() if row.startswith("| ") and "_" in row[:20]] == [
+        "| mnist5k_gist_32",
+        "| mnist5k_gist_64",
+        "| fashion_mnist_gist_32",
+    ]
+    assert "| 55.95 |" in text and "| 80.96 |" in text and "kept from the previous table" in text
+    assert readme.read_text().count("| fashion_mnist_gist_32 |") == 1
 
 
 def test_bench_deep_and_baselines_keep_every_finished_run(tmp_path, monkeypatch):
