@@ -192,10 +192,12 @@ def test_update_codes_only_new_files_and_gives_the_index_a_fresh_build_gives(mak
     replaced = sorted((images / "0").iterdir())[0]  # a file replaced under its name by another image
     shutil.copyfile(sorted((images / "2").iterdir())[0], replaced)
     os.utime(replaced, ns=(replaced.stat().st_atime_ns, replaced.stat().st_mtime_ns + 10**9))
+    touched = sorted((images / "1").iterdir())[-1]  # rewritten in place: same size, a new time
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
     main(["update", str(tmp_path / "index"), "--device", "cpu", "--workers", "0"])
     printed = capsys.readouterr()
-    assert "100 new, 1 changed, 10 gone | 390 images" in printed.out
-    assert "coded 101 / 101 images" in printed.err  # the new and the changed files alone are read and coded
+    assert "100 new, 2 changed, 10 gone | 390 images" in printed.out
+    assert "coded 102 / 102 images" in printed.err  # the new and the changed files alone are read and coded
 
     main(["build", str(run), str(images), "--out", str(tmp_path / "fresh"), *ivf, "--device", "cpu"])
     for name in ("paths.txt", "codes.npy", "stamps.npy"):

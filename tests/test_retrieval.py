@@ -20,10 +20,15 @@ def spherical(a, b):
     return Fraction(int((a != b).sum())) / (int((a & b).sum()) + Fraction(1, 10))
 
 
-def brute_force(q, ql, db, dbl, map_k, precision_k, radius, top_n=(), ranking=None):
+def brute_force(q, ql, db, dbl, map_k, precision_k, radius, top_n=(), ranking=None, curve=None):
     """Plain loops, straight from the definitions (stable tie-break by database index); `ranking`
-    (a, b) -> distance ranks instead of Hamming distance (radius precision stays Hamming)."""
+    (a, b) -> distance ranks instead of Hamming distance (radius precision stays Hamming). Precision@K
+    of a database smaller than K is over the whole database. `curve`: a list that receives the PR
+    curve, [radius, precision, recall] for every radius 0..bits averaged over the queries (a query
+    with nothing within the radius or nothing relevant scores 0)."""
     aps, apks, pks, prs, pns = [], [], [], [], []
+    bits = len(q[0])
+    curve_p, curve_r = np.zeros(bits + 1), np.zeros(bits + 1)
     for i in range(len(q)):
         dist = [int((q[i] != db[j]).sum()) for j in range(len(db))]
         rank_by = dist if ranking is None else [ranking(q[i], db[j]) for j in range(len(db))]
@@ -37,23 +42,34 @@ def brute_force(q, ql, db, dbl, map_k, precision_k, radius, top_n=(), ranking=No
         aps.append(sum(precisions) / hits if hits else 0.0)
         in_k = precisions[: sum(rel[:map_k])]
         apks.append(sum(in_k) / len(in_k) if in_k else 0.0)
-        pks.append(sum(rel[:precision_k]) / precision_k)
+        pks.append(sum(rel[:precision_k]) / len(rel[:precision_k]))
         within = [j for j in range(len(db)) if dist[j] <= radius]
         prs.append(sum(dbl[j] == ql[i] for j in within) / len(within) if within else 0.0)
         pns.append([sum(rel[:n]) / n for n in top_n])
+        for r in range(bits + 1):
+            found = [dbl[j] == ql[i] for j in range(len(db)) if dist[j] <= r]
+            curve_p[r] += sum(found) / len(found) / len(q) if found else 0.0
+            curve_r[r] += sum(found) / sum(rel) / len(q) if sum(rel) else 0.0
+    if curve is not None:
+        curve.extend([r, curve_p[r], curve_r[r]] for r in range(bits + 1))
     return np.mean(aps), np.mean(apks), np.mean(pks), np.mean(prs), np.mean(pns, axis=0)
 
 
-@pytest.mark.parametrize("bits,seed", [(8, 0), (16, 1), (24, 2), (72, 3)])
+@pytest.mark.parametrize("bits,seed", [(8, 0), (16, 1), (24, 2), (72, 3), (512, 4)])
 def test_metrics_match_brute_force(bits, seed):
     rng = np.random.default_rng(seed)
     db = rng.integers(0, 2, (120, bits)).astype(bool)
     q = rng.integers(0, 2, (15, bits)).astype(bool)
+    q[0] = ~db[7]  # a database item at the largest distance (512 bits: past 255, an 8-bit count's limit)
+    q[1] = db[3]
     dbl, ql = rng.integers(0, 4, 120), rng.integers(0, 4, 15)
+    ql[14] = 9  # a query without a relevant item: 0 everywhere, and still one of the queries averaged
     # few bits -> many ties, which the stable order must break by database index
     result = evaluate_codes(q, ql, db, dbl, map_k=20, precision_k=10, radius=2)
     m = result.metrics
-    ref = brute_force(q, ql, db, dbl, 20, 10, 2, top_n=(1, 10, 50, 100))  # TOP_N up to the 120 database items
+    curve = []
+    ref = brute_force(q, ql, db, dbl, 20, 10, 2, top_n=(1, 10, 50, 100), curve=curve)  # TOP_N up to 120 items
+    assert result.pr_curve == pytest.approx(np.array(curve), abs=1e-12)  # every radius, not only its ends
     assert m["map_all"] == pytest.approx(ref[0], abs=1e-12)
     assert m["map_at_20"] == pytest.approx(ref[1], abs=1e-12)
     assert m["precision_at_10"] == pytest.approx(ref[2], abs=1e-12)
@@ -61,6 +77,9 @@ def test_metrics_match_brute_force(bits, seed):
     assert result.precision_at_n[:, 0].tolist() == [1, 10, 50, 100]
     assert result.precision_at_n[:, 1] == pytest.approx(ref[4], abs=1e-12)
     assert result.precision_at_n[3, 1] == pytest.approx(evaluate_codes(q, ql, db, dbl).metrics["precision_at_100"])
+    # a K beyond the database: the precision of the whole database
+    m = evaluate_codes(q, ql, db, dbl, map_k=20, precision_k=200, radius=2).metrics
+    assert m["precision_at_200"] == pytest.approx(brute_force(q, ql, db, dbl, 20, 200, 2)[2], abs=1e-12)
     # per class: the brute force over that label's queries alone
     assert result.per_class[:, 0].tolist() == sorted(set(ql.tolist()))
     for label, queries, map_all, map_k, precision_k in result.per_class:
@@ -200,6 +219,15 @@ def test_bad_inputs():
         evaluate_codes(q, [0, 1], q, [0, 1], distance="cosine")
     with pytest.raises(ValueError, match="binarise"):
         pack_codes(np.full((2, 8), 0.5))
+
+
+def test_packed_bit_order_is_least_significant_first():
+    """Bit j of a code is bit j % 8 of byte j // 8: the layout of every saved codes.npy and index."""
+    codes = np.zeros((3, 16), bool)
+    codes[0, 0] = codes[1, 9] = True
+    codes[2, [0, 7, 8, 15]] = True
+    assert pack_codes(codes).tolist() == [[1, 0], [0, 2], [129, 129]]
+    assert np.array_equal(unpack_codes(np.array([[1, 0], [0, 2], [129, 129]], np.uint8)), codes)
 
 
 def test_pack_roundtrip_and_faiss_agree():
