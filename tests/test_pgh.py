@@ -408,6 +408,65 @@ def test_distill_epochs_pull_h_towards_the_conditioning_codes_first(monkeypatch)
         PGH(bits=8, num_train=32, distill_epochs=-2)
 
 
+@pytest.mark.parametrize("distill_epochs", [1, 0])
+def test_each_network_and_loss_gets_the_protocols_tensors(monkeypatch, distill_epochs):
+    """One training step, wired as PROTOCOL.md writes it: G draws x̄_i = G(z|b_i) and x̄_j = G(z'|b_j)
+    with b_j another image's code; D scores (x_i, b_i) against (x̄_i, b_i) and G's adversarial loss
+    D(x̄_i, b_i); H codes [x_i, x̄_i, x̄_j] and the triplet gets (anchor, positive, negative) in that
+    order; the distillation targets are (b_i, b_i, b_j). The jitter is off, so H sees the images."""
+    import pgh.methods.pgh as pgh_module
+    from pgh.methods import PGH
+
+    model = PGH(bits=8, num_train=32, width=8, hidden=16, z_dim=8, distill_epochs=distill_epochs,
+                augment_shift=0.0, augment_degrees=0.0)  # fmt: skip
+    seen: dict[str, list] = {"G": [], "D": [], "H": [], "batch": [], "triplet": [], "targets": []}
+    model.G.register_forward_hook(lambda m, args, out: seen["G"].append((args[1].detach().clone(), out.detach())))
+    model.D.register_forward_hook(lambda m, args, out: seen["D"].append((args[0].detach(), args[1].detach().clone())))
+    model.H.register_forward_hook(lambda m, args, out: seen["H"].append((args[0].detach(), out.detach())))
+    step = model.training_step
+
+    def record_step(batch, batch_idx):
+        seen["batch"].append(batch[1].clone())
+        return step(batch, batch_idx)
+
+    monkeypatch.setattr(model, "training_step", record_step)
+    triplet, targets = pgh_module.triplet_loss, pgh_module.code_target_loss
+
+    def spy_triplet(*args):
+        seen["triplet"].append([a.detach() for a in args[:3]])
+        return triplet(*args)
+
+    def spy_targets(pairs):
+        seen["targets"].append([target.detach().clone() for _, target in pairs])
+        return targets(pairs)
+
+    monkeypatch.setattr(pgh_module, "triplet_loss", spy_triplet)
+    monkeypatch.setattr(pgh_module, "code_target_loss", spy_targets)
+    fit_tiny(model, epochs=1)
+
+    codes = model.codes.float()  # no refresh in this run: the codes it trained on
+    index = seen["batch"][0]
+    b_i = codes[index]
+    (cond_same, fake_same), (cond_other, fake_other) = seen["G"][:2]
+    assert torch.equal(cond_same, b_i)
+    assert not torch.equal(cond_other, b_i)
+    assert all(any(torch.equal(row, b) for b in b_i) for row in cond_other)  # codes of the batch's other images
+    (real, d_real), (fake_for_d, d_fake), (fake_for_g, d_g) = seen["D"][:3]
+    assert torch.equal(d_real, b_i) and torch.equal(d_fake, b_i) and torch.equal(d_g, b_i)
+    assert torch.equal(fake_for_d, fake_same) and torch.equal(fake_for_g, fake_same)
+    h_input, h_out = seen["H"][0]
+    n = index.numel()
+    assert torch.equal(h_input[:n], real) and torch.equal(h_input[n : 2 * n], fake_same)
+    assert torch.equal(h_input[2 * n :], fake_other)
+    anchor, positive, negative = seen["triplet"][0]
+    assert torch.equal(anchor, h_out[:n].float()) and torch.equal(positive, h_out[n : 2 * n].float())
+    assert torch.equal(negative, h_out[2 * n :].float())
+    if distill_epochs:
+        assert all(torch.equal(t.float(), want) for t, want in zip(seen["targets"][0], (b_i, b_i, cond_other), strict=True))
+    else:
+        assert not seen["targets"]  # the protocol's own binarisation from the first step
+
+
 def test_losses_on_h_run_in_float32_under_bf16_mixed(monkeypatch):
     """Under bf16-mixed H's sigmoids come out in bfloat16; the triplet and quantisation losses get
     them in float32 (a bfloat16 L1 sum over the bits steps by 0.125 or more near the margin)."""
