@@ -462,7 +462,8 @@ def test_each_network_and_loss_gets_the_protocols_tensors(monkeypatch, distill_e
     assert torch.equal(anchor, h_out[:n].float()) and torch.equal(positive, h_out[n : 2 * n].float())
     assert torch.equal(negative, h_out[2 * n :].float())
     if distill_epochs:
-        assert all(torch.equal(t.float(), want) for t, want in zip(seen["targets"][0], (b_i, b_i, cond_other), strict=True))
+        wanted = (b_i, b_i, cond_other)
+        assert all(torch.equal(t.float(), want) for t, want in zip(seen["targets"][0], wanted, strict=True))
     else:
         assert not seen["targets"]  # the protocol's own binarisation from the first step
 
