@@ -125,6 +125,23 @@ class RecordTrainStart:
         return _Probe()
 
 
+class RecordOptimizerStates:
+    """A Lightning callback (as `+callbacks.opt._target_=conftest.RecordOptimizerStates`) that records,
+    after every epoch's end (the round callback's refresh included), which optimizers hold state."""
+
+    seen: ClassVar[list[tuple[int, list[bool]]]] = []
+
+    def __new__(cls):
+        import lightning as L
+
+        class _Probe(L.Callback):
+            def on_train_epoch_end(self, trainer, pl_module):
+                states = [bool(opt.state) for opt in trainer.optimizers]
+                RecordOptimizerStates.seen.append((trainer.current_epoch, states))
+
+        return _Probe()
+
+
 class KillAtEpochStart:
     """A Lightning callback (as `+callbacks.kill._target_=conftest.KillAtEpochStart +callbacks.kill.epoch=N`)
     that fails the run as epoch N starts, after the previous epoch's end but before any later

@@ -331,6 +331,28 @@ def test_init_features_give_the_round_0_codes_and_the_features_group_the_neighbo
         train(make_cfg(*gist, "method.rounds=2", "ckpt_path=last"))
 
 
+@pytest.mark.parametrize("reset", [True, False])
+def test_reset_gan_each_round_clears_d_and_g_optimizers_but_not_hs(make_cfg, reset):
+    """reset_gan_each_round: at a round's end G and D start afresh, so their Adam moments go too;
+    H, which carries the codes from round to round, keeps its own."""
+    from conftest import RecordOptimizerStates
+
+    RecordOptimizerStates.seen.clear()
+    probe = "+callbacks.opt._target_=conftest.RecordOptimizerStates"
+    train(make_cfg(*SMALL, f"method.progressive.reset_gan_each_round={reset}", probe))
+    # epochs 1 and 3 end the two rounds; optimizers in the order D, G, H
+    expected = [False, False, True] if reset else [True, True, True]
+    assert RecordOptimizerStates.seen == [(0, [True] * 3), (1, expected), (2, [True] * 3), (3, expected)]
+
+
+def test_converge_bit_change_stops_below_it_not_at_it(make_cfg):
+    """converge_bit_change=c stops when fewer than c of the bits changed: with 0, a round that changed
+    no bit does not stop the run (nothing changes fewer than no bits)."""
+    run = train(make_cfg(*SMALL, "method.progressive.converge_bit_change=0", "method.module.lr_h=0",
+                         "method.progressive.vote_neighbors=0", "method.rounds=3"))  # fmt: skip
+    assert run["rounds_completed"] == 3
+
+
 def test_bad_pgh_settings(make_cfg):
     with pytest.raises(ValueError, match="init_hash"):
         train(make_cfg(*SMALL, "method.init_hash=pca"))
