@@ -635,3 +635,12 @@ def test_the_final_figures_reach_tensorboard_at_the_last_step_once(make_cfg, tmp
     assert figure_steps() == {"pr_curve": [first], "precision_at_n": [first]}
     second = train(make_cfg(*small, "method.max_epochs=3", "ckpt_path=last"))["global_step"]
     assert figure_steps() == {"pr_curve": [first, second], "precision_at_n": [first, second]}
+
+
+def test_a_misspelt_experiment_is_refused_not_ignored(make_cfg):
+    """`experiment` was an optional group: experiment=pgh_mnist5kk trained the defaults (ITQ on pixels)."""
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match=r"Could not find 'experiment/pgh_mnist5kk'"):
+        make_cfg("experiment=pgh_mnist5kk")
+    assert make_cfg("experiment=pgh_mnist5k").method.module._target_ == "pgh.methods.PGH"
