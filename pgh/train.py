@@ -32,7 +32,7 @@ from omegaconf.errors import InterpolationResolutionError
 from pgh.data import ImageDataset, Split
 from pgh.features import cached_features
 from pgh.hashing import HASHERS, ShallowHasher
-from pgh.io import save_npy, write_json, write_text
+from pgh.io import atomic_path, save_npy, write_json, write_text
 from pgh.logging_utils import finish, instantiate_loggers, log_figure, print_and_log_to_files
 from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, save_figure
 from pgh.retrieval import check_bits, code_statistics, evaluate_packed, pack_codes
@@ -520,12 +520,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     existing = {entry.name for entry in out.iterdir()} if out.is_dir() else set()
     start_files = ("config.yaml", "split.npz", "csv", "tensorboard")  # csv/, tensorboard/: the loggers' hparams
     started = [path for path in (*(out / name for name in start_files), out) if not os.path.lexists(path)]
+    # a command refused in the directory of an earlier run (a sweep's rerun, a typo in hydra.run.dir)
+    # gives that run's files back as they were
+    rewritten = ("config.yaml", "split.npz", "csv/hparams.yaml", "csv/metrics.csv")
+    before = {name: (out / name).read_bytes() for name in rewritten if (out / name).is_file()}
     progress = JobProgress()
     try:
         return run_job(cfg, out, dataset, bits, resuming, source, eval_opts, progress)
     except Exception:
         if not progress.training_started:
             take_back_start_files(out, started, existing)
+            restore_files(out, before)
         raise
 
 
@@ -567,6 +572,18 @@ def take_back_start_files(out: Path, started: list[Path], existing: set[str]) ->
             out.rmdir()
     except OSError:  # the job's own error is the one to show
         pass
+
+
+def restore_files(out: Path, contents: dict[str, bytes]) -> None:
+    """Put back these files of `out` (relative name -> bytes) where a failed job changed them."""
+    for name, content in contents.items():
+        path = out / name
+        try:
+            if not path.is_file() or path.read_bytes() != content:
+                with atomic_path(path) as tmp:
+                    tmp.write_bytes(content)
+        except OSError:  # the job's own error is the one to show
+            pass
 
 
 def run_job(

@@ -490,10 +490,11 @@ def test_train_takes_back_the_start_files_it_made_and_nothing_else(make_cfg, tmp
         train(make_cfg(*refused))
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["notes.txt"]
     (tmp_path / "run" / "notes.txt").unlink()
-    (tmp_path / "run" / "config.yaml").write_text("an earlier run's")  # rewritten, as by any new run, but kept
+    (tmp_path / "run" / "config.yaml").write_text("an earlier run's")  # rewritten by the job, then put back
     with pytest.raises(ValueError, match="128 bits need at least 128 feature dimensions"):
         train(make_cfg(*refused))
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.yaml"]
+    assert (tmp_path / "run" / "config.yaml").read_text() == "an earlier run's"
     with pytest.raises(ValueError, match="seed='abc' must be a whole number"):
         train(make_cfg("dataset=digits", "seed=abc"))
     (tmp_path / "run" / "config.yaml").unlink()
@@ -518,6 +519,17 @@ def test_a_refused_resume_leaves_the_runs_files_as_they_were(make_cfg, tmp_path)
         train(make_cfg(*small, "method.max_epochs=1", "ckpt_path=last"))
     with pytest.raises(FileExistsError, match="holds a deep run's checkpoints: itq, a shallow hasher, cannot resume"):
         train(make_cfg("dataset=digits", "method=itq", "bits=16", "ckpt_path=last"))
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == files
+
+
+def test_a_command_refused_in_a_finished_runs_directory_leaves_its_files_as_they_were(make_cfg, tmp_path):
+    """A refused command in the directory of a finished run (a typo in hydra.run.dir, a sweep rerun
+    with a new setting) rewrote that run's config.yaml and split.npz: reports then listed it with the
+    refused settings, and pgh-index coded with them."""
+    train(make_cfg("dataset=digits", "method=itq", "bits=16", "split.query_per_class=20"))
+    files = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match="72 bits need at least 72 feature dimensions"):
+        train(make_cfg("dataset=digits", "method=itq", "bits=72", "split.query_per_class=50"))
     assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == files
 
 
