@@ -254,6 +254,20 @@ def check_init_codes(method: DictConfig) -> None:
         )
 
 
+def check_module_arguments(method: DictConfig, num_train: int) -> None:
+    """The deep method's own check of its constructor arguments (`DeepHasher.check_arguments`), with
+    the key to fix named."""
+    kwargs = {k: v for k, v in OmegaConf.to_container(method.module, resolve=True).items() if not k.startswith("_")}
+    if "init_hash" in method:
+        kwargs["num_train"] = num_train
+    try:
+        get_class(method.module._target_).check_arguments(**kwargs)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"method.module: {error}") from None
+    if "progressive" in method and method.batch_size < 2:  # b_j is another image's code in the batch
+        raise ValueError(f"method.batch_size={method.batch_size}: PGH needs at least 2 images a batch")
+
+
 def check_trainer(trainer: DictConfig, method: DictConfig) -> None:
     """Trainer settings this machine cannot run, or that the method overrides, caught before any work:
     Lightning and torch only say so after the features and initial codes, in their own words."""
@@ -279,6 +293,15 @@ def check_trainer(trainer: DictConfig, method: DictConfig) -> None:
             f"trainer.accelerator={accelerator} but torch sees no CUDA device; run on a GPU machine, or add {fix}"
         )
     warmup, progressive = method.module.get("gan_warmup_epochs", 0), method.get("progressive")
+    length = progressive.get("epochs_per_round") if progressive is not None else 1
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ValueError(f"method.progressive.epochs_per_round={length} must be a positive whole number of epochs")
+    grid = progressive.get("grid_size", 1) if progressive is not None else 1
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
+        raise ValueError(f"method.progressive.grid_size={grid} must be a positive whole number of images a row")
+    batch_size = method.get("batch_size")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"method.batch_size={batch_size} must be a positive whole number of images")
     if progressive is not None and warmup >= progressive.epochs_per_round:
         raise ValueError(
             f"method.module.gan_warmup_epochs={warmup} covers the first round (method.progressive.epochs_per_round="
@@ -609,6 +632,8 @@ def run_job(
         else:
             log.warning("%s has no split.npz: whether the data still gives its split cannot be checked", run)
     split.save(out / "split.npz")
+    if "module" in cfg.method:  # before the features and initial codes: a bad setting is refused at once
+        check_module_arguments(cfg.method, int(split.train.numel()))
     run_name = f"{dataset.name}-{method_name(cfg)}-{feature_name(cfg)}-{bits}"
     loggers = instantiate_loggers(cfg.get("logger"), resume=resuming, run_name=run_name)
     for logger in loggers:

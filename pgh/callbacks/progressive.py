@@ -63,6 +63,8 @@ class ProgressiveRounds(L.Callback):
     ) -> None:
         if epochs_per_round < 1:
             raise ValueError(f"epochs_per_round must be >= 1, got {epochs_per_round}")
+        if grid_size < 1:
+            raise ValueError(f"grid_size must be >= 1, got {grid_size}")
         if not 0.0 <= converge_bit_change <= 1.0:
             raise ValueError(f"converge_bit_change must be a fraction in [0, 1], got {converge_bit_change}")
         if vote_neighbors < 0 or vote_iterations < 1:

@@ -8,6 +8,7 @@ Training batches are `(inputs, index)`: `inputs` are uint8 images [B, C, H, W] w
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import lightning as L
@@ -37,11 +38,36 @@ def to_network_input(images: torch.Tensor, image_size: int, channels: int) -> to
     return x
 
 
+def check_number(name: str, value, minimum: float = 0.0, strict: bool = False) -> float:
+    """value as a float, or a ValueError naming it: a finite number >= minimum (> with strict)."""
+    finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not finite or value < minimum or (strict and value == minimum):
+        bound = "" if minimum == -math.inf else f" {'>' if strict else '>='} {minimum:g}"
+        raise ValueError(f"{name}={value!r} must be a finite number{bound}")
+    return float(value)
+
+
+def check_adam_betas(betas) -> tuple[float, float]:
+    """Adam's (beta1, beta2), each in [0, 1), or a ValueError naming them."""
+    if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+        raise ValueError(f"betas={betas!r} must be two numbers (Adam's beta1, beta2), e.g. [0.5, 0.999]")
+    for beta in betas:
+        if check_number("betas", beta) >= 1:
+            raise ValueError(f"betas={list(betas)} must each be in [0, 1)")
+    return float(betas[0]), float(betas[1])
+
+
 class DeepHasher(L.LightningModule):
     input_kind: str = "images"
     # constructor arguments that set the networks' parameter shapes (beside `bits`): a run resumed
     # from a checkpoint must keep them, which `pgh-train` checks before it touches the run
     architecture: tuple[str, ...] = ()
+
+    @classmethod
+    def check_arguments(cls, **kwargs) -> None:
+        """Refuse bad constructor arguments without building anything: `pgh-train` calls it before the
+        features and initial codes are computed (a method whose constructor checks only after
+        building its networks or loading weights overrides it)."""
 
     def on_before_fit(self, train_inputs: torch.Tensor, train_features: torch.Tensor) -> None:
         """Called once with the whole training set before `Trainer.fit` (e.g. to build a kNN graph)."""

@@ -55,7 +55,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from pgh.methods.base import DeepHasher, to_network_input
+from pgh.methods.base import DeepHasher, check_adam_betas, to_network_input
 from pgh.methods.pgh_losses import adversarial_d_loss, adversarial_g_loss
 from pgh.nets import HashNet
 from pgh.nets.bgan_nets import CodeGenerator, ImageDiscriminator
@@ -377,6 +377,10 @@ class BGAN(DeepHasher):
         for name, value in (("beta_start", beta_start), ("lr_d", lr_d), ("lr_g", lr_g), ("lr_e", lr_e)):
             if not value > 0:
                 bad.append(f"{name}={value!r} must be > 0")
+        try:
+            check_adam_betas(betas)
+        except ValueError as error:
+            bad.append(str(error))
         if not bad and neighborhood_weight == content_weight == adversarial_weight == quantization_weight == 0:
             bad.append(
                 "neighborhood_weight, content_weight, adversarial_weight and quantization_weight are all 0; "

@@ -28,11 +28,12 @@ those codes the GAN's condition (`codes`, one row per training image, saved in c
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 import torch
 
-from pgh.methods.base import DeepHasher, to_network_input
+from pgh.methods.base import DeepHasher, check_adam_betas, check_number, to_network_input
 from pgh.methods.bgan import batch_similarity, knn_indices, neighborhood_loss, released_lists
 from pgh.methods.pgh_losses import (
     NEGATIVE_MODES,
@@ -89,36 +90,7 @@ class PGH(DeepHasher):
         betas: tuple[float, float] = (0.5, 0.999),
     ) -> None:
         super().__init__()
-        check_bits(bits)
-        for name, value in (
-            ("gan_warmup_epochs", gan_warmup_epochs),
-            ("distill_epochs", distill_epochs),
-            ("augment_shift", augment_shift),
-            ("augment_degrees", augment_degrees),
-            ("anchor_weight", anchor_weight),
-            ("neighborhood_weight", neighborhood_weight),
-            ("neighborhood_positive_weight", neighborhood_positive_weight),
-        ):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        for name, value in (("augment_scale", augment_scale), ("augment_contrast", augment_contrast)):
-            if not 0 <= value < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {value}")
-        if not 0 <= distill_min_agreement <= 1:
-            raise ValueError(f"distill_min_agreement must be in [0, 1], got {distill_min_agreement}")
-        if quantization_target not in QUANTIZATION_TARGETS:
-            raise ValueError(f"quantization_target={quantization_target!r} is not one of {QUANTIZATION_TARGETS}")
-        if negative not in NEGATIVE_MODES:
-            raise ValueError(f"negative={negative!r} is not one of {NEGATIVE_MODES}")
-        if num_train < 2:
-            raise ValueError(f"PGH needs at least 2 training images, got num_train={num_train}")
-        for name, value in (("neighborhood_k1", neighborhood_k1), ("neighborhood_k2", neighborhood_k2)):
-            # a term that is off needs no neighbours (a PGH built only to code images has num_train=2)
-            top = num_train - 1 if neighborhood_weight > 0 else value
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
-                raise ValueError(
-                    f"{name}={value!r} must be a whole number in 1..{num_train - 1} (below the training images)"
-                )
+        self.check_arguments(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.G = Generator(bits, z_dim=z_dim, channels=channels, image_size=image_size, width=width)
@@ -135,6 +107,41 @@ class PGH(DeepHasher):
         self.register_buffer("neighbor_lists", torch.zeros(0, 0, dtype=torch.long), persistent=False)
         self.register_buffer("similar_lists", torch.zeros(0, 0, dtype=torch.long), persistent=False)
         self._neighborhood_images: torch.Tensor | None = None
+
+    @classmethod
+    def check_arguments(cls, **kwargs) -> None:
+        arguments = inspect.signature(cls.__init__).bind(None, **kwargs)  # unknown or missing names: TypeError
+        arguments.apply_defaults()
+        a = arguments.arguments
+        check_bits(a["bits"])
+        for name in (
+            "gamma", "lam", "quantization_weight", "gan_warmup_epochs", "distill_epochs", "augment_shift",
+            "augment_degrees", "anchor_weight", "neighborhood_weight", "neighborhood_positive_weight",
+        ):  # fmt: skip
+            check_number(name, a[name])
+        for name in ("lr_d", "lr_g", "lr_h"):  # 0 freezes that network (an ablation)
+            check_number(name, a[name])
+        check_adam_betas(a["betas"])
+        for name in ("augment_scale", "augment_contrast"):
+            if not 0 <= check_number(name, a[name]) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {a[name]}")
+        if not 0 <= a["distill_min_agreement"] <= 1:
+            raise ValueError(f"distill_min_agreement must be in [0, 1], got {a['distill_min_agreement']}")
+        if a["quantization_target"] not in QUANTIZATION_TARGETS:
+            raise ValueError(f"quantization_target={a['quantization_target']!r} is not one of {QUANTIZATION_TARGETS}")
+        if a["negative"] not in NEGATIVE_MODES:
+            raise ValueError(f"negative={a['negative']!r} is not one of {NEGATIVE_MODES}")
+        num_train = a["num_train"]
+        if num_train < 2:
+            raise ValueError(f"PGH needs at least 2 training images, got num_train={num_train}")
+        for name in ("neighborhood_k1", "neighborhood_k2"):
+            value = a[name]
+            # a term that is off needs no neighbours (a PGH built only to code images has num_train=2)
+            top = num_train - 1 if a["neighborhood_weight"] > 0 else value
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+                raise ValueError(
+                    f"{name}={value!r} must be a whole number in 1..{num_train - 1} (below the training images)"
+                )
 
     def on_before_fit(self, train_inputs: torch.Tensor, train_features: torch.Tensor) -> None:
         hp = self.hparams
