@@ -24,6 +24,7 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -775,7 +776,7 @@ def hydra_main(cfg: DictConfig) -> float:
     try:
         # {} on a DDP rank other than 0, whose return value no sweeper reads
         return train(cfg).get("map_all", float("nan"))
-    except Exception:
+    except Exception as error:
         # Hydra made the run directory before train()'s checks: a refused command takes it back. Not
         # when the results go elsewhere (paths.output_dir): there Hydra's directory holds only its
         # files whatever happened, and its log is the run's.
@@ -785,7 +786,18 @@ def hydra_main(cfg: DictConfig) -> float:
                 remove_if_only_hydra_files(hydra_dir, f"{runtime.job.name}.log")
         except Exception:  # noqa: BLE001 - the command's own error is the one to show
             pass
+        # a refused setting, a missing file: its message, without the traceback Hydra would print around
+        # it (a sweep's jobs keep Hydra's report, which names the job)
+        if isinstance(error, InstantiationException) and isinstance(error.__cause__, USER_ERRORS):
+            error = error.__cause__  # a config group's constructor refused its settings (a missing dataset)
+        if isinstance(error, USER_ERRORS) and not in_a_multirun() and not os.environ.get("HYDRA_FULL_ERROR"):
+            hint = "(HYDRA_FULL_ERROR=1 pgh-train ... shows where it was raised)"
+            raise SystemExit(f"pgh-train: {error}\n{hint}") from None
         raise
+
+
+# what a command's bad settings or missing files raise: pgh-train shows them as one message
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
 
 
 def main() -> None:

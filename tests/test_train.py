@@ -475,6 +475,8 @@ def test_a_refused_command_leaves_no_run_directory(tmp_path):
         done = run_python("-m", "pgh.train", *args, f"hydra.run.dir={tmp_path}/run", tmp_path=tmp_path, check=False)
         assert done.returncode != 0 and message in done.stderr
         assert not (tmp_path / "run").exists()
+        # the message alone, not Hydra's traceback around it
+        assert "pgh-train: " in done.stderr and "Traceback" not in done.stderr and "HYDRA_FULL_ERROR=1" in done.stderr
 
 
 def test_train_takes_back_the_start_files_it_made_and_nothing_else(make_cfg, tmp_path):
