@@ -222,6 +222,35 @@ def test_update_errors_name_the_fix(make_cfg, tmp_path):
     (tmp_path / "unfinished").mkdir()  # as a build killed before its index.json
     with pytest.raises(SystemExit, match="unfinished holds no finished index \\(no index.json\\)"):
         main(["update", str(tmp_path / "unfinished")])
+    for not_an_index in (tmp_path / "images", run):  # the images folder or the run given by mistake
+        with pytest.raises(SystemExit, match="holds no finished index \\(no index.json\\)"):
+            main(["update", str(not_an_index)])
+        assert not (not_an_index / ".lock").exists()  # refused before the writer's lock file is made there
+
+
+def test_damaged_index_files_are_named_with_the_fix(make_cfg, tmp_path):
+    """A damaged index.json, index.faissindex or codes.npy: the file and `build again`, not a KeyError,
+    a FAISS C++ trace or NumPy's read error."""
+    import shutil
+
+    run = trained_run(make_cfg, tmp_path, "itq", SHALLOW["itq"])
+    write_database_images(run, tmp_path / "images")
+    main(["build", str(run), str(tmp_path / "images"), "--out", str(tmp_path / "good"), "--device", "cpu"])
+    query = str(next((tmp_path / "images").rglob("*.png")))
+    for name, content, message in (
+        ("index.json", "{}", "index.json lacks bits, run, images: build the index again"),
+        ("index.json", "{not json", "index.json is not valid JSON .*: build the index again"),
+        ("index.faissindex", "garbage", "index.faissindex is not a FAISS binary index FAISS can read .*not recognized"),
+        ("codes.npy", "\x93NUMPY", "codes.npy or stamps.npy is unreadable .*: build the index again"),
+    ):
+        shutil.rmtree(tmp_path / "index", ignore_errors=True)
+        shutil.copytree(tmp_path / "good", tmp_path / "index")
+        (tmp_path / "index" / name).write_text(content)
+        command = (
+            ["update", str(tmp_path / "index")] if name == "codes.npy" else ["search", str(tmp_path / "index"), query]
+        )
+        with pytest.raises(SystemExit, match=message):
+            main(command)
 
 
 def test_index_checks_before_coding_and_after_the_run_changed(make_cfg, tmp_path, capsys):

@@ -241,10 +241,24 @@ def check_not_a_split_layout(folders: list[Path]) -> None:
         )
 
 
+def free_memory() -> int | None:
+    """Bytes of memory available now (Linux's MemAvailable: free plus reclaimable caches), None where
+    the system does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def load_folder(root: str, image_size: int = 32, grayscale: bool = False, name: str = "folder") -> ImageDataset:
     """An image folder with one sub-folder per class (its images at any depth below it; hidden folders
     and sub-folders without images are left out, with a warning for the latter); every image is
     resized to image_size^2."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"folder dataset: dataset.image_size={image_size!r} must be a positive whole number of pixels")
     root_path = Path(root).expanduser()
     if not root_path.is_dir():
         raise DatasetNotFoundError(f"folder dataset: {root_path} is not a directory (set dataset.root)")
@@ -267,8 +281,16 @@ def load_folder(root: str, image_size: int = 32, grayscale: bool = False, name: 
                     ", ".join(empty))  # fmt: skip
     if not paths:
         raise DatasetNotFoundError(f"folder dataset: no images with suffix {sorted(IMAGE_SUFFIXES)} under {root_path}")
+    channels = 1 if grayscale else 3
+    needed, free = len(paths) * channels * image_size**2, free_memory()
+    if free is not None and needed > free:  # the images are held in memory as one uint8 tensor
+        raise ValueError(
+            f"folder dataset: {len(paths):,} images of {channels} x {image_size} x {image_size} pixels take "
+            f"{needed / 2**30:,.1f} GiB, more than the {free / 2**30:,.1f} GiB of memory available: use a smaller "
+            "dataset.image_size"
+        )
     try:
-        images = read_images(paths, 1 if grayscale else 3, image_size)
+        images = read_images(paths, channels, image_size)
     except ValueError as e:
         raise ValueError(f"folder dataset: {e}") from None
     return ImageDataset(name, images, torch.tensor(labels), tuple(classes))

@@ -108,7 +108,10 @@ def update_locked(args: argparse.Namespace, out: Path) -> None:
         )
     encoder = index_encoder(out, info, args.device)
     indexed = read_indexed_names(out)
-    old_codes, old_stamps = np.load(out / "codes.npy"), np.load(out / "stamps.npy")
+    try:
+        old_codes, old_stamps = np.load(out / "codes.npy"), np.load(out / "stamps.npy")
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{out}: codes.npy or stamps.npy is unreadable ({error}): build the index again") from None
     row = {path: i for i, path in enumerate(indexed)}
     paths = find_images(images_root)
     relative = [p.relative_to(images_root).as_posix() for p in paths]
@@ -238,6 +241,9 @@ def writer_lock(out: Path, create: bool) -> Iterator[None]:
         out.mkdir(parents=True, exist_ok=True)
     elif not out.is_dir():
         raise FileNotFoundError(f"{out} does not exist: build an index there with pgh-index build")
+    elif not any((folder / "index.json").exists() for folder in (out, out / STAGING)):
+        # not an index folder (an images folder, a run): refused before the lock file is made there
+        raise FileNotFoundError(f"{out} holds no finished index (no index.json): build one with pgh-index build")
     with open(out / LOCK, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -268,7 +274,14 @@ def read_index_info(out: Path, finish_write: bool = False) -> dict:
                 f"pgh-index update {out} finishes it"
             )
         raise FileNotFoundError(f"{out} holds no finished index (no index.json): build one with pgh-index build")
-    return json.loads((out / "index.json").read_text())
+    try:
+        info = json.loads((out / "index.json").read_text())
+    except ValueError as error:
+        raise ValueError(f"{out / 'index.json'} is not valid JSON ({error}): build the index again") from None
+    missing = [key for key in ("bits", "run", "images") if not isinstance(info, dict) or key not in info]
+    if missing:
+        raise ValueError(f"{out / 'index.json'} lacks {', '.join(missing)}: build the index again")
+    return info
 
 
 def index_encoder(out: Path, info: dict, device: str) -> RunEncoder:

@@ -10,6 +10,7 @@ other needs. Both cases are caught here and named, with the command that repairs
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -196,7 +197,11 @@ class BinaryIndex:
         if not Path(path).is_file():
             what = "a directory, not an index file" if Path(path).is_dir() else "no such index file"
             raise FileNotFoundError(f"{path}: {what} (BinaryIndex.save writes one)")
-        cpu = faiss.read_index_binary(str(path))
+        try:
+            cpu = faiss.read_index_binary(str(path))
+        except RuntimeError as error:  # FAISS's message names its C++ source before what went wrong
+            reason = re.sub(r"^Error in .*? at \S+:\d+: ", "", str(error).strip()) or "unreadable"
+            raise ValueError(f"{path} is not a FAISS binary index FAISS can read ({reason}): write it again") from None
         ivf = isinstance(cpu, faiss.IndexBinaryIVF)
         index = cls(cpu.d, use_gpu=use_gpu, nlist=cpu.nlist if ivf else None)
         index.cpu_index = cpu
