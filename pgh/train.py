@@ -467,10 +467,28 @@ def in_a_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+# settings that are true or false: `save_codes=no` is a string, which Python would read as true
+SWITCHES = (
+    "save_codes", "requeued", "dataset.grayscale", "dataset.download", "features.per_channel",
+    "features.pretrained", "method.module.augment_flip", "method.module.balance_centered",
+    "method.module.pretrained", "method.module.neighbor_pairs", "method.progressive.reset_gan_each_round",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.sync_batchnorm",
+    "logger.wandb.log_model",
+)  # fmt: skip
+
+
+def check_switches(cfg: DictConfig) -> None:
+    for key in SWITCHES:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(f"{key}={value!r} must be true or false")
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run the composed job into `cfg.paths.output_dir` and return its metrics (the dict written to
     metrics.json). Under DDP every rank runs it; ranks other than 0 return {} and write no results."""
     bits = check_bits(cfg.bits)
+    check_switches(cfg)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
         raise ValueError(f"seed={cfg.seed!r} must be a whole number")
     try:

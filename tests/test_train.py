@@ -658,3 +658,15 @@ def test_a_misspelt_experiment_is_refused_not_ignored(make_cfg):
     with pytest.raises(MissingConfigException, match=r"Could not find 'experiment/pgh_mnist5kk'"):
         make_cfg("experiment=pgh_mnist5kk")
     assert make_cfg("experiment=pgh_mnist5k").method.module._target_ == "pgh.methods.PGH"
+
+
+@pytest.mark.parametrize(
+    "override", ["save_codes=no", "features.per_channel=maybe", "trainer.enable_progress_bar=off", "requeued=yes"]
+)
+def test_switches_take_true_or_false_only(make_cfg, tmp_path, override):
+    """save_codes=no was the string 'no', which Python reads as true: the codes were saved."""
+    key, value = override.split("=")
+    extra = ["features=gist"] if key.startswith("features.") else []
+    with pytest.raises(ValueError, match=f"{key}='{value}' must be true or false"):
+        train(make_cfg("dataset=digits", "bits=16", *extra, override))
+    assert not (tmp_path / "run").exists()
