@@ -210,6 +210,34 @@ def test_zero_weight_switches_a_term_off():
         weighted_total(terms, {"perceptual": 1.0})
 
 
+def test_the_content_loss_trains_the_encoder_through_the_generator(monkeypatch):
+    """With only l_C (pixels) on, one training step gives E a gradient through G(b) and moves E; a
+    code cut from the graph before G would leave E untouched."""
+    torch.manual_seed(0)
+    model = BGAN(
+        bits=16,
+        width=8,
+        hidden=32,
+        neighborhood_weight=0.0,
+        content_weight=1.0,
+        adversarial_weight=0.0,
+        feature_weight=0.0,  # pixel term only: no D
+    )
+    assert model.uses_generator and not model.uses_discriminator and not model.uses_neighbors
+    optimizers = model.configure_optimizers()
+    monkeypatch.setattr(model, "optimizers", lambda: optimizers)  # no Trainer: plain backward, no logging
+    monkeypatch.setattr(model, "manual_backward", lambda loss: loss.backward())
+    monkeypatch.setattr(model, "log_losses", lambda *args, **kwargs: None)
+    before = {k: v.detach().clone() for k, v in model.E.named_parameters()}
+    g_before = {k: v.detach().clone() for k, v in model.G.named_parameters()}
+    images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    model.training_step((images, torch.arange(8)), 0)
+    grads = [p.grad for p in model.E.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+    assert any(not torch.equal(before[k], v) for k, v in model.E.named_parameters())
+    assert any(not torch.equal(g_before[k], v) for k, v in model.G.named_parameters())  # G learns as well
+
+
 # ---------------------------------------------------------------------------------- end to end
 
 

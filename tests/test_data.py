@@ -212,6 +212,35 @@ def test_split_train_subset_and_errors():
         make_split(torch.zeros(50, dtype=torch.long), query_per_class=2)
 
 
+def test_split_train_subset_is_a_seeded_random_draw_from_the_database():
+    """split.train_size draws its subset at random (seeded) from the whole database: on class-sorted
+    labels it covers every class in about equal shares, not the database's first classes."""
+    labels = torch.arange(10).repeat_interleave(100)  # class-sorted: 0 x 100, 1 x 100, ...
+    trains = []
+    for seed in (0, 1, 2):
+        split = make_split(labels, query_per_class=5, train_size=100, seed=seed)
+        train = split.train
+        assert train.numel() == 100 and torch.equal(train, train.unique())  # sorted, no repeats
+        assert set(train.tolist()) <= set(split.database.tolist())
+        counts = torch.bincount(labels[train], minlength=10)
+        assert counts.min() >= 3 and counts.max() <= 20, counts.tolist()  # 10 expected a class (95 of 950 each)
+        assert torch.equal(make_split(labels, query_per_class=5, train_size=100, seed=seed).train, train)
+        trains.append(train)
+    assert not torch.equal(trains[0], trains[1]) and not torch.equal(trains[1], trains[2])
+
+
+def test_split_with_a_train_subset_round_trips_each_part(tmp_path):
+    """Split.save/load keep query, database and train apart (a train subset, so no two parts are equal)."""
+    split = make_split(torch.arange(100) % 5, query_per_class=2, train_size=30, seed=1)
+    assert split.train.numel() == 30 and split.database.numel() == 90 and split.query.numel() == 10
+    split.save(tmp_path / "split.npz")
+    loaded = Split.load(tmp_path / "split.npz")
+    assert torch.equal(loaded.query, split.query)
+    assert torch.equal(loaded.database, split.database)
+    assert torch.equal(loaded.train, split.train)
+    assert all(t.dtype == torch.int64 for t in (loaded.query, loaded.database, loaded.train))
+
+
 def test_find_and_read_image_files(tmp_path):
     from pgh.data.files import find_images, read_images
 

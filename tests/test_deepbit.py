@@ -132,6 +132,35 @@ def test_latent_init_reproduces_the_shallow_codes():
     assert ((mu > 0.2) & (mu < 0.8)).all()  # centred projections: balanced bits from the start
 
 
+def test_training_step_weights_each_term_by_its_own_weight(monkeypatch):
+    """The stage-2 loss (returned and logged) is α·L1 + β·L2 + γ·L3 with α, β, γ each the term's own
+    weight: deliberately different weights, so a term scaled by another's weight shows."""
+    torch.manual_seed(0)
+    weights = {"quantization": 0.7, "balance": 3.0, "rotation": 50.0}  # L3 of a random net is ~1e-4
+    model = DeepBit(
+        bits=8,
+        stage1_epochs=0,  # no trainer: current_epoch 0 is stage 2
+        quantization_weight=weights["quantization"],
+        balance_weight=weights["balance"],
+        rotation_weight=weights["rotation"],
+        rotations=[-10, 10],
+        latent_init="random",
+        **TINY,
+    )
+    logged = {}
+    monkeypatch.setattr(model, "log_losses", lambda values, *args, **kwargs: logged.update(values))
+    monkeypatch.setattr(model, "log", lambda *args, **kwargs: None)
+    images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    loss = model.training_step((images, torch.arange(4)), 0)
+    terms = model.compute_losses(model.prepare(images), rotation=True)  # no BatchNorm or dropout: the same values
+    assert all(w * terms[k].item() > 1e-3 for k, w in weights.items())  # each term counts
+    expected = sum(w * terms[k].item() for k, w in weights.items())
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert logged["loss/total"].item() == pytest.approx(expected, rel=1e-5)
+    for k in weights:
+        assert logged[f"loss/{k}"].item() == pytest.approx(terms[k].item(), rel=1e-5)
+
+
 def test_two_stages_end_to_end(make_cfg):
     cfg = make_cfg(*SMALL)
     metrics = train(cfg)

@@ -114,6 +114,31 @@ def test_objective_weights_the_terms():
     assert model.objective(terms).item() == pytest.approx(2.34)
 
 
+def test_the_modules_weight_decay_term_covers_weights_and_biases():
+    """DH.losses' weight decay is ½Σ‖p‖² over every weight AND bias of the network (the orthogonal
+    init zeroes the biases, so they are set here, or a term without them would read the same)."""
+    torch.manual_seed(0)
+    model = DH(bits=8, in_dim=5, hidden=[6])
+    with torch.no_grad():
+        for layer in model.net.layers:
+            layer.bias.copy_(torch.randn_like(layer.bias))
+    params = list(model.net.parameters())
+    assert len(params) == 4  # two layers, a weight and a bias each
+    expected = 0.5 * sum(float(p.detach().double().pow(2).sum()) for p in params)
+    biases = 0.5 * sum(float(layer.bias.detach().double().pow(2).sum()) for layer in model.net.layers)
+    assert biases > 0.5  # the biases' share is far above the tolerance
+    assert model.losses(H)["weight_decay"].item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_modules_balance_term_follows_balance_centered():
+    """DH(balance_centered=...) picks the balance term: centred on the bit means by default, the
+    paper's uncentred −tr(HHᵀ)/(2n) with False (hand-computed in test_balance_loss_by_hand)."""
+    centred = DH(bits=8, in_dim=3, hidden=[]).losses(H)["balance"]
+    uncentred = DH(bits=8, in_dim=3, hidden=[], balance_centered=False).losses(H)["balance"]
+    assert centred.item() == pytest.approx(-0.2265625)
+    assert uncentred.item() == pytest.approx(-0.328125)
+
+
 def test_loss_shape_errors():
     with pytest.raises(ValueError, match="h must be 2-D"):
         dh_quantization_loss(torch.zeros(3))

@@ -310,6 +310,22 @@ def test_runs_on_different_query_sets_are_named_and_tables_keep_one_row_order(tm
     assert list(table_rows(text, "mAP@all (%) per class")) == list(table_rows(text, "mAP@all (%)"))
 
 
+def test_table_rows_go_by_features_then_method_in_the_papers_order(tmp_path):
+    """Rows sort by features (PIXEL before GIST), then method (DH before BGAN): the paper's order, which
+    neither the alphabet nor a method-first sort gives."""
+    for job, method, features in [
+        ("a", "bgan", "gist"),
+        ("b", "dh", "pixels"),
+        ("c", "dh", "gist"),
+        ("d", "bgan", "pixels"),
+    ]:
+        write_run(tmp_path / job, 0.5, init_hash=None, method=method, features=features)
+    text = build_report([tmp_path]).text
+    expected = ["DH+PIXEL", "BGAN+PIXEL", "DH+GIST", "BGAN+GIST"]
+    assert list(table_rows(text, "mAP@all (%)")) == expected
+    assert list(table_rows(text, "mAP@all (%) per class")) == expected
+
+
 def test_cifar10_runs_at_64_bits_show_the_papers_progressive_curves(tmp_path):
     """The paper shows mAP@all by round for CIFAR-10 at 64 bits only: those curves join the rounds
     table and figure when every run with rounds is such a run, and no others."""
