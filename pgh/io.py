@@ -89,3 +89,12 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
+
+
+def unreadable_checkpoint(path: str | os.PathLike, error: BaseException) -> ValueError:
+    """The error to raise for a checkpoint torch cannot read (cut short, emptied, not a checkpoint)."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ValueError(
+        f"{path} is not a checkpoint torch can read ({reason[:200]}): a file cut short or replaced? Resume "
+        "from another checkpoint file (ckpt_path=<file>) or train the run again"
+    )

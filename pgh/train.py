@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import re
 import shutil
 import time
@@ -33,7 +34,7 @@ from omegaconf.errors import InterpolationResolutionError
 from pgh.data import ImageDataset, Split
 from pgh.features import cached_features
 from pgh.hashing import HASHERS, ShallowHasher
-from pgh.io import atomic_path, save_npy, write_json, write_text
+from pgh.io import atomic_path, save_npy, unreadable_checkpoint, write_json, write_text
 from pgh.logging_utils import finish, instantiate_loggers, log_figure, print_and_log_to_files
 from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, save_figure
 from pgh.retrieval import check_bits, code_statistics, evaluate_packed, pack_codes
@@ -195,6 +196,17 @@ def train_deep(
     return query, database, {"train_seconds": train_seconds, "encode_seconds": t2 - t1, **run_info}
 
 
+CHECKPOINT_READ_ERRORS = (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A Lightning checkpoint's dict (tensors memory-mapped), or a ValueError naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except CHECKPOINT_READ_ERRORS as error:
+        raise unreadable_checkpoint(path, error) from None
+
+
 def check_checkpoint_within_length(cfg: DictConfig, out: Path) -> None:
     """A resume whose run is shorter than what its checkpoint has trained: Lightning says so naming
     trainer.max_epochs, which pgh-train sets from the method's length."""
@@ -206,7 +218,7 @@ def check_checkpoint_within_length(cfg: DictConfig, out: Path) -> None:
     path = out / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
     if not path.is_file():
         return  # Lightning resolves "last" among other names, and says what is missing
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    state = read_checkpoint(path)
     # epochs begun: a checkpoint from the middle of an epoch has trained part of one more than `epoch` says
     progress = state.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
     trained = int(progress.get("started", state["epoch"]))
@@ -407,7 +419,7 @@ def check_foreign_checkpoint(cfg: DictConfig, path: Path, run: Path | None) -> N
     if run is not None:
         check_resume_matches_run(cfg, run, foreign=True)
         return
-    hparams = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
+    hparams = read_checkpoint(path).get("hyper_parameters", {})
     names = ("bits", *get_class(cfg.method.module._target_).architecture)
     module = OmegaConf.to_container(cfg.method.module, resolve=True)
     differing = [

@@ -670,3 +670,23 @@ def test_switches_take_true_or_false_only(make_cfg, tmp_path, override):
     with pytest.raises(ValueError, match=f"{key}='{value}' must be true or false"):
         train(make_cfg("dataset=digits", "bits=16", *extra, override))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_damaged_checkpoint_is_named_with_the_fix(make_cfg, tmp_path):
+    """A checkpoint cut short or emptied: the file and what to do, not torch's zip-reader error."""
+    from PIL import Image
+
+    from pgh.retrieval.cli import main as index_main
+
+    small = ("dataset=digits", "method=dh", "bits=16", "split.query_per_class=20", "method.max_epochs=1")
+    train(make_cfg(*small))
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    whole = checkpoint.read_bytes()
+    for damaged in (whole[: len(whole) // 2], b""):
+        checkpoint.write_bytes(damaged)
+        with pytest.raises(ValueError, match=r"last.ckpt is not a checkpoint torch can read .* train the run again"):
+            train(make_cfg(*small, "method.max_epochs=2", "ckpt_path=last"))
+        (tmp_path / "images").mkdir(exist_ok=True)
+        Image.new("L", (8, 8)).save(tmp_path / "images" / "a.png")
+        with pytest.raises(SystemExit, match=r"last.ckpt is not a checkpoint torch can read"):
+            index_main(["build", str(tmp_path / "run"), str(tmp_path / "images"), "--out", str(tmp_path / "index")])
