@@ -126,6 +126,26 @@ def test_folder_dataset_and_corrupt_files(tmp_path):
         load_folder(str(tmp_path))
 
 
+def test_folder_dataset_checks_its_image_size_and_the_memory_it_needs(tmp_path, monkeypatch):
+    """dataset.image_size=100000 read six images into 168 GiB and the machine killed the job."""
+    import pgh.data.datasets
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.new("L", (8, 8)).save(tmp_path / cls / f"{i}.png")
+    with pytest.raises(
+        ValueError, match=r"6 images of 3 x 100000 x 100000 pixels take 167.6 GiB, more than the 8.0 GiB"
+    ):
+        monkeypatch.setattr(pgh.data.datasets, "free_memory", lambda: 8 * 2**30)
+        load_folder(str(tmp_path), image_size=100000)
+    for bad in (0, "abc", 2.5):
+        with pytest.raises(ValueError, match=f"dataset.image_size={bad!r} must be a positive whole number"):
+            load_folder(str(tmp_path), image_size=bad)
+    assert load_folder(str(tmp_path), image_size=16, grayscale=True).images.shape == (6, 1, 16, 16)
+    assert pgh.data.datasets.free_memory() is None or pgh.data.datasets.free_memory() > 0
+
+
 def test_folder_dataset_reads_class_folders_at_any_depth_and_skips_hidden_and_empty_ones(tmp_path, caplog, monkeypatch):
     """A class whose images sat one level deeper was dropped (and the error said "a single class");
     hidden and empty folders took a label, so class_names outnumbered the classes."""

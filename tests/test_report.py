@@ -118,6 +118,26 @@ def test_runs_from_other_initial_features_name_their_round_0_codes(tmp_path):
     assert set(report.rounds) == {"ITQ+GIST, 32 bits", "ITQ+PIXEL, 32 bits"}
 
 
+def test_runs_without_metrics_are_named_as_left_out_and_bad_numbers_refused(tmp_path, capsys):
+    """pgh-report left unfinished runs out without a word, and a metrics.json whose map_all is no
+    number ended in a TypeError."""
+    write_run(tmp_path / "done", 0.80)
+    (tmp_path / "training" / ".hydra").mkdir(parents=True)
+    (tmp_path / "training" / "config.yaml").write_text("bits: 32\n")
+    (tmp_path / "training" / ".hydra" / "config.yaml").write_text("bits: 32\n")  # Hydra's copy: no run
+    main([str(tmp_path)])
+    printed = capsys.readouterr()
+    assert "# pgh report: 1 run" in printed.out
+    assert (
+        f"left out 1 run(s) without metrics.json (training, stopped or failed): {tmp_path / 'training'}" in printed.err
+    )
+    bad = write_run(tmp_path / "bad", 0.5)
+    record = json.loads((bad / "metrics.json").read_text())
+    (bad / "metrics.json").write_text(json.dumps({**record, "map_all": "high"}))
+    with pytest.raises(SystemExit, match=r"metrics.json: map_all='high' is no number: not written by pgh-train"):
+        main([str(bad)])
+
+
 def test_only_dataset_and_bits_pairs_with_runs_get_a_column(tmp_path):
     write_run(tmp_path / "a", 0.80)
     other = write_run(tmp_path / "b", 0.60)

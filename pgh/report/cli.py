@@ -63,6 +63,18 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     return list(runs)
 
 
+def unfinished_runs(paths: list[str | Path]) -> list[Path]:
+    """pgh-train run directories (a config.yaml beside no metrics.json) at or below `paths`: runs still
+    training, stopped or failed, which the report leaves out."""
+    found = {
+        config.parent.resolve()
+        for path in map(Path, paths)
+        for config in path.rglob("config.yaml")
+        if ".hydra" not in config.parts and not (config.parent / "metrics.json").exists()
+    }
+    return sorted(found, key=natural_order)
+
+
 def natural_order(path: Path) -> list:
     """A sort key that puts a sweep's job 2_… before 10_… (numbers compared as numbers)."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.as_posix())]
@@ -80,6 +92,9 @@ def load_run(run: Path) -> dict[str, Any]:
     for key in ("dataset", "method", "features", "bits", "map_all"):
         if key not in metrics:
             raise ValueError(f"{run / 'metrics.json'} has no {key!r}: not written by pgh-train")
+    for key, kinds in (("bits", int), ("map_all", (int, float))):
+        if isinstance(metrics[key], bool) or not isinstance(metrics[key], kinds):
+            raise ValueError(f"{run / 'metrics.json'}: {key}={metrics[key]!r} is no number: not written by pgh-train")
     return {**metrics, "run": run}
 
 
@@ -408,6 +423,11 @@ def main(argv: list[str] | None = None) -> None:
         report = build_report(args.paths)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"pgh-report: {error}")
+    left_out = unfinished_runs(args.paths)
+    if left_out:
+        shown = ", ".join(map(str, left_out[:5])) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
+        print(f"pgh-report: left out {len(left_out)} run(s) without metrics.json (training, stopped or failed): "
+              f"{shown}", file=sys.stderr)  # fmt: skip
     if args.out is not None:
         write_text(args.out / "report.md", report.text)
         figures = {"rounds.png": plot_rounds(report.rounds, "PGH: mAP@all by round")} if report.rounds else {}
