@@ -501,8 +501,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics.json). Under DDP every rank runs it; ranks other than 0 return {} and write no results."""
     bits = check_bits(cfg.bits)
     check_switches(cfg)
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
-        raise ValueError(f"seed={cfg.seed!r} must be a whole number")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**63:
+        raise ValueError(f"seed={cfg.seed!r} must be a whole number in 0..2**63 - 1")
     try:
         out = Path(cfg.paths.output_dir)
     except InterpolationResolutionError:

@@ -230,6 +230,15 @@ def test_split_train_subset_and_errors():
         make_split(labels, query_per_class=20)
     with pytest.raises(ValueError, match="single class.*every metric 100%.*at least two"):
         make_split(torch.zeros(50, dtype=torch.long), query_per_class=2)
+    # types: a slice's TypeError or torch's "manual_seed expected a long" before
+    for bad, message in (
+        ({"query_per_class": 2.5}, r"split.query_per_class=2.5 must be a whole number"),
+        ({"train_size": 10.5}, r"split.train_size=10.5 must be a whole number"),
+        ({"seed": "abc"}, r"split.seed='abc' must be a whole number in 0..2\*\*63 - 1"),
+        ({"seed": 10**20}, r"split.seed=100000000000000000000 must be a whole number in 0..2\*\*63 - 1"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            make_split(labels, **{"query_per_class": 2, **bad})
 
 
 def test_split_train_subset_is_a_seeded_random_draw_from_the_database():

@@ -33,6 +33,11 @@ class Split:
 def make_split(labels: torch.Tensor, query_per_class: int = 100, train_size: int | None = None, seed: int = 0) -> Split:
     """Draw `query_per_class` queries from each class; database = the rest; train ⊆ database."""
     labels = torch.as_tensor(labels).long()
+    for name, value in (("query_per_class", query_per_class), ("train_size", train_size), ("seed", seed)):
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if not (whole or (name == "train_size" and value is None)) or (name == "seed" and not 0 <= value < 2**63):
+            within = " in 0..2**63 - 1" if name == "seed" else ""
+            raise ValueError(f"split.{name}={value!r} must be a whole number{within}")
     if query_per_class < 1:
         raise ValueError(f"query_per_class must be >= 1, got {query_per_class}")
     classes = labels.unique().tolist()
