@@ -499,6 +499,12 @@ def check_switches(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run the composed job into `cfg.paths.output_dir` and return its metrics (the dict written to
     metrics.json). Under DDP every rank runs it; ranks other than 0 return {} and write no results."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:  # e.g. dataset=folder's root
+        example = "dataset.root=/path/to/images (one sub-folder per class)" if "dataset.root" in missing else ""
+        raise ValueError(
+            f"{', '.join(missing)} must be given on the command line" + (f", e.g. {example}" if example else "")
+        )
     bits = check_bits(cfg.bits)
     check_switches(cfg)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**63:

@@ -690,3 +690,10 @@ def test_a_damaged_checkpoint_is_named_with_the_fix(make_cfg, tmp_path):
         Image.new("L", (8, 8)).save(tmp_path / "images" / "a.png")
         with pytest.raises(SystemExit, match=r"last.ckpt is not a checkpoint torch can read"):
             index_main(["build", str(tmp_path / "run"), str(tmp_path / "images"), "--out", str(tmp_path / "index")])
+
+
+def test_a_folder_dataset_without_its_root_says_which_key_to_give(make_cfg, tmp_path):
+    """dataset=folder alone ended in OmegaConf's MissingMandatoryValue, raised inside Hydra's instantiate."""
+    with pytest.raises(ValueError, match=r"dataset.root must be given on the command line, e.g. dataset.root=/path"):
+        train(make_cfg("dataset=folder"))
+    assert not (tmp_path / "run").exists()
