@@ -674,7 +674,15 @@ def run_job(
     run_name = f"{dataset.name}-{method_name(cfg)}-{feature_name(cfg)}-{bits}"
     loggers = instantiate_loggers(cfg.get("logger"), resume=resuming, run_name=run_name)
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        try:  # W&B starts its run here
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        except Exception as error:
+            if type(error).__module__.startswith("wandb") and "api key" in str(error).lower():
+                raise ValueError(
+                    "logger=wandb but W&B has no API key here: log in with `wandb login`, or run offline with "
+                    "WANDB_MODE=offline (`wandb sync` uploads later), or use logger=csv"
+                ) from None
+            raise
 
     t0 = time.perf_counter()
     features = cached_features(

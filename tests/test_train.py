@@ -697,3 +697,15 @@ def test_a_folder_dataset_without_its_root_says_which_key_to_give(make_cfg, tmp_
     with pytest.raises(ValueError, match=r"dataset.root must be given on the command line, e.g. dataset.root=/path"):
         train(make_cfg("dataset=folder"))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_wandb_without_an_api_key_names_the_ways_out(make_cfg, tmp_path, monkeypatch):
+    """logger=wandb online without a key: wandb's UsageError from inside Lightning before."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc login
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "home"))
+    with pytest.raises(ValueError, match=r"W&B has no API key here: log in with `wandb login`.*WANDB_MODE=offline"):
+        train(make_cfg("dataset=digits", "bits=16", "logger=wandb", "logger.wandb.name=test"))
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").glob("*.npy"))
