@@ -18,6 +18,7 @@ import shutil
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -634,6 +635,18 @@ def take_back_start_files(out: Path, started: list[Path], existing: set[str]) ->
         pass
 
 
+def check_hasher_fits(cfg: DictConfig, width: int) -> None:
+    """Fit the run's shallow hasher (or PGH's initial hash on these features) on random features of
+    this width: its own refusal (ITQ longer than the features' width, ...) comes before the whole
+    dataset's features (minutes of GIST on Fashion-MNIST). Not for VGG16 (4,096 wide), whose network
+    is built by its first call and draws from the random state the run's later draws follow."""
+    probe = torch.randn(cfg.bits + 2, width, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    if "module" not in cfg.method:
+        instantiate(cfg.method).fit(probe)
+    elif "init_hash" in cfg.method and cfg.method.get("init_features") is None:
+        HASHERS[cfg.method.init_hash](bits=cfg.bits, seed=cfg.seed).fit(probe)
+
+
 def restore_files(out: Path, contents: dict[str, bytes]) -> None:
     """Put back these files of `out` (relative name -> bytes) where a failed job changed them."""
     for name, content in contents.items():
@@ -686,7 +699,11 @@ def run_job(
 
     t0 = time.perf_counter()
     features = cached_features(
-        dataset, instantiate(cfg.features), OmegaConf.to_container(cfg.features, resolve=True), cfg.paths.cache_dir
+        dataset,
+        instantiate(cfg.features),
+        OmegaConf.to_container(cfg.features, resolve=True),
+        cfg.paths.cache_dir,
+        check_width=None if feature_name(cfg) == "vgg16_fc7" else partial(check_hasher_fits, cfg),
     )
     feature_seconds = time.perf_counter() - t0
     tie_break = eval_opts["tie_break"]

@@ -709,3 +709,15 @@ def test_wandb_without_an_api_key_names_the_ways_out(make_cfg, tmp_path, monkeyp
     with pytest.raises(ValueError, match=r"W&B has no API key here: log in with `wandb login`.*WANDB_MODE=offline"):
         train(make_cfg("dataset=digits", "bits=16", "logger=wandb", "logger.wandb.name=test"))
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").glob("*.npy"))
+
+
+def test_a_code_longer_than_the_features_is_refused_before_they_are_computed(make_cfg, tmp_path):
+    """ITQ longer than GIST's width was refused only after the whole dataset's GIST (minutes on
+    Fashion-MNIST): the hasher is first fitted on random features of the width one image gives."""
+    gist = ("dataset=digits", "features=gist", "features.number_blocks=2")  # 4 scales x 8 x 2 x 2 = 128 wide
+    with pytest.raises(ValueError, match="256 bits need at least 256 feature dimensions for PCA, features have 128"):
+        train(make_cfg(*gist, "method=itq", "bits=256"))
+    with pytest.raises(ValueError, match="256 bits need at least 256 feature dimensions for PCA, features have 128"):
+        train(make_cfg(*gist, "method=pgh", "bits=256"))  # PGH's initial ITQ codes
+    assert not list((tmp_path / "cache").glob("*.pt"))  # no features were computed, so none cached
+    assert train(make_cfg(*gist, "method=lsh", "bits=256"))["bits"] == 256  # LSH needs no PCA

@@ -38,10 +38,13 @@ def cached_features(
     extractor: Callable[[torch.Tensor], torch.Tensor],
     feature_config: dict[str, Any],
     cache_dir: str | Path | None,
+    check_width: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Features of every image of `dataset`, from `cache_dir` when present there, else computed."""
+    """Features of every image of `dataset`, from `cache_dir` when present there, else computed;
+    before computing them, `check_width` gets the features' width (from the first image), so that a
+    setting they do not suit is refused before the whole dataset's features."""
     if cache_dir is None:
-        return extractor(dataset.images)
+        return compute(dataset, extractor, check_width)
     # device and batch size do not change the features; the extractor's code version and what it
     # loads (a weights file) do
     key_config = {k: v for k, v in feature_config.items() if k not in ("device", "batch_size")}
@@ -57,7 +60,15 @@ def cached_features(
                 return feats
         except Exception as e:  # noqa: BLE001 - any unreadable cache file is recomputed, never trusted
             log.warning("ignoring unreadable feature cache %s (%s)", path, e)
-    feats = extractor(dataset.images)
+    feats = compute(dataset, extractor, check_width)
     with atomic_path(path) as tmp:
         torch.save(feats, tmp)
     return feats
+
+
+def compute(
+    dataset: ImageDataset, extractor: Callable[[torch.Tensor], torch.Tensor], check_width: Callable[[int], None] | None
+) -> torch.Tensor:
+    if check_width is not None and len(dataset):
+        check_width(extractor(dataset.images[:1]).shape[1])
+    return extractor(dataset.images)
