@@ -578,6 +578,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"eval.{error}") from None
     # before the run's first file: a missing dataset is the most common refusal (datasets draw no random numbers)
     dataset: ImageDataset = instantiate(cfg.dataset)
+    if not str(dataset.name).strip():  # it names the run, its rows in reports and its feature cache
+        raise ValueError("dataset.name is empty: give the dataset a name (dataset.name=<name>)")
     existing = {entry.name for entry in out.iterdir()} if out.is_dir() else set()
     start_files = ("config.yaml", "split.npz", "csv", "tensorboard")  # csv/, tensorboard/: the loggers' hparams
     started = [path for path in (*(out / name for name in start_files), out) if not os.path.lexists(path)]

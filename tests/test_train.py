@@ -721,3 +721,17 @@ def test_a_code_longer_than_the_features_is_refused_before_they_are_computed(mak
         train(make_cfg(*gist, "method=pgh", "bits=256"))  # PGH's initial ITQ codes
     assert not list((tmp_path / "cache").glob("*.pt"))  # no features were computed, so none cached
     assert train(make_cfg(*gist, "method=lsh", "bits=256"))["bits"] == 256  # LSH needs no PCA
+
+
+def test_an_empty_dataset_name_is_refused(make_cfg, tmp_path):
+    """dataset.name names the run, its report rows and its feature cache: an empty one gave `pgh |  |`."""
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / "images" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (8, 8), 40 * i).save(tmp_path / "images" / cls / f"{i}.png")
+    folder = ("dataset=folder", f"dataset.root={tmp_path / 'images'}", "split.query_per_class=1")
+    with pytest.raises(ValueError, match=r"dataset.name is empty: give the dataset a name"):
+        train(make_cfg(*folder, "dataset.name="))
+    assert not (tmp_path / "run").exists()
