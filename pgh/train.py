@@ -110,7 +110,11 @@ def train_deep(
         if m.get("init_features") is not None:  # round-0 codes from other features than the features group's
             config = OmegaConf.load(Path(CONFIG_DIR) / "features" / f"{m.init_features}.yaml")
             source = cached_features(
-                dataset, instantiate(config), OmegaConf.to_container(config, resolve=True), cfg.paths.cache_dir
+                dataset,
+                instantiate(config),
+                OmegaConf.to_container(config, resolve=True),
+                cfg.paths.cache_dir,
+                check_width=partial(check_code_fits, cfg, True),
             )
         init = HASHERS[m.init_hash](bits=cfg.bits, seed=cfg.seed).fit(source[split.train])
         init_db = pack_codes(init.encode(source[split.database]))
@@ -482,12 +486,21 @@ def in_a_multirun() -> bool:
 
 # settings that are true or false: `save_codes=no` is a string, which Python would read as true
 SWITCHES = (
-    "save_codes", "requeued", "dataset.grayscale", "dataset.download", "features.per_channel",
-    "features.pretrained", "method.module.augment_flip", "method.module.balance_centered",
-    "method.module.pretrained", "method.module.neighbor_pairs", "method.progressive.reset_gan_each_round",
-    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.sync_batchnorm",
-    "logger.wandb.log_model",
-)  # fmt: skip
+    "save_codes",
+    "requeued",
+    "dataset.grayscale",
+    "dataset.download",
+    "features.per_channel",
+    "features.pretrained",
+    "method.module.augment_flip",
+    "method.module.balance_centered",
+    "method.module.pretrained",
+    "method.module.neighbor_pairs",
+    "method.progressive.reset_gan_each_round",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.sync_batchnorm",
+)  # fmt: skip (not logger.wandb.log_model, which also takes "all")
 
 
 def check_switches(cfg: DictConfig) -> None:
@@ -500,14 +513,7 @@ def check_switches(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run the composed job into `cfg.paths.output_dir` and return its metrics (the dict written to
     metrics.json). Under DDP every rank runs it; ranks other than 0 return {} and write no results."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:  # e.g. dataset=folder's root
-        example = "dataset.root=/path/to/images (one sub-folder per class)" if "dataset.root" in missing else ""
-        raise ValueError(
-            f"{', '.join(missing)} must be given on the command line" + (f", e.g. {example}" if example else "")
-        )
     bits = check_bits(cfg.bits)
-    check_switches(cfg)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**63:
         raise ValueError(f"seed={cfg.seed!r} must be a whole number in 0..2**63 - 1")
     try:
@@ -517,6 +523,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "cfg.paths.output_dir is ${hydra:runtime.output_dir}, which only a Hydra app (pgh-train) sets: "
             "compose with the override paths.output_dir=<a directory> to call train(cfg) from Python"
         ) from None
+    try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+    except InterpolationResolutionError:  # another unresolvable value: its own use says which
+        missing = []
+    if missing:  # e.g. dataset=folder's root
+        example = "dataset.root=/path/to/images (one sub-folder per class)" if "dataset.root" in missing else ""
+        raise ValueError(
+            f"{', '.join(missing)} must be given on the command line" + (f", e.g. {example}" if example else "")
+        )
+    check_switches(cfg)
     if cfg.get("ckpt_path") is not None and "module" not in cfg.method:
         if not in_a_multirun():  # a sweep's resume reruns its shallow jobs with the same command
             log.warning("ckpt_path=%s: %s is a shallow hasher, which has no checkpoint; it is fitted afresh",
@@ -590,8 +606,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     progress = JobProgress()
     try:
         return run_job(cfg, out, dataset, bits, resuming, source, eval_opts, progress)
-    except Exception:
-        if not progress.training_started:
+    except Exception as error:
+        if progress.training_started:
+            error.raised_while_training = True  # pgh-train shows its traceback: it may be a bug, not a setting
+        else:
             take_back_start_files(out, started, existing)
             restore_files(out, before)
         raise
@@ -599,7 +617,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 @dataclass
 class JobProgress:
-    """How far a job got: once a deep method has begun training, a failure keeps what it wrote."""
+    """How far a job got: once a deep method has begun training, or a shallow one has been fitted and
+    writes its results, a failure keeps what it wrote (and the run's config.yaml that goes with it)."""
 
     training_started: bool = False
 
@@ -637,16 +656,14 @@ def take_back_start_files(out: Path, started: list[Path], existing: set[str]) ->
         pass
 
 
-def check_hasher_fits(cfg: DictConfig, width: int) -> None:
-    """Fit the run's shallow hasher (or PGH's initial hash on these features) on random features of
-    this width: its own refusal (ITQ longer than the features' width, ...) comes before the whole
-    dataset's features (minutes of GIST on Fashion-MNIST). Not for VGG16 (4,096 wide), whose network
-    is built by its first call and draws from the random state the run's later draws follow."""
-    probe = torch.randn(cfg.bits + 2, width, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    if "module" not in cfg.method:
-        instantiate(cfg.method).fit(probe)
-    elif "init_hash" in cfg.method and cfg.method.get("init_features") is None:
-        HASHERS[cfg.method.init_hash](bits=cfg.bits, seed=cfg.seed).fit(probe)
+def check_code_fits(cfg: DictConfig, initial: bool, width: int) -> None:
+    """The hasher fitted on features of this width (the run's shallow method, or with `initial` PGH's
+    initial hash) accepts its code length (ITQ projects onto `bits` principal directions): refused
+    before the whole dataset's features are computed (minutes of GIST on Fashion-MNIST)."""
+    if initial:
+        HASHERS[cfg.method.init_hash](bits=cfg.bits, seed=cfg.seed).check_width(width)
+    elif "module" not in cfg.method:
+        instantiate(cfg.method).check_width(width)
 
 
 def restore_files(out: Path, contents: dict[str, bytes]) -> None:
@@ -705,7 +722,7 @@ def run_job(
         instantiate(cfg.features),
         OmegaConf.to_container(cfg.features, resolve=True),
         cfg.paths.cache_dir,
-        check_width=None if feature_name(cfg) == "vgg16_fc7" else partial(check_hasher_fits, cfg),
+        check_width=partial(check_code_fits, cfg, "init_hash" in cfg.method and not cfg.method.get("init_features")),
     )
     feature_seconds = time.perf_counter() - t0
     tie_break = eval_opts["tie_break"]
@@ -732,6 +749,7 @@ def run_job(
             raise TypeError(f"method {cfg.method._target_} is neither a ShallowHasher nor a `module` config")
         distance = hasher.distance
         query_codes, db_codes, run_info = fit_shallow(hasher, features, split)
+        progress.training_started = True  # from here it writes its results: a failure keeps them and its config
         hasher.save(out / "hasher.pt")  # what pgh-index codes new images with
 
     t0 = time.perf_counter()
@@ -853,7 +871,8 @@ def hydra_main(cfg: DictConfig) -> float:
         # it (a sweep's jobs keep Hydra's report, which names the job)
         if isinstance(error, InstantiationException) and isinstance(error.__cause__, USER_ERRORS):
             error = error.__cause__  # a config group's constructor refused its settings (a missing dataset)
-        if isinstance(error, USER_ERRORS) and not in_a_multirun() and not os.environ.get("HYDRA_FULL_ERROR"):
+        concise = isinstance(error, USER_ERRORS) and not getattr(error, "raised_while_training", False)
+        if concise and not in_a_multirun() and os.environ.get("HYDRA_FULL_ERROR") != "1":
             hint = "(HYDRA_FULL_ERROR=1 pgh-train ... shows where it was raised)"
             raise SystemExit(f"pgh-train: {error}\n{hint}") from None
         raise

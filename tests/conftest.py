@@ -147,13 +147,15 @@ class KillAtEpochStart:
     that fails the run as epoch N starts, after the previous epoch's end but before any later
     checkpoint: a job killed between an epoch's last step checkpoint and the next save."""
 
-    def __new__(cls, epoch: int):
+    def __new__(cls, epoch: int, kind: str = "RuntimeError"):
+        import builtins
+
         import lightning as L
 
         class _Kill(L.Callback):
             def on_train_epoch_start(self, trainer, pl_module):
                 if trainer.current_epoch == epoch:
-                    raise RuntimeError(f"killed at the start of epoch {epoch}")
+                    raise getattr(builtins, kind)(f"killed at the start of epoch {epoch}")
 
         return _Kill()
 

@@ -125,6 +125,8 @@ def test_runs_without_metrics_are_named_as_left_out_and_bad_numbers_refused(tmp_
     (tmp_path / "training" / ".hydra").mkdir(parents=True)
     (tmp_path / "training" / "config.yaml").write_text("bits: 32\n")
     (tmp_path / "training" / ".hydra" / "config.yaml").write_text("bits: 32\n")  # Hydra's copy: no run
+    (tmp_path / "done" / "wandb" / "run-1" / "files").mkdir(parents=True)
+    (tmp_path / "done" / "wandb" / "run-1" / "files" / "config.yaml").write_text("{}\n")  # W&B's copy
     main([str(tmp_path)])
     printed = capsys.readouterr()
     assert "# pgh report: 1 run" in printed.out

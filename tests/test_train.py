@@ -477,6 +477,19 @@ def test_a_refused_command_leaves_no_run_directory(tmp_path):
         assert not (tmp_path / "run").exists()
         # the message alone, not Hydra's traceback around it
         assert "pgh-train: " in done.stderr and "Traceback" not in done.stderr and "HYDRA_FULL_ERROR=1" in done.stderr
+    # an error once training has begun may be a bug: its traceback stays
+    kill = [
+        "+callbacks.kill._target_=conftest.KillAtEpochStart",
+        "+callbacks.kill.epoch=1",
+        "+callbacks.kill.kind=ValueError",
+    ]
+    args = ["dataset=digits", "method=dh", "split.query_per_class=20", "method.max_epochs=2", *kill]
+    done = run_python("-m", "pgh.train", *args, f"hydra.run.dir={tmp_path}/run", tmp_path=tmp_path, check=False)
+    assert (
+        done.returncode != 0
+        and "Traceback" in done.stderr
+        and "ValueError: killed at the start of epoch 1" in done.stderr
+    )
 
 
 def test_train_takes_back_the_start_files_it_made_and_nothing_else(make_cfg, tmp_path):
@@ -533,6 +546,24 @@ def test_a_command_refused_in_a_finished_runs_directory_leaves_its_files_as_they
     with pytest.raises(ValueError, match="72 bits need at least 72 feature dimensions"):
         train(make_cfg("dataset=digits", "method=itq", "bits=72", "split.query_per_class=50"))
     assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == files
+
+
+def test_a_shallow_job_failing_while_writing_keeps_the_config_of_what_it_wrote(make_cfg, tmp_path, monkeypatch):
+    """Refused settings put back an earlier run's files, but a job that fitted its hasher and failed
+    writing its results (a full disk) keeps its own config.yaml beside its hasher.pt: pgh-index
+    would read the earlier config beside the new hasher."""
+    import pgh.train
+
+    train(make_cfg("dataset=digits", "method=itq", "bits=16", "split.query_per_class=20"))
+
+    def full_disk(path, array):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pgh.train, "save_npy", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        train(make_cfg("dataset=digits", "method=lsh", "bits=32", "split.query_per_class=20"))
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert "pgh.hashing.LSH" in config and "bits: 32" in config
 
 
 def test_metrics_json_is_written_last(make_cfg, tmp_path, monkeypatch):

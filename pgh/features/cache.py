@@ -41,8 +41,8 @@ def cached_features(
     check_width: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Features of every image of `dataset`, from `cache_dir` when present there, else computed;
-    before computing them, `check_width` gets the features' width (from the first image), so that a
-    setting they do not suit is refused before the whole dataset's features."""
+    before computing them, `check_width` gets the features' width (from the first image's), so that
+    a setting they do not suit is refused before the whole dataset's features."""
     if cache_dir is None:
         return compute(dataset, extractor, check_width)
     # device and batch size do not change the features; the extractor's code version and what it
@@ -57,6 +57,8 @@ def cached_features(
             feats = torch.load(path, map_location="cpu", weights_only=True)
             if feats.shape[0] == len(dataset):
                 log.info("features from cache %s", path)
+                if check_width is not None:
+                    check_width(feats.shape[1])
                 return feats
         except Exception as e:  # noqa: BLE001 - any unreadable cache file is recomputed, never trusted
             log.warning("ignoring unreadable feature cache %s (%s)", path, e)

@@ -25,6 +25,10 @@ class ShallowHasher:
         self.seed = seed
         self.fitted = False
 
+    def check_width(self, width: int) -> None:
+        """Refuse features of this width before they are computed, where the hasher cannot fit them
+        (ITQ's PCA needs as many dimensions as bits); the others take any width."""
+
     def fit(self, features: torch.Tensor) -> ShallowHasher:
         x = self._check(features)
         if x.shape[0] < 2:
@@ -111,13 +115,17 @@ def load_hasher(path: str | os.PathLike) -> ShallowHasher:
     return classes[state["hasher"]](bits=state["bits"], seed=state["seed"]).load_state_dict(state)
 
 
-def pca(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(mean [d], top-k principal directions [d, k], their eigenvalues [k]) of x [n, d]."""
-    if k > x.shape[1]:
+def check_pca_width(k: int, width: int) -> None:
+    if k > width:
         raise ValueError(
-            f"{k} bits need at least {k} feature dimensions for PCA, features have {x.shape[1]}; "
+            f"{k} bits need at least {k} feature dimensions for PCA, features have {width}; "
             "use fewer bits or richer features"
         )
+
+
+def pca(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean [d], top-k principal directions [d, k], their eigenvalues [k]) of x [n, d]."""
+    check_pca_width(k, x.shape[1])
     if k > x.shape[0] - 1:  # n centred samples span at most n - 1 directions; the rest would be arbitrary
         raise ValueError(
             f"a {k}-dimensional PCA needs at least {k + 1} training samples, got {x.shape[0]}; "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from pgh.hashing.base import ShallowHasher, pca
+from pgh.hashing.base import ShallowHasher, check_pca_width, pca
 
 
 class ITQ(ShallowHasher):
@@ -16,6 +16,9 @@ class ITQ(ShallowHasher):
         if iterations < 0:
             raise ValueError(f"iterations must be >= 0, got {iterations}")
         self.iterations = iterations
+
+    def check_width(self, width: int) -> None:
+        check_pca_width(self.bits, width)
 
     def _fit(self, x: torch.Tensor, gen: torch.Generator) -> None:
         self.mean, self.pcs, _ = pca(x, self.bits)

@@ -70,7 +70,8 @@ def unfinished_runs(paths: list[str | Path]) -> list[Path]:
         config.parent.resolve()
         for path in map(Path, paths)
         for config in path.rglob("config.yaml")
-        if ".hydra" not in config.parts and not (config.parent / "metrics.json").exists()
+        # not Hydra's copy (.hydra/) nor W&B's (wandb/run-*/files/)
+        if not {".hydra", "wandb"} & set(config.parts) and not (config.parent / "metrics.json").exists()
     }
     return sorted(found, key=natural_order)
 
