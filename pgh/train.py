@@ -282,6 +282,12 @@ def check_module_arguments(method: DictConfig, num_train: int) -> None:
         get_class(method.module._target_).check_arguments(**kwargs)
     except (ValueError, TypeError) as error:
         raise ValueError(f"method.module: {error}") from None
+    stage1 = method.module.get("stage1_epochs")  # DeepBit: its on_fit_start would refuse it once training began
+    if isinstance(stage1, int) and "max_epochs" in method and stage1 > method.max_epochs:
+        raise ValueError(
+            f"method.module.stage1_epochs={stage1} is more than method.max_epochs={method.max_epochs}: stage 2 "
+            "runs the epochs after stage 1; set stage1_epochs <= max_epochs"
+        )
     if "progressive" in method and method.batch_size < 2:  # b_j is another image's code in the batch
         raise ValueError(f"method.batch_size={method.batch_size}: PGH needs at least 2 images a batch")
 

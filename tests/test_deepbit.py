@@ -177,9 +177,11 @@ def test_two_stages_end_to_end(make_cfg):
     assert (out / "checkpoints" / "last.ckpt").exists()
 
 
-def test_stage1_longer_than_training_is_an_error(make_cfg):
-    with pytest.raises(ValueError, match="stage1_epochs=3 is more than max_epochs=2"):
+def test_stage1_longer_than_training_is_an_error(make_cfg, tmp_path):
+    """Refused before any work (it was refused as training began, leaving a half-made run)."""
+    with pytest.raises(ValueError, match="stage1_epochs=3 is more than method.max_epochs=2"):
         train(make_cfg(*SMALL, "method.module.stage1_epochs=3"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_vgg16_backbone_with_random_weights_encodes():
