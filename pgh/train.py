@@ -707,6 +707,12 @@ def run_job(
         else:
             log.warning("%s has no split.npz: whether the data still gives its split cannot be checked", run)
     split.save(out / "split.npz")
+    for key in ("map_k", "precision_k"):
+        if eval_opts[key] > split.database.numel():
+            log.warning(
+                "eval.%s=%d is more than the database's %d items: it counts the whole database (mAP@K is then "
+                "mAP@all, precision@K the database's precision)", key, eval_opts[key], split.database.numel(),
+            )  # fmt: skip
     if "module" in cfg.method:  # before the features and initial codes: a bad setting is refused at once
         check_module_arguments(cfg.method, int(split.train.numel()))
     run_name = f"{dataset.name}-{method_name(cfg)}-{feature_name(cfg)}-{bits}"

@@ -771,3 +771,14 @@ def test_an_empty_dataset_name_is_refused(make_cfg, tmp_path):
     with pytest.raises(ValueError, match=r"dataset.name is empty: give the dataset a name"):
         train(make_cfg(*folder, "dataset.name="))
     assert not (tmp_path / "run").exists()
+
+
+def test_an_evaluation_depth_beyond_the_database_is_named(make_cfg, caplog):
+    """eval.map_k=99999 on digits' 797-item database was reported as mAP@99999 without a word."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="pgh.train"):
+        metrics = train(make_cfg("dataset=digits", "bits=16", "eval.map_k=99999", "eval.precision_k=5000"))
+    assert "eval.map_k=99999 is more than the database's 797 items" in caplog.text
+    assert "eval.precision_k=5000 is more than the database's 797 items" in caplog.text
+    assert metrics["map_at_99999"] == pytest.approx(metrics["map_all"], abs=1e-12)
