@@ -91,10 +91,18 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
         np.save(f, array)
 
 
-def unreadable_checkpoint(path: str | os.PathLike, error: BaseException) -> ValueError:
-    """The error to raise for a checkpoint torch cannot read (cut short, emptied, not a checkpoint)."""
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return ValueError(
-        f"{path} is not a checkpoint torch can read ({reason[:200]}): a file cut short or replaced? Resume "
-        "from another checkpoint file (ckpt_path=<file>) or train the run again"
-    )
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """A Lightning checkpoint's dict (tensors memory-mapped), or a ValueError naming the file when torch
+    cannot read it (cut short, emptied, not a checkpoint)."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"{path} is not a checkpoint torch can read ({reason[:200]}): a file cut short or replaced? Resume "
+            "from another checkpoint file (ckpt_path=<file>) or train the run again"
+        ) from None

@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import re
 import shutil
 import time
@@ -35,7 +34,7 @@ from omegaconf.errors import InterpolationResolutionError
 from pgh.data import ImageDataset, Split
 from pgh.features import cached_features
 from pgh.hashing import HASHERS, ShallowHasher
-from pgh.io import atomic_path, save_npy, unreadable_checkpoint, write_json, write_text
+from pgh.io import atomic_path, read_checkpoint, save_npy, write_json, write_text
 from pgh.logging_utils import finish, instantiate_loggers, log_figure, print_and_log_to_files
 from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, save_figure
 from pgh.retrieval import check_bits, code_statistics, evaluate_packed, pack_codes
@@ -201,17 +200,6 @@ def train_deep(
     return query, database, {"train_seconds": train_seconds, "encode_seconds": t2 - t1, **run_info}
 
 
-CHECKPOINT_READ_ERRORS = (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError)
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A Lightning checkpoint's dict (tensors memory-mapped), or a ValueError naming the file."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except CHECKPOINT_READ_ERRORS as error:
-        raise unreadable_checkpoint(path, error) from None
-
-
 def check_checkpoint_within_length(cfg: DictConfig, out: Path) -> None:
     """A resume whose run is shorter than what its checkpoint has trained: Lightning says so naming
     trainer.max_epochs, which pgh-train sets from the method's length."""
@@ -288,8 +276,6 @@ def check_module_arguments(method: DictConfig, num_train: int) -> None:
             f"method.module.stage1_epochs={stage1} is more than method.max_epochs={method.max_epochs}: stage 2 "
             "runs the epochs after stage 1; set stage1_epochs <= max_epochs"
         )
-    if "progressive" in method and method.batch_size < 2:  # b_j is another image's code in the batch
-        raise ValueError(f"method.batch_size={method.batch_size}: PGH needs at least 2 images a batch")
 
 
 def check_trainer(trainer: DictConfig, method: DictConfig) -> None:
@@ -323,9 +309,9 @@ def check_trainer(trainer: DictConfig, method: DictConfig) -> None:
     grid = progressive.get("grid_size", 1) if progressive is not None else 1
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
         raise ValueError(f"method.progressive.grid_size={grid} must be a positive whole number of images a row")
-    batch_size = method.get("batch_size")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"method.batch_size={batch_size} must be a positive whole number of images")
+    batch_size, smallest = method.get("batch_size"), 2 if progressive is not None else 1  # PGH: b_j is another image's
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < smallest:
+        raise ValueError(f"method.batch_size={batch_size} must be a whole number of images, at least {smallest}")
     if progressive is not None and warmup >= progressive.epochs_per_round:
         raise ValueError(
             f"method.module.gan_warmup_epochs={warmup} covers the first round (method.progressive.epochs_per_round="

@@ -362,7 +362,7 @@ def test_converge_bit_change_stops_below_it_not_at_it(make_cfg):
         ("method.module.lr_g=-0.001", r"lr_g=-0.001 must be a finite number >= 0"),
         ("method.module.betas=[1.5,0.9]", r"betas=\[1.5, 0.9\] must each be in \[0, 1\)"),
         ("method.module.betas=[0.5]", r"betas=\[0.5\] must be two numbers"),
-        ("method.batch_size=1", r"method.batch_size=1: PGH needs at least 2 images a batch"),
+        ("method.batch_size=1", r"method.batch_size=1 must be a whole number of images, at least 2"),
         ("method.progressive.epochs_per_round=0", r"epochs_per_round=0 must be a positive whole number of epochs"),
         ("method.progressive.grid_size=0", r"grid_size=0 must be a positive whole number"),
     ],

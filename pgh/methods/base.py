@@ -38,10 +38,13 @@ def to_network_input(images: torch.Tensor, image_size: int, channels: int) -> to
     return x
 
 
+def is_finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_number(name: str, value, minimum: float = 0.0, strict: bool = False) -> float:
     """value as a float, or a ValueError naming it: a finite number >= minimum (> with strict)."""
-    finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not finite or value < minimum or (strict and value == minimum):
+    if not is_finite_number(value) or value < minimum or (strict and value == minimum):
         bound = "" if minimum == -math.inf else f" {'>' if strict else '>='} {minimum:g}"
         raise ValueError(f"{name}={value!r} must be a finite number{bound}")
     return float(value)

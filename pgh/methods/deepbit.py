@@ -36,7 +36,7 @@ from torchvision.transforms.functional import rotate
 
 from pgh.hashing import ITQ, LSH
 from pgh.hashing.base import pca
-from pgh.methods.base import DeepHasher, to_network_input
+from pgh.methods.base import DeepHasher, check_number, is_finite_number, to_network_input
 from pgh.nets.deepbit_cnn import BACKBONES, build_deepbit_net
 from pgh.retrieval.codes import check_bits
 
@@ -98,17 +98,6 @@ def rotate_batch(x: torch.Tensor, angles: Sequence[float], fill: float = -1.0) -
     return torch.cat([rotate(x, float(a), interpolation=InterpolationMode.BILINEAR, fill=fill_values) for a in angles])
 
 
-def _is_finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_number(name: str, value, minimum: float = 0.0, strict: bool = False) -> float:
-    if not _is_finite_number(value) or value < minimum or (strict and value == minimum):
-        bound = "" if minimum == -math.inf else f" {'>' if strict else '>='} {minimum}"
-        raise ValueError(f"{name}={value!r} must be a finite number{bound}")
-    return float(value)
-
-
 class DeepBit(DeepHasher):
     input_kind = "images"
     architecture = ("backbone", "image_size", "channels", "width", "hidden", "stages")
@@ -153,9 +142,9 @@ class DeepBit(DeepHasher):
             ("weight_decay", weight_decay),
             ("backbone_lr_scale", backbone_lr_scale),
         ):
-            _check_number(name, value)
-        _check_number("lr", lr, strict=True)
-        _check_number("latent_init_scale", latent_init_scale, strict=True)
+            check_number(name, value)
+        check_number("lr", lr, strict=True)
+        check_number("latent_init_scale", latent_init_scale, strict=True)
         if latent_init not in LATENT_INITS:
             raise ValueError(f"latent_init={latent_init!r} is not one of {LATENT_INITS}")
         for name, value, low in (
@@ -164,12 +153,12 @@ class DeepBit(DeepHasher):
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name}={value!r} must be an integer >= {low}")
-        _check_number("rotation_fill", rotation_fill, minimum=-math.inf)
+        check_number("rotation_fill", rotation_fill, minimum=-math.inf)
         if (
             isinstance(rotations, (str, bytes))
             or not isinstance(rotations, Sequence)
             or len(rotations) == 0
-            or not all(_is_finite_number(a) for a in rotations)
+            or not all(is_finite_number(a) for a in rotations)
         ):
             raise ValueError(f"rotations={rotations!r} must be a non-empty list of angles in degrees")
         self.save_hyperparameters()

@@ -35,12 +35,11 @@ with μ = `quantization_weight`, λ1 = `balance_weight`, λ2 = `orthogonality_we
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 
-from pgh.methods.base import DeepHasher
+from pgh.methods.base import DeepHasher, check_number
 from pgh.nets.mlp import INITS, NORM_MODES, HashMLP, check_hidden
 from pgh.retrieval.codes import check_bits
 
@@ -93,12 +92,6 @@ def dh_weight_decay(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tens
     return 0.5 * sum(p.pow(2).sum() for p in params)
 
 
-def _check_weight(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name}={value!r} must be a finite number >= 0")
-    return float(value)
-
-
 class DH(DeepHasher):
     """Unsupervised DH on the run's features. `in_dim=None` (the config default) builds the network
     in `on_before_fit` from the training features' width and records it in `hparams.in_dim`, so a
@@ -127,26 +120,20 @@ class DH(DeepHasher):
         if in_dim is not None and (isinstance(in_dim, bool) or not isinstance(in_dim, int) or in_dim <= 0):
             raise ValueError(f"in_dim={in_dim!r} must be a positive integer or None (taken from the features)")
         hidden = check_hidden(hidden)
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-            raise ValueError(f"lr={lr!r} must be a finite number > 0")
+        check_number("lr", lr, strict=True)
         for name, value in (
             ("quantization_weight", quantization_weight),
             ("balance_weight", balance_weight),
             ("orthogonality_weight", orthogonality_weight),
             ("weight_decay", weight_decay),
         ):
-            _check_weight(name, value)
+            check_number(name, value)
         if init not in INITS:
             raise ValueError(f"init={init!r} is not one of {INITS}")
         if input_norm not in NORM_MODES:
             raise ValueError(f"input_norm={input_norm!r} is not one of {NORM_MODES}")
-        if input_rms is not None and (
-            isinstance(input_rms, bool)
-            or not isinstance(input_rms, (int, float))
-            or not math.isfinite(input_rms)
-            or input_rms <= 0
-        ):
-            raise ValueError(f"input_rms={input_rms!r} must be a finite number > 0 or None")
+        if input_rms is not None:
+            check_number("input_rms", input_rms, strict=True)
         self.save_hyperparameters()
         self.hparams.hidden = hidden
         self.net: HashMLP | None = None

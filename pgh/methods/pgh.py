@@ -117,9 +117,8 @@ class PGH(DeepHasher):
         for name in (
             "gamma", "lam", "quantization_weight", "gan_warmup_epochs", "distill_epochs", "augment_shift",
             "augment_degrees", "anchor_weight", "neighborhood_weight", "neighborhood_positive_weight",
+            "lr_d", "lr_g", "lr_h",  # a learning rate of 0 freezes that network (an ablation)
         ):  # fmt: skip
-            check_number(name, a[name])
-        for name in ("lr_d", "lr_g", "lr_h"):  # 0 freezes that network (an ablation)
             check_number(name, a[name])
         check_adam_betas(a["betas"])
         for name in ("augment_scale", "augment_contrast"):

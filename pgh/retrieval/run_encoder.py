@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from pathlib import Path
 
 import torch
@@ -18,7 +17,7 @@ from omegaconf import OmegaConf
 from pgh.data.files import read_images
 from pgh.features.base import resolve_device
 from pgh.hashing import load_hasher
-from pgh.io import unreadable_checkpoint
+from pgh.io import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +42,7 @@ class RunEncoder:
                 )
             model_class = get_class(cfg.method.module._target_)
             self.model_file = checkpoint
-            try:  # a file cut short: say so, before Lightning's loader fails in torch's words
-                torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-            except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
-                raise unreadable_checkpoint(checkpoint, error) from None
+            read_checkpoint(checkpoint)  # a file cut short: named, before Lightning's loader fails in torch's words
             self.model = model_class.load_from_checkpoint(checkpoint, map_location=self.device, weights_only=False)
             self.model.eval()
             self.bits, self.code = int(self.model.hparams.bits), self.model.encode_inputs
