@@ -8,6 +8,7 @@ A shallow method (`method` is a hasher config) is fitted on features; a deep met
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class, get_method, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
@@ -309,6 +310,13 @@ def check_trainer(trainer: DictConfig, method: DictConfig) -> None:
     grid = progressive.get("grid_size", 1) if progressive is not None else 1
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
         raise ValueError(f"method.progressive.grid_size={grid} must be a positive whole number of images a row")
+    for key, smallest_value, what in (
+        ("num_workers", 0, "data-loading processes (0: load in the training process)"),
+        ("checkpoint_every_n_steps", 0, "Lightning global steps (0: none while training, only the finished run's)"),
+    ):
+        value = method.get(key, smallest_value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < smallest_value:
+            raise ValueError(f"method.{key}={value!r} must be a whole number >= {smallest_value} of {what}")
     batch_size, smallest = method.get("batch_size"), 2 if progressive is not None else 1  # PGH: b_j is another image's
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < smallest:
         raise ValueError(f"method.batch_size={batch_size} must be a whole number of images, at least {smallest}")
@@ -502,6 +510,35 @@ def check_switches(cfg: DictConfig) -> None:
             raise ValueError(f"{key}={value!r} must be true or false")
 
 
+def check_split_keys(split: DictConfig) -> None:
+    """A misspelt split key (`+split.querry_per_class=5`) is named with the keys there are, before the
+    dataset loads (the split function would refuse it as an unexpected keyword argument)."""
+    known = inspect.signature(get_method(split._target_)).parameters
+    unknown = [key for key in split if not key.startswith("_") and key not in known]
+    if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in known.values()):
+        keys = [name for name in known if name != "labels"]
+        raise ValueError(f"split.{unknown[0]} is not a split setting; the settings are {', '.join(keys)}")
+
+
+def check_directories(cfg: DictConfig) -> None:
+    """The feature cache and the loggers' folders must be folders: one naming a file (or a path through
+    one) would stop the job only when it first writes there, in the operating system's words."""
+    places = {"paths.cache_dir": cfg.paths.get("cache_dir")}
+    for name, entry in (cfg.get("logger") or {}).items():
+        if isinstance(entry, DictConfig) and "_target_" in entry:
+            places[f"logger.{name}.save_dir"] = entry.get("save_dir")
+    for key, place in places.items():
+        if place is None:
+            continue
+        path = Path(place)
+        while not path.exists() and path != path.parent:  # the deepest part that exists must be a folder
+            path = path.parent
+        if not path.is_dir():
+            fix = "unset PGH_CACHE_DIR or point it at a folder" if key == "paths.cache_dir" else f"set {key}="
+            fix += "" if key == "paths.cache_dir" else "<a folder>"
+            raise NotADirectoryError(f"{key}={place}: {path} is a file, not a folder; {fix}")
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run the composed job into `cfg.paths.output_dir` and return its metrics (the dict written to
     metrics.json). Under DDP every rank runs it; ranks other than 0 return {} and write no results."""
@@ -525,6 +562,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"{', '.join(missing)} must be given on the command line" + (f", e.g. {example}" if example else "")
         )
     check_switches(cfg)
+    check_split_keys(cfg.split)
+    check_directories(cfg)
     if cfg.get("ckpt_path") is not None and "module" not in cfg.method:
         if not in_a_multirun():  # a sweep's resume reruns its shallow jobs with the same command
             log.warning("ckpt_path=%s: %s is a shallow hasher, which has no checkpoint; it is fitted afresh",

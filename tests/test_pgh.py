@@ -365,6 +365,8 @@ def test_converge_bit_change_stops_below_it_not_at_it(make_cfg):
         ("method.batch_size=1", r"method.batch_size=1 must be a whole number of images, at least 2"),
         ("method.progressive.epochs_per_round=0", r"epochs_per_round=0 must be a positive whole number of epochs"),
         ("method.progressive.grid_size=0", r"grid_size=0 must be a positive whole number"),
+        ("method.num_workers=-1", r"method.num_workers=-1 must be a whole number >= 0 of data-loading processes"),
+        ("method.checkpoint_every_n_steps=-1", r"method.checkpoint_every_n_steps=-1 must be a whole number >= 0"),
     ],
 )
 def test_bad_pgh_settings_are_refused_before_any_work(make_cfg, tmp_path, monkeypatch, override, message):

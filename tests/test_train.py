@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import METRIC_KEYS
 from hydra.errors import ConfigCompositionException, InstantiationException
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from pgh.data import Split
 from pgh.hashing import HASHERS
@@ -782,3 +782,22 @@ def test_an_evaluation_depth_beyond_the_database_is_named(make_cfg, caplog):
     assert "eval.map_k=99999 is more than the database's 797 items" in caplog.text
     assert "eval.precision_k=5000 is more than the database's 797 items" in caplog.text
     assert metrics["map_at_99999"] == pytest.approx(metrics["map_all"], abs=1e-12)
+
+
+def test_a_misspelt_split_key_is_named_with_the_settings_there_are(make_cfg, tmp_path):
+    with pytest.raises(ValueError, match="split.querry_per_class is not a split setting; the settings are "
+                                         "query_per_class, train_size, seed"):  # fmt: skip
+        train(make_cfg("dataset=digits", "+split.querry_per_class=5"))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("key", ["paths.cache_dir", "logger.csv.save_dir"])
+def test_a_cache_or_log_folder_that_is_a_file_is_refused_first(make_cfg, tmp_path, key):
+    """PGH_CACHE_DIR or a logger's save_dir naming a file (or a path through one) stopped the job at its
+    first write with the operating system's 'File exists' / 'Not a directory'."""
+    (tmp_path / "a_file").write_text("")
+    cfg = make_cfg("dataset=digits")
+    OmegaConf.update(cfg, key, str(tmp_path / "a_file" / "below"))
+    with pytest.raises(NotADirectoryError, match=f"{key}=.*a_file is a file, not a folder"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
