@@ -418,3 +418,26 @@ def test_features_are_computed_on_the_device_asked_for_not_the_runs(make_cfg, tm
     assert "device: cuda" in config.read_text()
     encoder = RunEncoder(run, device="cpu")
     assert str(encoder.features.device) == "cpu"
+
+
+def test_images_unlike_the_runs_training_images_get_a_warning(make_cfg, tmp_path, capsys):
+    """Colour 64-px photos coded by a run trained on 8-px grey digits: converted and resized, so coded,
+    but with a warning naming both; the digits themselves, also stored as RGB, get none."""
+    run = trained_run(make_cfg, tmp_path, "sh", SHALLOW["sh"])
+    write_database_images(run, tmp_path / "digits")
+    for name in ("0/0000.png", "1/0001.png"):  # grey digits stored as RGB are still grey
+        path = tmp_path / "digits" / name
+        Image.open(path).convert("RGB").save(path)
+    capsys.readouterr()
+    main(["build", str(run), str(tmp_path / "digits"), "--out", str(tmp_path / "same"), "--device", "cpu"])
+    assert "warning" not in capsys.readouterr().err
+
+    (tmp_path / "photos").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "photos" / f"{i}.png")
+    main(["build", str(run), str(tmp_path / "photos"), "--out", str(tmp_path / "other"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert "warning: the images (e.g. 0.png) are in colour (read as grey) and 64x64 (resized to 8x8), unlike " \
+           "the 1-channel 8x8 images (digits)" in err  # fmt: skip
+    assert json.loads((tmp_path / "other" / "index.json").read_text())["count"] == 3  # still built

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from pgh.data.files import find_images, iter_image_batches
 from pgh.io import fsync_folder, save_npy, write_json, write_text
@@ -62,6 +63,36 @@ def encode_files(encoder: RunEncoder, paths: list[Path], chunk: int, workers: in
     return np.concatenate(packed) if packed else np.zeros((0, encoder.bits // 8), np.uint8)
 
 
+def warn_if_unlike_training(encoder: RunEncoder, path: Path) -> None:
+    """Images are converted and resized to the run's shape, which codes anything; a collection in
+    colour for a run trained on grey images, or at more than twice or less than half its size, gets
+    codes from a model that never saw such images. Judged from the first file; a warning, not a refusal."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            colour = image.mode not in ("1", "L", "LA", "I", "I;16", "F") and not _grey_rgb(image)
+    except OSError:
+        return  # unreadable: the coding names it with the others
+    unlike = []
+    if colour and encoder.channels == 1:
+        unlike.append("in colour (read as grey)")
+    if max(width, height) > 2 * encoder.size or max(width, height) < encoder.size / 2:
+        unlike.append(f"{width}x{height} (resized to {encoder.size}x{encoder.size})")
+    if unlike:
+        print(
+            f"pgh-index: warning: the images (e.g. {path.name}) are {' and '.join(unlike)}, unlike the "
+            f"{encoder.channels}-channel {encoder.size}x{encoder.size} images ({encoder.dataset}) the run was "
+            "trained on: their codes come from a model that never saw such images",
+            file=sys.stderr,
+        )
+
+
+def _grey_rgb(image: Image.Image) -> bool:
+    """Whether the image's three channels are equal (a grey image stored as RGB or a palette)."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    return bool((pixels == pixels[..., :1]).all())
+
+
 def build(args: argparse.Namespace) -> None:
     images_root, out = Path(args.images).resolve(), Path(args.out)
     if out.exists() and not out.is_dir():
@@ -72,6 +103,7 @@ def build(args: argparse.Namespace) -> None:
     relative = [p.relative_to(images_root).as_posix() if images_root.is_dir() else p.name for p in paths]
     check_names(relative, images_root)
     encoder = RunEncoder(args.run, device=args.device)
+    warn_if_unlike_training(encoder, paths[0])
     # settings checked before the coding, which can take hours on a large collection
     index = new_index(encoder.bits, args.nlist, args.nprobe, len(paths), "--nlist")
     info = {"run": str(Path(args.run).resolve()), "images": str(images_root), "bits": encoder.bits}

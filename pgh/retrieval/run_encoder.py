@@ -33,6 +33,7 @@ class RunEncoder:
             raise FileNotFoundError(f"{self.run} is not a finished pgh-train run (no config.yaml or metrics.json)")
         cfg = OmegaConf.load(config)
         info = json.loads(metrics.read_text())
+        self.dataset = info.get("dataset", cfg.dataset.get("name"))  # named in pgh-index's warnings
         self.device = resolve_device(device, key="--device")  # pgh-index's option
         if "module" in cfg.method:
             checkpoint = self.run / "checkpoints" / "last.ckpt"
