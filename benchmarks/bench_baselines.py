@@ -11,7 +11,7 @@ from pathlib import Path
 from hydra import initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, run_timed, table_columns  # noqa: E402
+from common import kept_results, machine, previous_cells, run_timed, table_columns  # noqa: E402
 
 from pgh.io import write_text
 from pgh.report import paper
@@ -61,8 +61,10 @@ def main() -> None:
         for b in bit_lengths
     ]
     results = load_metrics(run_dir(*key) for key in grid)
-    datasets, bit_lengths = table_columns(results, datasets, bit_lengths)
-    table = map_table(results, datasets, bit_lengths, paper=paper.MNIST, paper_label="paper MNIST")
+    # cells of runs not on this machine (a fresh clone has no logs/) stay as the last table showed them
+    kept = kept_results(previous_cells(ROOT / "benchmarks" / "baselines.md").get("method", {}), results)
+    datasets, bit_lengths = table_columns(results + kept, datasets, bit_lengths)
+    table = map_table(results + kept, datasets, bit_lengths, paper=paper.MNIST, paper_label="paper MNIST")
     wall = sum(r["feature_seconds"] + r["train_seconds"] + r["encode_seconds"] + r["eval_seconds"] for r in results)
     times = {d: sum(r["train_seconds"] + r["encode_seconds"] for r in results if r["dataset"] == d) for d in datasets}
     note = (
@@ -73,6 +75,8 @@ def main() -> None:
         + ").\n"
         f"Machine: {machine()}\n"
     )
+    if kept:
+        note += "Cells whose run is not under logs/bench/baselines/ here are kept from the previous table.\n"
     write_text(ROOT / "benchmarks" / "baselines.md", "# Shallow baselines\n\n" + note + "\n" + table)
     readme = ROOT / "README.md"
     if readme.exists() and START in readme.read_text():

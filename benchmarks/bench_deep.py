@@ -16,7 +16,15 @@ from pathlib import Path
 from hydra import initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, markdown_table, run_timed, table_columns, wall_seconds  # noqa: E402
+from common import (  # noqa: E402
+    kept_results,
+    machine,
+    markdown_table,
+    previous_cells,
+    run_timed,
+    table_columns,
+    wall_seconds,
+)
 
 from pgh.io import write_text
 from pgh.report import paper
@@ -72,9 +80,19 @@ def main() -> None:
     grid = [(d, m, b) for d in datasets for m in methods for b in bit_lengths]
     walls = {key: seconds for key in grid if (seconds := wall_seconds(run_dir(*key))) is not None}
     deep = load_metrics(run_dir(*key) for key in grid)
-    datasets, bit_lengths = table_columns(deep, datasets, bit_lengths)
     shallow = load_metrics(run for d in datasets for run in (ROOT / "logs" / "bench" / "baselines").glob(f"{d}_*"))
-    table = map_table(deep + shallow, datasets, bit_lengths, paper=paper.MNIST, paper_label="paper MNIST")
+    # cells of runs not on this machine (a fresh clone has no logs/) stay as the last table showed them
+    previous = previous_cells(ROOT / "benchmarks" / "deep.md")
+    kept = kept_results(previous.get("method", {}), deep + shallow)
+    label_of = {f"{NAMES[m]}+{NAMES[METHODS[m]]}": m for m in methods}
+    kept_walls = {
+        (d, label_of[label], b): float(cell)
+        for (label, d, b), cell in previous.get("wall seconds", {}).items()
+        if label in label_of and (d, label_of[label], b) not in walls and cell.replace(".", "").isdigit()
+    }
+    walls.update(kept_walls)
+    datasets, bit_lengths = table_columns(deep + shallow + kept, datasets, bit_lengths)
+    table = map_table(deep + shallow + kept, datasets, bit_lengths, paper=paper.MNIST, paper_label="paper MNIST")
     wall_rows = [
         [f"{NAMES[m]}+{NAMES[METHODS[m]]}"]
         + [f"{walls[(d, m, b)]:.0f}" if (d, m, b) in walls else "–" for d in datasets for b in bit_lengths]
@@ -91,6 +109,8 @@ def main() -> None:
         f"mAP@all (%), protocol split (1,000 queries); deep rows from `make bench-deep`, shallow rows from "
         f"`make bench-baselines`{'; ' + trained_on if trained_on else ''}. Machine: {machine()}\n"
     )
+    if kept or kept_walls:
+        note += "Cells whose run is not under logs/bench/ here are kept from the previous table.\n"
     body = note + "\n" + table + "\n" + wall_table
     write_text(ROOT / "benchmarks" / "deep.md", "# Deep baselines (`make bench-deep`)\n\n" + body)
     readme = ROOT / "README.md"

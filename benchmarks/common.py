@@ -27,6 +27,49 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def previous_cells(table_file: Path) -> dict[str, dict[tuple[str, str, int], str]]:
+    """The grid cells of the markdown tables in `table_file` (a benchmark's last output): the first
+    header cell (e.g. `method`, `wall seconds`) -> {(row label, dataset, bits): cell} over the columns
+    named `<dataset> <bits>` (not the paper's). Empty when the file is missing."""
+    if not table_file.exists():
+        return {}
+    tables: dict[str, dict[tuple[str, str, int], str]] = {}
+    header: list[str] | None = None
+    for line in table_file.read_text().splitlines():
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if header is None:
+            header, cells_of = cells, tables.setdefault(cells[0], {})
+        elif not set(cells[0]) <= set("-:"):  # not the |---| line
+            for name, cell in zip(header[1:], cells[1:]):
+                dataset, _, bits = name.rpartition(" ")
+                if dataset and not dataset.startswith("paper") and bits.isdigit():
+                    cells_of[(cells[0], dataset, int(bits))] = cell
+    return tables
+
+
+def kept_results(cells: dict[tuple[str, str, int], str], on_disk: list[dict]) -> list[dict]:
+    """Results for the cells of a previous `map_table` (mAP@all %) whose run is not among `on_disk`
+    (a fresh clone has no logs/): what the table showed stays, instead of the row or column vanishing."""
+    from pgh.report.tables import NAMES
+
+    key_of = {name: key for key, name in NAMES.items()}
+    have = {(r["dataset"], r["method"], r["features"], int(r["bits"])) for r in on_disk if not r.get("variant")}
+    kept = []
+    for (label, dataset, bits), cell in cells.items():
+        method, _, features = label.partition("+")
+        method, features = key_of.get(method), key_of.get(features)
+        try:
+            value = float(cell)
+        except ValueError:  # "–", a mean ± std, a label with settings
+            continue
+        if method and features and (dataset, method, features, bits) not in have:
+            kept.append({"dataset": dataset, "method": method, "features": features, "bits": bits, "map_all": value / 100})
+    return kept
+
+
 def run_timed(overrides: list[str], out: Path) -> dict:
     """Compose conf/ with `overrides`, train into `out`, and record the wall time in
     out/wall_seconds.txt (needs an active `initialize_config_dir(CONFIG_DIR)`)."""

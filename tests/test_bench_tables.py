@@ -84,6 +84,17 @@ def test_bench_deep_and_baselines_keep_every_finished_run(tmp_path, monkeypatch)
     monkeypatch.setattr(sys, "argv", ["bench_deep.py", "--datasets", "mnist5k", "--methods", "dh", "--bits", "32"])
     deep.main()
     assert "fashion_mnist 32" in readme.read_text() and "mnist5k 32" in readme.read_text()
+    # on a machine without the fashion run (a fresh clone) its cells stay as the last table showed them
+    import shutil
+
+    shutil.rmtree(deep.RUNS / "fashion_mnist_dh_32")
+    deep.main()
+    text = (tmp_path / "benchmarks" / "deep.md").read_text()
+    assert "| DH+GIST | 60.00 | 50.00 |" in text and "| DH+GIST | 61 | 61 |" in text
+    assert "kept from the previous table" in text and readme.read_text().count("| DH+GIST |") == 2
+    (tmp_path / "benchmarks" / "deep.md").unlink()  # nothing to keep from: the column goes
+    deep.main()
+    assert "fashion_mnist 32" not in readme.read_text()
 
     baselines = load("bench_baselines", tmp_path, monkeypatch)
     readme = readme_with(tmp_path, baselines.START, baselines.END)
@@ -93,3 +104,7 @@ def test_bench_deep_and_baselines_keep_every_finished_run(tmp_path, monkeypatch)
     baselines.main()
     header = next(line for line in readme.read_text().splitlines() if line.startswith("| method"))
     assert "fashion_mnist" in header and "mnist5k" in header
+    shutil.rmtree(baselines.run_dir("fashion_mnist", "itq", "gist", 32))
+    baselines.main()
+    text = (tmp_path / "benchmarks" / "baselines.md").read_text()
+    assert "| ITQ+GIST | 50.00 | 50.00 |" in text and "kept from the previous table" in text
