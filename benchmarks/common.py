@@ -66,7 +66,7 @@ def kept_results(cells: dict[tuple[str, str, int], str], on_disk: list[dict]) ->
         except ValueError:  # "–", a mean ± std, a label with settings
             continue
         if method and features and (dataset, method, features, bits) not in have:
-            kept.append({"dataset": dataset, "method": method, "features": features, "bits": bits, "map_all": value / 100})
+            kept.append(dict(dataset=dataset, method=method, features=features, bits=bits, map_all=value / 100))
     return kept
 
 
