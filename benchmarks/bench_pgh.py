@@ -6,7 +6,7 @@ and the anchor, and at its best setting (experiment=pgh_fashion_mnist) from ITQ+
 ITQ+PIXEL codes, and mnist5k from LSH, SH and SpH initial codes, with the per-round mAP@all and the
 wall time of each run, beside the best shallow baseline on the same split. Writes benchmarks/pgh.md
 and the README table; a row whose run is not under logs/bench/pgh/ (trained on another machine)
-is kept from the previous benchmarks/pgh.md."""
+is kept from the previous benchmarks/pgh.md (one here that did not finish is left out)."""
 
 from __future__ import annotations
 
@@ -154,8 +154,10 @@ def main() -> None:
                 )
             metrics = load_metrics([out])
             if not metrics:
-                if name in kept:  # trained elsewhere (a fresh clone has no logs/): the table's row stays
+                if name in kept and not out.exists():  # trained elsewhere (a fresh clone has no logs/): the row stays
                     rows.append(kept[name])
+                elif out.exists():  # a run here that did not finish: not the old result in its place
+                    print(f"{out} did not finish (no metrics.json): left out of the table; --force retrains it")
                 continue
             m = metrics[0]
             with open(out / "rounds.csv") as f:

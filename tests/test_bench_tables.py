@@ -73,6 +73,10 @@ def test_bench_pgh_keeps_every_finished_run_and_shows_the_runs_extra_overrides(t
     ]
     assert "| 55.95 |" in text and "| 80.96 |" in text and "kept from the previous table" in text
     assert readme.read_text().count("| fashion_mnist_gist_32 |") == 1
+    # a run here that did not finish is not shown with the old table's numbers
+    (bench.RUNS / "fashion_mnist_gist_32" / "checkpoints").mkdir(parents=True)
+    bench.main()
+    assert "| 55.95 |" not in (tmp_path / "benchmarks" / "pgh.md").read_text()
 
 
 def test_bench_deep_and_baselines_keep_every_finished_run(tmp_path, monkeypatch):
