@@ -441,6 +441,19 @@ def check_foreign_checkpoint(cfg: DictConfig, path: Path, run: Path | None) -> N
                 "cannot be compared with this command's", path)  # fmt: skip
 
 
+def round0_features(cfg: DictConfig) -> str | None:
+    """PGH's method.init_features, or None where the round-0 codes come from the features group: the
+    key is null, or names the group's file as it stands and the group is that file unchanged."""
+    name = OmegaConf.select(cfg, "method.init_features")
+    if name is None or name not in feature_configs():
+        return name
+    as_it_stands = OmegaConf.load(Path(CONFIG_DIR) / "features" / f"{name}.yaml")
+    ignored = RESUME_MAY_DIFFER["features"]
+    same = {k: v for k, v in OmegaConf.to_container(as_it_stands).items() if k not in ignored}
+    group = {k: v for k, v in OmegaConf.to_container(cfg.features, resolve=True).items() if k not in ignored}
+    return None if same == group else name
+
+
 def check_resume_matches_run(cfg: DictConfig, out: Path, foreign: bool = False) -> None:
     """Stop a resume whose command describes another run than the one in `out` (the run the checkpoint
     belongs to, by its config.yaml), before anything is rewritten: Lightning would fail on the
@@ -462,6 +475,8 @@ def check_resume_matches_run(cfg: DictConfig, out: Path, foreign: bool = False) 
     differing = []
     for key in keys:
         old, new = (OmegaConf.select(c, key) for c in (before, cfg))
+        if key == "method.init_features":  # gist with features=gist as it stands is null: the same codes
+            old, new = (round0_features(c) for c in (before, cfg))
         old, new = (OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v for v in (old, new))
         for ignored in RESUME_MAY_DIFFER.get(key, ()):
             for value in (old, new):

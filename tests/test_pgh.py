@@ -329,6 +329,9 @@ def test_init_features_give_the_round_0_codes_and_the_features_group_the_neighbo
     assert not (tmp_path / "bad").exists()  # refused before any file
     with pytest.raises(ValueError, match=r"method.init_features: pixels there, None here"):
         train(make_cfg(*gist, "method.rounds=2", "ckpt_path=last"))
+    # naming the features group's own file, as it stands, is the same run as null: it resumes
+    resumed = train(at(make_cfg(*SMALL, "method.rounds=2", "method.init_features=pixels", "ckpt_path=last"), "px"))
+    assert resumed["rounds_completed"] == 2
 
 
 @pytest.mark.parametrize("reset", [True, False])
