@@ -11,7 +11,7 @@ from pathlib import Path
 from hydra import initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import kept_results, machine, previous_cells, run_timed, table_columns  # noqa: E402
+from common import kept_results, machine, previous_cells, run_timed, table_columns, with_kept_columns  # noqa: E402
 
 from pgh.io import write_text
 from pgh.report import paper
@@ -62,15 +62,21 @@ def main() -> None:
     ]
     results = load_metrics(run_dir(*key) for key in grid)
     # cells of runs not on this machine (a fresh clone has no logs/) stay as the last table showed them
-    kept = kept_results(previous_cells(ROOT / "benchmarks" / "baselines.md").get("method", {}), results)
+    previous = previous_cells(ROOT / "benchmarks" / "baselines.md").get("method", {})
+    kept = kept_results(previous, results, lambda *key: run_dir(*key).exists())
+    for key in grid:
+        if run_dir(*key).exists() and not (run_dir(*key) / "metrics.json").exists():
+            print(f"{run_dir(*key)} did not finish (no metrics.json): left out of the table")
+    datasets, bit_lengths = with_kept_columns(kept, datasets, bit_lengths)
     datasets, bit_lengths = table_columns(results + kept, datasets, bit_lengths)
     table = map_table(results + kept, datasets, bit_lengths, paper=paper.MNIST, paper_label="paper MNIST")
     wall = sum(r["feature_seconds"] + r["train_seconds"] + r["encode_seconds"] + r["eval_seconds"] for r in results)
     times = {d: sum(r["train_seconds"] + r["encode_seconds"] for r in results if r["dataset"] == d) for d in datasets}
+    times = {d: seconds for d, seconds in times.items() if any(r["dataset"] == d for r in results)}
     note = (
         f"mAP@all (%), 1,000 queries (100 per class, split seed 0), database = the rest, training set = "
         f"the database. Regenerate with `make bench-baselines` ({wall / 60:.1f} min of computing over the "
-        f"runs, features included; fitting + encoding: "
+        f"runs{' on this machine' if kept else ''}, features included; fitting + encoding: "
         + ", ".join(f"{d} {s:.0f} s" for d, s in times.items())
         + ").\n"
         f"Machine: {machine()}\n"

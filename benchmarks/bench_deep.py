@@ -24,6 +24,7 @@ from common import (  # noqa: E402
     run_timed,
     table_columns,
     wall_seconds,
+    with_kept_columns,
 )
 
 from pgh.io import write_text
@@ -41,6 +42,11 @@ DATASETS, BITS = ["mnist5k", "fashion_mnist"], [16, 32, 64]  # the grid (with ME
 
 def run_dir(dataset: str, method: str, bits: int) -> Path:
     return RUNS / f"{dataset}_{method}_{bits}"
+
+
+def baseline_dir(dataset: str, method: str, features: str, bits: int) -> Path:
+    """A shallow row's run, as `make bench-baselines` writes it."""
+    return RUNS.parent / "baselines" / f"{dataset}_{method}_{features}_{bits}"
 
 
 def main() -> None:
@@ -80,17 +86,26 @@ def main() -> None:
     grid = [(d, m, b) for d in datasets for m in methods for b in bit_lengths]
     walls = {key: seconds for key in grid if (seconds := wall_seconds(run_dir(*key))) is not None}
     deep = load_metrics(run_dir(*key) for key in grid)
-    shallow = load_metrics(run for d in datasets for run in (ROOT / "logs" / "bench" / "baselines").glob(f"{d}_*"))
+    shallow = load_metrics(run for d in datasets for run in (RUNS.parent / "baselines").glob(f"{d}_*"))
     # cells of runs not on this machine (a fresh clone has no logs/) stay as the last table showed them
     previous = previous_cells(ROOT / "benchmarks" / "deep.md")
-    kept = kept_results(previous.get("method", {}), deep + shallow)
+
+    def run_here(dataset: str, method: str, features: str, bits: int) -> bool:
+        deep_run = method in METHODS and features == METHODS[method]
+        return (run_dir(dataset, method, bits) if deep_run else baseline_dir(dataset, method, features, bits)).exists()
+
+    kept = kept_results(previous.get("method", {}), deep + shallow, run_here)
     label_of = {f"{NAMES[m]}+{NAMES[METHODS[m]]}": m for m in methods}
     kept_walls = {
         (d, label_of[label], b): float(cell)
         for (label, d, b), cell in previous.get("wall seconds", {}).items()
-        if label in label_of and (d, label_of[label], b) not in walls and cell.replace(".", "").isdigit()
+        if label in label_of and not run_dir(d, label_of[label], b).exists() and cell.replace(".", "").isdigit()
     }
     walls.update(kept_walls)
+    for key in grid:
+        if run_dir(*key).exists() and not (run_dir(*key) / "metrics.json").exists():
+            print(f"{run_dir(*key)} did not finish (no metrics.json): left out of the table; --force retrains it")
+    datasets, bit_lengths = with_kept_columns(kept, datasets, bit_lengths)
     datasets, bit_lengths = table_columns(deep + shallow + kept, datasets, bit_lengths)
     table = map_table(deep + shallow + kept, datasets, bit_lengths, paper=paper.MNIST, paper_label="paper MNIST")
     wall_rows = [

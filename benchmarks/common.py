@@ -50,9 +50,11 @@ def previous_cells(table_file: Path) -> dict[str, dict[tuple[str, str, int], str
     return tables
 
 
-def kept_results(cells: dict[tuple[str, str, int], str], on_disk: list[dict]) -> list[dict]:
-    """Results for the cells of a previous `map_table` (mAP@all %) whose run is not among `on_disk`
-    (a fresh clone has no logs/): what the table showed stays, instead of the row or column vanishing."""
+def kept_results(cells: dict[tuple[str, str, int], str], on_disk: list[dict], run_here) -> list[dict]:
+    """Results for the cells of a previous `map_table` (mAP@all %) whose run is not on this machine
+    (a fresh clone has no logs/): what the table showed stays, instead of the row or column vanishing.
+    `run_here(dataset, method, features, bits)` says whether that run's directory is here: one that
+    did not finish is left out, not shown with the old number."""
     from pgh.report.tables import NAMES
 
     key_of = {name: key for key, name in NAMES.items()}
@@ -65,9 +67,16 @@ def kept_results(cells: dict[tuple[str, str, int], str], on_disk: list[dict]) ->
             value = float(cell)
         except ValueError:  # "–", a mean ± std, a label with settings
             continue
-        if method and features and (dataset, method, features, bits) not in have:
+        key = (dataset, method, features, bits)
+        if method and features and key not in have and not run_here(*key):
             kept.append(dict(dataset=dataset, method=method, features=features, bits=bits, map_all=value / 100))
     return kept
+
+
+def with_kept_columns(kept: list[dict], datasets: list[str], bits: list[int]) -> tuple[list[str], list[int]]:
+    """The grid's datasets and bit lengths, and those of the kept cells (a column a former run made)."""
+    datasets = [*datasets, *dict.fromkeys(r["dataset"] for r in kept if r["dataset"] not in datasets)]
+    return datasets, sorted({*bits, *(r["bits"] for r in kept)})
 
 
 def run_timed(overrides: list[str], out: Path) -> dict:

@@ -315,6 +315,8 @@ def check_trainer(trainer: DictConfig, method: DictConfig) -> None:
         ("checkpoint_every_n_steps", 0, "Lightning global steps (0: none while training, only the finished run's)"),
     ):
         value = method.get(key, smallest_value)
+        if key == "checkpoint_every_n_steps" and value is None:  # Lightning reads null as 0
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < smallest_value:
             raise ValueError(f"method.{key}={value!r} must be a whole number >= {smallest_value} of {what}")
     batch_size, smallest = method.get("batch_size"), 2 if progressive is not None else 1  # PGH: b_j is another image's
@@ -475,8 +477,8 @@ def check_resume_matches_run(cfg: DictConfig, out: Path, foreign: bool = False) 
     differing = []
     for key in keys:
         old, new = (OmegaConf.select(c, key) for c in (before, cfg))
-        if key == "method.init_features":  # gist with features=gist as it stands is null: the same codes
-            old, new = (round0_features(c) for c in (before, cfg))
+        if key == "method.init_features" and round0_features(before) == round0_features(cfg):
+            continue  # gist with features=gist as it stands is null: the same round-0 codes
         old, new = (OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v for v in (old, new))
         for ignored in RESUME_MAY_DIFFER.get(key, ()):
             for value in (old, new):
@@ -528,7 +530,12 @@ def check_switches(cfg: DictConfig) -> None:
 def check_split_keys(split: DictConfig) -> None:
     """A misspelt split key (`+split.querry_per_class=5`) is named with the keys there are, before the
     dataset loads (the split function would refuse it as an unexpected keyword argument)."""
-    known = inspect.signature(get_method(split._target_)).parameters
+    try:
+        known = inspect.signature(get_method(split._target_)).parameters
+    except (TypeError, ValueError):  # a callable whose signature Python cannot read: it checks its own keys
+        return
+    except ImportError as error:
+        raise ValueError(f"split._target_={split._target_}: cannot be imported ({error})") from None
     unknown = [key for key in split if not key.startswith("_") and key not in known]
     if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in known.values()):
         keys = [name for name in known if name != "labels"]
@@ -549,8 +556,9 @@ def check_directories(cfg: DictConfig) -> None:
         while not path.exists() and path != path.parent:  # the deepest part that exists must be a folder
             path = path.parent
         if not path.is_dir():
-            fix = "unset PGH_CACHE_DIR or point it at a folder" if key == "paths.cache_dir" else f"set {key}="
-            fix += "" if key == "paths.cache_dir" else "<a folder>"
+            fix = f"set {key}=<a folder>"
+            if key == "paths.cache_dir" and os.environ.get("PGH_CACHE_DIR"):
+                fix = "point PGH_CACHE_DIR at a folder (or unset it)"
             raise NotADirectoryError(f"{key}={place}: {path} is a file, not a folder; {fix}")
 
 

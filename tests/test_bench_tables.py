@@ -96,6 +96,19 @@ def test_bench_deep_and_baselines_keep_every_finished_run(tmp_path, monkeypatch)
     text = (tmp_path / "benchmarks" / "deep.md").read_text()
     assert "| DH+GIST | 60.00 | 50.00 |" in text and "| DH+GIST | 61 | 61 |" in text
     assert "kept from the previous table" in text and readme.read_text().count("| DH+GIST |") == 2
+    # a run here that did not finish is left out, not shown with the old table's numbers
+    (deep.RUNS / "fashion_mnist_dh_32").mkdir()
+    deep.main()
+    assert "| DH+GIST | 60.00 | 50.00 |" not in (tmp_path / "benchmarks" / "deep.md").read_text()
+    (deep.RUNS / "fashion_mnist_dh_32").rmdir()
+    # a column of the previous table outside this command's grid (another bit length) stays too
+    fake_run(deep.RUNS / "mnist5k_dh_128", method="dh", features="gist", dataset="mnist5k", bits=128, map_all=0.7)
+    monkeypatch.setattr(sys, "argv", ["bench_deep.py", "--datasets", "mnist5k", "--methods", "dh", "--bits", "128"])
+    deep.main()
+    shutil.rmtree(deep.RUNS / "mnist5k_dh_128")
+    monkeypatch.setattr(sys, "argv", ["bench_deep.py", "--datasets", "mnist5k", "--methods", "dh", "--bits", "32"])
+    deep.main()
+    assert "| mnist5k 32 | mnist5k 128 |" in readme.read_text() and "| 70.00 |" in readme.read_text()
     (tmp_path / "benchmarks" / "deep.md").unlink()  # nothing to keep from: the column goes
     deep.main()
     assert "fashion_mnist 32" not in readme.read_text()

@@ -798,6 +798,28 @@ def test_a_cache_or_log_folder_that_is_a_file_is_refused_first(make_cfg, tmp_pat
     (tmp_path / "a_file").write_text("")
     cfg = make_cfg("dataset=digits")
     OmegaConf.update(cfg, key, str(tmp_path / "a_file" / "below"))
-    with pytest.raises(NotADirectoryError, match=f"{key}=.*a_file is a file, not a folder"):
+    with pytest.raises(NotADirectoryError, match=f"{key}=.*a_file is a file, not a folder; set {key}=<a folder>"):
         train(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_split_target_python_cannot_introspect_checks_its_own_keys(make_cfg, tmp_path):
+    """The misspelt-key check reads the split function's signature; a callable without one is left to
+    itself, and one that cannot be imported is named."""
+    from pgh.train import check_split_keys
+
+    check_split_keys(OmegaConf.create({"_target_": "builtins.dict", "_partial_": True, "anything": 1}))
+    with pytest.raises(ValueError, match=r"split._target_=nowhere.split: cannot be imported"):
+        check_split_keys(OmegaConf.create({"_target_": "nowhere.split"}))
+
+
+def test_a_null_checkpoint_interval_is_lightnings_zero(make_cfg):
+    """method.checkpoint_every_n_steps=null trained before the interval was checked (Lightning reads it
+    as 0: only the finished run's checkpoint); it still passes the trainer check."""
+    from pgh.train import check_trainer
+
+    cfg = make_cfg("dataset=digits", "method=dh", "method.checkpoint_every_n_steps=null")
+    check_trainer(cfg.trainer, cfg.method)
+    cfg = make_cfg("dataset=digits", "method=dh", "method.checkpoint_every_n_steps=-5")
+    with pytest.raises(ValueError, match="method.checkpoint_every_n_steps=-5 must be a whole number >= 0"):
+        check_trainer(cfg.trainer, cfg.method)

@@ -71,7 +71,7 @@ def warn_if_unlike_training(encoder: RunEncoder, path: Path) -> None:
         with Image.open(path) as image:
             width, height = image.size
             colour = image.mode not in ("1", "L", "LA", "I", "I;16", "F") and not _grey_rgb(image)
-    except OSError:
+    except (OSError, SyntaxError, Image.DecompressionBombError):
         return  # unreadable: the coding names it with the others
     unlike = []
     if colour and encoder.channels == 1:
@@ -88,8 +88,11 @@ def warn_if_unlike_training(encoder: RunEncoder, path: Path) -> None:
 
 
 def _grey_rgb(image: Image.Image) -> bool:
-    """Whether the image's three channels are equal (a grey image stored as RGB or a palette)."""
-    pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    """Whether the image's three channels are equal (a grey image stored as RGB or a palette), judged
+    on a copy at most 256 pixels a side (a large photo would otherwise be copied whole)."""
+    small = image.copy()
+    small.thumbnail((256, 256), Image.Resampling.NEAREST)  # nearest: no mixing of channels' values
+    pixels = np.asarray(small.convert("RGB"), dtype=np.int16)
     return bool((pixels == pixels[..., :1]).all())
 
 
