@@ -79,6 +79,25 @@ def test_bench_pgh_keeps_every_finished_run_and_shows_the_runs_extra_overrides(t
     assert "| 55.95 |" not in (tmp_path / "benchmarks" / "pgh.md").read_text()
 
 
+def test_bench_pgh_shows_the_kept_rows_best_shallow_where_the_baselines_did_not_run_here(tmp_path, monkeypatch):
+    bench = load("bench_pgh", tmp_path, monkeypatch)
+    readme_with(tmp_path, bench.START, bench.END)
+    header = "| run | dataset | initial codes | bits | settings | train images | round 0 mAP@all | PGH mAP@all"
+    (tmp_path / "benchmarks" / "pgh.md").write_text(
+        f"{header} | mAP@all by round | best shallow | wall min |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| fashion_mnist_gist_32 | fashion_mnist | ITQ+GIST | 32 | defaults | 10000 | 54.51 | 55.95 | 54.51 → 55.95 "
+        "| 55.81 (ITQ+gist) | 30.9 |\n"
+    )
+    run = {"init_hash": "itq", "num_train": 10000, "init_map_all": 0.5451, "dataset": "fashion_mnist", "bits": 32}
+    fake_run(bench.RUNS / "fashion_mnist_gist_32_best", **run, map_all=0.6141)
+    (bench.RUNS / "fashion_mnist_gist_32_best" / "rounds.csv").write_text("round,map_all\n0,0.5451\n1,0.6141\n")
+    monkeypatch.setattr(sys, "argv", ["bench_pgh.py", "--from-runs"])
+    bench.main()
+    rows = [line for line in (tmp_path / "benchmarks" / "pgh.md").read_text().splitlines() if "fashion_mnist_" in line]
+    assert len(rows) == 2 and all("| 55.81 (ITQ+gist) |" in row for row in rows)
+    assert "| 61.41 |" in rows[1]
+
+
 def test_bench_deep_and_baselines_keep_every_finished_run(tmp_path, monkeypatch):
     deep = load("bench_deep", tmp_path, monkeypatch)
     readme = readme_with(tmp_path, deep.START, deep.END)
