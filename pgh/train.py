@@ -472,11 +472,16 @@ def check_resume_matches_run(cfg: DictConfig, out: Path, foreign: bool = False) 
     keys = RUN_IDENTITY
     if "progressive" in cfg.method:  # PGH scores every round: a resume would score rounds.csv's later rows otherwise
         keys += ("eval.map_k", "eval.tie_break")
+    module_defaults = {}
     if "module" in cfg.method:  # and the networks' sizes, which Lightning would only meet as a size mismatch
-        keys += tuple(f"method.module.{name}" for name in get_class(cfg.method.module._target_).architecture)
+        module_class = get_class(cfg.method.module._target_)
+        keys += tuple(f"method.module.{name}" for name in module_class.architecture)
+        # an argument added after the run was made: the run had its default
+        signature = inspect.signature(module_class.__init__).parameters.items()
+        module_defaults = {f"method.module.{k}": p.default for k, p in signature if p.default is not p.empty}
     differing = []
     for key in keys:
-        old, new = (OmegaConf.select(c, key) for c in (before, cfg))
+        old, new = (OmegaConf.select(c, key, default=module_defaults.get(key)) for c in (before, cfg))
         if key == "method.init_features" and round0_features(before) == round0_features(cfg):
             continue  # gist with features=gist as it stands is null: the same round-0 codes
         old, new = (OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v for v in (old, new))

@@ -370,6 +370,7 @@ def test_converge_bit_change_stops_below_it_not_at_it(make_cfg):
         ("method.progressive.grid_size=0", r"grid_size=0 must be a positive whole number"),
         ("method.num_workers=-1", r"method.num_workers=-1 must be a whole number >= 0 of data-loading processes"),
         ("method.checkpoint_every_n_steps=-1", r"method.checkpoint_every_n_steps=-1 must be a whole number >= 0"),
+        ("method.module.h_ema_decay=1.0", r"h_ema_decay must be in \[0, 1\) \(0: off\), got 1.0"),
     ],
 )
 def test_bad_pgh_settings_are_refused_before_any_work(make_cfg, tmp_path, monkeypatch, override, message):
@@ -676,6 +677,71 @@ def test_checkpoint_from_before_the_anchor_loads_without_one(tmp_path):
     torch.save({"state_dict": state, "hyper_parameters": {**hparams, "anchor_weight": 0.3}, **version}, path)
     with pytest.raises(ValueError, match="resume it with method.module.anchor_weight=0"):
         PGH.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+
+
+def test_h_weight_average_follows_h_and_gives_the_codes():
+    """h_ema_decay = d: at the t-th H step every floating-point tensor of H_ema's state (weights and
+    BatchNorm statistics) becomes d_t·H_ema + (1 − d_t)·H, d_t = min(d, (1 + t)/(10 + t)), the batch
+    counter is copied, and the codes come from H_ema, not from H."""
+    from pgh.methods import PGH
+
+    model = PGH(bits=8, num_train=32, width=8, hidden=16, z_dim=8, h_ema_decay=0.75)
+    assert not any(p.requires_grad for p in model.H_ema.parameters())
+    assert {id(p) for p in model.configure_optimizers()[2].param_groups[0]["params"]} == {
+        id(p) for p in model.H.parameters()
+    }
+    images = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    model.H.train()
+    model.H(model.prepare(images))  # BatchNorm statistics and counter move in H only
+    with torch.no_grad():
+        for p in model.H.parameters():
+            p.add_(torch.randn_like(p))
+    for t, decay in [(0, 0.1), (1, 2 / 11), (2, 0.25), (3, 4 / 13), (4, 5 / 14), (100, 0.75)]:
+        model.h_ema_updates.fill_(t)
+        before = {k: v.clone() for k, v in model.H_ema.state_dict().items()}
+        model.update_h_ema()
+        assert int(model.h_ema_updates) == t + 1
+        for key, value in model.H_ema.state_dict().items():
+            current = model.H.state_dict()[key]
+            expected = decay * before[key] + (1 - decay) * current if value.is_floating_point() else current
+            assert torch.allclose(value, expected), (t, key)
+    codes = model.encode_inputs(images)
+    assert torch.equal(codes, model.H_ema.encode(model.prepare(images)))
+    with torch.no_grad():
+        for p in model.H.parameters():
+            p.mul_(-1)  # H alone changes: the codes do not
+    assert torch.equal(model.encode_inputs(images), codes)
+
+
+def test_a_run_with_h_weight_average_resumes_exactly_and_only_with_it(make_cfg, tmp_path):
+    """H_ema is in the checkpoint: a run stopped after round 1 and resumed repeats the straight run
+    bit for bit; a resume that switches it on or off is another run, refused before anything is
+    rewritten, while a run from before the key existed (no h_ema_decay in its config.yaml) resumes."""
+    ema = [*SMALL, "method.module.h_ema_decay=0.5"]
+    straight = make_cfg(*ema)
+    with open_dict(straight):
+        straight.paths.output_dir = str(tmp_path / "straight")
+    expected = train(straight)
+    train(make_cfg(*ema, "method.rounds=1"))
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert any(k.startswith("H_ema.") for k in ckpt["state_dict"]) and int(ckpt["state_dict"]["h_ema_updates"]) > 0
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    with pytest.raises(ValueError, match=r"method.module.h_ema_decay: 0.5 there, 0.0 here"):
+        train(make_cfg(*SMALL, "ckpt_path=last"))
+    assert (tmp_path / "run" / "config.yaml").read_text() == config
+    assert train(make_cfg(*ema, "ckpt_path=last"))["map_all"] == expected["map_all"]
+    assert read_rows(tmp_path / "run" / "rounds.csv") == read_rows(tmp_path / "straight" / "rounds.csv")
+
+    def in_old(*overrides):
+        cfg = make_cfg(*overrides)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / "old")
+        return cfg
+
+    train(in_old(*SMALL, "method.rounds=1"))
+    saved = tmp_path / "old" / "config.yaml"
+    saved.write_text("\n".join(line for line in saved.read_text().splitlines() if "h_ema_decay" not in line))
+    assert train(in_old(*SMALL, "ckpt_path=last"))["rounds_completed"] == 2
 
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))

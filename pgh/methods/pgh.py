@@ -22,12 +22,19 @@ warm-up, each batch of real images is joined by one of each image's K1 nearest t
 the run's features) and H's loss gets + ν·l_N over the real images and those neighbours, with S from
 BGAN's released rule (`pgh.methods.bgan.released_lists`: the images an image shares most neighbours
 with, and their neighbours), so H's codes also follow a wide neighbourhood of the features.
+And an optional weight average of H (`h_ema_decay` = d, default 0: off): after the t-th H step,
+H_ema ← d_t·H_ema + (1 − d_t)·H over its weights and BatchNorm statistics, with d_t = min(d,
+(1 + t)/(10 + t)) (TensorFlow's `ExponentialMovingAverage` with `num_updates`: the first steps do not
+leave H's random initialisation in the average), and every code PGH gives (each round's refresh and
+evaluation, the final codes, pgh-index) comes from H_ema, which smooths the step-to-step noise of
+H's weights out of the codes.
 Between rounds, `pgh.callbacks.ProgressiveRounds` re-encodes every training image with H and makes
 those codes the GAN's condition (`codes`, one row per training image, saved in checkpoints).
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 
@@ -55,7 +62,8 @@ log = logging.getLogger(__name__)
 class PGH(DeepHasher):
     input_kind = "images"
     two_steps_per_backward = True  # G's and H's steps share one backward pass (train.py refuses float16's loss scaler)
-    architecture = ("image_size", "channels", "z_dim", "width", "hidden")
+    # what shapes the checkpoint's tensors (h_ema_decay > 0 adds H_ema's): a resume must keep them
+    architecture = ("image_size", "channels", "z_dim", "width", "hidden", "h_ema_decay")
 
     def __init__(
         self,
@@ -84,6 +92,7 @@ class PGH(DeepHasher):
         neighborhood_k2: int = 30,
         neighborhood_positive_weight: float = 10.0,
         negative: str = "random",
+        h_ema_decay: float = 0.0,
         lr_d: float = 2e-4,
         lr_g: float = 2e-4,
         lr_h: float = 2e-4,
@@ -96,6 +105,10 @@ class PGH(DeepHasher):
         self.G = Generator(bits, z_dim=z_dim, channels=channels, image_size=image_size, width=width)
         self.D = Discriminator(bits, channels=channels, image_size=image_size, width=width)
         self.H = HashNet(bits, channels=channels, image_size=image_size, width=width, hidden=hidden)
+        # the weight average of H that codes images (h_ema_decay > 0); a module, so checkpoints hold it
+        self.H_ema = copy.deepcopy(self.H).requires_grad_(False) if h_ema_decay > 0 else None
+        if self.H_ema is not None:
+            self.register_buffer("h_ema_updates", torch.zeros((), dtype=torch.long))
         self.reset_gan()
         self.register_buffer("codes", torch.zeros(num_train, bits))  # conditioning codes b_i, in {0, 1}
         self.register_buffer("initial_codes", torch.zeros(num_train, bits))  # round-0 codes (the anchor)
@@ -124,6 +137,8 @@ class PGH(DeepHasher):
         for name in ("augment_scale", "augment_contrast"):
             if not 0 <= check_number(name, a[name]) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {a[name]}")
+        if not 0 <= check_number("h_ema_decay", a["h_ema_decay"]) < 1:
+            raise ValueError(f"h_ema_decay must be in [0, 1) (0: off), got {a['h_ema_decay']}")
         if not 0 <= a["distill_min_agreement"] <= 1:
             raise ValueError(f"distill_min_agreement must be in [0, 1], got {a['distill_min_agreement']}")
         if a["quantization_target"] not in QUANTIZATION_TARGETS:
@@ -166,8 +181,16 @@ class PGH(DeepHasher):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Checkpoints written before the anchor existed have no `initial_codes`; without an anchor
-        they are never read, so those load with the conditioning codes in their place."""
+        they are never read, so those load with the conditioning codes in their place. A checkpoint
+        with a weight average of H continues only with one, and one without it only without one."""
         state = checkpoint["state_dict"]
+        saved_decay = checkpoint.get("hyper_parameters", {}).get("h_ema_decay", 0.0)
+        if any(k.startswith("H_ema.") for k in state) != (self.H_ema is not None):
+            raise ValueError(
+                f"this checkpoint was trained with h_ema_decay={saved_decay} and this run has "
+                f"h_ema_decay={self.hparams.h_ema_decay}: H's weight average is either in both or in neither; "
+                f"resume it with method.module.h_ema_decay={saved_decay}"
+            )
         if "initial_codes" not in state and "codes" in state:
             if self.hparams.anchor_weight > 0:
                 raise ValueError(
@@ -192,7 +215,22 @@ class PGH(DeepHasher):
     @torch.no_grad()
     def encode_inputs(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """bool codes [n, bits] of uint8 images by H (eval mode, batched on this module's device)."""
-        return self.encode_prepared(images, lambda x: self.H.encode(x, batch_size=batch_size), batch_size)
+        coder = self.H if self.H_ema is None else self.H_ema
+        return self.encode_prepared(images, lambda x: coder.encode(x, batch_size=batch_size), batch_size)
+
+    @torch.no_grad()
+    def update_h_ema(self) -> None:
+        """H_ema ← d_t·H_ema + (1 − d_t)·H over every floating-point tensor of their state (weights
+        and BatchNorm's running statistics), d_t = min(h_ema_decay, (1 + t)/(10 + t)) at the t-th
+        update (t from 0); BatchNorm's batch counter is copied."""
+        t = int(self.h_ema_updates)
+        decay = min(self.hparams.h_ema_decay, (1 + t) / (10 + t))
+        self.h_ema_updates += 1
+        for average, current in zip(self.H_ema.state_dict().values(), self.H.state_dict().values()):
+            if average.is_floating_point():
+                average.lerp_(current, 1 - decay)
+            else:
+                average.copy_(current)
 
     @torch.no_grad()
     def generate(self, codes: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -279,6 +317,8 @@ class PGH(DeepHasher):
         opt_g.step()
         if warm:
             opt_h.step()
+            if self.H_ema is not None:
+                self.update_h_ema()
 
         losses = {"loss/d": loss_d, "loss/g_adv": loss_adv, "loss/triplet": loss_triplet}
         self.log_losses({**losses, "loss/quantization": loss_quant}, n, prog_bar=True)
