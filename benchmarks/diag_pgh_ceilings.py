@@ -175,13 +175,12 @@ NEIGHBOR_COUNTS = (1, 10, 20, 50)
 
 @torch.no_grad()
 def pgh_layers(model: PGH, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(H's hidden layer, D's features) of `images`, in eval mode; H is the network that codes (its
-    weight average where the run kept one)."""
+    """(the coding network's hidden layer, D's features) of `images`, in eval mode; the coding
+    network is H, or its weight average where the run kept one (`PGH.coder`)."""
     hidden, critic = [], []
-    coder = model.H if model.H_ema is None else model.H_ema
     for chunk in images.split(1000):
         x = model.prepare(chunk)
-        hidden.append(coder.head[:-1](coder.convs(x)))  # up to H's last linear layer
+        hidden.append(model.coder.head[:-1](model.coder.convs(x)))  # up to its last linear layer
         critic.append(model.D.features(x))
     return torch.cat(hidden), torch.cat(critic)
 

@@ -212,11 +212,15 @@ class PGH(DeepHasher):
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         return to_network_input(images, self.hparams.image_size, self.hparams.channels)
 
+    @property
+    def coder(self) -> HashNet:
+        """The network whose outputs are the codes: H's weight average where the run keeps one, else H."""
+        return self.H if self.H_ema is None else self.H_ema
+
     @torch.no_grad()
     def encode_inputs(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """bool codes [n, bits] of uint8 images by H (eval mode, batched on this module's device)."""
-        coder = self.H if self.H_ema is None else self.H_ema
-        return self.encode_prepared(images, lambda x: coder.encode(x, batch_size=batch_size), batch_size)
+        """bool codes [n, bits] of uint8 images by `coder` (eval mode, batched on this module's device)."""
+        return self.encode_prepared(images, lambda x: self.coder.encode(x, batch_size=batch_size), batch_size)
 
     @torch.no_grad()
     def update_h_ema(self) -> None:
