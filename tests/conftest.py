@@ -125,6 +125,23 @@ class RecordTrainStart:
         return _Probe()
 
 
+class RecordLearningRates:
+    """A Lightning callback (as `+callbacks.lr._target_=conftest.RecordLearningRates`) that records,
+    after every batch, the epoch, the batch's index and each optimizer's learning rate."""
+
+    seen: ClassVar[list[tuple[int, int, list[float]]]] = []
+
+    def __new__(cls):
+        import lightning as L
+
+        class _Probe(L.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                rates = [group["lr"] for optimizer in trainer.optimizers for group in optimizer.param_groups]
+                RecordLearningRates.seen.append((trainer.current_epoch, batch_idx, rates))
+
+        return _Probe()
+
+
 class RecordOptimizerStates:
     """A Lightning callback (as `+callbacks.opt._target_=conftest.RecordOptimizerStates`) that records,
     after every epoch's end (the round callback's refresh included), which optimizers hold state."""

@@ -13,7 +13,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import RecordTrainStart, assert_checkpoint_codes_the_database_as_the_run_did
+from conftest import RecordLearningRates, RecordTrainStart, assert_checkpoint_codes_the_database_as_the_run_did
 from omegaconf import open_dict
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -140,6 +140,37 @@ def test_vote_settings_are_checked(tmp_path):
         ProgressiveRounds(**common, vote_neighbors=2)
     with pytest.raises(ValueError, match="train_features has 5 rows for 6 training images"):
         ProgressiveRounds(**common, vote_neighbors=2, train_features=torch.zeros(5, 3))
+
+
+def test_cosine_schedule_settings_are_checked(tmp_path):
+    from pgh.callbacks import ProgressiveRounds
+
+    images, labels = torch.zeros(6, 1, 8, 8, dtype=torch.uint8), torch.zeros(6, dtype=torch.long)
+    common = dict(query_images=images, query_labels=labels, db_images=images, db_labels=labels)
+    common.update(train_images=images, output_dir=tmp_path, epochs_per_round=1)
+    with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine, got 'linear'"):
+        ProgressiveRounds(**common, lr_schedule="linear")
+    with pytest.raises(ValueError, match=r"lr_min_factor must be a fraction in \[0, 1\]"):
+        ProgressiveRounds(**common, lr_schedule="cosine", lr_min_factor=1.5)
+
+
+def test_cosine_schedule_falls_within_each_round_restarts_and_survives_a_resume(make_cfg):
+    """Every optimizer's rate is lr * (m + (1 - m) * (1 + cos(pi * p)) / 2) at the batch a fraction p
+    into its round (here 2 epochs of 4 batches), written out by hand; a run stopped mid-round and
+    resumed goes on with the rates it would have had, from the configured ones the checkpoint keeps."""
+    cosine = [*SMALL, "method.progressive.lr_schedule=cosine", "method.progressive.lr_min_factor=0.1"]
+    cosine += ["method.module.lr_d=4e-4", "method.module.lr_g=2e-4", "method.module.lr_h=1e-4"]
+    probe = "+callbacks.lr._target_=conftest.RecordLearningRates"
+    RecordLearningRates.seen.clear()
+    train(make_cfg(*cosine, probe, "+trainer.max_steps=33"))  # stops 3 batches into round 2
+    stopped = len(RecordLearningRates.seen)
+    train(make_cfg(*cosine, probe, "ckpt_path=last"))
+    seen = RecordLearningRates.seen
+    assert stopped == 11 and [(e, b) for e, b, _ in seen] == [(e, b) for e in range(4) for b in range(4)]
+    for epoch, batch, rates in seen:
+        factor = 0.1 + 0.9 * (1 + math.cos(math.pi * ((epoch % 2) * 4 + batch) / 8)) / 2
+        assert rates == pytest.approx([4e-4 * factor, 2e-4 * factor, 1e-4 * factor], rel=1e-12)
+    assert seen[0][2] == pytest.approx([4e-4, 2e-4, 1e-4]) and seen[8][2] == seen[0][2]  # each round restarts
 
 
 def test_restored_rounds_must_have_been_scored_as_this_run_scores(tmp_path):

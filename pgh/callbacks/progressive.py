@@ -9,8 +9,11 @@ as are the round's metrics).
 Training stops early once fewer than `converge_bit_change` of the bits changed. With
 `vote_neighbors` = k > 0 (ours), H's new codes are first refined by a neighbourhood vote: each
 becomes the bitwise majority of its own and its k nearest training images' codes, nearest in the
-initial features (`train_features`, the `features` group), `vote_iterations` times. Under DDP every
-rank encodes a shard of the training set and the codes are all-gathered, so all ranks agree.
+initial features (`train_features`, the `features` group), `vote_iterations` times. With
+`lr_schedule="cosine"` (ours) every optimizer's learning rate follows a half cosine inside each round,
+batch by batch, from its configured value down to `lr_min_factor` times it at the round's end, and
+starts again at the next round (so each refresh codes with a settled H). Under DDP every rank encodes
+a shard of the training set and the codes are all-gathered, so all ranks agree.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pgh.retrieval.metrics import EVAL_DEFAULTS
 log = logging.getLogger(__name__)
 
 CODE_COLUMNS = ("db_distinct_codes", "db_bit_correlation")  # rounds.csv's code statistics
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def code_columns(metrics: dict) -> dict[str, float]:
@@ -60,7 +64,13 @@ class ProgressiveRounds(L.Callback):
         train_features: torch.Tensor | None = None,
         vote_neighbors: int = 0,
         vote_iterations: int = 1,
+        lr_schedule: str = "constant",
+        lr_min_factor: float = 0.0,
     ) -> None:
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
+        if not 0.0 <= lr_min_factor <= 1.0:
+            raise ValueError(f"lr_min_factor must be a fraction in [0, 1] of the learning rates, got {lr_min_factor}")
         if epochs_per_round < 1:
             raise ValueError(f"epochs_per_round must be >= 1, got {epochs_per_round}")
         if grid_size < 1:
@@ -88,6 +98,7 @@ class ProgressiveRounds(L.Callback):
         self.query_labels, self.db_labels = query_labels, db_labels
         self.output_dir = Path(output_dir)
         self.epochs_per_round = epochs_per_round
+        self.lr_schedule, self.lr_min_factor = lr_schedule, lr_min_factor
         self.converge_bit_change = converge_bit_change
         self.reset_gan_each_round = reset_gan_each_round
         self.grid_size = min(grid_size, train_images.shape[0])
@@ -156,6 +167,18 @@ class ProgressiveRounds(L.Callback):
             self._write_rounds_csv()
             if t == 0:
                 self._save_grid(pl_module, 0, trainer.loggers, trainer.global_step)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if self.lr_schedule == "constant":
+            return
+        batches = trainer.num_training_batches  # inf for a dataset without a length: the epoch steps it
+        within = batch_idx / batches if math.isfinite(batches) and batches > 0 else 0.0
+        progress = (trainer.current_epoch % self.epochs_per_round + within) / self.epochs_per_round
+        factor = self.lr_min_factor + (1 - self.lr_min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                # the configured rate, kept in the group: optimizer checkpoints carry it across a resume
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.epochs_per_round:
