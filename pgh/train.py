@@ -307,6 +307,13 @@ def check_trainer(trainer: DictConfig, method: DictConfig) -> None:
     length = progressive.get("epochs_per_round") if progressive is not None else 1
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
         raise ValueError(f"method.progressive.epochs_per_round={length} must be a positive whole number of epochs")
+    if progressive is not None:
+        from pgh.callbacks.progressive import check_lr_schedule
+
+        try:
+            check_lr_schedule(progressive.get("lr_schedule", "constant"), progressive.get("lr_min_factor", 0.0))
+        except ValueError as error:
+            raise ValueError(f"method.progressive: {error}") from None
     grid = progressive.get("grid_size", 1) if progressive is not None else 1
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
         raise ValueError(f"method.progressive.grid_size={grid} must be a positive whole number of images a row")

@@ -126,7 +126,7 @@ def test_vote_refines_the_refreshed_codes_along_the_feature_neighbourhoods(make_
     assert torch.equal(model.codes.bool(), voted) and not torch.equal(voted, h_codes)
 
 
-def test_vote_settings_are_checked(tmp_path):
+def test_vote_and_learning_rate_settings_are_checked(tmp_path):
     from pgh.callbacks import ProgressiveRounds
 
     images, labels = torch.zeros(6, 1, 8, 8, dtype=torch.uint8), torch.zeros(6, dtype=torch.long)
@@ -140,14 +140,6 @@ def test_vote_settings_are_checked(tmp_path):
         ProgressiveRounds(**common, vote_neighbors=2)
     with pytest.raises(ValueError, match="train_features has 5 rows for 6 training images"):
         ProgressiveRounds(**common, vote_neighbors=2, train_features=torch.zeros(5, 3))
-
-
-def test_cosine_schedule_settings_are_checked(tmp_path):
-    from pgh.callbacks import ProgressiveRounds
-
-    images, labels = torch.zeros(6, 1, 8, 8, dtype=torch.uint8), torch.zeros(6, dtype=torch.long)
-    common = dict(query_images=images, query_labels=labels, db_images=images, db_labels=labels)
-    common.update(train_images=images, output_dir=tmp_path, epochs_per_round=1)
     with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine, got 'linear'"):
         ProgressiveRounds(**common, lr_schedule="linear")
     with pytest.raises(ValueError, match=r"lr_min_factor must be a fraction in \[0, 1\]"):
@@ -171,6 +163,27 @@ def test_cosine_schedule_falls_within_each_round_restarts_and_survives_a_resume(
         factor = 0.1 + 0.9 * (1 + math.cos(math.pi * ((epoch % 2) * 4 + batch) / 8)) / 2
         assert rates == pytest.approx([4e-4 * factor, 2e-4 * factor, 1e-4 * factor], rel=1e-12)
     assert seen[0][2] == pytest.approx([4e-4, 2e-4, 1e-4]) and seen[8][2] == seen[0][2]  # each round restarts
+
+
+def test_a_cosine_run_resumed_as_constant_goes_back_to_the_configured_rates(tmp_path):
+    """The optimizer state restored from a cosine run holds the rate it stopped at: a constant
+    schedule puts the configured rate (kept beside it) back instead of training on at that rate."""
+    from types import SimpleNamespace
+
+    from pgh.callbacks import ProgressiveRounds
+
+    images, labels = torch.zeros(6, 1, 8, 8, dtype=torch.uint8), torch.zeros(6, dtype=torch.long)
+    common = dict(query_images=images, query_labels=labels, db_images=images, db_labels=labels)
+    common.update(train_images=images, output_dir=tmp_path, epochs_per_round=2)
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    trainer = SimpleNamespace(optimizers=[optimizer], num_training_batches=4, current_epoch=1)
+    ProgressiveRounds(**common, lr_schedule="cosine").on_train_batch_start(trainer, None, None, 2)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * (1 + math.cos(math.pi * 6 / 8)) / 2)
+    resumed = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    resumed.load_state_dict(optimizer.state_dict())
+    trainer.optimizers = [resumed]
+    ProgressiveRounds(**common).on_train_batch_start(trainer, None, None, 3)
+    assert resumed.param_groups[0]["lr"] == 1e-3
 
 
 def test_restored_rounds_must_have_been_scored_as_this_run_scores(tmp_path):
@@ -399,6 +412,8 @@ def test_converge_bit_change_stops_below_it_not_at_it(make_cfg):
         ("method.batch_size=1", r"method.batch_size=1 must be a whole number of images, at least 2"),
         ("method.progressive.epochs_per_round=0", r"epochs_per_round=0 must be a positive whole number of epochs"),
         ("method.progressive.grid_size=0", r"grid_size=0 must be a positive whole number"),
+        ("method.progressive.lr_schedule=linear", r"method.progressive: lr_schedule must be one of constant, cosine"),
+        ("method.progressive.lr_min_factor=2", r"method.progressive: lr_min_factor must be a fraction in \[0, 1\]"),
         ("method.num_workers=-1", r"method.num_workers=-1 must be a whole number >= 0 of data-loading processes"),
         ("method.checkpoint_every_n_steps=-1", r"method.checkpoint_every_n_steps=-1 must be a whole number >= 0"),
         ("method.module.h_ema_decay=1.0", r"h_ema_decay must be in \[0, 1\) \(0: off\), got 1.0"),

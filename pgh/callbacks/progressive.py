@@ -46,6 +46,14 @@ def code_columns(metrics: dict) -> dict[str, float]:
     return {k: math.nan if metrics.get(k) is None else float(metrics[k]) for k in CODE_COLUMNS}
 
 
+def check_lr_schedule(lr_schedule: str, lr_min_factor: float) -> None:
+    """The round's learning-rate settings, checked by the callback and by pgh-train before any work."""
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
+    if isinstance(lr_min_factor, bool) or not isinstance(lr_min_factor, (int, float)) or not 0 <= lr_min_factor <= 1:
+        raise ValueError(f"lr_min_factor must be a fraction in [0, 1] of the learning rates, got {lr_min_factor!r}")
+
+
 class ProgressiveRounds(L.Callback):
     def __init__(
         self,
@@ -67,10 +75,7 @@ class ProgressiveRounds(L.Callback):
         lr_schedule: str = "constant",
         lr_min_factor: float = 0.0,
     ) -> None:
-        if lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
-        if not 0.0 <= lr_min_factor <= 1.0:
-            raise ValueError(f"lr_min_factor must be a fraction in [0, 1] of the learning rates, got {lr_min_factor}")
+        check_lr_schedule(lr_schedule, lr_min_factor)
         if epochs_per_round < 1:
             raise ValueError(f"epochs_per_round must be >= 1, got {epochs_per_round}")
         if grid_size < 1:
@@ -169,15 +174,16 @@ class ProgressiveRounds(L.Callback):
                 self._save_grid(pl_module, 0, trainer.loggers, trainer.global_step)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        if self.lr_schedule == "constant":
-            return
-        batches = trainer.num_training_batches  # inf for a dataset without a length: the epoch steps it
-        within = batch_idx / batches if math.isfinite(batches) and batches > 0 else 0.0
-        progress = (trainer.current_epoch % self.epochs_per_round + within) / self.epochs_per_round
-        factor = self.lr_min_factor + (1 - self.lr_min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+        factor = 1.0
+        if self.lr_schedule == "cosine":
+            batches = trainer.num_training_batches  # inf for a dataset without a length: the epoch steps it
+            within = batch_idx / batches if math.isfinite(batches) else 0.0
+            progress = (trainer.current_epoch % self.epochs_per_round + within) / self.epochs_per_round
+            factor = self.lr_min_factor + (1 - self.lr_min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
         for optimizer in trainer.optimizers:
             for group in optimizer.param_groups:
-                # the configured rate, kept in the group: optimizer checkpoints carry it across a resume
+                # the configured rate, kept in the group: optimizer checkpoints carry it across a resume, and
+                # a cosine run resumed as constant goes back to it instead of keeping the rate it stopped at
                 group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
