@@ -140,7 +140,9 @@ def test_vote_and_learning_rate_settings_are_checked(tmp_path):
         ProgressiveRounds(**common, vote_neighbors=2)
     with pytest.raises(ValueError, match="train_features has 5 rows for 6 training images"):
         ProgressiveRounds(**common, vote_neighbors=2, train_features=torch.zeros(5, 3))
-    with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine, got 'linear'"):
+    with pytest.raises(
+        ValueError, match="lr_schedule must be one of constant, cosine, cosine_after_warmup, got 'linear'"
+    ):
         ProgressiveRounds(**common, lr_schedule="linear")
     with pytest.raises(ValueError, match=r"lr_min_factor must be a fraction in \[0, 1\]"):
         ProgressiveRounds(**common, lr_schedule="cosine", lr_min_factor=1.5)
@@ -163,6 +165,49 @@ def test_cosine_schedule_falls_within_each_round_restarts_and_survives_a_resume(
         factor = 0.1 + 0.9 * (1 + math.cos(math.pi * ((epoch % 2) * 4 + batch) / 8)) / 2
         assert rates == pytest.approx([4e-4 * factor, 2e-4 * factor, 1e-4 * factor], rel=1e-12)
     assert seen[0][2] == pytest.approx([4e-4, 2e-4, 1e-4]) and seen[8][2] == seen[0][2]  # each round restarts
+
+
+def test_cosine_after_warmup_holds_the_rates_through_the_warm_up_then_falls_to_the_round_end(make_cfg):
+    """With the 1-epoch distillation warm-up of 2-epoch rounds: epoch 0 at the configured rates, the
+    half cosine over epoch 1 alone (4 batches), then round 2 (epochs 2-3) as plain cosine (8 batches)."""
+    schedule = [*SMALL, "method.progressive.lr_schedule=cosine_after_warmup", "method.progressive.lr_min_factor=0.1"]
+    RecordLearningRates.seen.clear()
+    train(make_cfg(*schedule, "method.module.lr_h=1e-4", "+callbacks.lr._target_=conftest.RecordLearningRates"))
+    seen = RecordLearningRates.seen
+    assert [(e, b) for e, b, _ in seen] == [(e, b) for e in range(4) for b in range(4)]
+    for epoch, batch, rates in seen:
+        progress = {0: 0.0, 1: batch / 4}.get(epoch, ((epoch - 2) * 4 + batch) / 8)
+        factor = 0.1 + 0.9 * (1 + math.cos(math.pi * progress)) / 2
+        assert rates == pytest.approx([2e-4 * factor, 2e-4 * factor, 1e-4 * factor], rel=1e-12)
+
+
+def test_cosine_after_warmup_counts_the_longer_warm_up_and_holds_a_round_inside_it(tmp_path):
+    from types import SimpleNamespace
+
+    from lightning.fabric.utilities.data import AttributeDict
+
+    from pgh.callbacks import ProgressiveRounds
+
+    images, labels = torch.zeros(6, 1, 8, 8, dtype=torch.uint8), torch.zeros(6, dtype=torch.long)
+    common = dict(query_images=images, query_labels=labels, db_images=images, db_labels=labels)
+    callback = ProgressiveRounds(
+        **common, train_images=images, output_dir=tmp_path, epochs_per_round=3, lr_schedule="cosine_after_warmup"
+    )
+    module = SimpleNamespace(hparams=AttributeDict(distill_epochs=2, gan_warmup_epochs=4))
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    expected = {
+        0: 1.0,
+        2: 1.0,
+        3: 1.0,
+        4: 1.0,
+        5: (1 + math.cos(math.pi * 3 / 4)) / 2,
+        6: 1.0,
+        7: (1 + math.cos(math.pi / 3)) / 2,
+    }
+    for epoch, factor in expected.items():  # round 1 (epochs 0-2) inside the warm-up; round 2 decays over epoch 5
+        trainer = SimpleNamespace(optimizers=[optimizer], num_training_batches=2, current_epoch=epoch)
+        callback.on_train_batch_start(trainer, module, None, 1 if epoch == 5 else 0)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * factor), epoch
 
 
 def test_a_cosine_run_resumed_as_constant_goes_back_to_the_configured_rates(tmp_path):

@@ -12,7 +12,10 @@ becomes the bitwise majority of its own and its k nearest training images' codes
 initial features (`train_features`, the `features` group), `vote_iterations` times. With
 `lr_schedule="cosine"` (ours) every optimizer's learning rate follows a half cosine inside each round,
 batch by batch, from its configured value down to `lr_min_factor` times it at the round's end, and
-starts again at the next round (so each refresh codes with a settled H). Under DDP every rank encodes
+starts again at the next round (so each refresh codes with a settled H); `"cosine_after_warmup"` holds
+the configured rates through the module's warm-ups (`distill_epochs`, `gan_warmup_epochs`) and runs
+the round's half cosine from the warm-up's end, so the warm-up does not use up round 1's high
+rates. Under DDP every rank encodes
 a shard of the training set and the codes are all-gathered, so all ranks agree.
 """
 
@@ -37,7 +40,7 @@ from pgh.retrieval.metrics import EVAL_DEFAULTS
 log = logging.getLogger(__name__)
 
 CODE_COLUMNS = ("db_distinct_codes", "db_bit_correlation")  # rounds.csv's code statistics
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "cosine_after_warmup")
 
 
 def code_columns(metrics: dict) -> dict[str, float]:
@@ -175,10 +178,16 @@ class ProgressiveRounds(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         factor = 1.0
-        if self.lr_schedule == "cosine":
+        epoch = trainer.current_epoch
+        decay_start = round_start = epoch - epoch % self.epochs_per_round
+        if self.lr_schedule == "cosine_after_warmup":
+            hparams = getattr(pl_module, "hparams", {})
+            warmup_end = max(int(hparams.get("distill_epochs", 0)), int(hparams.get("gan_warmup_epochs", 0)))
+            decay_start = max(round_start, warmup_end)
+        if self.lr_schedule != "constant" and epoch >= decay_start:
             batches = trainer.num_training_batches  # inf for a dataset without a length: the epoch steps it
             within = batch_idx / batches if math.isfinite(batches) else 0.0
-            progress = (trainer.current_epoch % self.epochs_per_round + within) / self.epochs_per_round
+            progress = (epoch - decay_start + within) / (round_start + self.epochs_per_round - decay_start)
             factor = self.lr_min_factor + (1 - self.lr_min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
         for optimizer in trainer.optimizers:
             for group in optimizer.param_groups:
