@@ -184,16 +184,16 @@ def test_cosine_after_warmup_holds_the_rates_through_the_warm_up_then_falls_to_t
 def test_cosine_after_warmup_counts_the_longer_warm_up_and_holds_a_round_inside_it(tmp_path):
     from types import SimpleNamespace
 
-    from lightning.fabric.utilities.data import AttributeDict
-
     from pgh.callbacks import ProgressiveRounds
+    from pgh.methods import PGH
 
     images, labels = torch.zeros(6, 1, 8, 8, dtype=torch.uint8), torch.zeros(6, dtype=torch.long)
     common = dict(query_images=images, query_labels=labels, db_images=images, db_labels=labels)
     callback = ProgressiveRounds(
         **common, train_images=images, output_dir=tmp_path, epochs_per_round=3, lr_schedule="cosine_after_warmup"
     )
-    module = SimpleNamespace(hparams=AttributeDict(distill_epochs=2, gan_warmup_epochs=4))
+    module = PGH(bits=8, num_train=6, width=8, hidden=16, z_dim=8, distill_epochs=2, gan_warmup_epochs=4)
+    assert module.warmup_epochs == 4
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
     expected = {
         0: 1.0,

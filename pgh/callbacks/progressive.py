@@ -13,10 +13,9 @@ initial features (`train_features`, the `features` group), `vote_iterations` tim
 `lr_schedule="cosine"` (ours) every optimizer's learning rate follows a half cosine inside each round,
 batch by batch, from its configured value down to `lr_min_factor` times it at the round's end, and
 starts again at the next round (so each refresh codes with a settled H); `"cosine_after_warmup"` holds
-the configured rates through the module's warm-ups (`distill_epochs`, `gan_warmup_epochs`) and runs
-the round's half cosine from the warm-up's end, so the warm-up does not use up round 1's high
-rates. Under DDP every rank encodes
-a shard of the training set and the codes are all-gathered, so all ranks agree.
+the configured rates through the module's `warmup_epochs` and runs the round's half cosine from the
+warm-up's end, so the warm-up does not use up round 1's high rates. Under DDP every rank encodes a
+shard of the training set and the codes are all-gathered, so all ranks agree.
 """
 
 from __future__ import annotations
@@ -181,12 +180,10 @@ class ProgressiveRounds(L.Callback):
         epoch = trainer.current_epoch
         decay_start = round_start = epoch - epoch % self.epochs_per_round
         if self.lr_schedule == "cosine_after_warmup":
-            hparams = getattr(pl_module, "hparams", {})
-            warmup_end = max(int(hparams.get("distill_epochs", 0)), int(hparams.get("gan_warmup_epochs", 0)))
-            decay_start = max(round_start, warmup_end)
+            decay_start = max(round_start, pl_module.warmup_epochs)
         if self.lr_schedule != "constant" and epoch >= decay_start:
             batches = trainer.num_training_batches  # inf for a dataset without a length: the epoch steps it
-            within = batch_idx / batches if math.isfinite(batches) else 0.0
+            within = batch_idx / batches if math.isfinite(batches) and batches > 0 else 0.0
             progress = (epoch - decay_start + within) / (round_start + self.epochs_per_round - decay_start)
             factor = self.lr_min_factor + (1 - self.lr_min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
         for optimizer in trainer.optimizers:

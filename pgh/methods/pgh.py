@@ -213,6 +213,11 @@ class PGH(DeepHasher):
         return to_network_input(images, self.hparams.image_size, self.hparams.channels)
 
     @property
+    def warmup_epochs(self) -> int:
+        """Epochs before the protocol's losses all apply: the longer of the distillation and GAN warm-ups."""
+        return max(self.hparams.distill_epochs, self.hparams.gan_warmup_epochs)
+
+    @property
     def coder(self) -> HashNet:
         """The network whose outputs are the codes: H's weight average where the run keeps one, else H."""
         return self.H if self.H_ema is None else self.H_ema
