@@ -454,6 +454,7 @@ def test_converge_bit_change_stops_below_it_not_at_it(make_cfg):
         ("method.module.lr_g=-0.001", r"lr_g=-0.001 must be a finite number >= 0"),
         ("method.module.betas=[1.5,0.9]", r"betas=\[1.5, 0.9\] must each be in \[0, 1\)"),
         ("method.module.betas=[0.5]", r"betas=\[0.5\] must be two numbers"),
+        ("method.module.betas_h=[0.9,1.0]", r"betas_h=\[0.9, 1.0\] must each be in \[0, 1\)"),
         ("method.batch_size=1", r"method.batch_size=1 must be a whole number of images, at least 2"),
         ("method.progressive.epochs_per_round=0", r"epochs_per_round=0 must be a positive whole number of epochs"),
         ("method.progressive.grid_size=0", r"grid_size=0 must be a positive whole number"),
@@ -1025,3 +1026,13 @@ def test_a_stop_in_mid_epoch_neither_ends_the_round_nor_saves_the_epoch_as_finis
     final = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert resumed["rounds_completed"] == 2 and final["global_step"] == 48  # 4 epochs x 4 batches x 3 steps
     assert [r["round"] for r in read_rows(tmp_path / "run" / "rounds.csv")] == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("betas_h, expected_h", [(None, (0.5, 0.999)), ([0.9, 0.99], (0.9, 0.99))])
+def test_betas_h_sets_h_optimizer_only(betas_h, expected_h):
+    """H's Adam takes betas_h (null: the GAN's betas); D's and G's keep betas."""
+    from pgh.methods import PGH
+
+    model = PGH(bits=8, num_train=4, width=8, hidden=16, z_dim=8, betas=(0.5, 0.999), betas_h=betas_h)
+    d, g, h = model.configure_optimizers()
+    assert [o.param_groups[0]["betas"] for o in (d, g, h)] == [(0.5, 0.999), (0.5, 0.999), expected_h]

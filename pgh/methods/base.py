@@ -50,13 +50,13 @@ def check_number(name: str, value, minimum: float = 0.0, strict: bool = False) -
     return float(value)
 
 
-def check_adam_betas(betas) -> tuple[float, float]:
+def check_adam_betas(betas, name: str = "betas") -> tuple[float, float]:
     """Adam's (beta1, beta2), each in [0, 1), or a ValueError naming them."""
     if not isinstance(betas, (list, tuple)) or len(betas) != 2:
-        raise ValueError(f"betas={betas!r} must be two numbers (Adam's beta1, beta2), e.g. [0.5, 0.999]")
+        raise ValueError(f"{name}={betas!r} must be two numbers (Adam's beta1, beta2), e.g. [0.5, 0.999]")
     for beta in betas:
-        if check_number("betas", beta) >= 1:
-            raise ValueError(f"betas={list(betas)} must each be in [0, 1)")
+        if check_number(name, beta) >= 1:
+            raise ValueError(f"{name}={list(betas)} must each be in [0, 1)")
     return float(betas[0]), float(betas[1])
 
 

@@ -97,6 +97,7 @@ class PGH(DeepHasher):
         lr_g: float = 2e-4,
         lr_h: float = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
+        betas_h: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         self.check_arguments(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
@@ -134,6 +135,8 @@ class PGH(DeepHasher):
         ):  # fmt: skip
             check_number(name, a[name])
         check_adam_betas(a["betas"])
+        if a["betas_h"] is not None:
+            check_adam_betas(a["betas_h"], name="betas_h")
         for name in ("augment_scale", "augment_contrast"):
             if not 0 <= check_number(name, a[name]) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {a[name]}")
@@ -257,10 +260,11 @@ class PGH(DeepHasher):
     def configure_optimizers(self):
         hp = self.hparams
         betas = tuple(hp.betas)
+        betas_h = betas if hp.get("betas_h") is None else tuple(hp.betas_h)  # checkpoints from before betas_h: None
         return (
             torch.optim.Adam(self.D.parameters(), lr=hp.lr_d, betas=betas),
             torch.optim.Adam(self.G.parameters(), lr=hp.lr_g, betas=betas),
-            torch.optim.Adam(self.H.parameters(), lr=hp.lr_h, betas=betas),
+            torch.optim.Adam(self.H.parameters(), lr=hp.lr_h, betas=betas_h),
         )
 
     def training_step(self, batch, batch_idx: int) -> None:
