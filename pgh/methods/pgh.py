@@ -260,7 +260,7 @@ class PGH(DeepHasher):
     def configure_optimizers(self):
         hp = self.hparams
         betas = tuple(hp.betas)
-        betas_h = betas if hp.get("betas_h") is None else tuple(hp.betas_h)  # checkpoints from before betas_h: None
+        betas_h = betas if hp.betas_h is None else tuple(hp.betas_h)
         return (
             torch.optim.Adam(self.D.parameters(), lr=hp.lr_d, betas=betas),
             torch.optim.Adam(self.G.parameters(), lr=hp.lr_g, betas=betas),
