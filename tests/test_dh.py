@@ -323,3 +323,20 @@ def test_a_resume_shorter_than_a_mid_epoch_checkpoint_stops(make_cfg):
     with pytest.raises(ValueError, match=r"has trained \(in\) 2 epochs, more than this run's method.max_epochs=1"):
         train(make_cfg(*SMALL, "method.max_epochs=1", "ckpt_path=last"))
     assert train(make_cfg(*SMALL, "method.max_epochs=2", "ckpt_path=last"))["method"] == "dh"
+
+
+def test_a_resume_trains_with_the_commands_learning_rate_and_keeps_the_moments(make_cfg, caplog):
+    """Lightning restores the optimizers' param_groups: a resume with another learning rate trained on
+    at the checkpoint's rate without a word. Now the command's rate applies (and is logged), and
+    Adam's moment estimates carry over."""
+    first = make_cfg(*SMALL)
+    train(first)
+    ckpt = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    before = torch.load(ckpt, map_location="cpu", weights_only=True)["optimizer_states"][0]
+    assert before["param_groups"][0]["lr"] == 1e-3
+    with caplog.at_level("INFO", logger="pgh.methods.base"):
+        train(make_cfg(*SMALL, "method.max_epochs=3", "method.module.lr=5e-4", f"ckpt_path={ckpt}"))
+    after = torch.load(ckpt, map_location="cpu", weights_only=True)["optimizer_states"][0]
+    assert after["param_groups"][0]["lr"] == 5e-4
+    assert all(after["state"][i]["step"] == before["state"][i]["step"] + 4 for i in before["state"])
+    assert "lr=0.0005 from this command (the checkpoint trained with 0.001)" in caplog.text

@@ -231,6 +231,31 @@ def test_a_cosine_run_resumed_as_constant_goes_back_to_the_configured_rates(tmp_
     assert resumed.param_groups[0]["lr"] == 1e-3
 
 
+def test_a_resume_takes_the_commands_optimizer_settings_and_a_schedules_configured_rate(caplog):
+    """The restored param_groups give way to the configured ones; under a per-round schedule the
+    restored `lr` is where the cosine had got to, so the configured rate is compared with the
+    `initial_lr` kept beside it (no change, nothing logged) and the schedule re-reads `lr`."""
+    from pgh.methods.base import apply_configured_settings
+
+    weights = [torch.nn.Parameter(torch.zeros(2)) for _ in range(2)]
+    saved = [torch.optim.Adam([w], lr=2e-4, betas=(0.5, 0.999)) for w in weights]
+    saved[0].param_groups[0].update(lr=5e-5, initial_lr=2e-4)  # D's rate a quarter into a cosine round
+    restored = [torch.optim.Adam([w], lr=1.0) for w in weights]
+    for old, new in zip(saved, restored):
+        new.load_state_dict(old.state_dict())
+    configured = [torch.optim.Adam([w], lr=2e-4, betas=betas) for w, betas in zip(weights, ((0.5, 0.999), (0.9, 0.99)))]
+    with caplog.at_level("INFO", logger="pgh.methods.base"):
+        apply_configured_settings(restored, configured)
+    assert [o.param_groups[0]["lr"] for o in restored] == [2e-4, 2e-4]
+    assert "initial_lr" not in restored[0].param_groups[0]
+    assert [tuple(o.param_groups[0]["betas"]) for o in restored] == [(0.5, 0.999), (0.9, 0.99)]
+    assert caplog.text.count("from this command") == 1
+    changed = "optimizer 1, group 0: betas=(0.9, 0.99) from this command (the checkpoint trained with (0.5, 0.999))"
+    assert changed in caplog.text
+    with pytest.raises(ValueError, match="restored 2 optimizers, this run configures 1"):
+        apply_configured_settings(restored, configured[:1])
+
+
 def test_restored_rounds_must_have_been_scored_as_this_run_scores(tmp_path):
     # a checkpoint file outside any run has no config.yaml to compare: the rounds it carries say how
     # they were scored (a different eval.map_k crashed the rounds writer, a tie order mixed silently)

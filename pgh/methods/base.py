@@ -8,6 +8,7 @@ Training batches are `(inputs, index)`: `inputs` are uint8 images [B, C, H, W] w
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 
@@ -16,6 +17,8 @@ import torch
 import torch.nn.functional as F
 
 INPUT_KINDS = ("images", "features")
+
+log = logging.getLogger(__name__)
 
 
 def to_network_input(images: torch.Tensor, image_size: int, channels: int) -> torch.Tensor:
@@ -72,6 +75,13 @@ class DeepHasher(L.LightningModule):
         features and initial codes are computed (a method whose constructor checks only after
         building its networks or loading weights overrides it)."""
 
+    def on_train_start(self) -> None:
+        """A resumed run trains with this command's learning rates, betas and weight decay: Lightning
+        restores the optimizers' param_groups from the checkpoint, which would keep the old settings
+        without a word (a resume with `method.module.lr_h=1e-4` trained on at 2e-4)."""
+        if self.trainer.ckpt_path is not None:
+            apply_configured_settings(self.trainer.optimizers, as_list(self.configure_optimizers()))
+
     def on_before_fit(self, train_inputs: torch.Tensor, train_features: torch.Tensor) -> None:
         """Called once with the whole training set before `Trainer.fit` (e.g. to build a kNN graph)."""
 
@@ -124,3 +134,35 @@ class DeepHasher(L.LightningModule):
                 for i in range(0, inputs.shape[0], batch_size)
             ]
         )
+
+
+def as_tuple(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def as_list(optimizers) -> list[torch.optim.Optimizer]:
+    """configure_optimizers' result (one optimizer or a list of them, as our methods return) as a list."""
+    if isinstance(optimizers, torch.optim.Optimizer):
+        return [optimizers]
+    if isinstance(optimizers, (list, tuple)) and all(isinstance(o, torch.optim.Optimizer) for o in optimizers):
+        return list(optimizers)
+    raise TypeError(f"configure_optimizers must return an optimizer or a list of them, got {type(optimizers).__name__}")
+
+
+def apply_configured_settings(restored: list[torch.optim.Optimizer], configured: list[torch.optim.Optimizer]) -> None:
+    """Copy each configured param_group's settings (lr, betas, weight_decay, ...) onto the restored
+    optimizers, whose moment estimates stay; a changed setting is logged. A per-round schedule keeps
+    the configured rate as `initial_lr`: that is the one compared and replaced."""
+    if len(restored) != len(configured):
+        raise ValueError(f"the checkpoint restored {len(restored)} optimizers, this run configures {len(configured)}")
+    for number, (old, new) in enumerate(zip(restored, configured)):
+        for group_number, (group, fresh) in enumerate(zip(old.param_groups, new.param_groups)):
+            for key, value in fresh.items():
+                if key == "params":
+                    continue
+                before = group.get("initial_lr", group["lr"]) if key == "lr" else group.get(key)
+                if as_tuple(before) != as_tuple(value):  # a checkpoint's betas come back as a list
+                    log.info("optimizer %d, group %d: %s=%s from this command (the checkpoint trained with %s)",
+                             number, group_number, key, value, before)  # fmt: skip
+                group[key] = value
+            group.pop("initial_lr", None)  # the schedule takes the configured rate again from `lr`
