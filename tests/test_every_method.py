@@ -109,3 +109,29 @@ def test_every_deep_method_codes_numpy_inputs_and_names_wrong_ones(make_cfg, met
     if model.input_kind == "images":
         with pytest.raises(ValueError, match=r"looks channels-last: give \[n, C, H, W\]"):
             model.encode_inputs(np.zeros((2, size, size, 3 if channels == 1 else 1), np.uint8))
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m in TINY])
+def test_every_deep_method_resumes_with_the_configured_optimizer_settings(make_cfg, method):
+    """The restored optimizers (here: with doubled learning rates) get each method's configured ones
+    back from the base class's on_train_start, which no method may shadow."""
+    from hydra.utils import instantiate
+
+    from pgh.methods.base import DeepHasher, apply_configured_settings, as_list
+
+    cfg = make_cfg(f"method={method}", "bits=16")
+    kwargs = {"num_train": 4} if method == "pgh" else {"in_dim": 64} if method == "dh" else {}
+    model = instantiate(cfg.method.module, **kwargs)
+    assert type(model).on_train_start is DeepHasher.on_train_start
+    saved = as_list(model.configure_optimizers())
+    for optimizer in saved:
+        for group in optimizer.param_groups:
+            group["lr"] *= 2
+    restored = as_list(model.configure_optimizers())
+    for new, old in zip(restored, saved):
+        new.load_state_dict(old.state_dict())
+    configured = as_list(model.configure_optimizers())
+    apply_configured_settings(restored, configured)
+    rates = [[g["lr"] for g in o.param_groups] for o in restored]
+    assert rates == [[g["lr"] for g in o.param_groups] for o in configured]
+    assert rates != [[g["lr"] for g in o.param_groups] for o in saved]
