@@ -188,8 +188,9 @@ class ProgressiveRounds(L.Callback):
             factor = self.lr_min_factor + (1 - self.lr_min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
         for optimizer in trainer.optimizers:
             for group in optimizer.param_groups:
-                # the configured rate, kept in the group: optimizer checkpoints carry it across a resume, and
-                # a cosine run resumed as constant goes back to it instead of keeping the rate it stopped at
+                # the configured rate, kept in the group; on a resume DeepHasher.on_train_start drops it and
+                # puts the command's rate in `lr`, so a cosine run resumed as constant does not keep the rate
+                # it stopped at
                 group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
