@@ -163,6 +163,29 @@ def test_ddp_with_fewer_images_a_rank_than_a_batch_still_trains(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["rounds_completed"] == 1
 
 
+def test_a_ddp_run_resumed_at_a_rounds_end_gives_the_uninterrupted_runs_numbers(tmp_path):
+    """Every rank seeds torch with `seed`, so the ranks draw the same noise and jitter streams (on their
+    own shards), and a resume loads rank 0's saved streams on every rank: the same streams again. Two
+    rounds in one go and one round resumed to two give the same rounds and the same codes."""
+    import json
+
+    import numpy as np
+    from conftest import run_python
+
+    two_rounds = [a for a in TINY_DDP_RUN if not a.startswith("method.rounds")] + [
+        "method.progressive.converge_bit_change=0"
+    ]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    run_python(*two_rounds, "method.rounds=2", f"hydra.run.dir={whole}", tmp_path=tmp_path)
+    run_python(*two_rounds, "method.rounds=1", f"hydra.run.dir={resumed}", tmp_path=tmp_path)
+    run_python(*two_rounds, "method.rounds=2", f"hydra.run.dir={resumed}", "ckpt_path=last", tmp_path=tmp_path)
+    assert (whole / "rounds.csv").read_text() == (resumed / "rounds.csv").read_text()
+    assert (whole / "rounds.csv").read_text().count("\n") == 4  # header + rounds 0, 1 and 2
+    assert np.array_equal(np.load(whole / "database_codes.npy"), np.load(resumed / "database_codes.npy"))
+    metrics = [json.loads((d / "metrics.json").read_text()) for d in (whole, resumed)]
+    assert metrics[0]["map_all"] == metrics[1]["map_all"] and metrics[1]["rounds_completed"] == 2
+
+
 def slurm_task_env(tmp_path: Path, rank: int, tasks: int, port: int) -> dict[str, str]:
     """The environment srun gives task `rank` of a one-node job step with `tasks` tasks per node."""
     import os
