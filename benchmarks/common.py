@@ -110,11 +110,16 @@ def wall_seconds(out: Path) -> float | None:
 
 
 def add_protocol_arguments(parser, dataset: str) -> None:
-    """--dataset (default `dataset`), --features, --bits, --train-size: what `compose_protocol` reads."""
+    """--dataset (default `dataset`), --features, --bits, --train-size, --override: what `compose_protocol`
+    reads."""
     parser.add_argument("--dataset", default=dataset)
     parser.add_argument("--features", default="gist")
     parser.add_argument("--bits", type=int, default=32)
     parser.add_argument("--train-size", type=int, help="split.train_size (e.g. 10000 for fashion_mnist)")
+    parser.add_argument(
+        "--override", action="append", default=[], metavar="KEY=VALUE",
+        help="a further conf/ override, e.g. features.number_blocks=8 (repeatable)",
+    )  # fmt: skip
 
 
 def compose_protocol(args):
@@ -127,6 +132,7 @@ def compose_protocol(args):
 
     overrides = [f"dataset={args.dataset}", f"features={args.features}", f"bits={args.bits}"]
     overrides += [f"split.train_size={args.train_size}"] if args.train_size else []
+    overrides += getattr(args, "override", [])
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     dataset = instantiate(cfg.dataset)

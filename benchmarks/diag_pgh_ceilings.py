@@ -6,6 +6,7 @@ initial codes get, next to PGH? Each prints mAP@all (and mAP@1000) on the protoc
       the bitwise majority of its --k nearest training images' codes (Euclidean, in feature space,
       itself included); queries and database items take the majority code of their 10 nearest
       training images. How good the codes get refined along the features' own neighbourhoods.
+      With --mutual, a code votes with only those of its --k neighbours that count it among theirs.
   python benchmarks/diag_pgh_ceilings.py exact --dataset fashion_mnist --train-size 10000
       no codes: the database ranked by Euclidean distance in --features itself (mAP@all only).
   python benchmarks/diag_pgh_ceilings.py embed --dataset fashion_mnist --train-size 10000
@@ -21,8 +22,10 @@ initial codes get, next to PGH? Each prints mAP@all (and mAP@1000) on the protoc
   python benchmarks/diag_pgh_ceilings.py neighbors --dataset fashion_mnist --train-size 10000 --features gist
   python benchmarks/diag_pgh_ceilings.py neighbors --run logs/bench/pgh/fashion_mnist_gist_32_vote50_anchor
       how often a training image's k nearest training images (Euclidean, k = 1, 10, 20, 50) share its
-      label: in --features, or, with --run, in the hidden layer of that PGH run's H. What the vote and
-      the triplet can build on, and whether H learnt neighbourhoods purer than its initial features.
+      label: in --features, or, with --run, in the hidden layer of that PGH run's H, and how often the
+      mutual pairs among the 20 do. What the vote and the triplet can build on, and whether H learnt
+      neighbourhoods purer than its initial features. --override features.number_blocks=8 (say)
+      measures a variant of the features.
 
 Labels are used only to score, never to train. Prints; writes nothing.
 """
@@ -66,6 +69,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=20, help="smooth: neighbours voting on a training code; embed: graph")
     parser.add_argument("--dims", type=int, default=32, help="embed: dimensions of the Laplacian eigenmap")
     parser.add_argument("--iterations", type=int, default=10, help="smooth: rounds of voting")
+    parser.add_argument("--mutual", action="store_true", help="smooth: vote with mutual nearest neighbours only")
     parser.add_argument("--epochs", type=int, default=40, help="contrastive: epochs")
     parser.add_argument("--temperature", type=float, default=1.0, help="contrastive: NT-Xent temperature")
     parser.add_argument("--run", help="rehash, neighbors: a finished PGH run directory")
@@ -99,10 +103,15 @@ def main() -> None:
         score("ITQ", itq.encode(features[split.query]), itq.encode(features[split.database]))
         score("ITQ, by the 10 nearest training codes", *(majority_vote(codes, n) for n in outside))
         voters = nearest_neighbors(train, train, args.k + 1)
+        mutual = mutual_mask(voters) if args.mutual else None
         for iteration in range(1, args.iterations + 1):
-            codes = majority_vote(codes, voters)
+            if mutual is None:
+                codes = majority_vote(codes, voters)
+            else:  # the weighted majority over the mutual neighbours and itself (a tie gives 1)
+                codes = (codes[voters].float() * mutual[..., None]).sum(1) / mutual.sum(1, keepdim=True) >= 0.5
             if iteration in (1, 3) or iteration == args.iterations:
-                what = f"smoothed {iteration}x over {args.k} neighbours ({len(torch.unique(codes, dim=0))} distinct)"
+                over = f"{args.k} {'mutual ' if args.mutual else ''}neighbours"
+                what = f"smoothed {iteration}x over {over} ({len(torch.unique(codes, dim=0))} distinct)"
                 score(what, *(majority_vote(codes, n) for n in outside))
 
     elif args.mode == "exact":
@@ -168,6 +177,13 @@ def main() -> None:
         agreement = label_agreement(train, labels[split.train], NEIGHBOR_COUNTS)
         shown = ", ".join(f"k = {k}: {100 * a:.2f}" for k, a in agreement.items())
         print(f"nearest training images sharing the label in {space} (%): {shown}")
+        neighbors = nearest_neighbors(train, train, 21)
+        mutual = mutual_mask(neighbors)[:, 1:]  # without each image itself
+        same = labels[split.train][neighbors[:, 1:]] == labels[split.train][:, None]
+        print(
+            f"mutual pairs among the 20 nearest: {mutual.sum(1).float().mean():.1f} an image, "
+            f"{100 * same[mutual].float().mean():.2f} % sharing the label"
+        )
 
 
 NEIGHBOR_COUNTS = (1, 10, 20, 50)
@@ -183,6 +199,13 @@ def pgh_layers(model: PGH, images: torch.Tensor) -> tuple[torch.Tensor, torch.Te
         hidden.append(model.coder.head[:-1](model.coder.convs(x)))  # up to its last linear layer
         critic.append(model.D.features(x))
     return torch.cat(hidden), torch.cat(critic)
+
+
+def mutual_mask(neighbors: torch.Tensor) -> torch.Tensor:
+    """bool [n, k]: whether neighbors[i, t] counts i among its own neighbours (row j of `neighbors`,
+    the k nearest of each point, itself included)."""
+    own = torch.arange(neighbors.shape[0])[:, None, None]
+    return (neighbors[neighbors] == own).any(dim=2)
 
 
 def label_agreement(points: torch.Tensor, labels: torch.Tensor, counts: tuple[int, ...]) -> dict[int, float]:

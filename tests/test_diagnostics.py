@@ -1,5 +1,6 @@
 """benchmarks/diag_pgh_ceilings.py, whose numbers the README quotes: its exact ranking against
-scikit-learn's average precision, and the manifold-hashing mode end to end, on digits."""
+scikit-learn's average precision, its neighbourhood counts against scikit-learn's neighbours, and
+the manifold-hashing and mutual-vote modes end to end, on digits."""
 
 from __future__ import annotations
 
@@ -63,3 +64,35 @@ def test_neighbors_mode_counts_label_agreement_as_scikit_learn_finds_the_neighbo
     for k, agreement in printed.items():
         expected = 100 * (labels[neighbours[:, :k]] == labels[:, None]).mean()
         assert abs(agreement - expected) < 0.05  # ties in distance may order equal neighbours differently
+
+    # mutual pairs: j among i's 20 nearest and i among j's
+    among = np.zeros((len(train), len(train)), dtype=bool)
+    np.put_along_axis(among, neighbours[:, :20], True, axis=1)
+    mutual = among & among.T
+    per_image, shared = re.search(
+        r"mutual pairs among the 20 nearest: ([\d.]+) an image, ([\d.]+) %", done.stdout
+    ).groups()
+    rows, cols = mutual.nonzero()
+    assert abs(float(per_image) - mutual.sum(1).mean()) < 0.1
+    assert abs(float(shared) - 100 * (labels[rows] == labels[cols]).mean()) < 0.5
+
+
+def test_mutual_mask_keeps_the_neighbours_that_count_the_point_among_theirs(monkeypatch):
+    import torch
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from diag_pgh_ceilings import mutual_mask
+
+    # 0's nearest are 0, 1, 2; 1's are 1, 0, 3; 2's are 2, 3, 1; 3's are 3, 2, 0
+    neighbors = torch.tensor([[0, 1, 2], [1, 0, 3], [2, 3, 1], [3, 2, 0]])
+    expected = torch.tensor([[1, 1, 0], [1, 1, 0], [1, 1, 0], [1, 1, 0]], dtype=torch.bool)
+    assert torch.equal(mutual_mask(neighbors), expected)
+
+
+def test_smooth_mode_with_mutual_neighbours_scores_each_vote(tmp_path):
+    done = run_python(
+        str(SCRIPT), "smooth", "--dataset", "digits", "--features", "pixels", "--k", "10", "--iterations", "3",
+        "--mutual", tmp_path=tmp_path,
+    )  # fmt: skip
+    scored = re.findall(r"smoothed (\d)x over 10 mutual neighbours \(\d+ distinct\): mAP@all ([\d.]+)", done.stdout)
+    assert [n for n, _ in scored] == ["1", "3"] and all(0 < float(m) <= 100 for _, m in scored)
