@@ -1,19 +1,18 @@
 """`train(cfg) -> metrics`: one run of one method on one dataset, evaluated by the protocol.
 
 `main` is the `pgh-train` Hydra entry point; tests and sweeps call `train` directly on a composed
-config. Only this module instantiates configs: everything below it takes typed arguments.
+config. Only this module instantiates configs: everything below it takes typed arguments. The checks
+it runs before any work are in `pgh.config_checks` and, for a resume, `pgh.resume`.
 A shallow method (`method` is a hasher config) is fitted on features; a deep method (`method` has a
 `module` LightningModule config) is trained with a Lightning Trainer.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
 import os
-import re
 import shutil
 import time
 import warnings
@@ -28,23 +27,37 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import get_class, get_method, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
+from pgh.config_checks import (
+    CONFIG_DIR,
+    check_code_fits,
+    check_directories,
+    check_init_codes,
+    check_module_arguments,
+    check_split_keys,
+    check_switches,
+    check_trainer,
+)
 from pgh.data import ImageDataset, Split
 from pgh.features import cached_features
 from pgh.hashing import HASHERS, ShallowHasher
-from pgh.io import atomic_path, read_checkpoint, save_npy, write_json, write_text
+from pgh.io import atomic_path, save_npy, write_json, write_text
 from pgh.logging_utils import finish, instantiate_loggers, log_figure, print_and_log_to_files
 from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, save_figure
+from pgh.resume import (
+    check_checkpoint_within_length,
+    check_foreign_checkpoint,
+    check_resume_matches_run,
+    check_same_split,
+    checkpoint_run,
+)
 from pgh.retrieval import check_bits, code_statistics, evaluate_packed, pack_codes
-from pgh.retrieval.metrics import EVAL_DEFAULTS, LATER_DEFAULTS, check_eval_options, metric_key
+from pgh.retrieval.metrics import EVAL_DEFAULTS, check_eval_options, metric_key
 
 log = logging.getLogger(__name__)
-
-# the configs live at the repository top level (conf/), beside the package
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def feature_name(cfg: DictConfig) -> str:
@@ -201,32 +214,6 @@ def train_deep(
     return query, database, {"train_seconds": train_seconds, "encode_seconds": t2 - t1, **run_info}
 
 
-def check_checkpoint_within_length(cfg: DictConfig, out: Path) -> None:
-    """A resume whose run is shorter than what its checkpoint has trained: Lightning says so naming
-    trainer.max_epochs, which pgh-train sets from the method's length."""
-    ckpt = cfg.get("ckpt_path")
-    if ckpt is None:
-        return
-    m = cfg.method
-    max_epochs = m.rounds * m.progressive.epochs_per_round if "progressive" in m else m.max_epochs
-    path = out / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
-    if not path.is_file():
-        return  # Lightning resolves "last" among other names, and says what is missing
-    state = read_checkpoint(path)
-    # epochs begun: a checkpoint from the middle of an epoch has trained part of one more than `epoch` says
-    progress = state.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
-    trained = int(progress.get("started", state["epoch"]))
-    if trained > max_epochs:
-        if "progressive" in m:
-            length = f"method.rounds={m.rounds} x {m.progressive.epochs_per_round} epochs"
-        else:
-            length = f"method.max_epochs={m.max_epochs}"
-        raise ValueError(
-            f"{path} has trained (in) {trained} epochs, more than this run's {length}: resume with at least "
-            "that length (a finished run: the length it was run with), or start a new run from it in a new directory"
-        )
-
-
 def closing_line(m: dict[str, Any], out: Path) -> str:
     """One line with the headline numbers and where the run wrote its results; K and r are the run's
     eval.map_k, precision_k and radius."""
@@ -240,338 +227,16 @@ def closing_line(m: dict[str, Any], out: Path) -> str:
     )
 
 
-SUPPORTED_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
-PRECISION_ALIASES = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}  # Lightning's short names
-
-
-def feature_configs() -> list[str]:
-    """The features group's choices (conf/features/<name>.yaml), e.g. for method.init_features."""
-    return sorted(path.stem for path in (Path(CONFIG_DIR) / "features").glob("*.yaml"))
-
-
-def check_init_codes(method: DictConfig) -> None:
-    """PGH's round-0 codes: a hasher and features that exist, caught before any features are computed."""
-    if "init_hash" in method and method.init_hash not in HASHERS:
-        raise ValueError(f"method.init_hash={method.init_hash!r} is not one of {sorted(HASHERS)}")
-    name = method.get("init_features")
-    if name is not None and name not in feature_configs():
-        raise ValueError(
-            f"method.init_features={name!r} is not one of {feature_configs()} (conf/features/); null: the "
-            "round-0 codes come from the features group"
-        )
-
-
-def check_module_arguments(method: DictConfig, num_train: int) -> None:
-    """The deep method's own check of its constructor arguments (`DeepHasher.check_arguments`), with
-    the key to fix named."""
-    kwargs = {k: v for k, v in OmegaConf.to_container(method.module, resolve=True).items() if not k.startswith("_")}
-    if "init_hash" in method:
-        kwargs["num_train"] = num_train
-    try:
-        get_class(method.module._target_).check_arguments(**kwargs)
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"method.module: {error}") from None
-    stage1 = method.module.get("stage1_epochs")  # DeepBit: its on_fit_start would refuse it once training began
-    if isinstance(stage1, int) and "max_epochs" in method and stage1 > method.max_epochs:
-        raise ValueError(
-            f"method.module.stage1_epochs={stage1} is more than method.max_epochs={method.max_epochs}: stage 2 "
-            "runs the epochs after stage 1; set stage1_epochs <= max_epochs"
-        )
-
-
-def check_trainer(trainer: DictConfig, method: DictConfig) -> None:
-    """Trainer settings this machine cannot run, or that the method overrides, caught before any work:
-    Lightning and torch only say so after the features and initial codes, in their own words."""
-    if trainer.get("max_epochs") is not None:
-        length = f"method.max_epochs={method.get('max_epochs')}"
-        if "progressive" in method:  # PGH
-            length = f"method.rounds={method.rounds} x method.progressive.epochs_per_round="
-            length += str(method.progressive.epochs_per_round)
-        raise ValueError(
-            f"trainer.max_epochs={trainer.max_epochs} would be ignored: a deep method's length is {length}; "
-            "set that instead"
-        )
-    name, unit = ("rounds", "rounds") if "progressive" in method else ("max_epochs", "epochs")
-    value = method.get(name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"method.{name}={value} must be a positive whole number of {unit}")
-    accelerator = str(trainer.get("accelerator", "auto"))
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        fix = "trainer=cpu (the paper-scale experiment configs pick trainer=gpu)"
-        if trainer.get("strategy") is not None:  # trainer=ddp: keep DDP, on gloo
-            fix = "trainer.accelerator=cpu trainer.devices=2 trainer.sync_batchnorm=false for DDP on the CPU (gloo)"
-        raise RuntimeError(
-            f"trainer.accelerator={accelerator} but torch sees no CUDA device; run on a GPU machine, or add {fix}"
-        )
-    warmup, progressive = method.module.get("gan_warmup_epochs", 0), method.get("progressive")
-    length = progressive.get("epochs_per_round") if progressive is not None else 1
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ValueError(f"method.progressive.epochs_per_round={length} must be a positive whole number of epochs")
-    if progressive is not None:
-        from pgh.callbacks.progressive import check_lr_schedule
-
-        try:
-            check_lr_schedule(progressive.get("lr_schedule", "constant"), progressive.get("lr_min_factor", 0.0))
-        except ValueError as error:
-            raise ValueError(f"method.progressive: {error}") from None
-    grid = progressive.get("grid_size", 1) if progressive is not None else 1
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
-        raise ValueError(f"method.progressive.grid_size={grid} must be a positive whole number of images a row")
-    for key, smallest_value, what in (
-        ("num_workers", 0, "data-loading processes (0: load in the training process)"),
-        ("checkpoint_every_n_steps", 0, "Lightning global steps (0: none while training, only the finished run's)"),
-    ):
-        value = method.get(key, smallest_value)
-        if key == "checkpoint_every_n_steps" and value is None:  # Lightning reads null as 0
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < smallest_value:
-            raise ValueError(f"method.{key}={value!r} must be a whole number >= {smallest_value} of {what}")
-    batch_size, smallest = method.get("batch_size"), 2 if progressive is not None else 1  # PGH: b_j is another image's
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < smallest:
-        raise ValueError(f"method.batch_size={batch_size} must be a whole number of images, at least {smallest}")
-    if progressive is not None and warmup >= progressive.epochs_per_round:
-        raise ValueError(
-            f"method.module.gan_warmup_epochs={warmup} covers the first round (method.progressive.epochs_per_round="
-            f"{progressive.epochs_per_round}): H would not have trained when the round's end replaces the initial "
-            "codes by H's; use fewer warm-up epochs than epochs_per_round"
-        )
-    precision = str(trainer.get("precision") or "32-true")  # Lightning reads None as 32-true
-    precision = PRECISION_ALIASES.get(precision, precision)
-    if precision not in SUPPORTED_PRECISIONS:
-        raise ValueError(
-            f"trainer.precision={precision} is not supported: the networks take float32 inputs and train "
-            f"in float32 or under autocast; use one of {', '.join(SUPPORTED_PRECISIONS)}"
-        )
-    module_class = get_class(method.module._target_)
-    if precision.startswith("16") and getattr(module_class, "two_steps_per_backward", False):
-        raise ValueError(
-            f"trainer.precision={precision} does not suit {module_class.__name__}: one backward pass feeds two "
-            "optimizer steps, and the float16 loss scaler would change its scale between them (the second "
-            "network's gradients unscaled by the wrong factor); use trainer.precision=bf16-mixed (no scaler)"
-        )
-    if precision.startswith("16") and (accelerator == "cpu" or not torch.cuda.is_available()):
-        raise ValueError(
-            f"trainer.precision={precision} needs a CUDA device (on the CPU Lightning would switch to bf16-mixed); "
-            "use trainer.precision=bf16-mixed"
-        )
-    if accelerator == "cpu" and trainer.get("sync_batchnorm"):
-        raise ValueError(
-            "trainer.sync_batchnorm=true needs GPUs (SyncBatchNorm does not run on the CPU); for DDP on the "
-            "CPU (gloo) add trainer.sync_batchnorm=false"
-        )
-    check_slurm_tasks(trainer, accelerator)
-
-
-def check_slurm_tasks(trainer: DictConfig, accelerator: str) -> None:
-    """Inside a SLURM job step, Lightning makes each SLURM task one DDP rank, so a node must run one task
-    per device; it says so only after the features and initial codes, and hints at trainer.devices=1."""
-    tasks_per_node = os.environ.get("SLURM_NTASKS_PER_NODE")
-    if tasks_per_node is None or os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
-        return  # not a batch job step (Lightning does not treat interactive sessions as SLURM either)
-    tasks = int(re.match(r"\d+", tasks_per_node).group())  # SLURM writes e.g. "4" or "4(x2)"
-    devices = trainer.get("devices", 1)
-    if devices == -1 and accelerator in ("gpu", "cuda"):
-        devices = torch.cuda.device_count()
-    if isinstance(devices, int) and devices > 0 and devices != tasks:
-        raise ValueError(
-            f"this SLURM job runs {tasks} task(s) per node but trainer.devices resolves to {devices}: Lightning "
-            f"makes each task one DDP rank. Add hydra.launcher.tasks_per_node={devices} (with "
-            f"hydra.launcher.gpus_per_node={devices}), or trainer.devices={tasks}"
-        )
-
-
-# what a resumed run must share with the run it continues: its data, split, codes and their length
-# (a resume changes only how long or how it trains, e.g. method.rounds or method.max_epochs)
-RUN_IDENTITY = (
-    "bits",
-    "seed",
-    "dataset",
-    "features",
-    "split",
-    "method._target_",
-    "method.module._target_",
-    "method.init_hash",  # PGH: the round-0 codes (metrics.json's init_map_all, rounds.csv's round 0)
-    "method.init_features",  # ... and the features they come from
-    "method.progressive.epochs_per_round",  # PGH: where the rounds end, counted from the run's start
-)
-# within those, keys that may differ: where the data sits, how features are batched and where computed
-RESUME_MAY_DIFFER = {"dataset": ("root",), "features": ("batch_size", "device")}
-
-
 def stored_class_by_class(labels: torch.Tensor) -> bool:
     """Whether each label's items sit in one block (mnist5k, a folder dataset), not interleaved."""
     classes = labels.unique().numel()
     return classes > 1 and int((labels[1:] != labels[:-1]).sum()) == classes - 1
 
 
-def check_same_split(before: Split, now: Split, out: Path) -> None:
-    """A resume whose data gives another split than the run's (images added to or removed from a folder
-    dataset): the checkpoint's codes and the database positions would no longer belong together."""
-    parts = ("query", "database", "train")
-    if any(not torch.equal(getattr(before, p), getattr(now, p)) for p in parts):
-        sizes = ", ".join(f"{p} {getattr(before, p).numel():,} -> {getattr(now, p).numel():,}" for p in parts)
-        raise ValueError(
-            f"the data gives another split than the run in {out} was trained on ({sizes}): the dataset changed "
-            "since (files added, removed or renamed?). Restore it, or train a new run on the data as it is now"
-        )
-
-
-def checkpoint_run(path: Path) -> Path | None:
-    """The run directory a checkpoint file belongs to (`<run>/checkpoints/<file>`, or a file copied to
-    the top of `<run>`), recognised by its config.yaml; None for a file elsewhere."""
-    folder = path.resolve().parent
-    for run in (folder.parent, folder) if folder.name == "checkpoints" else (folder,):
-        if (run / "config.yaml").exists():
-            return run
-    return None
-
-
-def check_foreign_checkpoint(cfg: DictConfig, path: Path, run: Path | None) -> None:
-    """`ckpt_path` names a file outside this run's checkpoints/: compare the command with `run`, the run
-    the file belongs to (by its config.yaml), or, for a file outside any run, with what the checkpoint
-    itself records (bits and network sizes; seed, data and split are not in it)."""
-    if run is not None:
-        check_resume_matches_run(cfg, run, foreign=True)
-        return
-    hparams = read_checkpoint(path).get("hyper_parameters", {})
-    names = ("bits", *get_class(cfg.method.module._target_).architecture)
-    module = OmegaConf.to_container(cfg.method.module, resolve=True)
-    differing = [
-        f"method.module.{k}: {hparams[k]} there, {module[k]} here"
-        for k in names
-        if k in hparams and module.get(k) is not None and hparams[k] != module[k]
-    ]
-    if differing:
-        raise ValueError(
-            f"ckpt_path={path} holds another network than this command describes ({'; '.join(differing)}): "
-            "give the settings it was trained with"
-        )
-    log.warning("ckpt_path=%s has no run's config.yaml beside it (<run>/checkpoints/): its seed, data and split "
-                "cannot be compared with this command's", path)  # fmt: skip
-
-
-def round0_features(cfg: DictConfig) -> str | None:
-    """PGH's method.init_features, or None where the round-0 codes come from the features group: the
-    key is null, or names the group's file as it stands and the group is that file unchanged."""
-    name = OmegaConf.select(cfg, "method.init_features")
-    if name is None or name not in feature_configs():
-        return name
-    as_it_stands = OmegaConf.load(Path(CONFIG_DIR) / "features" / f"{name}.yaml")
-    ignored = RESUME_MAY_DIFFER["features"]
-    same = {k: v for k, v in OmegaConf.to_container(as_it_stands).items() if k not in ignored}
-    group = {k: v for k, v in OmegaConf.to_container(cfg.features, resolve=True).items() if k not in ignored}
-    return None if same == group else name
-
-
-def check_resume_matches_run(cfg: DictConfig, out: Path, foreign: bool = False) -> None:
-    """Stop a resume whose command describes another run than the one in `out` (the run the checkpoint
-    belongs to, by its config.yaml), before anything is rewritten: Lightning would fail on the
-    checkpoint only after config.yaml and split.npz had been replaced by the new command's, or, where
-    the shapes fit, continue another experiment (another seed or split: a model trained on the
-    new split's queries)."""
-    saved = out / "config.yaml"
-    if not saved.exists():
-        return
-    before = OmegaConf.load(saved)
-    for key, value in LATER_DEFAULTS.items():
-        if OmegaConf.select(before, key) is None:
-            OmegaConf.update(before, key, value, force_add=True)
-    keys = RUN_IDENTITY
-    if "progressive" in cfg.method:  # PGH scores every round: a resume would score rounds.csv's later rows otherwise
-        keys += ("eval.map_k", "eval.tie_break")
-    module_defaults = {}
-    if "module" in cfg.method:  # and the networks' sizes, which Lightning would only meet as a size mismatch
-        module_class = get_class(cfg.method.module._target_)
-        keys += tuple(f"method.module.{name}" for name in module_class.architecture)
-        # an argument added after the run was made: the run had its default
-        signature = inspect.signature(module_class.__init__).parameters.items()
-        module_defaults = {f"method.module.{k}": p.default for k, p in signature if p.default is not p.empty}
-    differing = []
-    for key in keys:
-        old, new = (OmegaConf.select(c, key, default=module_defaults.get(key)) for c in (before, cfg))
-        if key == "method.init_features" and round0_features(before) == round0_features(cfg):
-            continue  # gist with features=gist as it stands is null: the same round-0 codes
-        old, new = (OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v for v in (old, new))
-        for ignored in RESUME_MAY_DIFFER.get(key, ()):
-            for value in (old, new):
-                if isinstance(value, dict):
-                    value.pop(ignored, None)
-        if old != new:
-            differing.append(f"{key}: {old} there, {new} here")
-    if differing:
-        what = f"belongs to the run in {out}" if foreign else f"resumes the run in {out}"
-        fix = f"give that run's settings (its {saved.name})"
-        fix += "" if foreign else ", or start a new run directory"
-        raise ValueError(
-            f"ckpt_path={cfg.ckpt_path} {what}, but this command describes another run ({'; '.join(differing)}): {fix}"
-        )
-
-
 def in_a_multirun() -> bool:
     """Whether this job is one of a Hydra multirun's (`pgh-train -m`), as opposed to a single run or
     train(cfg) called from Python."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-# settings that are true or false: `save_codes=no` is a string, which Python would read as true
-SWITCHES = (
-    "save_codes",
-    "requeued",
-    "dataset.grayscale",
-    "dataset.download",
-    "features.per_channel",
-    "features.pretrained",
-    "method.module.augment_flip",
-    "method.module.balance_centered",
-    "method.module.pretrained",
-    "method.module.neighbor_pairs",
-    "method.progressive.reset_gan_each_round",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.sync_batchnorm",
-)  # fmt: skip (not logger.wandb.log_model, which also takes "all")
-
-
-def check_switches(cfg: DictConfig) -> None:
-    for key in SWITCHES:
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is not None and not isinstance(value, bool):
-            raise ValueError(f"{key}={value!r} must be true or false")
-
-
-def check_split_keys(split: DictConfig) -> None:
-    """A misspelt split key (`+split.querry_per_class=5`) is named with the keys there are, before the
-    dataset loads (the split function would refuse it as an unexpected keyword argument)."""
-    try:
-        known = inspect.signature(get_method(split._target_)).parameters
-    except (TypeError, ValueError):  # a callable whose signature Python cannot read: it checks its own keys
-        return
-    except ImportError as error:
-        raise ValueError(f"split._target_={split._target_}: cannot be imported ({error})") from None
-    unknown = [key for key in split if not key.startswith("_") and key not in known]
-    if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in known.values()):
-        keys = [name for name in known if name != "labels"]
-        raise ValueError(f"split.{unknown[0]} is not a split setting; the settings are {', '.join(keys)}")
-
-
-def check_directories(cfg: DictConfig) -> None:
-    """The feature cache and the loggers' folders must be folders: one naming a file (or a path through
-    one) would stop the job only when it first writes there, in the operating system's words."""
-    places = {"paths.cache_dir": cfg.paths.get("cache_dir")}
-    for name, entry in (cfg.get("logger") or {}).items():
-        if isinstance(entry, DictConfig) and "_target_" in entry:
-            places[f"logger.{name}.save_dir"] = entry.get("save_dir")
-    for key, place in places.items():
-        if place is None:
-            continue
-        path = Path(place)
-        while not path.exists() and path != path.parent:  # the deepest part that exists must be a folder
-            path = path.parent
-        if not path.is_dir():
-            fix = f"set {key}=<a folder>"
-            if key == "paths.cache_dir" and os.environ.get("PGH_CACHE_DIR"):
-                fix = "point PGH_CACHE_DIR at a folder (or unset it)"
-            raise NotADirectoryError(f"{key}={place}: {path} is a file, not a folder; {fix}")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -720,16 +385,6 @@ def take_back_start_files(out: Path, started: list[Path], existing: set[str]) ->
             out.rmdir()
     except OSError:  # the job's own error is the one to show
         pass
-
-
-def check_code_fits(cfg: DictConfig, initial: bool, width: int) -> None:
-    """The hasher fitted on features of this width (the run's shallow method, or with `initial` PGH's
-    initial hash) accepts its code length (ITQ projects onto `bits` principal directions): refused
-    before the whole dataset's features are computed (minutes of GIST on Fashion-MNIST)."""
-    if initial:
-        HASHERS[cfg.method.init_hash](bits=cfg.bits, seed=cfg.seed).check_width(width)
-    elif "module" not in cfg.method:
-        instantiate(cfg.method).check_width(width)
 
 
 def restore_files(out: Path, contents: dict[str, bytes]) -> None:

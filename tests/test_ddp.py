@@ -246,7 +246,7 @@ def test_a_slurm_job_with_fewer_tasks_than_devices_names_the_launcher_fix(make_c
     with pytest.raises(ValueError, match=r"1 task\(s\) per node but trainer.devices resolves to 2.*tasks_per_node=2"):
         train(cfg)
     monkeypatch.setenv("SLURM_JOB_NAME", "interactive")  # salloc + a shell: not a job step, Lightning runs as usual
-    from pgh.train import check_trainer
+    from pgh.config_checks import check_trainer
 
     check_trainer(cfg.trainer, cfg.method)
 
@@ -262,7 +262,8 @@ def test_ddp_on_the_cpu_with_sync_batchnorm_names_the_fix(make_cfg):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the hint is for machines without a GPU")
 def test_ddp_without_a_gpu_names_the_whole_cpu_fix(make_cfg):
     """The hint lacked trainer.devices, so following it failed in Lightning (devices: -1 on the CPU)."""
-    from pgh.train import check_trainer, train
+    from pgh.config_checks import check_trainer
+    from pgh.train import train
 
     fix = "trainer.accelerator=cpu trainer.devices=2 trainer.sync_batchnorm=false"
     with pytest.raises(RuntimeError, match=f"or add {fix} for DDP on the CPU"):

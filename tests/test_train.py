@@ -107,7 +107,7 @@ def test_bad_eval_options_stop_before_training(make_cfg, override, message):
 def test_a_resume_keeps_the_runs_evaluation_and_reads_older_runs_as_database_order(make_cfg):
     from omegaconf import OmegaConf
 
-    from pgh.train import check_resume_matches_run
+    from pgh.resume import check_resume_matches_run
 
     for method in ("pgh", "dh"):
         cfg = make_cfg("dataset=digits", f"method={method}", "bits=16")
@@ -387,7 +387,7 @@ def test_train_from_python_without_a_run_directory_says_which_override_to_add(ma
 
 def test_lightning_precision_aliases_are_accepted(make_cfg):
     """Lightning's short names (bf16, 32; 16 needs a GPU) worked before the precision check existed."""
-    from pgh.train import check_trainer
+    from pgh.config_checks import check_trainer
 
     for precision in ("bf16", "32", "32-true", "bf16-mixed", "null"):
         cfg = make_cfg("method=pgh", "trainer=cpu", f"trainer.precision={precision}")
@@ -398,7 +398,7 @@ def test_float16_is_refused_where_one_backward_feeds_two_steps_and_allowed_elsew
     """PGH (G and H) and BGAN (E and G) step two optimizers on one backward pass; Lightning's float16
     loss scaler updates its scale after each step, so the second one's gradients would be unscaled by
     the wrong factor. Refused before the GPU check, so that a GPU machine gets the same message."""
-    from pgh.train import check_trainer
+    from pgh.config_checks import check_trainer
 
     for method in ("pgh", "bgan"):
         cfg = make_cfg(f"method={method}", "trainer=cpu", "trainer.precision=16-mixed")
@@ -412,7 +412,7 @@ def test_float16_is_refused_where_one_backward_feeds_two_steps_and_allowed_elsew
 def test_a_gan_warmup_as_long_as_a_round_is_refused(make_cfg):
     """H does not train during the GAN warm-up, so a refresh at its end would replace the initial
     codes by an untrained H's (half the bits flipped, at chance)."""
-    from pgh.train import check_trainer
+    from pgh.config_checks import check_trainer
 
     cfg = make_cfg("method=pgh", "trainer=cpu", "method.module.gan_warmup_epochs=15")
     with pytest.raises(ValueError, match=r"gan_warmup_epochs=15 covers the first round \(.*epochs_per_round=15\)"):
@@ -806,7 +806,7 @@ def test_a_cache_or_log_folder_that_is_a_file_is_refused_first(make_cfg, tmp_pat
 def test_a_split_target_python_cannot_introspect_checks_its_own_keys(make_cfg, tmp_path):
     """The misspelt-key check reads the split function's signature; a callable without one is left to
     itself, and one that cannot be imported is named."""
-    from pgh.train import check_split_keys
+    from pgh.config_checks import check_split_keys
 
     check_split_keys(OmegaConf.create({"_target_": "builtins.dict", "_partial_": True, "anything": 1}))
     with pytest.raises(ValueError, match=r"split._target_=nowhere.split: cannot be imported"):
@@ -816,7 +816,7 @@ def test_a_split_target_python_cannot_introspect_checks_its_own_keys(make_cfg, t
 def test_a_null_checkpoint_interval_is_lightnings_zero(make_cfg):
     """method.checkpoint_every_n_steps=null trained before the interval was checked (Lightning reads it
     as 0: only the finished run's checkpoint); it still passes the trainer check."""
-    from pgh.train import check_trainer
+    from pgh.config_checks import check_trainer
 
     cfg = make_cfg("dataset=digits", "method=dh", "method.checkpoint_every_n_steps=null")
     check_trainer(cfg.trainer, cfg.method)
