@@ -11,19 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pgh.methods.bgan import (
-    BGAN,
-    batch_similarity,
-    beta_schedule,
-    binary_layer,
-    content_loss,
-    knn_indices,
-    neighborhood_loss,
-    quantization_loss,
-    released_lists,
-    sign_st,
-    weighted_total,
-)
+from pgh.methods.bgan import BGAN, beta_schedule, binary_layer, content_loss, quantization_loss, sign_st, weighted_total
+from pgh.methods.bgan_similarity import batch_similarity, knn_indices, neighborhood_loss, released_lists
 from pgh.methods.pgh_losses import adversarial_d_loss, adversarial_g_loss
 from pgh.train import train
 

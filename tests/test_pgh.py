@@ -703,8 +703,8 @@ def test_neighborhood_term_scores_real_images_and_their_neighbours_after_the_war
     image, and BGAN's l_N runs over the 2n codes with the released rule's S for those indices."""
     import pgh.methods.pgh as pgh_module
     from pgh.methods import PGH
-    from pgh.methods.bgan import batch_similarity as reference_similarity
-    from pgh.methods.bgan import knn_indices, released_lists
+    from pgh.methods.bgan_similarity import batch_similarity as reference_similarity
+    from pgh.methods.bgan_similarity import knn_indices, released_lists
 
     model = PGH(bits=8, num_train=32, width=8, hidden=16, z_dim=8, distill_epochs=1, neighborhood_weight=2.0,
                 neighborhood_k1=3, neighborhood_k2=4)  # fmt: skip

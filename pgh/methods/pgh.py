@@ -20,7 +20,7 @@ neighbourhoods instead of drifting away from them.
 And an optional neighbourhood term (`neighborhood_weight` = ν, default 0), BGAN's l_N: after the
 warm-up, each batch of real images is joined by one of each image's K1 nearest training images (in
 the run's features) and H's loss gets + ν·l_N over the real images and those neighbours, with S from
-BGAN's released rule (`pgh.methods.bgan.released_lists`: the images an image shares most neighbours
+BGAN's released rule (`pgh.methods.bgan_similarity.released_lists`: the images an image shares most neighbours
 with, and their neighbours), so H's codes also follow a wide neighbourhood of the features.
 And an optional weight average of H (`h_ema_decay` = d, default 0: off): after the t-th H step,
 H_ema ← d_t·H_ema + (1 − d_t)·H over its weights and BatchNorm statistics, with d_t = min(d,
@@ -41,7 +41,7 @@ import logging
 import torch
 
 from pgh.methods.base import DeepHasher, check_adam_betas, check_number, to_network_input
-from pgh.methods.bgan import batch_similarity, knn_indices, neighborhood_loss, released_lists
+from pgh.methods.bgan_similarity import batch_similarity, knn_indices, neighborhood_loss, released_lists
 from pgh.methods.pgh_losses import (
     NEGATIVE_MODES,
     adversarial_d_loss,
