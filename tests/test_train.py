@@ -823,3 +823,20 @@ def test_a_null_checkpoint_interval_is_lightnings_zero(make_cfg):
     cfg = make_cfg("dataset=digits", "method=dh", "method.checkpoint_every_n_steps=-5")
     with pytest.raises(ValueError, match="method.checkpoint_every_n_steps=-5 must be a whole number >= 0"):
         check_trainer(cfg.trainer, cfg.method)
+
+
+def test_help_says_what_pgh_train_does_and_its_examples_compose(tmp_path, make_cfg):
+    from conftest import run_python
+
+    done = run_python("-m", "pgh.train", "--help", tmp_path=tmp_path)
+    assert done.stdout.startswith("pgh-train: train one hashing method on one dataset")
+    assert "method: bgan, deepbit, dh, itq, lsh, pgh, sh, sph" in done.stdout
+    assert "Hydra's own options: pgh-train --hydra-help" in done.stdout
+    examples = [line.split("#")[0].split()[1:] for line in done.stdout.splitlines() if line.startswith("pgh-train ")]
+    assert len(examples) == 5
+    for words in examples:
+        if "-m" in words:  # a sweep: its config is sweeps/<name>.yaml
+            assert (Path(CONFIG_DIR).parent / "sweeps" / f"{words[words.index('-cn') + 1]}.yaml").is_file()
+            continue
+        overrides = [w for w in words if "=" in w and not w.startswith(("hydra.", "ckpt_path"))]
+        make_cfg(*overrides)  # every group and key the example names exists
