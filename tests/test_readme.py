@@ -2,7 +2,7 @@
 given (features, codes, labels) are bound to small data first, and the paths they name (a run
 directory, a folder of images) are pointed at runs and files made here. Each replaced literal must
 still be in the README, so an example that changes is run as it now reads, or fails naming what to
-update here."""
+update here. And every config key the README and docs/ name in their code is a key of the config."""
 
 from __future__ import annotations
 
@@ -120,3 +120,55 @@ def test_the_trained_model_examples_code_image_files_as_their_runs_coded_the_dat
     exec(as_run_here(shallow, {"logs/train/runs/2026-11-30_12-00-00-123456_fashion_mnist_itq_gist_32": str(itq_run)}),
          namespace)  # fmt: skip
     assert np.array_equal(namespace["packed"], np.load(itq_run / "database_codes.npy")[:12])
+
+
+DOCS = [README, *sorted((README.parent / "docs").glob("*.md"))]
+CONFIG_GROUPS = ("dataset", "features", "method", "trainer", "logger")
+# a key the README misspells on purpose, to show the message that names it
+MISSPELT_ON_PURPOSE = {"split.querry_per_class"}
+FILE_SUFFIXES = (".npz", ".npy", ".yaml", ".csv", ".json", ".pt", ".png", ".md", ".py", ".log", ".txt")
+
+
+def documented_overrides() -> set[str]:
+    """Every config key the docs' code names (`group.key=value`, or the key alone): inline code spans
+    and shell examples; file names such as split.npz aside."""
+    keys = set()
+    for doc in DOCS:
+        text = doc.read_text()
+        code = re.findall(r"`([^`\n]+)`", text) + re.findall(r"^```bash\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+        for span in code:
+            # +key adds a key the config does not have (e.g. +trainer.max_time): not checked
+            pattern = rf"(?:^|[\s\"'(])(\+?)((?:{'|'.join(CONFIG_GROUPS)}|split|eval|paths)\.[\w.]+)(?==|\s|$)"
+            found = re.findall(pattern, span)
+            keys.update(key for plus, key in found if not plus and not key.endswith(FILE_SUFFIXES))
+    return keys
+
+
+def composed_keys() -> set[str]:
+    """The dotted keys of the config composed with every option of every group."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from pgh.train import CONFIG_DIR
+
+    def flat(node, prefix=""):
+        for key, value in node.items():
+            yield f"{prefix}{key}"
+            if isinstance(value, dict):
+                yield from flat(value, f"{prefix}{key}.")
+
+    keys = set()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for group in CONFIG_GROUPS:
+            for option in sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml")):
+                cfg = compose("config", overrides=[f"{group}={option}"])
+                keys.update(flat(OmegaConf.to_container(cfg, resolve=False)))
+    return keys
+
+
+def test_every_override_the_docs_show_is_a_key_of_the_config():
+    documented, known = documented_overrides(), composed_keys()
+    assert len(documented) > 20  # the pattern finds them
+    assert not MISSPELT_ON_PURPOSE & known
+    unknown = sorted(documented - known - MISSPELT_ON_PURPOSE)
+    assert not unknown, f"the README or docs/ show overrides of keys the config does not have: {unknown}"
