@@ -174,12 +174,13 @@ def main() -> None:
             space, train = f"the hidden layer of {args.run}'s H", pgh_layers(model, dataset.images[split.train])[0]
         else:
             space, train = args.features, protocol_features(cfg, dataset).float()[split.train]
-        agreement = label_agreement(train, labels[split.train], NEIGHBOR_COUNTS)
+        train_labels = labels[split.train]
+        others = nearest_others(train, min(max(NEIGHBOR_COUNTS), train.shape[0] - 1))
+        agreement = label_agreement(others, train_labels, NEIGHBOR_COUNTS)
         shown = ", ".join(f"k = {k}: {100 * a:.2f}" for k, a in agreement.items())
         print(f"nearest training images sharing the label in {space} (%): {shown}")
-        neighbors = nearest_neighbors(train, train, 21)
-        mutual = mutual_mask(neighbors)[:, 1:]  # without each image itself
-        same = labels[split.train][neighbors[:, 1:]] == labels[split.train][:, None]
+        mutual = mutual_mask(others[:, :20])
+        same = train_labels[others[:, :20]] == train_labels[:, None]
         print(
             f"mutual pairs among the 20 nearest: {mutual.sum(1).float().mean():.1f} an image, "
             f"{100 * same[mutual].float().mean():.2f} % sharing the label"
@@ -202,21 +203,25 @@ def pgh_layers(model: PGH, images: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 def mutual_mask(neighbors: torch.Tensor) -> torch.Tensor:
-    """bool [n, k]: whether neighbors[i, t] counts i among its own neighbours (row j of `neighbors`,
-    the k nearest of each point, itself included)."""
+    """bool [n, k]: whether neighbors[i, t] counts i among its own neighbours (row j of `neighbors`:
+    the k nearest of point j, itself included or not)."""
     own = torch.arange(neighbors.shape[0])[:, None, None]
     return (neighbors[neighbors] == own).any(dim=2)
 
 
-def label_agreement(points: torch.Tensor, labels: torch.Tensor, counts: tuple[int, ...]) -> dict[int, float]:
-    """k -> the fraction of each point's k nearest other points (Euclidean) that share its label."""
-    k_max = min(max(counts), points.shape[0] - 1)
-    neighbors = nearest_neighbors(points, points, k_max + 1)
+def nearest_others(points: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices [n, k] of each point's k nearest other points (Euclidean), nearest first."""
+    neighbors = nearest_neighbors(points, points, k + 1)
     # drop each point itself (first, unless an exact duplicate came first), keeping the order
     others = (neighbors != torch.arange(points.shape[0])[:, None]).float()
-    neighbors = neighbors.gather(1, others.argsort(dim=1, descending=True, stable=True)[:, :k_max])
-    same = (labels[neighbors] == labels[:, None]).float()
-    return {k: float(same[:, :k].mean()) for k in counts if k <= k_max}
+    return neighbors.gather(1, others.argsort(dim=1, descending=True, stable=True)[:, :k])
+
+
+def label_agreement(others: torch.Tensor, labels: torch.Tensor, counts: tuple[int, ...]) -> dict[int, float]:
+    """k -> the fraction of each point's k nearest other points (`nearest_others`) that share its label,
+    for the counts up to their width."""
+    same = (labels[others] == labels[:, None]).float()
+    return {k: float(same[:, :k].mean()) for k in counts if k <= others.shape[1]}
 
 
 if __name__ == "__main__":
