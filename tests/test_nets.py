@@ -121,3 +121,34 @@ def test_encode_is_bool_batched_consistent_and_restores_mode():
     with torch.no_grad():
         assert torch.equal(whole, h.eval()(x) >= 0.5)
     assert h.encode(x[:0]).shape == (0, BITS)
+
+
+def last_linear(net: nn.Module) -> nn.Linear:
+    return [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+
+
+@pytest.mark.parametrize("name", ["HashNet", "DeepBitNet", "HashMLP"])
+def test_last_activation_keeps_its_gradient_under_bf16_autocast(name):
+    """Under bf16-mixed the last linear layer gives bfloat16 logits; a bfloat16 sigmoid is exactly 1
+    from a logit of about 5.6 on (tanh: ±1 from 3.4), with no gradient, so the nets take it in float32."""
+    from pgh.nets import DeepBitCNN, DeepBitNet, HashMLP
+
+    torch.manual_seed(0)
+    images = torch.rand(4, 1, 28, 28)
+    if name == "HashNet":
+        net, x, saturating = HashNet(BITS, channels=1, image_size=28, width=WIDTH, hidden=16), images, 8.0
+    elif name == "DeepBitNet":
+        net, x, saturating = DeepBitNet(DeepBitCNN(), DeepBitCNN().feature_dim, BITS), images, 8.0
+    else:
+        net, x, saturating = HashMLP(10, [16], BITS), torch.randn(4, 10), 4.0
+    layer = last_linear(net)
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.fill_(saturating)  # every bit's logit: where the bfloat16 activation is flat
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = net(x)
+    assert h.dtype == torch.float32
+    expected = torch.sigmoid(torch.tensor(saturating)) if name != "HashMLP" else torch.tanh(torch.tensor(saturating))
+    assert torch.allclose(h, expected.expand_as(h)) and (h < 1).all()
+    h.sum().backward()
+    assert (layer.bias.grad > 0).all()

@@ -297,9 +297,9 @@ class PGH(DeepHasher):
         h_input = torch.cat(parts)
         h_input = random_affine(h_input, hp.augment_shift, hp.augment_degrees, hp.augment_scale, hp.augment_flip)
         h_input = random_contrast(h_input, hp.augment_contrast)
-        # the losses in float32: under bf16-mixed H's sigmoids are bfloat16, whose L1 sums over the bits
-        # step by 0.125 or more around the triplet margin (a no-op in 32-true)
-        h_parts = self.H(h_input).float().split(n)
+        # H's sigmoids, and so the losses, are float32 under bf16-mixed too (HashNet.forward): bfloat16
+        # L1 sums over the bits would step by 0.125 or more around the triplet margin
+        h_parts = self.H(h_input).split(n)
         h_real, h_same, h_other = h_parts[:3]
         loss_triplet = triplet_loss(h_real, h_same, h_other, hp.gamma)
         # distillation warm-up: the conditioning codes are the target (see the module docstring)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from pgh.nets.dcgan import check_channels, check_positive
-from pgh.nets.encoding import encode_in_eval_mode
+from pgh.nets.encoding import encode_in_eval_mode, full_precision
 
 BACKBONES = ("cnn", "vgg16")
 
@@ -111,7 +111,7 @@ class DeepBitNet(nn.Module):
         self.latent = nn.Linear(check_positive("feature_dim", feature_dim), bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.latent(self.trunk(x)))
+        return torch.sigmoid(full_precision(self.latent(self.trunk(x))))
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:

@@ -1,9 +1,17 @@
-"""Batched binary encoding with a network in eval mode, shared by every hashing network."""
+"""Batched binary encoding with a network in eval mode, and the full-precision last activation, shared
+by every hashing network."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """`t` in float32 where autocast left it in bfloat16 or float16, else unchanged: the nets take their
+    sigmoids or tanh in full precision, since a bfloat16 one saturates to exactly ±1 (zero gradient)
+    from |logit| ≈ 5.6 (sigmoid) or 3.4 (tanh) on."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
 @torch.no_grad()

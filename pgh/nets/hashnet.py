@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pgh.nets.dcgan import check_channels, check_positive, conv_stages, dcgan_init, layout
-from pgh.nets.encoding import encode_in_eval_mode
+from pgh.nets.encoding import encode_in_eval_mode, full_precision
 
 
 class HashNet(nn.Module):
@@ -40,8 +40,9 @@ class HashNet(nn.Module):
         return self.head(self.convs(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Bit probabilities h = sigmoid(logits) in (0, 1), [B, bits]."""
-        return torch.sigmoid(self.logits(x))
+        """Bit probabilities h = sigmoid(logits) in (0, 1), [B, bits], in float32 under autocast too: a
+        bfloat16 sigmoid is exactly 1 from a logit of about 5.6 on, where its gradient vanishes."""
+        return torch.sigmoid(full_precision(self.logits(x)))
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pgh.nets.encoding import encode_in_eval_mode
+from pgh.nets.encoding import encode_in_eval_mode, full_precision
 
 INITS = ("orthogonal", "default")
 NORM_MODES = ("dim", "global")
@@ -100,7 +100,7 @@ class HashMLP(nn.Module):
             raise ValueError(f"x must be [B, {self.in_dim}], got shape {tuple(x.shape)}")
         h = (x.to(self.mean.dtype) - self.mean) / self.std
         for layer in self.layers:
-            h = torch.tanh(layer(h))
+            h = torch.tanh(full_precision(layer(h)))
         return h
 
     @torch.no_grad()
