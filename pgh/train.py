@@ -28,6 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.fabric.utilities.seed import seed_everything
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
@@ -146,7 +147,6 @@ def train_deep(
         model.set_codes(init_codes, initial=True)
     inputs = dataset.images if model.input_kind == "images" else features
     train_inputs = inputs[split.train]
-    model.on_before_fit(train_inputs, train_features)
 
     callbacks: list = []
     if "progressive" in m:
@@ -185,6 +185,7 @@ def train_deep(
     trainer = instantiate(
         cfg.trainer, max_epochs=max_epochs, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
+    model.on_before_fit(train_inputs, train_features, device=trainer.strategy.root_device)  # a rank's own GPU
     per_rank = math.ceil(n_train / trainer.world_size)  # DDP's sampler gives each rank this many images
     loader = DataLoader(
         TensorDataset(train_inputs, torch.arange(n_train)),
@@ -411,7 +412,9 @@ def run_job(
 ) -> dict[str, Any]:
     """train()'s work once the command was checked: the run's files, features, fit, evaluation."""
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
+    # torch's generator, and PL_GLOBAL_SEED: the seed of the DistributedSampler Lightning gives a DDP run
+    # (without it every DDP seed would shuffle the same way)
+    seed_everything(cfg.seed, verbose=False)
     if not resuming:  # a resume's config replaces the run's once it has trained (a failed one leaves it)
         write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 

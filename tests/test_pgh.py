@@ -876,7 +876,9 @@ def test_every_experiment_config_builds_its_pgh(make_cfg, experiment):
     assert cfg.method.module.distill_epochs < cfg.method.progressive.epochs_per_round  # round 1 is not all warm-up
 
 
-def test_random_state_round_trip_and_a_checkpoint_from_other_cuda_devices():
+def test_random_state_round_trip_and_a_checkpoint_with_a_cuda_state():
+    """Every generator comes back; the CUDA state is this process's device's alone (under DDP rank 0
+    saves it and each rank loads it into its own device), and without CUDA it warns."""
     import random
 
     from pgh.callbacks import RandomState
@@ -888,10 +890,17 @@ def test_random_state_round_trip_and_a_checkpoint_from_other_cuda_devices():
     again = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(again[0], expected[0]) and np.array_equal(again[1], expected[1]) and again[2] == expected[2]
 
-    here = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    foreign = {**saved, "cuda": [torch.zeros(16, dtype=torch.uint8)] * (here + 1)}
-    with pytest.warns(UserWarning, match=rf"holds {here + 1} CUDA generator states and this machine has {here}"):
-        RandomState().load_state_dict(foreign)
+    if torch.cuda.is_available():
+        assert len(saved["cuda"]) == 1
+        expected_cuda = torch.rand(3, device="cuda")
+        torch.rand(5, device="cuda")
+        RandomState().load_state_dict(saved)
+        assert torch.equal(torch.rand(3, device="cuda"), expected_cuda)
+    else:
+        assert saved["cuda"] == []
+        with_cuda = {**saved, "cuda": [torch.zeros(16, dtype=torch.uint8)]}
+        with pytest.warns(UserWarning, match="holds a CUDA generator state and this machine has no CUDA device"):
+            RandomState().load_state_dict(with_cuda)
 
 
 @pytest.mark.slow
@@ -1061,3 +1070,23 @@ def test_betas_h_sets_h_optimizer_only(betas_h, expected_h):
     model = PGH(bits=8, num_train=4, width=8, hidden=16, z_dim=8, betas=(0.5, 0.999), betas_h=betas_h)
     d, g, h = model.configure_optimizers()
     assert [o.param_groups[0]["betas"] for o in (d, g, h)] == [(0.5, 0.999), (0.5, 0.999), expected_h]
+
+
+@pytest.mark.parametrize(
+    "trainer", ["cpu", pytest.param("gpu", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+)
+def test_train_builds_the_neighbour_lists_on_the_trainers_device(make_cfg, monkeypatch, trainer):
+    """on_before_fit gets the trainer's root device: each DDP rank's own GPU (it used to be "cuda", GPU 0
+    for every rank), and the CPU for trainer=cpu on a machine with a GPU."""
+    from pgh.methods import PGH
+
+    class Called(Exception):
+        pass
+
+    def record(self, train_inputs, train_features, device="cpu"):
+        raise Called(torch.device(device))
+
+    monkeypatch.setattr(PGH, "on_before_fit", record)
+    with pytest.raises(Called) as called:
+        train(make_cfg(*SMALL, f"trainer={trainer}"))
+    assert called.value.args[0].type == trainer.replace("gpu", "cuda")

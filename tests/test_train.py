@@ -141,6 +141,18 @@ def test_train_is_deterministic_and_split_is_shared(make_cfg):
     assert a["num_queries"] == b["num_queries"] == 200
 
 
+def test_seed_also_seeds_the_distributed_sampler_of_a_ddp_run(make_cfg, monkeypatch):
+    """Lightning gives a DDP run a DistributedSampler seeded from PL_GLOBAL_SEED (0 when unset): the run's
+    `seed` must set it, or every seed of a DDP sweep would shuffle the same way."""
+    from lightning.pytorch.trainer.connectors.data_connector import _get_distributed_sampler
+    from torch.utils.data import DataLoader
+
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")  # restored after the test
+    train(make_cfg("dataset=digits", "method=lsh", "bits=16", "split.query_per_class=20", "seed=7"))
+    loader = DataLoader(list(range(10)), shuffle=True)
+    assert _get_distributed_sampler(loader, shuffle=True, overfit_batches=0, num_replicas=2, rank=0).seed == 7
+
+
 def test_gist_run_uses_the_feature_cache(make_cfg):
     cfg = make_cfg("dataset=digits", "method=itq", "features=gist", "bits=32", "split.query_per_class=20")
     first = train(cfg)

@@ -32,7 +32,9 @@ class RandomState(L.Callback):
         version, python_state, gauss_next = random.getstate()
         return {
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            # this process's own device only: under DDP rank 0 writes the checkpoint, and its view of the
+            # other devices is their untouched seed state; every rank draws the same stream (one seed)
+            "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() else [],
             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
             "python": [version, list(python_state), gauss_next],
         }
@@ -40,14 +42,13 @@ class RandomState(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._restored = state_dict
         torch.set_rng_state(state_dict["torch"])
-        cuda = state_dict["cuda"]
-        here = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if cuda and len(cuda) == here:
-            torch.cuda.set_rng_state_all(cuda)
+        cuda = state_dict["cuda"]  # [the saving process's device's state]; older checkpoints: every device's
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state(cuda[0])  # into this process's device (each rank's own under DDP)
         elif cuda:
             warnings.warn(
-                f"the checkpoint holds {len(cuda)} CUDA generator states and this machine has {here} CUDA "
-                "devices: the resumed run's CUDA random draws differ from the uninterrupted run's",
+                "the checkpoint holds a CUDA generator state and this machine has no CUDA device: the "
+                "resumed run's random draws differ from the uninterrupted run's",
                 stacklevel=2,
             )
         kind, keys, pos, has_gauss, gauss = state_dict["numpy"]

@@ -82,8 +82,11 @@ class DeepHasher(L.LightningModule):
         if self.trainer.ckpt_path is not None:
             apply_configured_settings(self.trainer.optimizers, as_list(self.configure_optimizers()))
 
-    def on_before_fit(self, train_inputs: torch.Tensor, train_features: torch.Tensor) -> None:
-        """Called once with the whole training set before `Trainer.fit` (e.g. to build a kNN graph)."""
+    def on_before_fit(
+        self, train_inputs: torch.Tensor, train_features: torch.Tensor, device: torch.device | str = "cpu"
+    ) -> None:
+        """Called once with the whole training set before `Trainer.fit` (e.g. to build a kNN graph), with
+        the device to build it on: the trainer's root device, each DDP rank's own GPU."""
 
     @torch.no_grad()
     def encode_inputs(self, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:

@@ -288,7 +288,9 @@ class BGAN(DeepHasher):
         hp = self.hparams
         return beta_schedule(int(self.train_steps), hp.beta_start, hp.beta_gamma, hp.beta_power)
 
-    def on_before_fit(self, train_inputs: torch.Tensor, train_features: torch.Tensor) -> None:
+    def on_before_fit(
+        self, train_inputs: torch.Tensor, train_features: torch.Tensor, device: torch.device | str = "cpu"
+    ) -> None:
         """kNN lists of the training features (the similarity matrix S, sparsely); keeps a reference
         to the training images for `neighbor_pairs`."""
         hp = self.hparams
@@ -306,7 +308,6 @@ class BGAN(DeepHasher):
                 + f" nearest neighbours need more than that many training images, and there are {n}: lower "
                 + "method.module.k1 (and k2) or train on more images (split.train_size)"
             )
-        device = "cuda" if torch.cuda.is_available() else "cpu"
         self.neighbors = knn_indices(train_features.to(device), k, hp.metric, hp.knn_chunk_size).to(self.device)
         if hp.similarity == "released":
             self.released = released_lists(self.neighbors[:, : hp.k1], hp.k2)

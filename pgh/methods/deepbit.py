@@ -243,7 +243,9 @@ class DeepBit(DeepHasher):
         self.net.latent.weight.copy_(w.T.to(self.net.latent.weight))
         self.net.latent.bias.copy_((-(mean @ w)).to(self.net.latent.bias))
 
-    def on_before_fit(self, train_inputs: torch.Tensor, train_features: torch.Tensor) -> None:
+    def on_before_fit(
+        self, train_inputs: torch.Tensor, train_features: torch.Tensor, device: torch.device | str = "cpu"
+    ) -> None:
         self.init_latent(train_inputs)
 
     def in_stage2(self) -> bool:

@@ -150,7 +150,9 @@ class DH(DeepHasher):
             raise RuntimeError("DH has no network yet: give in_dim, or call on_before_fit with the training features")
         return self.net
 
-    def on_before_fit(self, train_inputs: torch.Tensor, train_features: torch.Tensor) -> None:
+    def on_before_fit(
+        self, train_inputs: torch.Tensor, train_features: torch.Tensor, device: torch.device | str = "cpu"
+    ) -> None:
         """Build the network if in_dim was not given, and store the training features' mean/std."""
         if train_inputs.ndim != 2:
             raise ValueError(f"DH trains on feature vectors [n, dim], got inputs of shape {tuple(train_inputs.shape)}")

@@ -160,13 +160,14 @@ class PGH(DeepHasher):
                     f"{name}={value!r} must be a whole number in 1..{num_train - 1} (below the training images)"
                 )
 
-    def on_before_fit(self, train_inputs: torch.Tensor, train_features: torch.Tensor) -> None:
+    def on_before_fit(
+        self, train_inputs: torch.Tensor, train_features: torch.Tensor, device: torch.device | str = "cpu"
+    ) -> None:
         hp = self.hparams
         if hp.neighborhood_weight == 0:
             return
         if train_features.shape[0] != train_inputs.shape[0]:
             raise ValueError(f"{train_features.shape[0]} training features for {train_inputs.shape[0]} training images")
-        device = "cuda" if torch.cuda.is_available() else "cpu"
         neighbors = knn_indices(train_features.float().to(device), hp.neighborhood_k1, "cosine").cpu()
         self.neighbor_lists = neighbors.to(self.device)
         self.similar_lists = released_lists(neighbors, hp.neighborhood_k2).to(self.device)
