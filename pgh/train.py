@@ -111,7 +111,7 @@ def train_deep(
         TrainingClock,
         under_submitit,
     )
-    from pgh.callbacks.checkpointing import reached_last_batch
+    from pgh.callbacks.checkpointing import STOPPED_CHECKPOINT, reached_last_batch
     from pgh.methods.base import INPUT_KINDS, DeepHasher
 
     m, labels, n_train = cfg.method, dataset.labels, int(split.train.numel())
@@ -201,8 +201,15 @@ def train_deep(
     # max_time, a callback's should_stop), where Lightning would record the epoch as finished and a
     # resume would skip its remaining batches
     train_seconds = clock.seconds  # every attempt's: the checkpoint below carries it to a later resume
-    if reached_last_batch(trainer):
+    stopped_model = out / "checkpoints" / STOPPED_CHECKPOINT
+    finished_epoch = reached_last_batch(trainer)
+    if finished_epoch:
         trainer.save_checkpoint(checkpointing.last_model_path or out / "checkpoints" / "last.ckpt", weights_only=False)
+        if trainer.is_global_zero:
+            stopped_model.unlink(missing_ok=True)  # a resume finished what an earlier attempt stopped
+    else:  # the model evaluated below, which no resumable checkpoint holds; pgh-index codes with it
+        trainer.save_checkpoint(stopped_model, weights_only=True)
+    run_info["stopped_mid_epoch"] = not finished_epoch
     if not trainer.is_global_zero:
         return None  # under DDP every rank runs train(); rank 0 alone encodes, evaluates and writes
     t1 = time.perf_counter()

@@ -1056,10 +1056,30 @@ def test_a_stop_in_mid_epoch_neither_ends_the_round_nor_saves_the_epoch_as_finis
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 18  # the step save after batch 1 of epoch 1 (3 steps a batch), not a finished epoch
     assert ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == 1
+    # the evaluated model is not last.ckpt's: pgh-index's RunEncoder codes with stopped.ckpt, as the run did
+    assert stopped["stopped_mid_epoch"]
+    assert coded_by_run_encoder(tmp_path / "run", "stopped.ckpt")
     resumed = train(make_cfg(*SMALL, "ckpt_path=last"))
     final = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert resumed["rounds_completed"] == 2 and final["global_step"] == 48  # 4 epochs x 4 batches x 3 steps
     assert [r["round"] for r in read_rows(tmp_path / "run" / "rounds.csv")] == ["0", "1", "2"]
+    assert not resumed["stopped_mid_epoch"] and not (tmp_path / "run" / "checkpoints" / "stopped.ckpt").exists()
+    assert coded_by_run_encoder(tmp_path / "run", "last.ckpt")
+
+
+def coded_by_run_encoder(run: Path, model_file: str) -> bool:
+    """Whether RunEncoder loads checkpoints/`model_file` of `run` and codes the database as the run did."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from pgh.data import Split
+    from pgh.retrieval import pack_codes
+    from pgh.retrieval.run_encoder import RunEncoder
+
+    encoder = RunEncoder(run, device="cpu")
+    images = instantiate(OmegaConf.load(run / "config.yaml").dataset).images[Split.load(run / "split.npz").database]
+    same = np.array_equal(pack_codes(encoder.code_images(images)), np.load(run / "database_codes.npy"))
+    return encoder.model_file == run / "checkpoints" / model_file and same
 
 
 @pytest.mark.parametrize("betas_h, expected_h", [(None, (0.5, 0.999)), ([0.9, 0.99], (0.9, 0.99))])

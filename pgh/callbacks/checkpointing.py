@@ -20,6 +20,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
 
 
+# after a stop in mid-epoch: the evaluated model, weights only (a resume continues from last.ckpt's step)
+STOPPED_CHECKPOINT = "stopped.ckpt"
+
+
 def reached_last_batch(trainer: L.Trainer) -> bool:
     """Whether the current epoch's last batch has run: False inside an epoch, and at the epoch's end
     when a stop in mid-epoch (max_steps, max_time, a callback's should_stop) ended it early, where

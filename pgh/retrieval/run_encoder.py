@@ -14,6 +14,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
+from pgh.callbacks.checkpointing import STOPPED_CHECKPOINT
 from pgh.data.files import read_images
 from pgh.features.base import resolve_device
 from pgh.hashing import load_hasher
@@ -36,7 +37,10 @@ class RunEncoder:
         self.dataset = info.get("dataset", cfg.dataset.get("name"))  # named in pgh-index's warnings
         self.device = resolve_device(device, key="--device")  # pgh-index's option
         if "module" in cfg.method:
-            checkpoint = self.run / "checkpoints" / "last.ckpt"
+            # a run stopped in mid-epoch was evaluated on the model it stopped with, which last.ckpt (its
+            # last step checkpoint, where a resume continues) does not hold
+            model_file = STOPPED_CHECKPOINT if info.get("stopped_mid_epoch") else "last.ckpt"
+            checkpoint = self.run / "checkpoints" / model_file
             if not checkpoint.exists():
                 raise FileNotFoundError(
                     f"{checkpoint} is missing: the run did not finish (or its checkpoints were moved)"
