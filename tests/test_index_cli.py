@@ -409,6 +409,32 @@ def test_a_write_that_fails_or_stops_midway_never_costs_the_index(make_cfg, tmp_
     assert json.loads((index / "index.json").read_text())["count"] == 200
 
 
+def test_a_search_waits_while_a_writer_moves_its_files_into_place(make_cfg, tmp_path):
+    """A writer moves index.faissindex, paths.txt and index.json one by one; a search reading between two
+    moves would pair one write's names with another's index (the counts can agree), so it waits for the
+    writer's swap lock. A folder holding no index gets no lock file from a search."""
+    import fcntl
+    import threading
+
+    run = trained_run(make_cfg, tmp_path, "itq", SHALLOW["itq"])
+    images, index, hits = tmp_path / "images", tmp_path / "index", tmp_path / "hits.csv"
+    write_database_images(run, images)
+    main(["build", str(run), str(images), "--out", str(index), "--device", "cpu"])
+    command = ["search", str(index), str(images / "0" / "0000.png"), "-k", "5", "--out", str(hits), "--device", "cpu"]
+    with open(index / ".swap.lock", "a") as writer:
+        fcntl.flock(writer, fcntl.LOCK_EX)
+        searching = threading.Thread(target=main, args=(command,))
+        searching.start()
+        searching.join(timeout=1.0)
+        assert searching.is_alive() and not hits.exists()
+        fcntl.flock(writer, fcntl.LOCK_UN)
+    searching.join(timeout=60)
+    assert not searching.is_alive() and len(list(csv.DictReader(hits.open()))) == 5
+    with pytest.raises(SystemExit, match="holds no finished index"):
+        main(["search", str(images), str(images / "0" / "0000.png"), "--device", "cpu"])
+    assert not (images / ".swap.lock").exists()
+
+
 def test_features_are_computed_on_the_device_asked_for_not_the_runs(make_cfg, tmp_path):
     """A run trained with features.device=cuda codes new images on --device cpu (on a machine without
     CUDA it could not be indexed at all)."""

@@ -228,6 +228,7 @@ def file_sha256(path: Path) -> str:
 
 STAGING = ".staging"  # the next set of files, moved into place once it is whole
 LOCK = ".lock"  # held by the one build or update writing the folder
+SWAP_LOCK = ".swap.lock"  # exclusive while a writer moves its files into place, shared while a search reads them
 INDEX_FILES = ("index.faissindex", "codes.npy", "stamps.npy", "paths.txt")  # then index.json, the finished mark
 
 
@@ -259,13 +260,38 @@ def move_staged_index(out: Path) -> None:
     """Move a whole staged set (its index.json is written last) into place, index.json last; run
     again after a stop midway, it moves what is left."""
     staging = out / STAGING
-    (out / "index.json").unlink(missing_ok=True)  # gone until all the files are new
-    for name in INDEX_FILES:
-        if (staging / name).exists():
-            os.replace(staging / name, out / name)
-    os.replace(staging / "index.json", out / "index.json")
-    staging.rmdir()
-    fsync_folder(out)  # the renames reach the disk
+    with swap_lock(out, exclusive=True):
+        (out / "index.json").unlink(missing_ok=True)  # gone until all the files are new
+        for name in INDEX_FILES:
+            if (staging / name).exists():
+                os.replace(staging / name, out / name)
+        os.replace(staging / "index.json", out / "index.json")
+        staging.rmdir()
+        fsync_folder(out)  # the renames reach the disk
+
+
+@contextmanager
+def swap_lock(out: Path, exclusive: bool) -> Iterator[None]:
+    """Waits for, then holds, the lock that keeps a search from reading index.json, paths.txt and
+    index.faissindex from two different writes (a writer moves them one by one; old names beside a new
+    index would name the wrong files). A search reads without it a folder that holds no index (its
+    error follows, and no lock file is left there) and one this user cannot write (read-only)."""
+    if not exclusive and not any((out / name).exists() for name in ("index.json", STAGING)):
+        yield
+        return
+    try:
+        lock = open(out / SWAP_LOCK, "a")
+    except OSError:
+        if exclusive:
+            raise
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -340,9 +366,10 @@ def search(args: argparse.Namespace) -> None:
     out = Path(args.index)
     if args.out and Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a folder: name a file for the CSV")
-    info = read_index_info(out)
-    indexed = read_indexed_names(out)
-    index = BinaryIndex.load(out / "index.faissindex")
+    with swap_lock(out, exclusive=False):  # the three files of one write, not of two
+        info = read_index_info(out)
+        indexed = read_indexed_names(out)
+        index = BinaryIndex.load(out / "index.faissindex")
     if index.ntotal != len(indexed) or index.bits != info["bits"]:
         raise ValueError(f"{out}: index.faissindex, paths.txt and index.json disagree; rebuild it")
     if args.nprobe is not None:
