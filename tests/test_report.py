@@ -138,6 +138,10 @@ def test_runs_without_metrics_are_named_as_left_out_and_bad_numbers_refused(tmp_
     (bad / "metrics.json").write_text(json.dumps({**record, "map_all": "high"}))
     with pytest.raises(SystemExit, match=r"metrics.json: map_all='high' is no number: not written by pgh-train"):
         main([str(bad)])
+    gap = write_run(tmp_path / "gap", 0.6, rounds=[0.5, 0.6])
+    (gap / "rounds.csv").write_text("round,bit_change,map_all,map_at_1000\n1,0.1,0.6,0.6\n")  # no round 0
+    with pytest.raises(SystemExit, match=r"gap/rounds.csv: the rows are not rounds 0, 1, 2, ... in order"):
+        main([str(gap)])
 
 
 def test_only_dataset_and_bits_pairs_with_runs_get_a_column(tmp_path):

@@ -229,7 +229,11 @@ def read_rounds(run: Path) -> list[float]:
     if not path.exists():
         return []
     with open(path) as f:
-        return [100 * float(row["map_all"]) for row in csv.DictReader(f)]
+        rows = list(csv.DictReader(f))
+    # the list's position is the round: a table with a round missing or repeated would shift the curve
+    if [row.get("round") for row in rows] != [str(r) for r in range(len(rows))]:
+        raise ValueError(f"{path}: the rows are not rounds 0, 1, 2, ... in order; it is not a pgh-train rounds table")
+    return [100 * float(row["map_all"]) for row in rows]
 
 
 def run_names(runs: list[Path]) -> dict[Path, str]:
