@@ -192,7 +192,7 @@ def test_cosine_after_warmup_counts_the_longer_warm_up_and_holds_a_round_inside_
     callback = ProgressiveRounds(
         **common, train_images=images, output_dir=tmp_path, epochs_per_round=3, lr_schedule="cosine_after_warmup"
     )
-    module = PGH(bits=8, num_train=6, width=8, hidden=16, z_dim=8, distill_epochs=2, gan_warmup_epochs=4)
+    module = PGH(bits=8, num_train=6, width=8, hidden=16, z_dim=8, distill_epochs=4, gan_warmup_epochs=2)
     assert module.warmup_epochs == 4
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
     expected = {
@@ -554,6 +554,10 @@ def test_gan_warmup_leaves_h_untouched():
     assert not torch.equal(g_before, next(model.G.parameters()))  # G was
     with pytest.raises(ValueError, match="gan_warmup_epochs"):
         PGH(bits=8, num_train=32, gan_warmup_epochs=-1)
+    # the distillation counts from epoch 0 too: inside the GAN's warm-up, where H does not train, it never ran
+    with pytest.raises(ValueError, match=r"distill_epochs=10 ends inside gan_warmup_epochs=15.*above 15.*or 0"):
+        PGH(bits=8, num_train=32, gan_warmup_epochs=15)
+    PGH(bits=8, num_train=32, gan_warmup_epochs=15, distill_epochs=0)
 
 
 def test_distill_epochs_pull_h_towards_the_conditioning_codes_first(monkeypatch):

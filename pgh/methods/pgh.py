@@ -134,6 +134,12 @@ class PGH(DeepHasher):
             "lr_d", "lr_g", "lr_h",  # a learning rate of 0 freezes that network (an ablation)
         ):  # fmt: skip
             check_number(name, a[name])
+        if 0 < a["distill_epochs"] <= a["gan_warmup_epochs"]:
+            raise ValueError(
+                f"distill_epochs={a['distill_epochs']} ends inside gan_warmup_epochs={a['gan_warmup_epochs']}: both "
+                "count from epoch 0 and H does not train in the GAN's warm-up, so it would never distil the codes; "
+                f"set distill_epochs above {a['gan_warmup_epochs']} or 0"
+            )
         check_adam_betas(a["betas"])
         if a["betas_h"] is not None:
             check_adam_betas(a["betas_h"], name="betas_h")
