@@ -136,6 +136,8 @@ def test_vote_and_learning_rate_settings_are_checked(tmp_path):
         ProgressiveRounds(**common, vote_neighbors=-1)
     with pytest.raises(ValueError, match=r"vote_neighbors=6 must be below the number of training images \(6\)"):
         ProgressiveRounds(**common, vote_neighbors=6, train_features=torch.zeros(6, 3))
+    with pytest.raises(ValueError, match=r"vote_neighbors=3 is odd: .* the bit to 1; use an even k \(2 or 4\)"):
+        ProgressiveRounds(**common, vote_neighbors=3, train_features=torch.zeros(6, 3))
     with pytest.raises(ValueError, match="needs train_features"):
         ProgressiveRounds(**common, vote_neighbors=2)
     with pytest.raises(ValueError, match="train_features has 5 rows for 6 training images"):

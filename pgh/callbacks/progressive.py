@@ -88,6 +88,11 @@ class ProgressiveRounds(L.Callback):
             raise ValueError(
                 f"vote_neighbors must be >= 0 and vote_iterations >= 1, got {vote_neighbors} and {vote_iterations}"
             )
+        if vote_neighbors % 2:
+            raise ValueError(
+                f"vote_neighbors={vote_neighbors} is odd: with the image's own code that is an even number of voters, "
+                f"and a tie would set the bit to 1; use an even k ({vote_neighbors - 1} or {vote_neighbors + 1})"
+            )
         if vote_neighbors and train_features is None:
             raise ValueError("vote_neighbors > 0 needs train_features: the training images' features [n, d]")
         if vote_neighbors >= train_images.shape[0]:
