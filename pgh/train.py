@@ -278,7 +278,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                         cfg.ckpt_path, method_name(cfg))  # fmt: skip
         with open_dict(cfg):
             cfg.ckpt_path = None
-    has_checkpoints = any((out / "checkpoints").glob("*.ckpt"))
+    from pgh.callbacks.checkpointing import STOPPED_CHECKPOINT
+
+    checkpoints = out / "checkpoints"
+    has_checkpoints = any(checkpoints.glob("last*.ckpt"))  # what a resume continues from
+    fresh = "hydra.sweep.dir" if in_a_multirun() else "hydra.run.dir"
+    if not has_checkpoints and (checkpoints / STOPPED_CHECKPOINT).exists() and not cfg.get("requeued"):
+        # weights only: ckpt_path=last would find nothing to load and train from scratch as if resumed
+        raise FileExistsError(
+            f"{checkpoints} holds only {STOPPED_CHECKPOINT}, the model of an earlier run stopped in mid-epoch before "
+            f"its first step checkpoint (method.checkpoint_every_n_steps): nothing to resume from; start afresh in "
+            f"a new {fresh} (or delete {out})"
+        )
     if cfg.get("requeued") and has_checkpoints:
         # a SLURM/submitit job rerun after a preemption or its time limit (hydra/launcher=slurm|local set
         # `requeued`): continue from its own checkpoint; one stopped before its first checkpoint
@@ -288,7 +299,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("ckpt_path") is None and has_checkpoints:
         # Lightning would write the new run's checkpoints beside the old ones as last-v1.ckpt, and
         # checkpoints/last.ckpt would silently stay the earlier run's model
-        fresh = "hydra.sweep.dir" if in_a_multirun() else "hydra.run.dir"
         if "module" not in cfg.method:
             raise FileExistsError(
                 f"{out} holds a deep run's checkpoints: {method_name(cfg)}, a shallow hasher, cannot resume or "

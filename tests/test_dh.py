@@ -325,6 +325,18 @@ def test_a_resume_shorter_than_a_mid_epoch_checkpoint_stops(make_cfg):
     assert train(make_cfg(*SMALL, "method.max_epochs=2", "ckpt_path=last"))["method"] == "dh"
 
 
+def test_a_run_stopped_before_its_first_step_checkpoint_is_not_resumed_from_nothing(make_cfg):
+    """Stopped in mid-epoch before any step checkpoint, a run holds only stopped.ckpt (weights only):
+    ckpt_path=last found no last.ckpt, Lightning loaded nothing, and the run trained afresh as if resumed."""
+    stopped = [*SMALL, "method.checkpoint_every_n_steps=200", "+trainer.max_steps=5"]
+    metrics = train(make_cfg(*stopped))
+    checkpoints = Path(make_cfg(*SMALL).paths.output_dir) / "checkpoints"
+    assert metrics["stopped_mid_epoch"] and [p.name for p in checkpoints.iterdir()] == ["stopped.ckpt"]
+    for again in ([], ["ckpt_path=last"]):
+        with pytest.raises(FileExistsError, match=r"holds only stopped.ckpt, .* nothing to resume from; start afresh"):
+            train(make_cfg(*SMALL, *again))
+
+
 def test_a_resume_trains_with_the_commands_learning_rate_and_keeps_the_moments(make_cfg, caplog):
     """Lightning restores the optimizers' param_groups: a resume with another learning rate trained on
     at the checkpoint's rate without a word. Now the command's rate applies (and is logged), and
