@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,14 @@ def log_image(loggers: list[Logger], name: str, image: torch.Tensor, png_path: P
             logger.log_image(key=name, images=[str(png_path)], step=step)
         elif isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(name, image, global_step=step)
+
+
+def close_failed_wandb_run() -> None:
+    """Mark a W&B run this process left open as failed and close it: Lightning's WandbLogger takes over
+    any open run, so after a failed job the next job of a multirun (basic launcher) would log into it."""
+    wandb = sys.modules.get("wandb")  # not imported: no run was ever opened
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=1)
 
 
 def finish(loggers: list[Logger], metrics: dict[str, Any], step: int = 0) -> None:

@@ -46,7 +46,7 @@ from pgh.data import ImageDataset, Split
 from pgh.features import cached_features
 from pgh.hashing import HASHERS, ShallowHasher
 from pgh.io import atomic_path, save_npy, write_json, write_text
-from pgh.logging_utils import finish, instantiate_loggers, log_figure, print_and_log_to_files
+from pgh.logging_utils import close_failed_wandb_run, finish, instantiate_loggers, log_figure, print_and_log_to_files
 from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, save_figure
 from pgh.resume import (
     check_checkpoint_within_length,
@@ -346,7 +346,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not str(dataset.name).strip():  # it names the run, its rows in reports and its feature cache
         raise ValueError("dataset.name is empty: give the dataset a name (dataset.name=<name>)")
     existing = {entry.name for entry in out.iterdir()} if out.is_dir() else set()
-    start_files = ("config.yaml", "split.npz", "csv", "tensorboard")  # csv/, tensorboard/: the loggers' hparams
+    start_files = ("config.yaml", "split.npz", "csv", "tensorboard", "wandb")  # the loggers' hparams, W&B's run
     started = [path for path in (*(out / name for name in start_files), out) if not os.path.lexists(path)]
     # a command refused in the directory of an earlier run (a sweep's rerun, a typo in hydra.run.dir)
     # gives that run's files back as they were
@@ -356,6 +356,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         return run_job(cfg, out, dataset, bits, resuming, source, eval_opts, progress)
     except Exception as error:
+        close_failed_wandb_run()
         if progress.training_started:
             error.raised_while_training = True  # pgh-train shows its traceback: it may be a bug, not a setting
         else:

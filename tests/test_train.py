@@ -223,6 +223,26 @@ def test_each_job_of_a_process_gets_its_own_wandb_run(make_cfg, monkeypatch, tmp
     assert len(runs) == 2 and runs[0].parent != runs[1].parent
 
 
+@pytest.mark.slow
+def test_a_failed_job_closes_its_wandb_run_and_leaves_no_run_behind(make_cfg, monkeypatch, tmp_path):
+    """A job refused after its W&B run opened (ITQ with more bits than the features have dimensions) left
+    the run open, and the next job of the process logged into it; the refused job's wandb/ stayed."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    jobs = {"refused": "bits=72", "next": "bits=16"}
+    for job, bits in jobs.items():
+        cfg = make_cfg("dataset=digits", "method=itq", bits, "logger=wandb", f"logger.wandb.name={job}")
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / job)
+        if job == "refused":
+            with pytest.raises(ValueError, match="72 bits"):
+                train(cfg)
+        else:
+            train(cfg)
+    assert not (tmp_path / "refused").exists()
+    assert len(list((tmp_path / "next" / "wandb").glob("offline-run-*"))) == 1
+
+
 # ------------------------------------------------------------------------------- bad inputs
 
 
