@@ -78,7 +78,7 @@ def check_trainer(trainer: DictConfig, method: DictConfig) -> None:
         fix = "trainer=cpu (the paper-scale experiment configs pick trainer=gpu)"
         if trainer.get("strategy") is not None:  # trainer=ddp: keep DDP, on gloo
             fix = "trainer.accelerator=cpu trainer.devices=2 trainer.sync_batchnorm=false for DDP on the CPU (gloo)"
-        raise RuntimeError(
+        raise ValueError(
             f"trainer.accelerator={accelerator} but torch sees no CUDA device; run on a GPU machine, or add {fix}"
         )
     warmup, progressive = method.module.get("gan_warmup_epochs", 0), method.get("progressive")

@@ -266,6 +266,6 @@ def test_ddp_without_a_gpu_names_the_whole_cpu_fix(make_cfg):
     from pgh.train import train
 
     fix = "trainer.accelerator=cpu trainer.devices=2 trainer.sync_batchnorm=false"
-    with pytest.raises(RuntimeError, match=f"or add {fix} for DDP on the CPU"):
+    with pytest.raises(ValueError, match=f"or add {fix} for DDP on the CPU"):
         train(make_cfg("dataset=digits", "method=pgh", "trainer=ddp"))
     check_trainer(make_cfg("method=pgh", "trainer=ddp", *fix.split()).trainer, make_cfg("method=pgh").method)

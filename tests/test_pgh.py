@@ -515,7 +515,7 @@ def test_bad_pgh_settings(make_cfg):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a CUDA device")
 def test_gpu_trainer_without_cuda_fails_first_and_names_the_fix(make_cfg):
     cfg = make_cfg(*SMALL, "trainer=gpu")
-    with pytest.raises(RuntimeError, match="no CUDA device.*add trainer=cpu"):
+    with pytest.raises(ValueError, match="no CUDA device.*add trainer=cpu"):
         train(cfg)
     assert not Path(cfg.paths.output_dir).exists()  # before anything is computed or written
 
