@@ -251,8 +251,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run the composed job into `cfg.paths.output_dir` and return its metrics (the dict written to
     metrics.json). Under DDP every rank runs it; ranks other than 0 return {} and write no results."""
     bits = check_bits(cfg.bits)
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**63:
-        raise ValueError(f"seed={cfg.seed!r} must be a whole number in 0..2**63 - 1")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**32:
+        raise ValueError(f"seed={cfg.seed!r} must be a whole number in 0..2**32 - 1")  # NumPy's and Lightning's range
     try:
         out = Path(cfg.paths.output_dir)
     except InterpolationResolutionError:

@@ -544,6 +544,8 @@ def test_train_takes_back_the_start_files_it_made_and_nothing_else(make_cfg, tmp
     assert (tmp_path / "run" / "config.yaml").read_text() == "an earlier run's"
     with pytest.raises(ValueError, match="seed='abc' must be a whole number"):
         train(make_cfg("dataset=digits", "seed=abc"))
+    with pytest.raises(ValueError, match=r"seed=4294967296 must be a whole number in 0..2\*\*32 - 1"):
+        train(make_cfg("dataset=digits", "seed=4294967296"))  # beyond NumPy's and Lightning's seeds
     (tmp_path / "run" / "config.yaml").unlink()
     with pytest.raises(ValueError, match="128 bits need at least 128 feature dimensions"):
         train(make_cfg(*refused[:-1], "logger=tensorboard"))  # its event file and hparams go too
