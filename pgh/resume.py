@@ -33,8 +33,9 @@ RUN_IDENTITY = (
     "method.init_features",  # ... and the features they come from
     "method.progressive.epochs_per_round",  # PGH: where the rounds end, counted from the run's start
 )
-# within those, keys that may differ: where the data sits, how features are batched and where computed
-RESUME_MAY_DIFFER = {"dataset": ("root",), "features": ("batch_size", "device")}
+# within those, keys that may differ: where the data sits (and whether it may be downloaded), how features are
+# batched and where computed
+RESUME_MAY_DIFFER = {"dataset": ("root", "download"), "features": ("batch_size", "device")}
 
 
 def check_checkpoint_within_length(cfg: DictConfig, out: Path) -> None:

@@ -119,6 +119,11 @@ def test_a_resume_keeps_the_runs_evaluation_and_reads_older_runs_as_database_ord
         with open_dict(cfg):
             cfg.ckpt_path = "last"
         check_resume_matches_run(cfg, out)  # the same evaluation: resumes
+        with open_dict(cfg):
+            cfg.dataset.download = True  # where the data sits and may come from: not the run's identity
+        check_resume_matches_run(cfg, out)
+        with open_dict(cfg):
+            del cfg.dataset["download"]
         for key, value in (("tie_break", "random"), ("map_k", 100)):
             changed = cfg.copy()
             changed.eval[key] = value
