@@ -102,6 +102,20 @@ def test_cache_hits_and_invalidates(tmp_path):
     assert torch.equal(cached_features(ds, extractor, {"kind": "x"}, tmp_path), a) and len(calls) == 4
 
 
+def test_a_cache_too_narrow_for_the_command_is_refused_without_calling_the_file_unreadable(tmp_path, caplog):
+    def extractor(images):
+        return images.flatten(1).float()
+
+    def check_width(width):
+        raise ValueError(f"72 bits need at least 72 feature dimensions, got {width}")
+
+    ds = ImageDataset("tiny", torch.randint(0, 256, (5, 1, 4, 4), dtype=torch.uint8), torch.arange(5))
+    cached_features(ds, extractor, {"kind": "x"}, tmp_path)
+    with pytest.raises(ValueError, match="72 bits need at least 72 feature dimensions, got 16"):
+        cached_features(ds, extractor, {"kind": "x"}, tmp_path, check_width=check_width)
+    assert "unreadable" not in caplog.text
+
+
 def test_cache_keys_the_extractors_code_version_and_weights_file(tmp_path):
     """The key held the settings only: a weights file replaced under the same path, or a fix of an
     extractor's computation, reused the old features; random VGG16 weights came from the run's seed

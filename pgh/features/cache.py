@@ -55,13 +55,14 @@ def cached_features(
     if path.exists():
         try:
             feats = torch.load(path, map_location="cpu", weights_only=True)
-            if feats.shape[0] == len(dataset):
-                log.info("features from cache %s", path)
-                if check_width is not None:
-                    check_width(feats.shape[1])
-                return feats
         except Exception as e:  # noqa: BLE001 - any unreadable cache file is recomputed, never trusted
             log.warning("ignoring unreadable feature cache %s (%s)", path, e)
+            feats = None
+        if feats is not None and feats.shape[0] == len(dataset):
+            log.info("features from cache %s", path)
+            if check_width is not None:  # outside the try: a refusal is the command's, not the file's
+                check_width(feats.shape[1])
+            return feats
     feats = compute(dataset, extractor, check_width)
     with atomic_path(path) as tmp:
         torch.save(feats, tmp)
