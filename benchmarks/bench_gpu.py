@@ -55,7 +55,7 @@ QUICK_RUN = [
     "split.train_size=96",
     "method.rounds=1",
     "method.progressive.epochs_per_round=2",
-    "method.progressive.vote_neighbors=5",
+    "method.progressive.vote_neighbors=4",
     "method.module.distill_epochs=1",
     *QUICK_MODULE,
 ]
