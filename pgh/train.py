@@ -32,6 +32,7 @@ from lightning.fabric.utilities.seed import seed_everything
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
+from pgh.callbacks.checkpointing import STOPPED_CHECKPOINT, reached_last_batch
 from pgh.config_checks import (
     CONFIG_DIR,
     check_code_fits,
@@ -111,7 +112,6 @@ def train_deep(
         TrainingClock,
         under_submitit,
     )
-    from pgh.callbacks.checkpointing import STOPPED_CHECKPOINT, reached_last_batch
     from pgh.methods.base import INPUT_KINDS, DeepHasher
 
     m, labels, n_train = cfg.method, dataset.labels, int(split.train.numel())
@@ -278,8 +278,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                         cfg.ckpt_path, method_name(cfg))  # fmt: skip
         with open_dict(cfg):
             cfg.ckpt_path = None
-    from pgh.callbacks.checkpointing import STOPPED_CHECKPOINT
-
     checkpoints = out / "checkpoints"
     has_checkpoints = any(checkpoints.glob("last*.ckpt"))  # what a resume continues from
     fresh = "hydra.sweep.dir" if in_a_multirun() else "hydra.run.dir"
