@@ -227,6 +227,28 @@ def test_the_content_loss_trains_the_encoder_through_the_generator(monkeypatch):
     assert any(not torch.equal(g_before[k], v) for k, v in model.G.named_parameters())  # G learns as well
 
 
+def test_binary_layer_keeps_its_gradient_under_bf16_autocast(monkeypatch):
+    """Under bf16-mixed E's logits are bfloat16, and a bfloat16 tanh(β·h) is exactly ±1 from β·h ≈ 3.4
+    on, with no gradient; BGAN takes its binary layer in float32 like the nets' own activations."""
+    torch.manual_seed(0)
+    model = BGAN(
+        bits=16, width=8, hidden=32, neighborhood_weight=0.0, content_weight=1.0, adversarial_weight=0.0,
+        feature_weight=0.0, quantization_weight=0.0,
+    )  # fmt: skip
+    last = [m for m in model.E.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(4.0)  # tanh(4) = 0.9993 in float32, exactly 1 in bfloat16
+    optimizers = model.configure_optimizers()
+    monkeypatch.setattr(model, "optimizers", lambda: optimizers)
+    monkeypatch.setattr(model, "manual_backward", lambda loss: loss.backward())
+    monkeypatch.setattr(model, "log_losses", lambda *args, **kwargs: None)
+    images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.training_step((images, torch.arange(8)), 0)
+    assert last.bias.grad is not None and (last.bias.grad != 0).all()
+
+
 # ---------------------------------------------------------------------------------- end to end
 
 

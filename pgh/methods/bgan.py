@@ -69,6 +69,7 @@ from pgh.methods.pgh_losses import adversarial_d_loss, adversarial_g_loss
 from pgh.nets import HashNet
 from pgh.nets.bgan_nets import CodeGenerator, ImageDiscriminator
 from pgh.nets.dcgan import NORMS
+from pgh.nets.encoding import full_precision
 from pgh.retrieval.codes import check_bits
 
 BINARIZERS = ("sign_st", "scaled_tanh")
@@ -358,7 +359,7 @@ class BGAN(DeepHasher):
         x_all = self.prepare(images)
         x = x_all[:n]
         beta = self.beta()
-        h_all = self.E.logits(x_all)
+        h_all = full_precision(self.E.logits(x_all))  # tanh(β·h) in float32: bfloat16 saturates to ±1, zero gradient
         b_all = binary_layer(h_all, hp.binarizer, beta)
         b = b_all[:n]
 
