@@ -161,6 +161,40 @@ def test_training_step_weights_each_term_by_its_own_weight(monkeypatch):
         assert logged[f"loss/{k}"].item() == pytest.approx(terms[k].item(), rel=1e-5)
 
 
+def test_frozen_trunk_gets_no_gradient_and_no_optimizer_state():
+    """backbone_lr_scale=0 (the authors' frozen VGG16): only the latent layer is optimised, and no
+    backward runs through the trunk's weights; any other scale trains both."""
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    frozen = DeepBit(bits=8, backbone_lr_scale=0.0, latent_init="random", **TINY)
+    optimizer = frozen.configure_optimizers()
+    trunk = list(frozen.net.trunk.parameters())
+    optimised = [p for group in optimizer.param_groups for p in group["params"]]
+    assert {id(p) for p in optimised} == {id(p) for p in frozen.net.latent.parameters()}
+    before = [p.detach().clone() for p in trunk]
+    loss = sum(frozen.compute_losses(frozen.prepare(images), rotation=True).values())
+    loss.backward()
+    optimizer.step()
+    assert all(p.grad is None for p in trunk) and all(torch.equal(a, p) for a, p in zip(before, trunk))
+    assert frozen.net.latent.weight.grad is not None
+    trained = DeepBit(bits=8, backbone_lr_scale=0.1, latent_init="random", **TINY)
+    groups = trained.configure_optimizers().param_groups
+    assert [g["lr"] for g in groups] == pytest.approx([1e-5, 1e-4])
+    assert all(p.requires_grad for p in trained.net.trunk.parameters())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_latent_init_runs_on_the_given_device(monkeypatch):
+    """on_before_fit computes the trunk's features on `device` (the rank's GPU) and leaves the
+    module where it was, for the trainer to move."""
+    model = DeepBit(bits=8, latent_init="pca", **TINY)
+    seen = []
+    features = model.trunk_features
+    monkeypatch.setattr(model, "trunk_features", lambda images: seen.append(model.device) or features(images))
+    model.on_before_fit(torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8), torch.zeros(64, 1), device="cuda")
+    assert seen[0].type == "cuda" and model.device.type == "cpu"
+
+
 def test_two_stages_end_to_end(make_cfg):
     cfg = make_cfg(*SMALL)
     metrics = train(cfg)

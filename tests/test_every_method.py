@@ -135,3 +135,35 @@ def test_every_deep_method_resumes_with_the_configured_optimizer_settings(make_c
     rates = [[g["lr"] for g in o.param_groups] for o in restored]
     assert rates == [[g["lr"] for g in o.param_groups] for o in configured]
     assert rates != [[g["lr"] for g in o.param_groups] for o in saved]
+
+
+@pytest.mark.parametrize(
+    "method, override, message",
+    [
+        ("dh", "method.module.init=uniform", r"method.module: init='uniform' is not one of"),
+        ("dh", "method.module.hidden=[0]", r"method.module: hidden"),
+        ("deepbit", "method.module.latent_init=kmeans", r"method.module: latent_init='kmeans' is not one of"),
+        ("deepbit", "method.module.rotations=[]", r"method.module: rotations=\[\] must be a non-empty list"),
+        ("bgan", "method.module.binarizer=round", r"method.module: BGAN: binarizer='round' is not one of"),
+        ("bgan", "method.module.k1=0", r"method.module: BGAN: k1=0 must be a positive integer"),
+        ("bgan", "+method.module.k3=5", r"method.module: .*unexpected keyword argument 'k3'"),
+    ],
+)
+def test_every_deep_method_refuses_bad_arguments_before_any_work(make_cfg, monkeypatch, method, override, message):
+    """Each deep method's constructor checks run in `pgh-train`'s own check, before the features (GIST
+    of a large dataset takes minutes) are computed."""
+    import pgh.train
+
+    monkeypatch.setattr(pgh.train, "cached_features", lambda *a, **k: pytest.fail("features computed first"))
+    with pytest.raises(ValueError, match=message):
+        train(make_cfg("dataset=digits", f"method={method}", "bits=16", "trainer=cpu", override))
+
+
+def test_deepbit_missing_vgg16_weights_refused_before_any_work(make_cfg, monkeypatch, tmp_path):
+    import pgh.train
+
+    monkeypatch.setattr(pgh.train, "cached_features", lambda *a, **k: pytest.fail("features computed first"))
+    missing = tmp_path / "vgg16.pth"
+    overrides = ["method.module.backbone=vgg16", f"method.module.weights={missing}"]
+    with pytest.raises(FileNotFoundError, match=r"VGG16 weights not found: .*method\.module\.weights=PATH"):
+        train(make_cfg("dataset=digits", "method=deepbit", "bits=16", "trainer=cpu", *overrides))

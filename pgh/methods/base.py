@@ -8,9 +8,11 @@ Training batches are `(inputs, index)`: `inputs` are uint8 images [B, C, H, W] w
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import lightning as L
 import torch
@@ -72,8 +74,21 @@ class DeepHasher(L.LightningModule):
     @classmethod
     def check_arguments(cls, **kwargs) -> None:
         """Refuse bad constructor arguments without building anything: `pgh-train` calls it before the
-        features and initial codes are computed (a method whose constructor checks only after
-        building its networks or loading weights overrides it)."""
+        features and initial codes are computed, and each method's constructor calls it first. Here:
+        unknown or missing names (TypeError); the methods add their own checks."""
+        cls.bind_arguments(kwargs)
+
+    @classmethod
+    def bind_arguments(cls, kwargs: dict) -> SimpleNamespace:
+        """The constructor's arguments, defaults filled in, as attributes (unknown or missing: TypeError)."""
+        arguments = inspect.signature(cls.__init__).bind(None, **kwargs)
+        arguments.apply_defaults()
+        return SimpleNamespace(**{k: v for k, v in arguments.arguments.items() if k != "self"})
+
+    @staticmethod
+    def constructor_arguments(frame_locals: dict) -> dict:
+        """A constructor's own arguments from its `locals()` (taken before it binds any other name)."""
+        return {k: v for k, v in frame_locals.items() if k not in ("self", "__class__")}
 
     def on_train_start(self) -> None:
         """A resumed run trains with this command's learning rates, betas and weight decay: Lightning

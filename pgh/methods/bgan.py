@@ -211,50 +211,7 @@ class BGAN(DeepHasher):
         betas: tuple[float, float] = (0.5, 0.999),
     ) -> None:
         super().__init__()
-        check_bits(bits)
-        bad = []
-        if binarizer not in BINARIZERS:
-            bad.append(f"binarizer={binarizer!r} is not one of {BINARIZERS}")
-        if similarity not in SIMILARITY_MODES:
-            bad.append(f"similarity={similarity!r} is not one of {SIMILARITY_MODES}")
-        if metric not in METRICS:
-            bad.append(f"metric={metric!r} is not one of {METRICS}")
-        if d_norm not in NORMS:
-            bad.append(f"d_norm={d_norm!r} is not one of {NORMS}")
-        for name, value in (("k1", k1), ("k2", k2), ("knn_chunk_size", knn_chunk_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                bad.append(f"{name}={value!r} must be a positive integer")
-        if similarity == "shared" and not (isinstance(min_shared, int) and 0 <= min_shared <= k2):
-            bad.append(f"min_shared={min_shared!r} must be an integer in [0, k2={k2}]")
-        for name, value in (
-            ("neighborhood_weight", neighborhood_weight),
-            ("positive_weight", positive_weight),
-            ("content_weight", content_weight),
-            ("adversarial_weight", adversarial_weight),
-            ("quantization_weight", quantization_weight),
-            ("pixel_weight", pixel_weight),
-            ("feature_weight", feature_weight),
-            ("beta_gamma", beta_gamma),
-            ("beta_power", beta_power),
-        ):
-            if not value >= 0:
-                bad.append(f"{name}={value!r} must be >= 0")
-        for name, value in (("beta_start", beta_start), ("lr_d", lr_d), ("lr_g", lr_g), ("lr_e", lr_e)):
-            if not value > 0:
-                bad.append(f"{name}={value!r} must be > 0")
-        try:
-            check_adam_betas(betas)
-        except ValueError as error:
-            bad.append(str(error))
-        if not bad and neighborhood_weight == content_weight == adversarial_weight == quantization_weight == 0:
-            bad.append(
-                "neighborhood_weight, content_weight, adversarial_weight and quantization_weight are all 0; "
-                "one must be > 0"
-            )
-        if not bad and content_weight > 0 and pixel_weight == feature_weight == 0:
-            bad.append("content_weight > 0 needs pixel_weight > 0 or feature_weight > 0")
-        if bad:
-            raise ValueError("BGAN: " + "; ".join(bad))
+        self.check_arguments(**self.constructor_arguments(locals()))
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.E = HashNet(bits, channels=channels, image_size=image_size, width=width, hidden=hidden)
@@ -266,6 +223,54 @@ class BGAN(DeepHasher):
         self.register_buffer("released", torch.zeros(0, 0, dtype=torch.long), persistent=False)
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))  # drives the β schedule
         self._train_images: torch.Tensor | None = None
+
+    @classmethod
+    def check_arguments(cls, **kwargs) -> None:
+        a = cls.bind_arguments(kwargs)
+        check_bits(a.bits)
+        bad = []
+        if a.binarizer not in BINARIZERS:
+            bad.append(f"binarizer={a.binarizer!r} is not one of {BINARIZERS}")
+        if a.similarity not in SIMILARITY_MODES:
+            bad.append(f"similarity={a.similarity!r} is not one of {SIMILARITY_MODES}")
+        if a.metric not in METRICS:
+            bad.append(f"metric={a.metric!r} is not one of {METRICS}")
+        if a.d_norm not in NORMS:
+            bad.append(f"d_norm={a.d_norm!r} is not one of {NORMS}")
+        for name, value in (("k1", a.k1), ("k2", a.k2), ("knn_chunk_size", a.knn_chunk_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                bad.append(f"{name}={value!r} must be a positive integer")
+        if a.similarity == "shared" and not (isinstance(a.min_shared, int) and 0 <= a.min_shared <= a.k2):
+            bad.append(f"min_shared={a.min_shared!r} must be an integer in [0, k2={a.k2}]")
+        for name, value in (
+            ("neighborhood_weight", a.neighborhood_weight),
+            ("positive_weight", a.positive_weight),
+            ("content_weight", a.content_weight),
+            ("adversarial_weight", a.adversarial_weight),
+            ("quantization_weight", a.quantization_weight),
+            ("pixel_weight", a.pixel_weight),
+            ("feature_weight", a.feature_weight),
+            ("beta_gamma", a.beta_gamma),
+            ("beta_power", a.beta_power),
+        ):
+            if not value >= 0:
+                bad.append(f"{name}={value!r} must be >= 0")
+        for name, value in (("beta_start", a.beta_start), ("lr_d", a.lr_d), ("lr_g", a.lr_g), ("lr_e", a.lr_e)):
+            if not value > 0:
+                bad.append(f"{name}={value!r} must be > 0")
+        try:
+            check_adam_betas(a.betas)
+        except ValueError as error:
+            bad.append(str(error))
+        if not bad and a.neighborhood_weight == a.content_weight == a.adversarial_weight == a.quantization_weight == 0:
+            bad.append(
+                "neighborhood_weight, content_weight, adversarial_weight and quantization_weight are all 0; "
+                "one must be > 0"
+            )
+        if not bad and a.content_weight > 0 and a.pixel_weight == a.feature_weight == 0:
+            bad.append("content_weight > 0 needs pixel_weight > 0 or feature_weight > 0")
+        if bad:
+            raise ValueError("BGAN: " + "; ".join(bad))
 
     # ------------------------------------------------------------------------------ helpers
 

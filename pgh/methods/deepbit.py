@@ -129,38 +129,7 @@ class DeepBit(DeepHasher):
         itq_iterations: int = 50,
     ) -> None:
         super().__init__()
-        check_bits(bits)
-        if backbone not in BACKBONES:
-            raise ValueError(f"backbone={backbone!r} is not one of {BACKBONES}")
-        if not isinstance(stage1_epochs, int) or isinstance(stage1_epochs, bool) or stage1_epochs < 0:
-            raise ValueError(f"stage1_epochs={stage1_epochs!r} must be an integer >= 0")
-        for name, value in (
-            ("quantization_weight", quantization_weight),
-            ("balance_weight", balance_weight),
-            ("rotation_weight", rotation_weight),
-            ("rotation_decay", rotation_decay),
-            ("weight_decay", weight_decay),
-            ("backbone_lr_scale", backbone_lr_scale),
-        ):
-            check_number(name, value)
-        check_number("lr", lr, strict=True)
-        check_number("latent_init_scale", latent_init_scale, strict=True)
-        if latent_init not in LATENT_INITS:
-            raise ValueError(f"latent_init={latent_init!r} is not one of {LATENT_INITS}")
-        for name, value, low in (
-            ("latent_init_images", latent_init_images, 1),
-            ("itq_iterations", itq_iterations, 0),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name}={value!r} must be an integer >= {low}")
-        check_number("rotation_fill", rotation_fill, minimum=-math.inf)
-        if (
-            isinstance(rotations, (str, bytes))
-            or not isinstance(rotations, Sequence)
-            or len(rotations) == 0
-            or not all(is_finite_number(a) for a in rotations)
-        ):
-            raise ValueError(f"rotations={rotations!r} must be a non-empty list of angles in degrees")
+        self.check_arguments(**self.constructor_arguments(locals()))
         self.save_hyperparameters()
         self.image_size = DEFAULT_SIZE[backbone] if image_size is None else image_size
         self.channels = DEFAULT_CHANNELS[backbone] if channels is None else channels
@@ -183,6 +152,46 @@ class DeepBit(DeepHasher):
             )
         self.register_buffer("costs", rotation_costs(rotations, rotation_decay), persistent=False)
 
+    @classmethod
+    def check_arguments(cls, **kwargs) -> None:
+        a = cls.bind_arguments(kwargs)
+        check_bits(a.bits)
+        if a.backbone not in BACKBONES:
+            raise ValueError(f"backbone={a.backbone!r} is not one of {BACKBONES}")
+        if not isinstance(a.stage1_epochs, int) or isinstance(a.stage1_epochs, bool) or a.stage1_epochs < 0:
+            raise ValueError(f"stage1_epochs={a.stage1_epochs!r} must be an integer >= 0")
+        for name, value in (
+            ("quantization_weight", a.quantization_weight),
+            ("balance_weight", a.balance_weight),
+            ("rotation_weight", a.rotation_weight),
+            ("rotation_decay", a.rotation_decay),
+            ("weight_decay", a.weight_decay),
+            ("backbone_lr_scale", a.backbone_lr_scale),
+        ):
+            check_number(name, value)
+        check_number("lr", a.lr, strict=True)
+        check_number("latent_init_scale", a.latent_init_scale, strict=True)
+        if a.latent_init not in LATENT_INITS:
+            raise ValueError(f"latent_init={a.latent_init!r} is not one of {LATENT_INITS}")
+        for name, value, low in (
+            ("latent_init_images", a.latent_init_images, 1),
+            ("itq_iterations", a.itq_iterations, 0),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name}={value!r} must be an integer >= {low}")
+        check_number("rotation_fill", a.rotation_fill, minimum=-math.inf)
+        if (
+            isinstance(a.rotations, (str, bytes))
+            or not isinstance(a.rotations, Sequence)
+            or len(a.rotations) == 0
+            or not all(is_finite_number(angle) for angle in a.rotations)
+        ):
+            raise ValueError(f"rotations={a.rotations!r} must be a non-empty list of angles in degrees")
+        if a.backbone == "vgg16" and a.pretrained:  # a missing weights file, before any work
+            from pgh.features.vgg import vgg16_weights_path
+
+            vgg16_weights_path(a.weights, "method.module")
+
     # ------------------------------------------------------------------------------ inference
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -201,8 +210,11 @@ class DeepBit(DeepHasher):
     # ------------------------------------------------------------------------------ training
 
     @torch.no_grad()
-    def trunk_features(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """The trunk's features [n, D] of uint8 images, in eval mode, batched on this device."""
+    def trunk_features(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """The trunk's features [n, D] of uint8 images, in eval mode, batched on this device (None: 512
+        images a batch, 64 from 128 px on: one VGG16 conv1 activation of 512 images at 224 px is 6.6 GB)."""
+        if batch_size is None:
+            batch_size = 512 if self.image_size < 128 else 64
         was_training = self.net.training
         self.net.eval()
         try:
@@ -246,7 +258,14 @@ class DeepBit(DeepHasher):
     def on_before_fit(
         self, train_inputs: torch.Tensor, train_features: torch.Tensor, device: torch.device | str = "cpu"
     ) -> None:
-        self.init_latent(train_inputs)
+        """The latent layer's initial fit, its trunk features computed on `device` (the rank's GPU: the
+        trainer has not moved the module yet, and VGG16 over 10,000 images at 224 px takes hours on a CPU)."""
+        before = self.device
+        self.to(device)
+        try:
+            self.init_latent(train_inputs)
+        finally:
+            self.to(before)
 
     def in_stage2(self) -> bool:
         return self.current_epoch >= self.hparams.stage1_epochs
@@ -262,14 +281,12 @@ class DeepBit(DeepHasher):
 
     def configure_optimizers(self):
         hp = self.hparams
-        return torch.optim.Adam(
-            [
-                {"params": self.net.trunk.parameters(), "lr": hp.lr * hp.backbone_lr_scale},
-                {"params": self.net.latent.parameters(), "lr": hp.lr},
-            ],
-            lr=hp.lr,
-            weight_decay=hp.weight_decay,
-        )
+        groups = [{"params": self.net.latent.parameters(), "lr": hp.lr}]
+        if hp.backbone_lr_scale > 0:
+            groups.insert(0, {"params": self.net.trunk.parameters(), "lr": hp.lr * hp.backbone_lr_scale})
+        else:  # a frozen trunk (the authors' VGG16 setting): no backward through it, no Adam state for it
+            self.net.trunk.requires_grad_(False)
+        return torch.optim.Adam(groups, lr=hp.lr, weight_decay=hp.weight_decay)
 
     def compute_losses(self, x: torch.Tensor, rotation: bool) -> dict[str, torch.Tensor]:
         """L1, L2 (on x) and, when `rotation`, L3 (x with its rotated copies, one forward pass) for

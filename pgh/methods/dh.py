@@ -116,29 +116,35 @@ class DH(DeepHasher):
         init: str = "orthogonal",
     ) -> None:
         super().__init__()
-        check_bits(bits)
-        if in_dim is not None and (isinstance(in_dim, bool) or not isinstance(in_dim, int) or in_dim <= 0):
-            raise ValueError(f"in_dim={in_dim!r} must be a positive integer or None (taken from the features)")
+        self.check_arguments(**self.constructor_arguments(locals()))
         hidden = check_hidden(hidden)
-        check_number("lr", lr, strict=True)
-        for name, value in (
-            ("quantization_weight", quantization_weight),
-            ("balance_weight", balance_weight),
-            ("orthogonality_weight", orthogonality_weight),
-            ("weight_decay", weight_decay),
-        ):
-            check_number(name, value)
-        if init not in INITS:
-            raise ValueError(f"init={init!r} is not one of {INITS}")
-        if input_norm not in NORM_MODES:
-            raise ValueError(f"input_norm={input_norm!r} is not one of {NORM_MODES}")
-        if input_rms is not None:
-            check_number("input_rms", input_rms, strict=True)
         self.save_hyperparameters()
         self.hparams.hidden = hidden
         self.net: HashMLP | None = None
         if in_dim is not None:
             self._build(in_dim)
+
+    @classmethod
+    def check_arguments(cls, **kwargs) -> None:
+        a = cls.bind_arguments(kwargs)
+        check_bits(a.bits)
+        if a.in_dim is not None and (isinstance(a.in_dim, bool) or not isinstance(a.in_dim, int) or a.in_dim <= 0):
+            raise ValueError(f"in_dim={a.in_dim!r} must be a positive integer or None (taken from the features)")
+        check_hidden(a.hidden)
+        check_number("lr", a.lr, strict=True)
+        for name, value in (
+            ("quantization_weight", a.quantization_weight),
+            ("balance_weight", a.balance_weight),
+            ("orthogonality_weight", a.orthogonality_weight),
+            ("weight_decay", a.weight_decay),
+        ):
+            check_number(name, value)
+        if a.init not in INITS:
+            raise ValueError(f"init={a.init!r} is not one of {INITS}")
+        if a.input_norm not in NORM_MODES:
+            raise ValueError(f"input_norm={a.input_norm!r} is not one of {NORM_MODES}")
+        if a.input_rms is not None:
+            check_number("input_rms", a.input_rms, strict=True)
 
     def _build(self, in_dim: int) -> None:
         hp = self.hparams

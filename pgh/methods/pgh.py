@@ -35,7 +35,6 @@ those codes the GAN's condition (`codes`, one row per training image, saved in c
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 
 import torch
@@ -100,7 +99,7 @@ class PGH(DeepHasher):
         betas_h: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
-        self.check_arguments(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
+        self.check_arguments(**self.constructor_arguments(locals()))
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.G = Generator(bits, z_dim=z_dim, channels=channels, image_size=image_size, width=width)
@@ -124,9 +123,7 @@ class PGH(DeepHasher):
 
     @classmethod
     def check_arguments(cls, **kwargs) -> None:
-        arguments = inspect.signature(cls.__init__).bind(None, **kwargs)  # unknown or missing names: TypeError
-        arguments.apply_defaults()
-        a = arguments.arguments
+        a = vars(cls.bind_arguments(kwargs))  # unknown or missing names: TypeError
         check_bits(a["bits"])
         for name in (
             "gamma", "lam", "quantization_weight", "gan_warmup_epochs", "distill_epochs", "augment_shift",
