@@ -281,12 +281,17 @@ class DeepBit(DeepHasher):
 
     def configure_optimizers(self):
         hp = self.hparams
-        groups = [{"params": self.net.latent.parameters(), "lr": hp.lr}]
-        if hp.backbone_lr_scale > 0:
-            groups.insert(0, {"params": self.net.trunk.parameters(), "lr": hp.lr * hp.backbone_lr_scale})
-        else:  # a frozen trunk (the authors' VGG16 setting): no backward through it, no Adam state for it
-            self.net.trunk.requires_grad_(False)
-        return torch.optim.Adam(groups, lr=hp.lr, weight_decay=hp.weight_decay)
+        # a scale of 0 freezes the trunk (the authors' VGG16 setting): no gradient, so no backward through its
+        # weights and no Adam state for them; its group stays, so a resume may change the scale
+        self.net.trunk.requires_grad_(hp.backbone_lr_scale > 0)
+        return torch.optim.Adam(
+            [
+                {"params": self.net.trunk.parameters(), "lr": hp.lr * hp.backbone_lr_scale},
+                {"params": self.net.latent.parameters(), "lr": hp.lr},
+            ],
+            lr=hp.lr,
+            weight_decay=hp.weight_decay,
+        )
 
     def compute_losses(self, x: torch.Tensor, rotation: bool) -> dict[str, torch.Tensor]:
         """L1, L2 (on x) and, when `rotation`, L3 (x with its rotated copies, one forward pass) for
