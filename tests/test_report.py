@@ -65,7 +65,7 @@ def test_sweep_report_separates_settings_and_averages_seeds(tmp_path):
 
     maps = table_rows(text, "mAP@all (%)")
     # the most common init hash (itq) is the plain row; its two seeds: mean 82.00, stdev sqrt(8) = 2.83
-    assert maps == {"PGH+GIST": ["82.00 ± 2.83", "66.95"], "PGH+GIST (method.init_hash=lsh)": ["70.00", "66.95"]}
+    assert maps == {"PGH+GIST": ["82.00 ± 2.83 (n=2)", "66.95"], "PGH+GIST (method.init_hash=lsh)": ["70.00", "66.95"]}
     runs = table_rows(text, "Runs")
     assert list(runs) == ["0_itq", "1_itq", "2_lsh"]
     assert runs["2_lsh"] == ["mnist5k", "PGH+GIST", "method.init_hash=lsh", "32", "0", "LSH+GIST 50.00", "70.00"] + [
@@ -159,7 +159,7 @@ def test_a_resumed_or_requeued_run_is_a_repeat_not_a_variant(tmp_path):
     config = yaml.safe_load((resumed / "config.yaml").read_text())
     config.update(ckpt_path="last", requeued=True)  # how a SLURM requeue reruns a job
     (resumed / "config.yaml").write_text(yaml.safe_dump(config))
-    assert table_rows(build_report([tmp_path]).text, "mAP@all (%)") == {"PGH+GIST": ["82.00 ± 2.83", "66.95"]}
+    assert table_rows(build_report([tmp_path]).text, "mAP@all (%)") == {"PGH+GIST": ["82.00 ± 2.83 (n=2)", "66.95"]}
 
 
 def test_settings_of_the_features_tell_runs_apart_but_where_they_sit_does_not(tmp_path):
@@ -175,7 +175,10 @@ def test_settings_of_the_features_tell_runs_apart_but_where_they_sit_does_not(tm
     with_config(write_run(tmp_path / "b", 0.84, seed=1), features={**gist, "batch_size": 64}, dataset={"root": "/b"})
     with_config(write_run(tmp_path / "c", 0.60, seed=0), features={**gist, "number_blocks": 2}, dataset={"root": "/b"})
     rows = table_rows(build_report([tmp_path]).text, "mAP@all (%)")
-    assert rows == {"PGH+GIST": ["82.00 ± 2.83", "66.95"], "PGH+GIST (features.number_blocks=2)": ["60.00", "66.95"]}
+    assert rows == {
+        "PGH+GIST": ["82.00 ± 2.83 (n=2)", "66.95"],
+        "PGH+GIST (features.number_blocks=2)": ["60.00", "66.95"],
+    }
 
 
 def test_a_datasets_own_settings_are_compared_only_within_that_dataset(tmp_path):
@@ -206,8 +209,8 @@ def test_a_run_made_before_eval_tie_break_reads_as_the_protocols_order(tmp_path)
     old = write_run(tmp_path / "old", 0.80)  # no eval.tie_break in its config
     config = yaml.safe_load((old / "config.yaml").read_text())
     (old / "config.yaml").write_text(yaml.safe_dump({**config, "trainer": {"max_epochs": 10}}))
-    for name, tie_break, value in (("new", "database_order", 0.82), ("shuffled", "random", 0.70)):
-        run = write_run(tmp_path / name, value)
+    for name, tie_break, value, seed in (("new", "database_order", 0.82, 1), ("shuffled", "random", 0.70, 0)):
+        run = write_run(tmp_path / name, value, seed=seed)  # "new": another seed of "old"
         config = yaml.safe_load((run / "config.yaml").read_text())
         config["eval"] = {"tie_break": tie_break}
         # newer keys that are no setting: the older runs held max_epochs 10, which the method overrode
@@ -216,7 +219,7 @@ def test_a_run_made_before_eval_tie_break_reads_as_the_protocols_order(tmp_path)
         (run / "config.yaml").write_text(yaml.safe_dump(config))
     rows = table_rows(build_report([tmp_path]).text, "mAP@all (%)")
     # the 66.95: the paper column
-    assert rows == {"PGH+GIST": ["81.00 ± 1.41", "66.95"], "PGH+GIST (eval.tie_break=random)": ["70.00", "66.95"]}
+    assert rows == {"PGH+GIST": ["81.00 ± 1.41 (n=2)", "66.95"], "PGH+GIST (eval.tie_break=random)": ["70.00", "66.95"]}
 
 
 def test_cli_writes_the_report_and_the_curves(tmp_path, capsys):
@@ -285,7 +288,7 @@ def test_report_of_a_real_multirun(tmp_path):
     expected = {}
     for method, name in (("lsh", "LSH+PIXEL"), ("itq", "ITQ+PIXEL")):
         values = [100 * j["map_all"] for j in jobs if j["method"] == method]
-        expected[name] = [f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"]
+        expected[name] = [f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} (n=2)"]
     assert table_rows(text, "mAP@all (%)") == expected
     assert len(table_rows(text, "Runs")) == 4
 
@@ -370,3 +373,109 @@ def test_a_run_without_config_yaml_is_a_row_of_its_own(tmp_path):
     (tmp_path / "c" / "config.yaml").unlink()
     rows = table_rows(build_report([tmp_path]).text, "mAP@all (%)")
     assert set(rows) == {"PGH+GIST", "PGH+GIST (no config.yaml)"}
+
+
+def edit_config(run: Path, **sections) -> Path:
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config.update(sections)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    return run
+
+
+def test_a_repeated_seed_counts_once_and_is_named(tmp_path):
+    """`make train` beside a sweep's job with the same settings and seed: the same experiment twice,
+    which counted as two seeds gave a ± of 0 (or weighed one seed double)."""
+    write_run(tmp_path / "a", 0.80, seed=0)
+    write_run(tmp_path / "b", 0.84, seed=1)
+    write_run(tmp_path / "c", 0.80, seed=0)  # a repeat of a
+    edit_config(write_run(tmp_path / "d", 0.70, seed=0), split={"seed": 1})  # another split: another experiment
+    text = build_report([tmp_path]).text
+    # 80, 84, 70: mean 78.00, sample stdev 7.21
+    assert table_rows(text, "mAP@all (%)") == {"PGH+GIST": ["78.00 ± 7.21 (n=3)", "66.95"]}
+    assert "**Repeated seeds.**" in text and "count them once: c (as a)." in text
+    assert list(table_rows(text, "Runs")) == ["a", "b", "c", "d"]  # every run still listed
+
+
+def test_a_sweeps_whole_numbers_and_the_configs_floats_are_one_setting(tmp_path):
+    """A sweep's grid `augment_shift: 0,2,3` gives ints where conf/method/pgh.yaml's default is 2.0."""
+    for name, shift, seed in (("default", 2.0, 0), ("swept", 2, 1), ("off", 0, 2), ("off2", 0.0, 3)):
+        run = write_run(tmp_path / name, 0.80 if shift else 0.60, seed=seed)
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config["method"]["module"]["augment_shift"] = shift
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = table_rows(build_report([tmp_path]).text, "mAP@all (%)")
+    assert rows == {
+        "PGH+GIST (method.module.augment_shift=2)": ["80.00 ± 0.00 (n=2)", "66.95"],
+        "PGH+GIST (method.module.augment_shift=0)": ["60.00 ± 0.00 (n=2)", "66.95"],
+    }
+
+
+def test_runs_on_different_image_folders_are_different_datasets(tmp_path):
+    """`dataset=folder` runs all report the dataset `folder`: two folders were averaged as seeds of
+    one (or, with databases of other sizes, the curves crashed the report)."""
+    folder = {"_target_": "pgh.data.load_folder", "image_size": 32, "name": "folder"}
+    for name, root, value, seed in (
+        ("a", "/data/shoes", 0.8, 0),
+        ("b", "/data/bags", 0.6, 2),
+        ("c", "/data/shoes", 0.7, 1),
+    ):
+        run = write_run(tmp_path / name, value, seed=seed, dataset="folder")
+        edit_config(run, dataset={**folder, "root": root})
+    (tmp_path / "b" / "precision_at_n.csv").write_text("n,precision\n1,1.0\n100,0.6\n1000,0.5\n")  # a larger database
+    report = build_report([tmp_path])
+    assert table_rows(report.text, "mAP@all (%)") == {"PGH+GIST": ["60.00", "75.00 ± 7.07 (n=2)"]}
+    assert "| method | folder (/data/bags) 32 | folder (/data/shoes) 32 |" in report.text
+    assert sorted(report.precision_at_n) == [("folder (/data/bags)", 32), ("folder (/data/shoes)", 32)]
+    for name in ("b", "c"):  # one folder: its plain name
+        edit_config(tmp_path / name, dataset={**folder, "root": "/data/shoes"})
+    with pytest.raises(ValueError, match=r"precision_at_n.csv of one table cell's runs differ in length .*b: 3 rows"):
+        build_report([tmp_path])
+
+
+def test_a_metrics_file_as_the_path_reports_its_run(tmp_path, capsys):
+    run = write_run(tmp_path / "run", 0.8)
+    main([str(run / "metrics.json")])
+    assert "# pgh report: 1 run" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"config.yaml is a file: give a run directory"):
+        main([str(run / "config.yaml")])
+
+
+def test_figures_an_earlier_report_left_in_out_are_removed(tmp_path, capsys):
+    out = tmp_path / "report"
+    out.mkdir()
+    for name in ("pr_mnist5k_64.png", "precision_at_n_cifar10_16.png", "rounds.png", "mine.png"):
+        (out / name).write_bytes(b"old")
+    write_run(tmp_path / "runs" / "a", 0.8)  # no rounds.csv: no rounds.png now
+    main([str(tmp_path / "runs"), "--out", str(out)])
+    assert sorted(p.name for p in out.iterdir()) == [
+        "mine.png", "pr_mnist5k_32.png", "precision_at_n_mnist5k_32.png", "report.md",
+    ]  # fmt: skip
+
+
+def test_jobs_of_a_sweep_without_a_directory_are_named(tmp_path, capsys):
+    """A job refused before it wrote anything (its directory is removed) or still queued left no
+    trace: the report read as complete."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    multirun = {
+        "hydra": {
+            "sweep": {"subdir": "${hydra.job.num}_${hydra.runtime.choices.dataset}_${bits}"},
+            "sweeper": {"params": {"method": "lsh,itq", "bits": "16,32"}},
+            "overrides": {"task": ["dataset=digits", "bits=16,32,64", "seed=0"]},  # the command's bits win
+        }
+    }
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(multirun))
+    for job in (0, 2, 5):
+        write_run(sweep / f"{job}_digits_16", 0.8, seed=job)
+    (sweep / "3_digits_32").mkdir()  # still training: named as left out, not as missing
+    (sweep / "3_digits_32" / "config.yaml").write_text("bits: 32\n")
+    main([str(tmp_path)])
+    err = capsys.readouterr().err
+    assert f"pgh-report: {sweep} has no directory for job(s) 1, 4 of its sweep" in err  # 2 methods x 3 bits
+    assert "left out 1 run(s) without metrics.json" in err
+    (sweep / "0_digits_16" / "metrics.json").unlink()
+    for job in (2, 5):
+        (sweep / f"{job}_digits_16" / "metrics.json").unlink()
+    with pytest.raises(SystemExit, match="no metrics.json"):  # and when none has finished, named all the same
+        main([str(tmp_path)])
+    assert "has no directory for job(s) 1, 4" in capsys.readouterr().err

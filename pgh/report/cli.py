@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 
 from pgh.data import Split
 from pgh.io import write_text
@@ -44,6 +45,7 @@ from pgh.report.tables import map_table, row_name, row_order
 from pgh.retrieval.metrics import LATER_DEFAULTS, metric_key
 
 MNIST_DATASETS = {"mnist", "mnist5k"}
+FIGURE_NAME = re.compile(r"^(rounds|pr_.+_\d+|precision_at_n_.+_\d+)\.png$")  # what --out writes
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
@@ -53,6 +55,12 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     for path in map(Path, paths):
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist")
+        if path.is_file():
+            if path.name != "metrics.json":
+                raise FileNotFoundError(
+                    f"{path} is a file: give a run directory, a sweep directory or a folder above them"
+                )
+            path = path.parent
         for metrics in sorted(path.rglob("metrics.json"), key=natural_order):
             runs[metrics.parent.resolve()] = None
     if not runs:
@@ -74,6 +82,47 @@ def unfinished_runs(paths: list[str | Path]) -> list[Path]:
         if not {".hydra", "wandb"} & set(config.parts) and not (config.parent / "metrics.json").exists()
     }
     return sorted(found, key=natural_order)
+
+
+def missing_sweep_jobs(paths: list[str | Path]) -> dict[Path, list[int]]:
+    """sweep directory -> the numbers of its jobs that have no directory, for every Hydra sweep (a
+    multirun.yaml) at or below `paths` whose job directories start with the job number (pgh-train's
+    `<num>_<dataset>_…`): jobs refused before they wrote anything (their directory is removed) or not
+    started yet (a SLURM queue). Sweeps whose grid Hydra's basic parser cannot expand are skipped."""
+    missing = {}
+    for path in map(Path, paths):
+        for saved in sorted(path.rglob("multirun.yaml"), key=natural_order) if path.is_dir() else []:
+            expected = sweep_job_count(saved)
+            if expected is None:
+                continue
+            numbers = {int(m.group(1)) for d in saved.parent.iterdir() if d.is_dir() and (m := JOB_DIR.match(d.name))}
+            absent = sorted(set(range(expected)) - numbers)
+            if absent:
+                missing[saved.parent] = absent
+    return missing
+
+
+JOB_DIR = re.compile(r"^(\d+)_")
+
+
+def sweep_job_count(multirun_yaml: Path) -> int | None:
+    """How many jobs the sweep saved in `multirun_yaml` launches (its sweeper's params and the command's
+    overrides, expanded as Hydra's basic sweeper does), or None when that cannot be told."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        hydra = yaml.safe_load(multirun_yaml.read_text(encoding="utf-8"))["hydra"]  # as written: unresolved
+        if not str(hydra["sweep"]["subdir"]).startswith("${hydra.job.num}_"):
+            return None
+        arguments = [f"{k}={v}" for k, v in (hydra.get("sweeper", {}).get("params") or {}).items()]
+        arguments += list(hydra.get("overrides", {}).get("task") or [])
+        sizes = {}  # per key, the last override wins (the command's over the sweep file's), as in Hydra
+        for override in OverridesParser.create().parse_overrides(arguments):
+            sweep = override.is_sweep_override()
+            sizes[override.get_key_element()] = len(list(override.sweep_string_iterator())) if sweep else 1
+        return math.prod(sizes.values())
+    except Exception:  # another sweeper's syntax, a glob, a hand-edited file: nothing to compare against
+        return None
 
 
 def natural_order(path: Path) -> list:
@@ -130,7 +179,17 @@ def settings(run: Path) -> dict[str, Any]:
             yield prefix[:-1], node
 
     flat = {**LATER_DEFAULTS, **dict(walk(OmegaConf.to_container(OmegaConf.load(path)), ""))}
-    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_SETTINGS)}
+    return {k: canonical(v) for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_SETTINGS)}
+
+
+def canonical(value: Any) -> Any:
+    """A whole float as an int (in lists too): a sweep's grid `0,2,3` gives the ints 2 and 3 where the
+    config's default is the float 2.0, and the two must read as one setting."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
 
 
 def most_common_unless_tied(values: list[str]) -> str | None:
@@ -138,6 +197,24 @@ def most_common_unless_tied(values: list[str]) -> str | None:
     unlabelled row would read as the defaults whichever run it was)."""
     counts = Counter(values).most_common(2)
     return None if len(counts) > 1 and counts[0][1] == counts[1][1] else counts[0][0]
+
+
+def tell_folders_apart(results: list[dict[str, Any]]) -> None:
+    """Runs on image folders (`dataset=folder`) report the dataset by its `dataset.name`, `folder` unless
+    set: where runs of one name read different folders, each such run's dataset becomes
+    `<name> (<dataset.root>)`, so no column averages or plots two datasets together."""
+    roots: dict[int, str] = {}
+    for i, r in enumerate(results):
+        path = Path(r["run"]) / "config.yaml"
+        dataset = OmegaConf.load(path).get("dataset") if path.exists() else None
+        if isinstance(dataset, DictConfig) and str(dataset.get("_target_", "")).endswith("load_folder"):
+            roots[i] = str(dataset.get("root"))
+    names: dict[str, set[str]] = defaultdict(set)
+    for i, root in roots.items():
+        names[results[i]["dataset"]].add(root)
+    for i, root in roots.items():
+        if len(names[results[i]["dataset"]]) > 1:
+            results[i]["dataset"] = f"{results[i]['dataset']} ({root})"
 
 
 def label_variants(results: list[dict[str, Any]]) -> None:
@@ -202,15 +279,38 @@ def by_cell(results: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
     return cells
 
 
+def split_repeated_seeds(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[dict, dict]]]:
+    """(the runs the tables count, [(run, the earlier run of its cell it repeats)]): a run with the same
+    settings, seed and split seed as an earlier one of its cell (e.g. `make train` beside a sweep's job
+    with the defaults) is the same experiment again, not another seed; counted twice it would narrow
+    the ± and weigh its seed double. Runs without config.yaml are never taken for repeats."""
+    counted, repeated = [], []
+    for group in by_cell(results).values():
+        first: dict[tuple, dict[str, Any]] = {}
+        for r in group:
+            path = Path(r["run"]) / "config.yaml"
+            if not path.exists():
+                counted.append(r)
+                continue
+            key = (r.get("seed"), OmegaConf.select(OmegaConf.load(path), "split.seed", default=0))
+            if key in first:
+                repeated.append((r, first[key]))
+            else:
+                first[key] = r
+                counted.append(r)
+    return counted, repeated
+
+
 def mean_per_cell(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One result per table cell: mAP@all averaged over its runs, with the
-    standard deviation as `map_all_std` where there are several."""
+    """One result per table cell: mAP@all averaged over its runs, with the sample standard deviation as
+    `map_all_std` and the number of runs as `map_all_runs` where there are several."""
     merged = []
     for group in by_cell(results).values():
         values = [r["map_all"] for r in group]
         cell = {**group[0], "map_all": statistics.fmean(values)}
         if len(values) > 1:
             cell["map_all_std"] = statistics.stdev(values)
+            cell["map_all_runs"] = len(values)
         merged.append(cell)
     return merged
 
@@ -323,7 +423,14 @@ def curves_per_cell(results: list[dict[str, Any]], filename: str) -> dict[tuple[
     precision_at_n.csv)."""
     figures: dict[tuple[str, int], dict[str, np.ndarray]] = defaultdict(dict)
     for (dataset, method, features, variant, bits), group in by_cell(results).items():
-        curves = [c for c in (read_curve(r["run"], filename) for r in group) if c is not None]
+        read = [(r, read_curve(r["run"], filename)) for r in group]
+        curves = [c for _, c in read if c is not None]
+        if len({c.shape for c in curves}) > 1:
+            shapes = "; ".join(f"{r['run']}: {c.shape[0]} rows" for r, c in read if c is not None)
+            raise ValueError(
+                f"the {filename} of one table cell's runs differ in length ({shapes}): runs with the same "
+                "dataset name, bits and settings but another database; report them separately"
+            )
         if curves:
             name = row_name(method, features, variant)
             figures[(dataset, bits)][name] = np.mean(curves, axis=0)
@@ -389,18 +496,27 @@ def per_class_tables(results: list[dict[str, Any]]) -> str:
 
 def build_report(paths: list[str | Path]) -> Report:
     results = [load_run(run) for run in find_runs(paths)]
+    tell_folders_apart(results)
     label_variants(results)
+    counted, repeated = split_repeated_seeds(results)
     datasets = sorted({r["dataset"] for r in results})
     bits = sorted({int(r["bits"]) for r in results})
     reference, label = paper_reference(set(datasets))
 
     text = f"# pgh report: {len(results)} run{'' if len(results) == 1 else 's'}\n\n## mAP@all (%)\n\n"
-    text += map_table(mean_per_cell(results), datasets, bits, paper=reference, paper_label=label)
-    if any(len(group) > 1 for group in by_cell(results).values()):
-        text += "\nCells with several runs show mean ± standard deviation over them.\n"
+    text += map_table(mean_per_cell(counted), datasets, bits, paper=reference, paper_label=label)
+    if any(len(group) > 1 for group in by_cell(counted).values()):
+        text += "\nCells with several runs show mean ± sample standard deviation over them (n: how many).\n"
+    if repeated:
+        names = run_names([r["run"] for r in results])
+        pairs = "; ".join(f"{names[r['run']]} (as {names[first['run']]})" for r, first in repeated)
+        text += (
+            f"\n**Repeated seeds.** These runs have the settings, seed and split seed of an earlier run of "
+            f"their cell, so the tables and figures count them once: {pairs}.\n"
+        )
     text += query_set_note(results)
     text += "\n## Runs\n\n" + runs_table(results)
-    classes = per_class_tables(results)
+    classes = per_class_tables(counted)
     if classes:
         text += "\n## mAP@all (%) per class (over each class's queries)\n" + classes
     curves = progressive_curves(results)
@@ -411,7 +527,7 @@ def build_report(paths: list[str | Path]) -> Report:
     if curves:
         text += "\n## PGH: mAP@all (%) by round (round 0: the initial codes)\n\n" + rounds_table(curves)
     return Report(
-        text, curves, curves_per_cell(results, "pr_curve.csv"), curves_per_cell(results, "precision_at_n.csv")
+        text, curves, curves_per_cell(counted, "pr_curve.csv"), curves_per_cell(counted, "precision_at_n.csv")
     )
 
 
@@ -424,15 +540,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         sys.exit(f"pgh-report: --out {args.out} is a file: give a directory (it is created if missing)")
-    try:
-        report = build_report(args.paths)
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"pgh-report: {error}")
-    left_out = unfinished_runs(args.paths)
+    # named first: also when no run has finished, which ends the command below
+    paths = [p for p in map(Path, args.paths) if p.exists()]
+    left_out = unfinished_runs(paths)
     if left_out:
         shown = ", ".join(map(str, left_out[:5])) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
         print(f"pgh-report: left out {len(left_out)} run(s) without metrics.json (training, stopped or failed): "
               f"{shown}", file=sys.stderr)  # fmt: skip
+    for sweep, jobs in missing_sweep_jobs(paths).items():
+        where = " (their logs: .submitit/ there)" if (sweep / ".submitit").is_dir() else ""
+        print(f"pgh-report: {sweep} has no directory for job(s) {', '.join(map(str, jobs))} of its sweep: refused "
+              f"before writing anything, or not started yet{where}", file=sys.stderr)  # fmt: skip
+    try:
+        report = build_report(args.paths)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"pgh-report: {error}")
     if args.out is not None:
         write_text(args.out / "report.md", report.text)
         figures = {"rounds.png": plot_rounds(report.rounds, "PGH: mAP@all by round")} if report.rounds else {}
@@ -443,6 +565,9 @@ def main(argv: list[str] | None = None) -> None:
         for name, fig in figures.items():
             save_figure(fig, args.out / name)
             matplotlib_close(fig)
+        for stale in args.out.glob("*.png"):  # an earlier report's figures this one does not redraw
+            if stale.name not in figures and FIGURE_NAME.match(stale.name):
+                stale.unlink()
     print(report.text, end="")
 
 

@@ -55,7 +55,8 @@ def map_table(
     mAP@all in %.
 
     A result's optional `variant` (settings that tell runs of one method+features apart, from
-    pgh-report) splits its row; an optional `map_all_std` is shown as ± after the mean."""
+    pgh-report) splits its row; an optional `map_all_std` is shown as ± after the mean, and an optional
+    `map_all_runs` as (n=…) after it."""
     by_key = {(r["dataset"], r["method"], r["features"], r.get("variant", ""), int(r["bits"])): r for r in results}
     rows = {(r["method"], r["features"], r.get("variant", "")) for r in results}
     rows = sorted(rows, key=lambda row: row_order(*row))
@@ -73,6 +74,7 @@ def map_table(
             cell = f"{100 * r['map_all']:.2f}" if r else "–"
             if r and "map_all_std" in r:
                 cell += f" ± {100 * r['map_all_std']:.2f}"
+                cell += f" (n={r['map_all_runs']})" if "map_all_runs" in r else ""
             cells.append(cell)
         if paper is not None:
             ref = paper.get((method, features), {})
