@@ -44,10 +44,10 @@ bench-index: $(VENV)/.installed ## time pgh-index's reading and coding of 20,000
 bench-gpu: $(VENV)/.installed ## on a CUDA machine: PGH throughput (32-true, bf16), make train's job on the GPU, DDP, FAISS CPU vs GPU -> benchmarks/gpu.md
 	$(PY) benchmarks/bench_gpu.py $(ARGS)
 
-bench-baselines: $(VENV)/.installed data ## LSH/ITQ/SH/SpH x pixels/GIST x 16/32/64 bits -> benchmarks/baselines.md + README
-	$(PY) benchmarks/bench_baselines.py
+bench-baselines: $(VENV)/.installed ## LSH/ITQ/SH/SpH x pixels/GIST x 16/32/64 bits -> benchmarks/baselines.md + README
+	$(PY) benchmarks/bench_baselines.py $(ARGS)
 
-sweep-baselines: $(VENV)/.installed ## the same grid as a Hydra multirun (add ARGS="hydra/launcher=slurm" on a cluster)
+sweep-baselines: $(VENV)/.installed ## the same grid as a Hydra multirun (add ARGS="hydra/launcher=slurm hydra.launcher.gpus_per_node=0" on a cluster)
 	$(VENV)/bin/pgh-train -m -cd sweeps -cn baselines $(ARGS)
 
 report: $(VENV)/.installed ## pgh-report: tables and curves from finished runs (ARGS="<run or sweep dirs> --out <dir>")
