@@ -5,17 +5,19 @@
    paper-scale MNIST and CIFAR-10 ones, CIFAR-10 also at 64 px), in 32-true and bf16-mixed precision:
    images per second after a warm-up, and the peak GPU memory.
 2. End to end: `experiment=pgh_mnist5k trainer=gpu` (the `make train` job on the GPU) in bf16-mixed and
-   the same in 32-true; then one round of it through `trainer=ddp` (NCCL, as many ranks as there are
-   GPUs) — mAP@all and wall time next to the CPU's.
+   the same in 32-true; then one round of it through `trainer=ddp` (NCCL, one rank: `pgh-train
+   trainer=ddp` is the multi-GPU run) — mAP@all and wall time next to the CPU's.
 3. FAISS top-100 over 1,000,000 random 64-bit codes on the CPU and, with faiss-gpu (`make
    install-gpu`), on the GPU; the GPU's distances are checked against the CPU's.
 4. pgh-index's coding of image files with H on the GPU (`make bench-index`'s collections: 20,000
    PNGs and 3,000 JPEGs), by the number of worker processes reading ahead: with coding on the GPU,
    reading is what is left to parallelise.
 
-Writes benchmarks/gpu.md (--out). `--device cpu --quick` runs every part on the CPU at toy sizes in
-seconds (the test suite does), so the script is known to work before a GPU is at hand; `--device cpu`
-prints its tables and writes a file only when --out names one.
+Writes benchmarks/gpu.md (--out), again after each part, so what was measured survives a later part's
+failure; a part that fails becomes a section naming the error, and the others still run.
+`--device cpu --quick` runs every part on the CPU at toy sizes in seconds (the test suite does), so the
+script is known to work before a GPU is at hand; `--device cpu` prints its tables and writes a file
+only when --out names one.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -138,19 +142,21 @@ def end_to_end(overrides: list[str], what: str, out: Path) -> list[str]:
         f"{100 * metrics['map_at_1000']:.2f}",
         str(metrics["rounds_completed"]),
         f"{metrics['train_seconds']:.0f}",
+        f"{metrics['feature_seconds']:.0f}",
         f"{wall_seconds(out):.0f}",
     ]
 
 
-def faiss_search(n_db: int, n_q: int, bits: int = 64) -> list[list[str]]:
-    """Rows: top-100 Hamming search over n_db random codes on the CPU and, with faiss-gpu, the GPU."""
+def faiss_search(n_db: int, n_q: int, device: torch.device, bits: int = 64) -> list[list[str]]:
+    """Rows: top-100 Hamming search over n_db random codes on the CPU and, with faiss-gpu and a CUDA
+    `device`, the GPU."""
     from pgh.retrieval.index import gpu_available, gpu_wheel_shadowed
 
     rng = np.random.default_rng(0)
     db = rng.integers(0, 256, (n_db, bits // 8), dtype=np.uint8)
     q = rng.integers(0, 256, (n_q, bits // 8), dtype=np.uint8)
     rows, results = [], {}
-    for use_gpu in [False] + ([True] if gpu_available() else []):
+    for use_gpu in [False] + ([True] if device.type == "cuda" and gpu_available() else []):
         _, seconds, results[use_gpu] = timed_faiss_search(db, q, bits, use_gpu)
         note = ""
         if use_gpu:
@@ -158,83 +164,116 @@ def faiss_search(n_db: int, n_q: int, bits: int = 64) -> list[list[str]]:
             note = "distances identical to the CPU's" if same else "DISTANCES DIFFER from the CPU's"
         where = "GPU" if use_gpu else "CPU"
         rows.append([f"FAISS IndexBinaryFlat ({where})", f"{seconds:.3f}", f"{n_q / seconds:,.0f}", note])
-    if True not in results:
+    if True not in results and device.type == "cuda":
         why = "faiss-cpu's files shadow faiss-gpu" if gpu_wheel_shadowed() else "faiss-gpu not installed or no GPU"
         rows.append(["FAISS IndexBinaryFlat (GPU)", "–", "–", f"not run: {why} (`make install-gpu`)"])
     return rows
 
 
-def measure(args: argparse.Namespace, device: torch.device) -> list[str]:
-    """The markdown sections of the parts not in --skip (needs an active initialize_config_dir)."""
+def measure(args: argparse.Namespace, device: torch.device, publish: Callable[[list[str]], None]) -> list[str]:
+    """The markdown sections of the parts not in --skip (needs an active initialize_config_dir), handed
+    to `publish` after each part. A part that raises becomes a section naming the error (its traceback
+    printed) and the next part runs: GPU time is scarce, and a late failure must not lose the rest."""
+    parts = {
+        "throughput": ("PGH training throughput", throughput_section),
+        "e2e": ("PGH end to end", end_to_end_section),
+        "index": (f"pgh-index coding on the {device.type.upper()}", index_section),
+        "faiss": ("FAISS search", faiss_section),
+    }
+    sections = []
+    for name, (title, part) in parts.items():
+        if name in args.skip and (name != "e2e" or "ddp" in args.skip):
+            continue
+        try:
+            sections.append(part(args, device))
+        except Exception as error:
+            traceback.print_exc()
+            sections.append(f"## {title}\n\nFailed: {type(error).__name__}: {error}\n")
+        publish(sections)
+    return sections
+
+
+def batches(args: argparse.Namespace) -> tuple[int, int]:
+    """(timed, warm-up) batches per throughput row."""
     steps = args.steps if args.steps is not None else (2 if args.quick else 100)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 20)
+    return steps, warmup
+
+
+def throughput_section(args: argparse.Namespace, device: torch.device) -> str:
+    steps, warmup = batches(args)
+    rows = []
+    for name, overrides in SIZES.items():
+        for precision in PRECISIONS:
+            row = throughput(overrides + (QUICK_MODULE if args.quick else []), precision, device, warmup, steps)
+            rows.append([name, *row])
+            print(rows[-1], flush=True)
+    header = ["config", "networks", "precision", "params (M)", "images / s", "ms / batch", "peak GPU GiB"]
+    header += ["training min (est.)"]
+    return (
+        f"## PGH training throughput\n\nOne batch = a D, a G and an H optimiser step (Lightning, manual "
+        f"optimisation) on random images; {steps} batches timed after {warmup}. The estimate is the "
+        "experiment's epochs over its training set (mnist5k 4,000 images, MNIST 69,000, CIFAR-10 59,000) "
+        "at this rate, without the rounds' code refresh and evaluation.\n\n" + markdown_table(header, rows)
+    )
+
+
+def end_to_end_section(args: argparse.Namespace, device: torch.device) -> str:
     trainer = ["trainer=cpu"] if device.type == "cpu" else ["trainer=gpu"]
-    sections = []
-
-    if "throughput" not in args.skip:
-        rows = []
-        for name, overrides in SIZES.items():
-            for precision in PRECISIONS:
-                row = throughput(overrides + (QUICK_MODULE if args.quick else []), precision, device, warmup, steps)
-                rows.append([name, *row])
-                print(rows[-1], flush=True)
-        header = ["config", "networks", "precision", "params (M)", "images / s", "ms / batch", "peak GPU GiB"]
-        header += ["training min (est.)"]
-        sections.append(
-            f"## PGH training throughput\n\nOne batch = a D, a G and an H optimiser step (Lightning, manual "
-            f"optimisation) on random images; {steps} batches timed after {warmup}. The estimate is the "
-            "experiment's epochs over its training set (mnist5k 4,000 images, MNIST 69,000, CIFAR-10 59,000) "
-            "at this rate, without the rounds' code refresh and evaluation.\n\n" + markdown_table(header, rows)
-        )
-
-    if "e2e" not in args.skip or "ddp" not in args.skip:
-        run_root = args.run_dir or Path(tempfile.mkdtemp(prefix="bench_gpu_"))
-        base = ["experiment=pgh_mnist5k", "logger=none", "trainer.enable_progress_bar=false"]
-        base += QUICK_RUN if args.quick else []
-        runs = []
-        if "e2e" not in args.skip:
-            runs += [(f"{trainer[0]} (bf16-mixed)", [*trainer, "trainer.precision=bf16-mixed"], "bf16")]
-            runs += [(f"{trainer[0]} (32-true)", [*trainer, "trainer.precision=32-true"], "fp32")]
-        if "ddp" not in args.skip:
-            # one rank: Lightning starts further ranks by re-running this script, which would repeat the
-            # whole benchmark in each; `pgh-train trainer=ddp` is the multi-GPU run
-            ddp = ["trainer=ddp", "trainer.devices=1", "method.rounds=1"]
-            ddp += ["trainer.accelerator=cpu", "trainer.sync_batchnorm=false"] if device.type == "cpu" else []
-            runs += [(f"trainer=ddp, 1 rank ({'gloo' if device.type == 'cpu' else 'NCCL'}), 1 round", ddp, "ddp")]
-        rows = []
+    run_root = args.run_dir or Path(tempfile.mkdtemp(prefix="bench_gpu_"))
+    base = ["experiment=pgh_mnist5k", "logger=none", "trainer.enable_progress_bar=false"]
+    base += QUICK_RUN if args.quick else []
+    runs = []
+    if "e2e" not in args.skip:
+        runs += [(f"{trainer[0]} (bf16-mixed)", [*trainer, "trainer.precision=bf16-mixed"], "bf16")]
+        runs += [(f"{trainer[0]} (32-true)", [*trainer, "trainer.precision=32-true"], "fp32")]
+    if "ddp" not in args.skip:
+        # one rank: Lightning starts further ranks by re-running this script, which would repeat the
+        # whole benchmark in each; `pgh-train trainer=ddp` is the multi-GPU run
+        ddp = ["trainer=ddp", "trainer.devices=1", "method.rounds=1"]
+        ddp += ["trainer.accelerator=cpu", "trainer.sync_batchnorm=false"] if device.type == "cpu" else []
+        runs += [(f"trainer=ddp, 1 rank ({'gloo' if device.type == 'cpu' else 'NCCL'}), 1 round", ddp, "ddp")]
+    rows = []
+    try:
         for what, overrides, name in runs:
             rows.append(end_to_end(base + overrides, what, run_root / name))
             print(rows[-1], flush=True)
-        header = ["trainer", "round 0 mAP@all", "mAP@all", "mAP@1000", "rounds", "train s", "wall s"]
-        sections.append(
-            "## PGH end to end\n\n`pgh-train experiment=pgh_mnist5k` (ITQ+GIST, 32 bits, 4 rounds × 15 epochs, "
-            f"batch 64) on this machine; on 2 CPU cores it reaches {CPU_MNIST5K_MAP} in about 370 s. "
-            "Run directories: `" + str(run_root) + "`.\n\n" + markdown_table(header, rows)
-        )
+    finally:
+        # Lightning leaves DDP's process group open until the interpreter exits; under NCCL a later
+        # collective on CPU tensors (a module built afterwards) would fail
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    header = ["trainer", "round 0 mAP@all", "mAP@all", "mAP@1000", "rounds", "train s", "features s", "wall s"]
+    return (
+        "## PGH end to end\n\n`pgh-train experiment=pgh_mnist5k` (ITQ+GIST, 32 bits, 4 rounds × 15 epochs, "
+        f"batch 64) on this machine; on 2 CPU cores it reaches {CPU_MNIST5K_MAP} in about 370 s. The wall "
+        "time includes the features: the first row computes GIST, the others read it from the cache. "
+        "Run directories: `" + str(run_root) + "`.\n\n" + markdown_table(header, rows)
+    )
 
-    if "index" not in args.skip:
-        title = f"## pgh-index coding on the {device.type.upper()}\n\n"
-        try:
-            from bench_index import index_rows  # reads image files through Pillow
-        except ImportError as error:  # the other parts' results must still be written
-            sections.append(f"{title}Not run: {error} (pip install pillow).\n")
-        else:
-            rows = index_rows(device, quick=args.quick, threads=[torch.get_num_threads()])
-            header = ["files", "torch threads", "--workers", "reading alone (s)", "reading + coding (s)"]
-            sections.append(
-                f"{title}`encode_files` (what `pgh-index build` runs) with PGH's CPU-sized H (random weights) on "
-                "this device; worker processes read the next chunks while this one is coded.\n\n"
-                + markdown_table([*header, "images / s"], rows)
-            )
 
-    if "faiss" not in args.skip:
-        n_db, n_q = (20_000, 100) if args.quick else (1_000_000, 1_000)
-        rows = faiss_search(n_db, n_q)
-        sections.append(
-            f"## FAISS search\n\nTop-100 of {n_q:,} queries over {n_db:,} random 64-bit codes (after one "
-            "warm-up search).\n\n" + markdown_table(["index", "seconds", "queries / s", "note"], rows)
-        )
-    return sections
+def index_section(args: argparse.Namespace, device: torch.device) -> str:
+    title = f"## pgh-index coding on the {device.type.upper()}\n\n"
+    try:
+        from bench_index import index_rows  # reads image files through Pillow
+    except ImportError as error:
+        return f"{title}Not run: {error} (pip install pillow).\n"
+    rows = index_rows(device, quick=args.quick, threads=[torch.get_num_threads()])
+    header = ["files", "torch threads", "--workers", "reading alone (s)", "reading + coding (s)"]
+    return (
+        f"{title}`encode_files` (what `pgh-index build` runs) with PGH's CPU-sized H (random weights) on "
+        "this device; worker processes read the next chunks while this one is coded.\n\n"
+        + markdown_table([*header, "images / s"], rows)
+    )
+
+
+def faiss_section(args: argparse.Namespace, device: torch.device) -> str:
+    n_db, n_q = (20_000, 100) if args.quick else (1_000_000, 1_000)
+    rows = faiss_search(n_db, n_q, device)
+    return (
+        f"## FAISS search\n\nTop-100 of {n_q:,} queries over {n_db:,} random 64-bit codes (after one "
+        "warm-up search).\n\n" + markdown_table(["index", "seconds", "queries / s", "note"], rows)
+    )
 
 
 def main() -> None:
@@ -257,20 +296,25 @@ def main() -> None:
             "machine, or check the script on the CPU with `python benchmarks/bench_gpu.py --device cpu --quick`"
         )
     device = torch.device(args.device)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        sections = measure(args, device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU only"
-    text = (
-        "# GPU benchmark (`make bench-gpu`)\n\n"
-        + ("**`--quick`: toy sizes, the numbers mean nothing.**\n\n" if args.quick else "")
-        + f"Machine: {machine()}; device: {gpu}\n\n"
-        + "\n".join(sections)
-    )
     # a measurement on CUDA replaces benchmarks/gpu.md; --quick's toy numbers never do
     out = args.out or (Path(__file__).parent / "gpu.md" if device.type == "cuda" and not args.quick else None)
-    if out is not None:
-        write_text(out, text)
-    print(text)
+
+    def report(sections: list[str]) -> str:
+        return (
+            "# GPU benchmark (`make bench-gpu`)\n\n"
+            + ("**`--quick`: toy sizes, the numbers mean nothing.**\n\n" if args.quick else "")
+            + f"Machine: {machine()}; device: {gpu}\n\n"
+            + "\n".join(sections)
+        )
+
+    def publish(sections: list[str]) -> None:
+        if out is not None:
+            write_text(out, report(sections))
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        sections = measure(args, device, publish)
+    print(report(sections))
 
 
 if __name__ == "__main__":

@@ -212,7 +212,10 @@ class PGH(DeepHasher):
         ranks' random states differ (or, after a resume, are all rank 0's)."""
         dcgan_init(self.G)
         dcgan_init(self.D)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # only in training (a process group left open by an earlier fit, e.g. NCCL's, may not take the
+        # CPU tensors of a module being built) and only with ranks to agree
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if distributed and self._trainer is not None and torch.distributed.get_world_size() > 1:
             for tensor in (*self.G.state_dict().values(), *self.D.state_dict().values()):
                 torch.distributed.broadcast(tensor, src=0)
 
