@@ -1116,3 +1116,24 @@ def test_train_builds_the_neighbour_lists_on_the_trainers_device(make_cfg, monke
     with pytest.raises(Called) as called:
         train(make_cfg(*SMALL, f"trainer={trainer}"))
     assert called.value.args[0].type == trainer.replace("gpu", "cuda")
+
+
+def test_step_checkpoints_come_every_n_steps_whatever_a_batch_adds(make_cfg, monkeypatch):
+    """A PGH batch makes 3 optimiser steps (2 in the GAN warm-up): checkpoints came only where
+    global_step hit a multiple of n exactly, i.e. every lcm(n, 3) steps, and after a warm-up of an odd
+    number of batches never again. Now one comes at each batch that reaches or passes a multiple of n
+    (at the epoch's end when that batch is the epoch's last)."""
+    from pgh.callbacks.checkpointing import StepCheckpoint
+
+    saved = []
+    original = StepCheckpoint._save_last_checkpoint
+
+    def record(self, trainer, candidates):
+        saved.append(trainer.global_step)
+        original(self, trainer, candidates)
+
+    monkeypatch.setattr(StepCheckpoint, "_save_last_checkpoint", record)
+    overrides = ["method.module.gan_warmup_epochs=1", "method.module.distill_epochs=2"]
+    train(make_cfg(*SMALL, *overrides, "method.checkpoint_every_n_steps=6", "method.progressive.converge_bit_change=0"))
+    # epoch 0: steps 2, 4, 6, 8; then 11, 14, 17, 20 | 23, 26, 29, 32 | 35, 38, 41, 44 (epochs end at 20, 32, 44)
+    assert saved == [6, 14, 20, 26, 32, 38, 44]

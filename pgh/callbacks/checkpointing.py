@@ -32,22 +32,34 @@ def reached_last_batch(trainer: L.Trainer) -> bool:
 
 
 class StepCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint, but an every-n-steps save that falls on an epoch's last batch is
-    made at the epoch's end instead: Lightning resumes a checkpoint from the last batch as a finished
-    epoch without running the epoch's end, so PGH's code refresh at a round's last epoch would be lost.
-    (Checkpoint callbacks run after the others and the module at an epoch's end, so the deferred save
-    holds the refreshed codes.)"""
+    """Lightning's ModelCheckpoint saving `last` every n steps, with two changes.
+    A save is due when the batch's optimiser steps reached or passed a multiple of n, not only when
+    global_step hits one: a PGH batch makes 3 steps (2 in the GAN warm-up), so Lightning's exact test
+    saved only every lcm(n, 3) steps, and after a warm-up of an odd number of batches never again.
+    A save due at an epoch's last batch is made at the epoch's end instead: Lightning resumes a
+    checkpoint from the last batch as a finished epoch without running the epoch's end, so PGH's code
+    refresh at a round's last epoch would be lost. (Checkpoint callbacks run after the others and the
+    module at an epoch's end, so the deferred save holds the refreshed codes.)"""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._save_at_epoch_end = False
+        self._previous_step = 0  # global_step at the last batch's end (or at the start of training)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._previous_step = trainer.global_step  # a resume starts from its checkpoint's step
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
-        if reached_last_batch(trainer):
-            every = self._every_n_train_steps
-            self._save_at_epoch_end = every >= 1 and trainer.global_step % every == 0
+        every, step = self._every_n_train_steps, trainer.global_step
+        due = every >= 1 and step // every > self._previous_step // every
+        self._previous_step = step
+        if not due:
             return
-        super().on_train_batch_end(trainer, *args, **kwargs)
+        if reached_last_batch(trainer):
+            self._save_at_epoch_end = True
+        elif not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Nothing: Lightning saves `last` here even after a stop in mid-epoch, recording the epoch as
