@@ -29,6 +29,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
@@ -195,7 +196,14 @@ def train_deep(
         num_workers=m.num_workers,
     )
     progress.training_started = True  # from here a failure keeps the run's files (logs, curves): they tell why
-    trainer.fit(model, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(model, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
+    except SIGTERMException:  # Lightning's, a SystemExit without a code: the job would end as a success
+        close_failed_wandb_run()
+        raise SystemExit(
+            f"pgh-train: stopped by SIGTERM at step {trainer.global_step} (a scheduler's time limit, scancel, kill); "
+            f"resume from the last checkpoint with the same settings, ckpt_path=last and hydra.run.dir={out}"
+        ) from None
     # the step-interval checkpoint can predate the last steps and the last round's code refresh, so
     # save the model that is evaluated below; not after a stop in mid-epoch (trainer.max_steps or
     # max_time, a callback's should_stop), where Lightning would record the epoch as finished and a

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 import torch
 from conftest import METRIC_KEYS
 from hydra.errors import ConfigCompositionException, InstantiationException
+from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf, open_dict
 
 from pgh.data import Split
@@ -879,3 +882,24 @@ def test_help_says_what_pgh_train_does_and_its_examples_compose(tmp_path, make_c
             continue
         overrides = [w for w in words if "=" in w and not w.startswith(("hydra.", "ckpt_path"))]
         make_cfg(*overrides)  # every group and key the example names exists
+
+
+class SendSigterm(Callback):
+    """Sends this process SIGTERM after the training's second batch, as a scheduler's time limit or
+    scancel would (outside the submitit launchers, which leave SIGTERM to submitit)."""
+
+    def on_train_batch_end(self, trainer, *args, **kwargs):
+        if trainer.global_step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_sigterm_ends_the_job_as_a_failure_that_names_the_resume(make_cfg):
+    """Lightning answers SIGTERM with a SystemExit without a code: the job ended as a success (exit
+    status 0) without its results."""
+    cfg = make_cfg("dataset=digits", "method=dh", "features=pixels", "bits=16", "method.max_epochs=3",
+                   "+callbacks.stop._target_=test_train.SendSigterm")  # fmt: skip
+    with pytest.raises(SystemExit) as stopped:
+        train(cfg)
+    assert str(stopped.value.code).startswith("pgh-train: stopped by SIGTERM at step 2")
+    assert f"ckpt_path=last and hydra.run.dir={cfg.paths.output_dir}" in str(stopped.value.code)
+    assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
