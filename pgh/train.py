@@ -315,6 +315,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"or start afresh in a new {fresh} (or delete {out})"
         )
     ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is not None and not isinstance(ckpt_path, str):
+        raise ValueError(f"ckpt_path={ckpt_path!r} must be `last` or a checkpoint file's path")
+    if ckpt_path not in (None, "last") and Path(ckpt_path).name == STOPPED_CHECKPOINT:
+        raise ValueError(
+            f"ckpt_path={ckpt_path}: {STOPPED_CHECKPOINT} holds only the weights of a run stopped in mid-epoch (what "
+            "it evaluated), nothing to resume training from; give that run's checkpoints/last.ckpt, or ckpt_path=last"
+        )
     if ckpt_path not in (None, "last") and not Path(ckpt_path).is_file():
         raise FileNotFoundError(
             f"ckpt_path={ckpt_path}: no such checkpoint file; give a run's checkpoints/last.ckpt, or "

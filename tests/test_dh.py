@@ -335,6 +335,18 @@ def test_a_run_stopped_before_its_first_step_checkpoint_is_not_resumed_from_noth
     for again in ([], ["ckpt_path=last"]):
         with pytest.raises(FileExistsError, match=r"holds only stopped.ckpt, .* nothing to resume from; start afresh"):
             train(make_cfg(*SMALL, *again))
+    # given as the checkpoint of another run directory: Lightning's KeyError, with a traceback, after the
+    # new directory's config.yaml and split.npz were written
+    elsewhere = make_cfg(*SMALL, f"ckpt_path={checkpoints / 'stopped.ckpt'}")
+    with open_dict(elsewhere):
+        elsewhere.paths.output_dir = str(checkpoints.parent.parent / "elsewhere")
+    with pytest.raises(ValueError, match=r"stopped.ckpt holds only the weights .* give that run's checkpoints/last"):
+        train(elsewhere)
+    assert not (checkpoints.parent.parent / "elsewhere").exists()
+    with open_dict(elsewhere):
+        elsewhere.ckpt_path = True  # `ckpt_path=true` on the command line
+    with pytest.raises(ValueError, match=r"ckpt_path=True must be `last` or a checkpoint file's path"):
+        train(elsewhere)
 
 
 def test_a_resume_trains_with_the_commands_learning_rate_and_keeps_the_moments(make_cfg, caplog):
