@@ -195,6 +195,8 @@ def train_deep(
         drop_last=per_rank > m.batch_size,  # else a rank with fewer images than a batch would run no step
         num_workers=m.num_workers,
     )
+    if trainer.is_global_zero:
+        clear_earlier_results(out, keep_rounds=cfg.get("ckpt_path") is not None)
     progress.training_started = True  # from here a failure keeps the run's files (logs, curves): they tell why
     try:
         trainer.fit(model, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
@@ -394,6 +396,26 @@ def read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
+# what a run writes once it has its model, each from that model: left by an earlier run in the directory
+# (or by the finished run a resume trains further), they would describe another model until rewritten,
+# and metrics.json marks a run finished for pgh-report, pgh-index and the benchmarks
+RESULT_FILES = (
+    "metrics.json", "pr_curve.csv", "precision_at_n.csv", "per_class.csv", "database_codes.npy", "query_codes.npy",
+    "hasher.pt",
+)  # fmt: skip
+
+
+def clear_earlier_results(out: Path, keep_rounds: bool) -> None:
+    """Remove RESULT_FILES before training (a run killed in training then reads as unfinished), and
+    PGH's rounds.csv and grids/ unless the run continues a checkpoint (which rewrites rounds.csv from
+    its own rows; an earlier round's grid stays that round's)."""
+    for name in RESULT_FILES:
+        (out / name).unlink(missing_ok=True)
+    if not keep_rounds:
+        (out / "rounds.csv").unlink(missing_ok=True)
+        shutil.rmtree(out / "grids", ignore_errors=True)
+
+
 def take_back_start_files(out: Path, started: list[Path], existing: set[str]) -> None:
     """After a job failed before it made anything but its start files (config.yaml, split.npz, the CSV
     and TensorBoard loggers' hparams; those in `started` did not exist before it) and before a deep
@@ -443,6 +465,8 @@ def run_job(
 ) -> dict[str, Any]:
     """train()'s work once the command was checked: the run's files, features, fit, evaluation."""
     out.mkdir(parents=True, exist_ok=True)
+    # the step a finished run resumed here had logged its final metrics at (its metrics.json goes when training begins)
+    logged_step = read_json(out / "metrics.json").get("global_step") if resuming else None
     # torch's generator, and PL_GLOBAL_SEED: the seed of the DistributedSampler Lightning gives a DDP run
     # (without it every DDP seed would shuffle the same way)
     seed_everything(cfg.seed, verbose=False)
@@ -510,6 +534,7 @@ def run_job(
             raise TypeError(f"method {cfg.method._target_} is neither a ShallowHasher nor a `module` config")
         distance = hasher.distance
         query_codes, db_codes, run_info = fit_shallow(hasher, features, split)
+        clear_earlier_results(out, keep_rounds=False)
         progress.training_started = True  # from here it writes its results: a failure keeps them and its config
         hasher.save(out / "hasher.pt")  # what pgh-index codes new images with
 
@@ -553,7 +578,7 @@ def run_job(
         save_npy(out / "query_codes.npy", query_codes)
     # a resume that trained nothing (a finished run, e.g. a sweep rerun) already gave the loggers these
     step = metrics.get("global_step")
-    logged_before = resuming and step is not None and read_json(out / "metrics.json").get("global_step") == step
+    logged_before = resuming and step is not None and logged_step == step
     label, title = f"{metrics['method']}+{metrics['features']}", f"{dataset.name}, {bits} bits"
     for name, fig in (
         ("pr_curve", plot_pr_curves({label: result.pr_curve}, title)),

@@ -888,8 +888,11 @@ class SendSigterm(Callback):
     """Sends this process SIGTERM after the training's second batch, as a scheduler's time limit or
     scancel would (outside the submitit launchers, which leave SIGTERM to submitit)."""
 
+    sent = False
+
     def on_train_batch_end(self, trainer, *args, **kwargs):
-        if trainer.global_step == 2:
+        if trainer.global_step >= 2 and not self.sent:
+            self.sent = True
             os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -903,3 +906,25 @@ def test_a_sigterm_ends_the_job_as_a_failure_that_names_the_resume(make_cfg):
     assert str(stopped.value.code).startswith("pgh-train: stopped by SIGTERM at step 2")
     assert f"ckpt_path=last and hydra.run.dir={cfg.paths.output_dir}" in str(stopped.value.code)
     assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
+
+
+def test_a_run_killed_in_training_leaves_no_earlier_runs_results_behind(make_cfg):
+    """An earlier run's results in the directory (a finished run resumed for more rounds, or another
+    method's run in the same hydra.run.dir) stayed beside a killed run's checkpoints and config, so
+    pgh-report, pgh-index and the benchmarks took the directory for a finished run of the new one."""
+    itq = make_cfg("dataset=digits", "method=itq", "features=pixels", "bits=16")
+    out = Path(itq.paths.output_dir)
+    train(itq)
+    assert {"metrics.json", "hasher.pt", "database_codes.npy", "per_class.csv"} <= {p.name for p in out.iterdir()}
+    pgh = make_cfg("dataset=digits", "method=pgh", "features=pixels", "bits=16", "split.train_size=128",
+                   "method.batch_size=32", "method.module.width=8", "method.module.hidden=16", "method.rounds=1",
+                   "method.progressive.epochs_per_round=1", "method.checkpoint_every_n_steps=0",
+                   "+callbacks.stop._target_=test_train.SendSigterm")  # fmt: skip
+    with pytest.raises(SystemExit, match="stopped by SIGTERM"):
+        train(pgh)
+    left = {p.name for p in out.iterdir()}
+    assert not {"metrics.json", "hasher.pt", "database_codes.npy", "per_class.csv"} & left
+    assert "rounds.csv" in left and (out / "grids").is_dir()  # the killed PGH run's round 0
+    train(itq)  # a new run there (no checkpoints to resume): the killed PGH run's rounds are no longer its
+    left = {p.name for p in out.iterdir()}
+    assert "metrics.json" in left and "rounds.csv" not in left and "grids" not in left
