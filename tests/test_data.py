@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import pickle
+import re
 import struct
 
 import numpy as np
@@ -92,6 +94,24 @@ def test_truncated_idx_is_reported(tmp_path):
         load_fashion_mnist(str(tmp_path))
 
 
+def test_a_damaged_gzip_idx_file_is_named_with_how_to_replace_it(tmp_path):
+    """A .gz cut short raised EOFError, and one that is not gzip BadGzipFile, neither naming the file."""
+    for loader, fix in (
+        (load_fashion_mnist, r"Reinstall it with apt-get install --reinstall -y dataset-fashion-mnist, or point"),
+        (load_mnist, r"Delete it and put a good copy there, or run once online with dataset.download=true"),
+    ):
+        root = tmp_path / loader.__name__
+        make_idx_dir(root)
+        path = root / "t10k-labels-idx1-ubyte.gz"
+        whole = path.read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])
+        with pytest.raises(ValueError, match=rf"t10k-labels-idx1-ubyte.gz is not a whole gzip file \(.+\)\. {fix}"):
+            loader(str(root))
+        path.write_bytes(b"an HTML page saved as .gz" * 4)
+        with pytest.raises(ValueError, match=rf"t10k-labels-idx1-ubyte.gz is not a whole gzip file \(.+\)\. {fix}"):
+            loader(str(root))
+
+
 def test_cifar10_pickle_batches(tmp_path):
     batch_dir = tmp_path / "cifar-10-batches-py"
     batch_dir.mkdir()
@@ -108,8 +128,27 @@ def test_cifar10_pickle_batches(tmp_path):
     assert np.array_equal(ds.images[0, 0].numpy().ravel(), expected[0][0, :1024])
     assert ds.class_name(0) == "airplane" and ds.class_name(9) == "truck"
     (batch_dir / "test_batch").unlink()
-    with pytest.raises(DatasetNotFoundError, match="test_batch"):
+    # the archive holds cifar-10-batches-py/: extracted into that folder it nested one inside the other
+    with pytest.raises(
+        DatasetNotFoundError,
+        match=rf"test_batch not found .* tar xzf cifar-10-python.tar.gz -C {re.escape(str(tmp_path))},",
+    ):
         load_cifar10(str(tmp_path))
+
+
+def test_a_damaged_cifar_batch_is_named_with_how_to_replace_it(tmp_path):
+    """A cut-short pickle raised UnpicklingError or EOFError without the file's name."""
+    batch_dir = tmp_path / "cifar-10-batches-py"
+    batch_dir.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(batch_dir / name, "wb") as f:
+            pickle.dump({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1]}, f)
+    whole = (batch_dir / "data_batch_3").read_bytes()
+    fix = rf"Extract cifar-10-python.tar.gz again with tar xzf cifar-10-python.tar.gz -C {re.escape(str(tmp_path))}"
+    for damaged in (whole[: len(whole) // 2], b"garbage", pickle.dumps({"labels": [0, 1]})):
+        (batch_dir / "data_batch_3").write_bytes(damaged)
+        with pytest.raises(ValueError, match=rf"cifar10: .*data_batch_3 is not a CIFAR-10 batch \(\w+: .*\)\. {fix}"):
+            load_cifar10(str(tmp_path))
 
 
 def test_folder_dataset_and_corrupt_files(tmp_path):
@@ -228,6 +267,17 @@ def test_split_train_subset_and_errors():
         make_split(labels, query_per_class=2, train_size=1000)
     with pytest.raises(ValueError, match="query_per_class"):
         make_split(labels, query_per_class=20)
+    # the message names every class too small and the largest setting that works
+    uneven = torch.tensor([0] * 10 + [1] * 3 + [2] * 4 + [3] * 8)
+    with pytest.raises(
+        ValueError,
+        match=r"^class 1 has 3 images, class 2 has 4 images, not more than split.query_per_class=4; lower "
+        r"split.query_per_class to at most 2$",
+    ):
+        make_split(uneven, query_per_class=4)
+    assert make_split(uneven, query_per_class=2).query.numel() == 8
+    with pytest.raises(ValueError, match=r"class 1 has 1 image, .*; a class needs two images or more"):
+        make_split(torch.tensor([0, 0, 0, 1]), query_per_class=1)
     with pytest.raises(ValueError, match="single class.*every metric 100%.*at least two"):
         make_split(torch.zeros(50, dtype=torch.long), query_per_class=2)
     # types: a slice's TypeError or torch's "manual_seed expected a long" before
@@ -348,3 +398,64 @@ def test_sixteen_bit_images_are_scaled_rotated_photos_upright_and_32_bit_ones_re
     Image.fromarray(np.zeros((8, 8), np.float32)).save(tmp_path / "float.tiff")
     with pytest.raises(ValueError, match=r"float.tiff \(32-bit float pixels have no fixed range: save it with 8 or 16"):
         read_images([tmp_path / "float.tiff"], 1, 8)
+
+
+def test_images_under_symbolic_links_to_folders_are_found_once_and_broken_links_named(tmp_path, caplog):
+    """rglob did not descend into a linked sub-folder: its images were lost, and a class holding only
+    a link to its images was "empty"; a broken link vanished without a word."""
+    from pgh.data.files import find_images
+
+    for path in ("data/cats/a.png", "elsewhere/more_cats/b.png", "elsewhere/birds/c.png", "data/dogs/d.png"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / path)
+    root = tmp_path / "data"
+    (root / "cats" / "more").symlink_to(tmp_path / "elsewhere" / "more_cats", target_is_directory=True)
+    (root / "cats" / "again").symlink_to(tmp_path / "elsewhere" / "more_cats", target_is_directory=True)
+    (tmp_path / "elsewhere" / "more_cats" / "up").symlink_to(root / "cats", target_is_directory=True)  # a loop
+    (root / "cats" / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (root / "birds").mkdir()
+    (root / "birds" / "photos").symlink_to(tmp_path / "elsewhere" / "birds", target_is_directory=True)
+    (root / "fish").symlink_to(tmp_path / "unmounted", target_is_directory=True)
+    with caplog.at_level(logging.WARNING, logger="pgh.data.files"):
+        found = find_images(root / "cats")
+    # the folder two links lead to is read once (through the first link, in name order); the loop not at all
+    assert found == [root / "cats" / "a.png", root / "cats" / "again" / "b.png"]
+    assert f"1 broken symbolic link(s) under {root / 'cats'}, left out" in caplog.text
+    assert f"{root / 'cats' / 'gone.png'} -> {tmp_path / 'deleted.png'}" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pgh.data"):
+        ds = load_folder(str(root), image_size=8)
+    assert ds.class_names == ("birds", "cats", "dogs") and ds.labels.tolist() == [0, 1, 1, 2]
+    assert f"{root / 'fish'} -> {tmp_path / 'unmounted'}" in caplog.text
+    assert f"{root / 'cats' / 'gone.png'} -> " in caplog.text
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_unreadable_file_is_named_with_its_reason_and_the_fix(tmp_path, monkeypatch, workers):
+    """Only the error's type was shown (OSError, not "image file is truncated"); a decompression bomb
+    and a ValueError (a mode Pillow cannot convert) escaped without the file's name."""
+    from PIL import Image
+
+    from pgh.data.files import read_images
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "a_good.png")
+    whole = (tmp_path / "a_good.png").read_bytes()
+    (tmp_path / "b_truncated.png").write_bytes(whole[: len(whole) // 2])
+    Image.new("LAB", (8, 8)).save(tmp_path / "c_lab.tif")
+    Image.new("L", (120, 120)).save(tmp_path / "d_huge.png")
+    (tmp_path / "e_text.jpg").write_text("not an image")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # refused over twice that: 14,400 pixels are
+    paths = sorted(tmp_path.iterdir())
+    with pytest.raises(ValueError) as error:
+        read_images(paths, channels=1, size=8, workers=workers)
+    lines = str(error.value).splitlines()
+    assert lines[0] == "4 unreadable image(s):"
+    assert lines[1] == f"  {tmp_path / 'b_truncated.png'} (OSError: image file is truncated)"
+    assert lines[2].startswith(f"  {tmp_path / 'c_lab.tif'} (ValueError: conversion from LAB to")
+    assert re.fullmatch(
+        rf"  {re.escape(str(tmp_path / 'd_huge.png'))} \(Image size \(14400 pixels\) exceeds limit of 10000 "
+        r"pixels.*: larger than Pillow's limit for an image; shrink it, or move it out of the folder that is read\)",
+        lines[3],
+    )
+    assert lines[4] == f"  {tmp_path / 'e_text.jpg'} (not an image file Pillow can read)"
+    assert lines[5] == "repair or remove them, or move them out of the folder that is read"

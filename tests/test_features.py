@@ -102,6 +102,53 @@ def test_cache_hits_and_invalidates(tmp_path):
     assert torch.equal(cached_features(ds, extractor, {"kind": "x"}, tmp_path), a) and len(calls) == 4
 
 
+def test_a_cache_file_holding_no_features_matrix_is_recomputed(tmp_path, caplog):
+    """A file holding a dict raised AttributeError ('dict' object has no attribute 'shape')."""
+    import logging
+
+    def extractor(images):
+        return images.flatten(1).float()
+
+    ds = ImageDataset("tiny", torch.randint(0, 256, (5, 1, 4, 4), dtype=torch.uint8), torch.arange(5))
+    expected = cached_features(ds, extractor, {"kind": "x"}, tmp_path)
+    (path,) = tmp_path.glob("tiny-*.pt")
+    for held, said in (({"features": expected}, "it holds dict, not a features matrix"),
+                       (expected[0], "it holds a 1-D tensor, not a features matrix")):  # fmt: skip
+        torch.save(held, path)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="pgh.features.cache"):
+            assert torch.equal(cached_features(ds, extractor, {"kind": "x"}, tmp_path), expected)
+        assert f"ignoring unreadable feature cache {path} ({said})" in caplog.text
+        assert torch.equal(torch.load(path, weights_only=True), expected)  # written again
+
+
+def test_a_cache_that_cannot_be_written_is_a_warning_not_a_failed_run(tmp_path, caplog, monkeypatch):
+    """A read-only or full cache folder ended the run after its features were computed."""
+    import logging
+
+    def extractor(images):
+        return images.flatten(1).float()
+
+    ds = ImageDataset("tiny", torch.randint(0, 256, (5, 1, 4, 4), dtype=torch.uint8), torch.arange(5))
+    (tmp_path / "a_file").write_text("")
+    unwritable = tmp_path / "a_file" / "cache"  # mkdir fails as it does in a read-only folder, even for root
+    with caplog.at_level(logging.WARNING, logger="pgh.features.cache"):
+        feats = cached_features(ds, extractor, {"kind": "x"}, unwritable)
+    assert torch.equal(feats, ds.images.flatten(1).float())
+    assert f"could not write the feature cache {unwritable}/tiny-" in caplog.text
+    assert "the features are computed again next time" in caplog.text
+
+    def disk_full(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pgh.features.cache"):
+        assert torch.equal(cached_features(ds, extractor, {"kind": "x"}, tmp_path / "full"), feats)
+    assert "could not write the feature cache" in caplog.text and "unexpected pos 64" in caplog.text
+    assert list((tmp_path / "full").iterdir()) == []  # no half-written file left behind
+
+
 def test_a_cache_too_narrow_for_the_command_is_refused_without_calling_the_file_unreadable(tmp_path, caplog):
     def extractor(images):
         return images.flatten(1).float()

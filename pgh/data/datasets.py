@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import logging
 import pickle
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pgh.data.files import IMAGE_SUFFIXES, find_images, read_images
+from pgh.data.files import IMAGE_SUFFIXES, find_images, read_images, warn_broken_links
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,11 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (MNIST format), gzipped or not."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # a .gz cut short, or not gzip at all
+        raise ValueError(f"{path} is not a whole gzip file ({e})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise ValueError(f"{path} is not an IDX file (bad magic number)")
     dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -133,7 +137,9 @@ def _find(root: Path, stem: str) -> Path | None:
     return None
 
 
-def _load_idx_pool(name: str, root: Path, how_to_get: str, class_names: tuple[str, ...] | None = None) -> ImageDataset:
+def _load_idx_pool(
+    name: str, root: Path, how_to_get: str, how_to_replace: str, class_names: tuple[str, ...] | None = None
+) -> ImageDataset:
     images, labels = [], []
     for part in ("train", "t10k"):
         img_path = _find(root, f"{part}-images-idx3-ubyte")
@@ -143,8 +149,11 @@ def _load_idx_pool(name: str, root: Path, how_to_get: str, class_names: tuple[st
                 f"{name}: {part}-images-idx3-ubyte[.gz] / {part}-labels-idx1-ubyte[.gz] not found "
                 f"in {root}. {how_to_get}"
             )
-        images.append(read_idx(img_path))
-        labels.append(read_idx(lab_path))
+        try:
+            images.append(read_idx(img_path))
+            labels.append(read_idx(lab_path))
+        except ValueError as e:
+            raise ValueError(f"{name}: {e}. {how_to_replace}") from None
     x = torch.from_numpy(np.concatenate(images).astype(np.uint8))[:, None]
     y = torch.from_numpy(np.concatenate(labels).astype(np.int64))
     return ImageDataset(name, x, y, class_names)
@@ -165,6 +174,8 @@ def load_fashion_mnist(root: str = FASHION_MNIST_ROOT) -> ImageDataset:
         Path(root).expanduser(),
         "Install it with `make data` (apt-get install -y dataset-fashion-mnist), "
         "or point dataset.root at a folder with the four IDX files.",
+        "Reinstall it with apt-get install --reinstall -y dataset-fashion-mnist, or point dataset.root at a folder "
+        "with good copies of the four IDX files.",
         FASHION_MNIST_CLASSES,
     )
 
@@ -185,6 +196,7 @@ def load_mnist(root: str = "data/mnist", download: bool = False) -> ImageDataset
         "mnist",
         root_path,
         "Put the four MNIST IDX files there, or run once online with dataset.download=true.",
+        "Delete it and put a good copy there, or run once online with dataset.download=true.",
     )
 
 
@@ -205,15 +217,24 @@ def load_cifar10(root: str = "data/cifar10", download: bool = False) -> ImageDat
     missing = [n for n in names if not (batch_dir / n).exists()]
     if missing:
         raise DatasetNotFoundError(
-            f"cifar10: {', '.join(missing)} not found in {batch_dir}. Extract cifar-10-python.tar.gz "
-            "there, or run once online with dataset.download=true."
+            f"cifar10: {', '.join(missing)} not found in {batch_dir}. Extract the archive (it holds "
+            f"cifar-10-batches-py/) with tar xzf cifar-10-python.tar.gz -C {root_path}, or run once online with "
+            "dataset.download=true."
         )
     images, labels = [], []
     for n in names:
         with open(batch_dir / n, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
-        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(batch["labels"], dtype=np.int64))
+            data = f.read()
+        try:
+            batch = pickle.loads(data, encoding="latin1")
+            images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(batch["labels"], dtype=np.int64))
+        except Exception as e:  # noqa: BLE001 - a damaged pickle raises any of many types
+            raise ValueError(
+                f"cifar10: {batch_dir / n} is not a CIFAR-10 batch ({type(e).__name__}: {e}). Extract "
+                f"cifar-10-python.tar.gz again with tar xzf cifar-10-python.tar.gz -C {root_path}, or run once "
+                "online with dataset.download=true (it replaces the files whose checksum is wrong)."
+            ) from None
     pool, labels = torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
     return ImageDataset("cifar10", pool, labels, CIFAR10_CLASSES)
 
@@ -264,6 +285,8 @@ def load_folder(root: str, image_size: int = 32, grayscale: bool = False, name: 
         raise DatasetNotFoundError(f"folder dataset: {root_path} is not a directory (set dataset.root)")
     # hidden folders (.ipynb_checkpoints, .git) are no class, nor part of one
     folders = sorted(p for p in root_path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    broken = [p for p in root_path.iterdir() if p.is_symlink() and not p.exists() and not p.name.startswith(".")]
+    warn_broken_links(broken, root_path)
     if not folders:
         raise DatasetNotFoundError(f"folder dataset: {root_path} has no class sub-folders")
     check_not_a_split_layout(folders)

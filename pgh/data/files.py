@@ -4,6 +4,8 @@ unlabelled collection) read images through here."""
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -11,12 +13,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+log = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
 def find_images(root: str | Path) -> list[Path]:
-    """Every file under `root` (recursively) with an image suffix, sorted, but hidden files and what
-    hidden folders hold (.ipynb_checkpoints, .git, ._ files of macOS); `root` may be one image."""
+    """Every file under `root` (recursively, through symbolic links to folders) with an image suffix,
+    sorted, but hidden files and what hidden folders hold (.ipynb_checkpoints, .git, ._ files of
+    macOS); `root` may be one image. A folder reached twice (two links to it, or a link to a folder
+    above it) is read once; broken symbolic links are left out and named in a warning."""
     root = Path(root)
     if root.is_file():
         if root.suffix.lower() not in IMAGE_SUFFIXES:
@@ -24,13 +30,31 @@ def find_images(root: str | Path) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise FileNotFoundError(f"{root} does not exist")
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-        and p.is_file()
-    )
+    found, broken, visited = [], [], {os.path.realpath(root)}
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        # sorted, so that of two links to one folder the same one is read on every run
+        subfolders[:] = [name for name in sorted(subfolders) if not name.startswith(".")]
+        for name in list(subfolders):
+            real = os.path.realpath(os.path.join(folder, name))
+            if real in visited:
+                subfolders.remove(name)
+            visited.add(real)
+        for path in (Path(folder, name) for name in names if not name.startswith(".")):
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                found.append(path)
+            elif path.is_symlink() and not path.exists():
+                broken.append(path)
+    warn_broken_links(broken, root)
+    return sorted(found)
+
+
+def warn_broken_links(links: Sequence[Path], root: str | Path) -> None:
+    """A warning naming symbolic links whose targets are gone (they are left out, as no file)."""
+    if links:
+        shown = [f"{link} -> {os.readlink(link)}" for link in sorted(links)[:10]]
+        more = f"\n  and {len(links) - 10} more" if len(links) > 10 else ""
+        log.warning("%d broken symbolic link(s) under %s, left out (their targets are gone):\n  %s%s",
+                    len(links), root, "\n  ".join(shown), more)  # fmt: skip
 
 
 def read_images(paths: Sequence[str | Path], channels: int, size: int, workers: int = 0) -> torch.Tensor:
@@ -60,7 +84,10 @@ def iter_image_batches(
         if len(images):
             yield images
     if bad:
-        raise ValueError(f"{len(bad)} unreadable image(s):\n  " + "\n  ".join(bad))
+        raise ValueError(
+            f"{len(bad)} unreadable image(s):\n  " + "\n  ".join(bad) + "\nrepair or remove them, or move them out "
+            "of the folder that is read"
+        )
 
 
 class ImageFiles(Dataset):
@@ -73,7 +100,7 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray | None, str]:
-        from PIL import Image, ImageOps, UnidentifiedImageError
+        from PIL import Image, ImageOps
 
         path = self.paths[i]
         try:
@@ -89,9 +116,27 @@ class ImageFiles(Dataset):
                     im = Image.fromarray(grey.astype(np.uint8), "L")
                 im = im.convert("L" if self.channels == 1 else "RGB").resize((self.size, self.size), Image.BILINEAR)
                 array = np.asarray(im, dtype=np.uint8)
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            return None, f"{path} ({type(e).__name__})"
+        # any error: a damaged or unusual file raises one of many types (a ValueError for a mode Pillow
+        # cannot convert, DecompressionBombError), in a worker process too; each is listed with its file
+        except Exception as e:  # noqa: BLE001
+            return None, f"{path} ({_reason(e)})"
         return (array[None] if self.channels == 1 else array.transpose(2, 0, 1)), ""
+
+
+def _reason(error: Exception) -> str:
+    """Why a file could not be read, in words (the path is given beside it)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(error, Image.DecompressionBombError):
+        return (
+            f"{str(error).rstrip('.')}: larger than Pillow's limit for an image; shrink it, or move it out of the "
+            "folder that is read"
+        )
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image file Pillow can read"
+    if isinstance(error, OSError) and error.strerror:  # str() would repeat the path
+        return error.strerror
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def _stack_readable(items: list[tuple[np.ndarray | None, str]]) -> tuple[torch.Tensor, list[str]]:

@@ -40,21 +40,28 @@ def make_split(labels: torch.Tensor, query_per_class: int = 100, train_size: int
             raise ValueError(f"split.{name}={value!r} must be a whole number{within}")
     if query_per_class < 1:
         raise ValueError(f"query_per_class must be >= 1, got {query_per_class}")
-    classes = labels.unique().tolist()
+    classes, counts = (t.tolist() for t in labels.unique(return_counts=True))
     if len(classes) < 2:
         raise ValueError(
             "the dataset has a single class: with relevance = same label every item would be relevant and "
             "every metric 100%; a folder dataset needs a sub-folder per class, at least two"
         )
+    sizes = dict(zip(classes, counts))
+    small = [cls for cls in classes if sizes[cls] <= query_per_class]
+    if small:
+        named = ", ".join(f"class {cls} has {sizes[cls]} image{'s' * (sizes[cls] != 1)}" for cls in small[:5])
+        named += f" (and {len(small) - 5} more classes)" if len(small) > 5 else ""
+        largest = min(counts) - 1  # every class keeps an image for the database
+        fix = (
+            f"lower split.query_per_class to at most {largest}"
+            if largest >= 1
+            else "a class needs two images or more (a query and a database item): add images to it or leave it out"
+        )
+        raise ValueError(f"{named}, not more than split.query_per_class={query_per_class}; {fix}")
     gen = torch.Generator().manual_seed(seed)
     queries = []
     for cls in classes:
         members = (labels == cls).nonzero().flatten()
-        if members.numel() <= query_per_class:
-            raise ValueError(
-                f"class {cls} has {members.numel()} images, not more than query_per_class="
-                f"{query_per_class}; lower split.query_per_class"
-            )
         queries.append(members[torch.randperm(members.numel(), generator=gen)[:query_per_class]])
     query = torch.cat(queries).sort().values
     is_query = torch.zeros(labels.numel(), dtype=torch.bool)

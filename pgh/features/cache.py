@@ -4,7 +4,7 @@ Features are computed per image over the whole pool, so the split does not chang
 the dataset name and content fingerprint plus the feature extractor's resolved config and its
 `cache_identity()` (code version; for VGG16 the weights file's path, size and modification time, or
 the seed of random weights), and any change to one of them gives a new key (a new file). Files are
-written atomically.
+written atomically; a cache that cannot be written (a read-only or full disk) or read is a warning.
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ def cached_features(
     if path.exists():
         try:
             feats = torch.load(path, map_location="cpu", weights_only=True)
+            if not (isinstance(feats, torch.Tensor) and feats.ndim == 2):
+                held = f"a {feats.ndim}-D tensor" if isinstance(feats, torch.Tensor) else type(feats).__name__
+                raise ValueError(f"it holds {held}, not a features matrix")
         except Exception as e:  # noqa: BLE001 - any unreadable cache file is recomputed, never trusted
             log.warning("ignoring unreadable feature cache %s (%s)", path, e)
             feats = None
@@ -64,8 +67,11 @@ def cached_features(
                 check_width(feats.shape[1])
             return feats
     feats = compute(dataset, extractor, check_width)
-    with atomic_path(path) as tmp:
-        torch.save(feats, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(feats, tmp)
+    except (OSError, RuntimeError) as e:  # torch.save's zip writer reports a full disk as a RuntimeError
+        log.warning("could not write the feature cache %s (%s): the features are computed again next time", path, e)
     return feats
 
 
