@@ -5,17 +5,29 @@ table in README.md (between the baselines markers). Runs share one feature cache
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
 from hydra import initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import kept_results, machine, previous_cells, run_timed, table_columns, with_kept_columns  # noqa: E402
+from common import (  # noqa: E402
+    finished_metrics,
+    finished_runs,
+    kept_results,
+    machine,
+    name_unfinished,
+    previous_cells,
+    refuse_overrides,
+    run_timed,
+    table_columns,
+    with_kept_columns,
+)
 
 from pgh.io import write_text
 from pgh.report import paper
-from pgh.report.tables import load_metrics, map_table, replace_between
+from pgh.report.tables import map_table, replace_between
 from pgh.train import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,30 +55,35 @@ def main() -> None:
         "--from-runs", action="store_true", help="rebuild the tables from the runs' metrics.json without training again"
     )
     args = parser.parse_args()
+    refuse_overrides(parser, args, ["datasets", "methods", "features"])
 
     chosen = [(d, m, f, b) for d in args.datasets for f in args.features for m in args.methods for b in args.bits]
     if not args.from_runs:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             for dataset, method, features, bits in chosen:
                 overrides = [f"dataset={dataset}", f"features={features}", f"method={method}", f"bits={bits}"]
-                run_timed([*overrides, "logger=none"], run_dir(dataset, method, features, bits))
-    # the table holds every finished run of the whole grid, not only those chosen to run this time
-    datasets = [*DATASETS, *(d for d in args.datasets if d not in DATASETS)]
-    bit_lengths = sorted({*BITS, *args.bits})
+                out = run_dir(dataset, method, features, bits)
+                if out.exists():  # a run cut short must not leave the former run's metrics.json beside its config
+                    shutil.rmtree(out)
+                run_timed([*overrides, "logger=none"], out)
+    # the table holds every finished run of the whole grid, not only those chosen to run this time, and
+    # every other finished run here (e.g. of a bit length an earlier command chose)
+    on_disk = [((r["dataset"], r["method"], r["features"], int(r["bits"])), out) for out, r in finished_runs(RUNS)]
+    here = [key for key, out in on_disk if run_dir(*key) == out]  # the runs this script names so
+    datasets = list(dict.fromkeys([*DATASETS, *args.datasets, *(d for d, _, _, _ in here)]))
+    bit_lengths = sorted({*BITS, *args.bits, *(b for _, _, _, b in here)})
     grid = [
         (d, m, f, b)
         for d in datasets
-        for f in [*FEATURES, *(f for f in args.features if f not in FEATURES)]
-        for m in [*METHODS, *(m for m in args.methods if m not in METHODS)]
+        for f in dict.fromkeys([*FEATURES, *args.features, *(f for _, _, f, _ in here)])
+        for m in dict.fromkeys([*METHODS, *args.methods, *(m for _, m, _, _ in here)])
         for b in bit_lengths
     ]
-    results = load_metrics(run_dir(*key) for key in grid)
+    results = finished_metrics(run_dir(*key) for key in grid)
     # cells of runs not on this machine (a fresh clone has no logs/) stay as the last table showed them
     previous = previous_cells(ROOT / "benchmarks" / "baselines.md").get("method", {})
     kept = kept_results(previous, results, lambda *key: run_dir(*key).exists())
-    for key in grid:
-        if run_dir(*key).exists() and not (run_dir(*key) / "metrics.json").exists():
-            print(f"{run_dir(*key)} did not finish (no metrics.json): left out of the table")
+    name_unfinished(RUNS)
     datasets, bit_lengths = with_kept_columns(kept, datasets, bit_lengths)
     datasets, bit_lengths = table_columns(results + kept, datasets, bit_lengths)
     table = map_table(results + kept, datasets, bit_lengths, paper=paper.MNIST, paper_label="paper MNIST")

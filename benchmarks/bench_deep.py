@@ -17,12 +17,17 @@ from hydra import initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import (  # noqa: E402
+    finished_metrics,
+    finished_runs,
     kept_results,
     machine,
     markdown_table,
+    name_unfinished,
     previous_cells,
+    refuse_overrides,
     run_timed,
     table_columns,
+    unfinished,
     wall_seconds,
     with_kept_columns,
 )
@@ -56,13 +61,14 @@ def main() -> None:
     parser.add_argument("--bits", nargs="+", type=int, default=BITS, help="what trains")
     parser.add_argument("--force", action="store_true", help="train again even where a finished run exists")
     args = parser.parse_args()
+    refuse_overrides(parser, args, ["datasets"])
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         for dataset in args.datasets:
             for method in args.methods:
                 for bits in args.bits:
                     out = run_dir(dataset, method, bits)
-                    if args.force or not (out / "metrics.json").exists():
+                    if args.force or unfinished(out):
                         if out.exists():  # a retrain starts afresh (pgh-train refuses a directory with checkpoints)
                             shutil.rmtree(out)
                         run_timed(
@@ -79,14 +85,18 @@ def main() -> None:
                             out,
                         )
 
-    # the table holds every finished run of the grid, not only those chosen to train this time
-    datasets = [*DATASETS, *(d for d in args.datasets if d not in DATASETS)]
-    bit_lengths = sorted({*BITS, *args.bits})
+    # the table holds every finished run of the grid, not only those chosen to train this time, and every
+    # other finished run here (e.g. of a bit length an earlier command chose)
+    on_disk = [((r["dataset"], r["method"], int(r["bits"])), out) for out, r in finished_runs(RUNS)]
+    here = [key for key, out in on_disk if run_dir(*key) == out]  # the runs this script names so
+    datasets = list(dict.fromkeys([*DATASETS, *args.datasets, *(d for d, _, _ in here)]))
+    bit_lengths = sorted({*BITS, *args.bits, *(b for _, _, b in here)})
     methods = list(METHODS)
     grid = [(d, m, b) for d in datasets for m in methods for b in bit_lengths]
-    walls = {key: seconds for key in grid if (seconds := wall_seconds(run_dir(*key))) is not None}
-    deep = load_metrics(run_dir(*key) for key in grid)
-    shallow = load_metrics(run for d in datasets for run in (RUNS.parent / "baselines").glob(f"{d}_*"))
+    finished = [key for key in grid if not unfinished(run_dir(*key))]
+    walls = {key: seconds for key in finished if (seconds := wall_seconds(run_dir(*key))) is not None}
+    deep = load_metrics(run_dir(*key) for key in finished)
+    shallow = finished_metrics(run for d in datasets for run in (RUNS.parent / "baselines").glob(f"{d}_*"))
     # cells of runs not on this machine (a fresh clone has no logs/) stay as the last table showed them
     previous = previous_cells(ROOT / "benchmarks" / "deep.md")
 
@@ -102,9 +112,7 @@ def main() -> None:
         if label in label_of and not run_dir(d, label_of[label], b).exists() and cell.replace(".", "").isdigit()
     }
     walls.update(kept_walls)
-    for key in grid:
-        if run_dir(*key).exists() and not (run_dir(*key) / "metrics.json").exists():
-            print(f"{run_dir(*key)} did not finish (no metrics.json): left out of the table; --force retrains it")
+    name_unfinished(RUNS, "; --force retrains it")
     datasets, bit_lengths = with_kept_columns(kept, datasets, bit_lengths)
     datasets, bit_lengths = table_columns(deep + shallow + kept, datasets, bit_lengths)
     table = map_table(deep + shallow + kept, datasets, bit_lengths, paper=paper.MNIST, paper_label="paper MNIST")

@@ -6,7 +6,8 @@ and the anchor, and at its best setting (experiment=pgh_fashion_mnist) from ITQ+
 ITQ+PIXEL codes, and mnist5k from LSH, SH and SpH initial codes, with the per-round mAP@all and the
 wall time of each run, beside the best shallow baseline on the same split. Writes benchmarks/pgh.md
 and the README table; a row whose run is not under logs/bench/pgh/ (trained on another machine)
-is kept from the previous benchmarks/pgh.md (one here that did not finish is left out)."""
+is kept from the previous benchmarks/pgh.md (one here that did not finish, or stopped in mid-epoch,
+is left out)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ from pathlib import Path
 from hydra import initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, markdown_table, run_timed, wall_seconds  # noqa: E402
+from common import finished_metrics, machine, markdown_table, run_timed, unfinished, wall_seconds  # noqa: E402
 
 from pgh.io import write_text
-from pgh.report.tables import load_metrics, replace_between
+from pgh.report.tables import replace_between
 from pgh.train import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +90,7 @@ def settings(extra: list[str]) -> str:
     return " ".join(shown) or "defaults"
 
 
+TRAIN_ONLY = "(train)"  # marks a wall min that is metrics.json's train_seconds (the run has no wall_seconds.txt)
 EXTRA_OVERRIDES = "extra_overrides.txt"  # a run's overrides given on bench-pgh's command line (ARGS=...)
 
 
@@ -104,14 +106,18 @@ def initial_codes(metrics: dict, features: str) -> str:
 
 
 def best_shallow(dataset: str, bits: int, kept: dict[str, list[str]]) -> str:
-    """The best shallow baseline's mAP@all on the same split, from logs/bench/baselines/; where those
-    runs are not on this machine, what a kept row of the previous table showed for the same grid cell."""
-    runs = load_metrics((ROOT / "logs" / "bench" / "baselines").glob(f"{dataset}_*_{bits}"))
-    if not runs:
-        shown = [row[9] for row in kept.values() if len(row) > 9 and row[1] == dataset and row[3] == str(bits)]
-        return next((cell for cell in shown if not cell.startswith("–")), "– (run make bench-baselines)")
-    best = max(runs, key=lambda r: r["map_all"])
-    return f"{100 * best['map_all']:.2f} ({best['method'].upper()}+{best['features']})"
+    """The best shallow baseline's mAP@all on the same split: the best of the finished runs in
+    logs/bench/baselines/ and of what the previous table's rows (`kept`) showed for the same dataset and
+    bits (runs not on this machine, or since lost); a run here wins a tie."""
+    runs = finished_metrics((ROOT / "logs" / "bench" / "baselines").glob(f"{dataset}_*_{bits}"))
+    shown = [(100 * r["map_all"], f"{100 * r['map_all']:.2f} ({r['method'].upper()}+{r['features']})") for r in runs]
+    for row in kept.values():
+        if len(row) > 9 and row[1] == dataset and row[3] == str(bits):
+            try:  # e.g. "55.81 (ITQ+gist)"; not "– (run make bench-baselines)"
+                shown.append((float(row[9].split()[0]), row[9]))
+            except (ValueError, IndexError):
+                continue
+    return max(shown, key=lambda value_cell: round(value_cell[0], 2))[1] if shown else "– (run make bench-baselines)"
 
 
 def main() -> None:
@@ -128,6 +134,7 @@ def main() -> None:
         "overrides", nargs="*", help="extra Hydra overrides for the runs that train (the table's settings show them)"
     )
     args = parser.parse_args()
+    check_choices(parser, args)
     rows = []
     kept = previous_rows()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -136,7 +143,7 @@ def main() -> None:
             out = RUNS / name
             # --datasets and --runs pick what trains; the table keeps every finished run of the grid
             chosen = dataset in args.datasets and (not args.runs or name in args.runs)
-            finished = (out / "metrics.json").exists() and not (args.force and chosen)
+            finished = not unfinished(out) and not (args.force and chosen)
             if chosen and not args.from_runs and not finished:
                 if out.exists():  # a stale last.ckpt would make Lightning version the new one (last-v1.ckpt)
                     shutil.rmtree(out)
@@ -155,17 +162,18 @@ def main() -> None:
                     ],
                     out,
                 )
-            metrics = load_metrics([out])
+            metrics = finished_metrics([out])
             if not metrics:
                 if name in kept and not out.exists():  # trained elsewhere (a fresh clone has no logs/): the row stays
                     rows.append(kept[name])
                 elif out.exists():  # a run here that did not finish: not the old result in its place
-                    print(f"{out} did not finish (no metrics.json): left out of the table; --force retrains it")
+                    print(f"{out} {unfinished(out)}: left out of the table; --force retrains it")
                 continue
             m = metrics[0]
             with open(out / "rounds.csv") as f:
                 curve = " → ".join(f"{100 * float(r['map_all']):.2f}" for r in csv.DictReader(f))
-            wall = wall_seconds(out) or m["train_seconds"]
+            wall = wall_seconds(out)  # none for a run bench-pgh did not train (e.g. make train's): its training time
+            wall_cell = f"{wall / 60:.1f}" if wall is not None else f"{m['train_seconds'] / 60:.1f} {TRAIN_ONLY}"
             rows.append(
                 [
                     name,
@@ -178,7 +186,7 @@ def main() -> None:
                     f"{100 * m['map_all']:.2f}",
                     curve,
                     best_shallow(dataset, bits, kept),
-                    f"{wall / 60:.1f}",
+                    wall_cell,
                 ]
             )
     table = markdown_table(
@@ -200,12 +208,41 @@ def main() -> None:
     note = f"mAP@all (%), protocol split (1,000 queries). Machine: {machine()}\n"
     if any(row in kept.values() for row in rows):
         note += "Rows whose run is not under logs/bench/pgh/ here are kept from the previous table.\n"
+    if any(str(row[-1]).endswith(TRAIN_ONLY) for row in rows):
+        note += (
+            f"A wall min marked {TRAIN_ONLY} is the run's training time: bench-pgh did not train it (no wall time).\n"
+        )
     write_text(ROOT / "benchmarks" / "pgh.md", TITLE + note + "\n" + table)
     readme = ROOT / "README.md"
     if START in readme.read_text():
         write_text(readme, replace_between(readme.read_text(), START, END, note + "\n" + table))
     write_rounds_figure()
     print(table)
+
+
+def check_choices(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Hydra overrides after --runs or --datasets (`--runs NAME seed=1`: nargs="+" takes them) go to the
+    overrides; a run name not in the grid, a dataset it has no run on, or a run on a dataset that
+    --datasets leaves out is refused, with the valid names."""
+    dataset_of = {f"{dataset}_{features}_{bits}{suffix}": dataset for dataset, features, bits, _, suffix in GRID}
+    datasets = list(dict.fromkeys(dataset_of.values()))
+    for option, example in (("runs", next(iter(dataset_of))), ("datasets", datasets[0])):
+        values = getattr(args, option)
+        if values is None:
+            continue
+        args.overrides += [value for value in values if "=" in value]
+        setattr(args, option, [value for value in values if "=" not in value])
+        if not getattr(args, option):
+            parser.error(f"--{option} {' '.join(values)}: no name, only overrides; name one, e.g. --{option} {example}")
+    if unknown := [dataset for dataset in args.datasets if dataset not in datasets]:
+        parser.error(f"--datasets {' '.join(unknown)}: the grid has no run on it; its datasets: {' '.join(datasets)}")
+    if unknown := [name for name in args.runs or [] if name not in dataset_of]:
+        parser.error(
+            f"--runs {' '.join(unknown)}: not a run of the grid; its runs (the table's run column): "
+            + " ".join(dataset_of)
+        )
+    if outside := [name for name in args.runs or [] if dataset_of[name] not in args.datasets]:
+        parser.error(f"--runs {' '.join(outside)}: on a dataset --datasets leaves out; add it there or drop --datasets")
 
 
 def previous_rows() -> dict[str, list[str]]:

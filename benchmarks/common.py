@@ -3,6 +3,7 @@ protocol's data as `pgh-train` composes it."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -48,6 +49,49 @@ def previous_cells(table_file: Path) -> dict[str, dict[tuple[str, str, int], str
                 if dataset and not dataset.startswith("paper") and bits.isdigit():
                     cells_of[(cells[0], dataset, int(bits))] = cell
     return tables
+
+
+def unfinished(out: Path) -> str | None:
+    """Why the run in `out` is left out of a table (how the scripts name it), or None where it finished:
+    no metrics.json, or one from a run stopped in mid-epoch (e.g. by `+trainer.max_time`), which did
+    not train its whole schedule."""
+    metrics = out / "metrics.json"
+    if not metrics.exists():
+        return "did not finish (no metrics.json)"
+    if json.loads(metrics.read_text()).get("stopped_mid_epoch"):
+        return "stopped in mid-epoch (metrics.json has stopped_mid_epoch)"
+    return None
+
+
+def finished_metrics(dirs) -> list[dict]:
+    """The metrics.json of each run directory of `dirs` whose run finished (`unfinished` is None)."""
+    return [json.loads((Path(d) / "metrics.json").read_text()) for d in dirs if unfinished(Path(d)) is None]
+
+
+def run_dirs(runs: Path) -> list[Path]:
+    """The run directories under `runs` (a benchmark's logs/bench/...), by name."""
+    return sorted(out for out in runs.iterdir() if out.is_dir()) if runs.is_dir() else []
+
+
+def finished_runs(runs: Path) -> list[tuple[Path, dict]]:
+    """(run directory, its metrics) of every finished run under `runs`: what a table shows besides its
+    grid's runs (e.g. a bit length an earlier command chose)."""
+    return [(out, json.loads((out / "metrics.json").read_text())) for out in run_dirs(runs) if not unfinished(out)]
+
+
+def name_unfinished(runs: Path, retrain: str = "") -> None:
+    """Print each run under `runs` that a table leaves out (`unfinished`), and why."""
+    for out in run_dirs(runs):
+        if reason := unfinished(out):
+            print(f"{out} {reason}: left out of the table{retrain}")
+
+
+def refuse_overrides(parser, args, options: list[str]) -> None:
+    """A script without Hydra overrides: a KEY=VALUE among the values of list options `options` (e.g.
+    `--datasets mnist5k seed=1`) is refused before anything runs, not taken for a name."""
+    given = [value for option in options for value in getattr(args, option) or [] if "=" in str(value)]
+    if given:
+        parser.error(f"this script takes no Hydra overrides ({' '.join(given)}); leave them out of ARGS")
 
 
 def kept_results(cells: dict[tuple[str, str, int], str], on_disk: list[dict], run_here) -> list[dict]:

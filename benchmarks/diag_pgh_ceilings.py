@@ -52,6 +52,7 @@ from pgh.methods.base import to_network_input
 from pgh.nets import HashNet
 from pgh.nets.augment import random_affine, random_contrast
 from pgh.retrieval import evaluate_codes
+from pgh.retrieval.run_encoder import RunEncoder
 
 
 def nt_xent(h_a: torch.Tensor, h_b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -80,12 +81,9 @@ def main() -> None:
 
     if args.run is not None and args.mode in ("rehash", "neighbors"):
         run = Path(args.run)
-        checkpoints = sorted((run / "checkpoints").glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not checkpoints or not (run / "split.npz").exists():
-            raise SystemExit(f"{run} is not a PGH run directory (no checkpoints/last*.ckpt or split.npz)")
+        model = load_pgh(run)
         cfg = OmegaConf.load(run / "config.yaml")
         dataset, split = instantiate(cfg.dataset), Split.load(run / "split.npz")
-        model = PGH.load_from_checkpoint(checkpoints[-1], map_location="cpu", weights_only=False).eval()
     else:
         cfg, dataset, split = compose_protocol(args)
     labels = dataset.labels
@@ -188,6 +186,18 @@ def main() -> None:
 
 
 NEIGHBOR_COUNTS = (1, 10, 20, 50)
+
+
+def load_pgh(run: Path) -> PGH:
+    """The model a finished PGH run was evaluated on, in eval mode on the CPU, chosen as `pgh-index`
+    chooses it (RunEncoder: checkpoints/last.ckpt, or stopped.ckpt for a run stopped in mid-epoch)."""
+    try:
+        model = getattr(RunEncoder(run, device="cpu"), "model", None) if (run / "split.npz").exists() else None
+    except (FileNotFoundError, ValueError) as error:  # not a finished run, its checkpoint missing or unreadable
+        raise SystemExit(str(error)) from None
+    if not isinstance(model, PGH):
+        raise SystemExit(f"{run} is not a finished PGH run (a PGH checkpoint and split.npz); give one to --run")
+    return model
 
 
 @torch.no_grad()

@@ -1,7 +1,9 @@
 """The benchmark scripts that write README tables (`make bench-pgh`, `bench-deep`, `bench-baselines`)
 keep every finished run of their grid in the table: choosing what trains (--datasets, --runs,
---methods, --bits) deleted the other finished rows from README.md and benchmarks/*.md. Runs here are
-fake finished run directories under a temporary root; nothing trains."""
+--methods, --bits) deleted the other finished rows from README.md and benchmarks/*.md. Also what they
+train (overrides after --runs, names outside the grid, a cleared directory), what they leave out (runs
+stopped in mid-epoch), and the model diag_pgh_ceilings.py loads from a run. Runs here are fake finished
+run directories under a temporary root; nothing trains."""
 
 from __future__ import annotations
 
@@ -27,10 +29,25 @@ def load(name: str, root: Path, monkeypatch):
 
 
 def fake_run(out: Path, **metrics) -> None:
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     base = {"map_all": 0.5, "train_seconds": 60.0, "encode_seconds": 1.0, "eval_seconds": 1.0, "feature_seconds": 0.0}
     (out / "metrics.json").write_text(json.dumps({**base, **metrics}))
     (out / "wall_seconds.txt").write_text("61.0\n")
+
+
+PGH_RUN = {"init_hash": "itq", "num_train": 4000, "init_map_all": 0.55, "dataset": "mnist5k", "bits": 32}
+
+
+def fake_pgh_run(out: Path, **metrics) -> None:
+    """A finished bench-pgh run (metrics.json, rounds.csv, wall_seconds.txt of 61 s) in `out`."""
+    fake_run(out, **{**PGH_RUN, **metrics})
+    (out / "rounds.csv").write_text(f"round,map_all\n0,0.55\n1,{metrics.get('map_all', 0.5)}\n")
+
+
+def table_rows(table_file: Path) -> dict[str, str]:
+    """Run name -> its line in a bench-pgh table."""
+    rows = [line for line in table_file.read_text().splitlines() if line.startswith("| ") and "_" in line[:20]]
+    return {row.split(" | ")[0].removeprefix("| "): row for row in rows}
 
 
 def readme_with(root: Path, start: str, end: str) -> Path:
@@ -124,8 +141,15 @@ def test_bench_deep_and_baselines_keep_every_finished_run(tmp_path, monkeypatch)
     fake_run(deep.RUNS / "mnist5k_dh_128", method="dh", features="gist", dataset="mnist5k", bits=128, map_all=0.7)
     monkeypatch.setattr(sys, "argv", ["bench_deep.py", "--datasets", "mnist5k", "--methods", "dh", "--bits", "128"])
     deep.main()
-    shutil.rmtree(deep.RUNS / "mnist5k_dh_128")
+    # a finished run here outside this command's grid stays, read from its run directory
+    (tmp_path / "benchmarks" / "deep.md").unlink()
     monkeypatch.setattr(sys, "argv", ["bench_deep.py", "--datasets", "mnist5k", "--methods", "dh", "--bits", "32"])
+    deep.main()
+    assert "| mnist5k 32 | mnist5k 128 |" in readme.read_text() and "| 70.00 |" in readme.read_text()
+    assert "kept from the previous table" not in readme.read_text()
+    deep.main()  # and with the previous table there too, it is not shown twice
+    assert readme.read_text().count("| 70.00 |") == 1
+    shutil.rmtree(deep.RUNS / "mnist5k_dh_128")
     deep.main()
     assert "| mnist5k 32 | mnist5k 128 |" in readme.read_text() and "| 70.00 |" in readme.read_text()
     (tmp_path / "benchmarks" / "deep.md").unlink()  # nothing to keep from: the column goes
@@ -144,3 +168,184 @@ def test_bench_deep_and_baselines_keep_every_finished_run(tmp_path, monkeypatch)
     baselines.main()
     text = (tmp_path / "benchmarks" / "baselines.md").read_text()
     assert "| ITQ+GIST | 50.00 | 50.00 |" in text and "kept from the previous table" in text
+    # a finished run here outside the grid (a bit length an earlier command chose) stays, from its directory
+    fake_run(
+        baselines.run_dir("mnist5k", "itq", "gist", 128), method="itq", features="gist", dataset="mnist5k", bits=128
+    )
+    (tmp_path / "benchmarks" / "baselines.md").unlink()
+    baselines.main()
+    assert "| mnist5k 32 | mnist5k 128 |" in readme.read_text()
+
+
+def test_bench_pgh_takes_the_overrides_after_runs_and_refuses_names_outside_its_grid(tmp_path, monkeypatch, capsys):
+    bench = load("bench_pgh", tmp_path, monkeypatch)
+    readme_with(tmp_path, bench.START, bench.END)
+    trained = {}
+
+    def run_timed(overrides: list[str], out: Path) -> None:
+        trained[out.name] = overrides
+        fake_pgh_run(out, map_all=0.8766)
+
+    monkeypatch.setattr(bench, "run_timed", run_timed)
+    # `make bench-pgh ARGS="--runs NAME seed=1"`: nargs="+" took seed=1 for a run name, and the run trained without it
+    monkeypatch.setattr(sys, "argv", ["bench_pgh.py", "--runs", "mnist5k_gist_32", "seed=1"])
+    bench.main()
+    assert list(trained) == ["mnist5k_gist_32"] and trained["mnist5k_gist_32"][-1] == "seed=1"
+    assert "| seed=1 |" in table_rows(tmp_path / "benchmarks" / "pgh.md")["mnist5k_gist_32"]
+    monkeypatch.setattr(
+        sys, "argv", ["bench_pgh.py", "--force", "--datasets", "mnist5k", "seed=2", "--runs", "mnist5k_gist_32"]
+    )
+    bench.main()
+    assert trained["mnist5k_gist_32"][-1] == "seed=2"
+    # a name outside the grid trained nothing, silently; now it is refused with the valid names
+    for args, wrong, valid in (
+        (["--runs", "mnist5k_gist_31"], "--runs mnist5k_gist_31", "mnist5k_gist_32_sph"),
+        (["--datasets", "mnist"], "--datasets mnist", "mnist5k fashion_mnist"),
+        (["--runs", "seed=1"], "--runs seed=1", "--runs mnist5k_gist_32"),
+        (["--datasets", "mnist5k", "--runs", "fashion_mnist_gist_32"], "--runs fashion_mnist_gist_32", "--datasets"),
+    ):
+        trained.clear()
+        monkeypatch.setattr(sys, "argv", ["bench_pgh.py", "--force", *args])
+        with pytest.raises(SystemExit):
+            bench.main()
+        error = capsys.readouterr().err
+        assert wrong in error and valid in error and not trained
+
+    # bench-deep and bench-baselines take no overrides: one among a list option's values is refused, not a name
+    for name, args in (
+        ("bench_deep", ["--datasets", "mnist5k", "seed=1"]),
+        ("bench_baselines", ["--features", "gist", "seed=1"]),
+    ):
+        script = load(name, tmp_path, monkeypatch)
+        monkeypatch.setattr(script, "run_timed", lambda *a, **k: pytest.fail("trained despite the override"))
+        monkeypatch.setattr(sys, "argv", [f"{name}.py", *args])
+        with pytest.raises(SystemExit):
+            script.main()
+        assert "takes no Hydra overrides (seed=1)" in capsys.readouterr().err
+
+
+def test_bench_baselines_clears_a_run_directory_before_training_into_it(tmp_path, monkeypatch, capsys):
+    baselines = load("bench_baselines", tmp_path, monkeypatch)
+    readme_with(tmp_path, baselines.START, baselines.END)
+    out = baselines.run_dir("mnist5k", "itq", "gist", 32)
+    fake_run(out, method="itq", features="gist", dataset="mnist5k", bits=32, map_all=0.4)
+
+    def interrupted(overrides: list[str], out: Path) -> None:  # pgh-train writes its config, then is stopped
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text("bits: 32\n")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(baselines, "run_timed", interrupted)
+    argv = ["bench_baselines.py", "--datasets", "mnist5k", "--methods", "itq", "--features", "gist", "--bits", "32"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(KeyboardInterrupt):
+        baselines.main()
+    assert (out / "config.yaml").exists() and not (out / "metrics.json").exists()  # not the old result beside it
+    monkeypatch.setattr(sys, "argv", ["bench_baselines.py", "--from-runs"])
+    baselines.main()
+    assert f"{out} did not finish (no metrics.json): left out of the table" in capsys.readouterr().out
+    assert "40.00" not in (tmp_path / "benchmarks" / "baselines.md").read_text()
+
+
+def test_runs_stopped_in_mid_epoch_are_left_out_and_named(tmp_path, monkeypatch, capsys):
+    bench = load("bench_pgh", tmp_path, monkeypatch)
+    readme_with(tmp_path, bench.START, bench.END)
+    fake_pgh_run(bench.RUNS / "mnist5k_gist_32", map_all=0.8766, stopped_mid_epoch=True)  # e.g. +trainer.max_time
+    fake_pgh_run(bench.RUNS / "mnist5k_gist_64", map_all=0.8096, bits=64, stopped_mid_epoch=False)
+    monkeypatch.setattr(sys, "argv", ["bench_pgh.py", "--from-runs"])
+    bench.main()
+    assert list(table_rows(tmp_path / "benchmarks" / "pgh.md")) == ["mnist5k_gist_64"]
+    stopped = "stopped in mid-epoch (metrics.json has stopped_mid_epoch): left out of the table; --force retrains it"
+    assert f"{bench.RUNS / 'mnist5k_gist_32'} {stopped}" in capsys.readouterr().out
+
+    deep = load("bench_deep", tmp_path, monkeypatch)
+    readme = readme_with(tmp_path, deep.START, deep.END)
+    fake_run(deep.RUNS / "mnist5k_dh_16", method="dh", features="gist", dataset="mnist5k", bits=16, map_all=0.55)
+    run = dict(method="dh", features="gist", dataset="mnist5k", bits=32, map_all=0.6, stopped_mid_epoch=True)
+    fake_run(deep.RUNS / "mnist5k_dh_32", **run)
+    monkeypatch.setattr(deep, "run_timed", lambda *a, **k: pytest.fail("a finished run trained again"))
+    monkeypatch.setattr(sys, "argv", ["bench_deep.py", "--datasets", "mnist5k", "--methods", "dh", "--bits", "16"])
+    deep.main()
+    assert "| 55.00 |" in readme.read_text() and "60.00" not in readme.read_text()
+    assert "mnist5k 32" not in readme.read_text()  # nor its wall time
+    assert f"{deep.RUNS / 'mnist5k_dh_32'} {stopped}" in capsys.readouterr().out
+    # chosen to train, it trains again, as a run that did not finish does
+    trained = []
+    monkeypatch.setattr(deep, "run_timed", lambda overrides, out: trained.append(out.name) or fake_run(out, **run))
+    monkeypatch.setattr(sys, "argv", ["bench_deep.py", "--datasets", "mnist5k", "--methods", "dh", "--bits", "32"])
+    deep.main()
+    assert trained == ["mnist5k_dh_32"]
+
+
+def test_bench_pgh_marks_a_training_time_shown_for_want_of_a_wall_time(tmp_path, monkeypatch):
+    bench = load("bench_pgh", tmp_path, monkeypatch)
+    readme = readme_with(tmp_path, bench.START, bench.END)
+    fake_pgh_run(bench.RUNS / "mnist5k_gist_32", map_all=0.8766, train_seconds=372.0)  # e.g. make train's run
+    (bench.RUNS / "mnist5k_gist_32" / "wall_seconds.txt").unlink()
+    fake_pgh_run(bench.RUNS / "mnist5k_gist_64", map_all=0.8096, bits=64)
+    monkeypatch.setattr(sys, "argv", ["bench_pgh.py", "--from-runs"])
+    bench.main()
+    rows = table_rows(tmp_path / "benchmarks" / "pgh.md")
+    assert rows["mnist5k_gist_32"].endswith("| 6.2 (train) |") and rows["mnist5k_gist_64"].endswith("| 1.0 |")
+    assert "A wall min marked (train) is the run's training time" in readme.read_text()
+
+
+def test_bench_pgh_best_shallow_is_the_best_of_the_runs_here_and_the_previous_table(tmp_path, monkeypatch):
+    bench = load("bench_pgh", tmp_path, monkeypatch)
+    readme_with(tmp_path, bench.START, bench.END)
+    header = "| run | dataset | initial codes | bits | settings | train images | round 0 mAP@all | PGH mAP@all"
+    (tmp_path / "benchmarks" / "pgh.md").write_text(
+        f"{header} | mAP@all by round | best shallow | wall min |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| mnist5k_gist_32 | mnist5k | ITQ+GIST | 32 | defaults | 4000 | 55.00 | 87.66 | 55.00 → 87.66 "
+        "| 55.70 (ITQ+gist) | 6.2 |\n"
+    )
+    fake_pgh_run(bench.RUNS / "mnist5k_gist_32", map_all=0.8766)
+    baselines = tmp_path / "logs" / "bench" / "baselines"
+    fake_run(baselines / "mnist5k_lsh_gist_32", method="lsh", features="gist", dataset="mnist5k", bits=32, map_all=0.3)
+    monkeypatch.setattr(sys, "argv", ["bench_pgh.py", "--from-runs"])
+    bench.main()  # only some baselines ran here: the previous table's higher cell stays
+    assert "| 55.70 (ITQ+gist) |" in table_rows(tmp_path / "benchmarks" / "pgh.md")["mnist5k_gist_32"]
+    fake_run(baselines / "mnist5k_sph_gist_32", method="sph", features="gist", dataset="mnist5k", bits=32, map_all=0.6)
+    bench.main()
+    assert "| 60.00 (SPH+gist) |" in table_rows(tmp_path / "benchmarks" / "pgh.md")["mnist5k_gist_32"]
+
+
+def test_diag_pgh_ceilings_loads_the_model_a_run_stopped_in_mid_epoch_was_evaluated_on(tmp_path, monkeypatch):
+    import lightning
+    import torch
+
+    from pgh.data import load_digits
+    from pgh.data.split import make_split
+    from pgh.methods import PGH
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    model = PGH(bits=8, num_train=6, width=8, hidden=16, z_dim=8)
+    for name, bias in (("stopped.ckpt", 1.0), ("last.ckpt", 0.0)):  # last.ckpt: its last step checkpoint, newer
+        torch.nn.init.constant_(model.H.head[-1].bias, bias)
+        checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+        torch.save({**checkpoint, "pytorch-lightning_version": lightning.__version__}, run / "checkpoints" / name)
+    (run / "config.yaml").write_text(
+        "method:\n  module:\n    _target_: pgh.methods.PGH\ndataset:\n  _target_: pgh.data.load_digits\n"
+    )
+    (run / "metrics.json").write_text(json.dumps({"stopped_mid_epoch": True, "image_shape": [1, 28, 28]}))
+    make_split(load_digits().labels, query_per_class=10).save(run / "split.npz")
+
+    class Loaded(Exception):
+        pass
+
+    load_from_checkpoint = PGH.load_from_checkpoint
+
+    def loaded(path, **kwargs):  # the model the script goes on with, and from which file
+        raise Loaded(Path(path).name, load_from_checkpoint(path, **kwargs))
+
+    monkeypatch.setattr(PGH, "load_from_checkpoint", loaded)
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("_diag_pgh_ceilings", BENCHMARKS / "diag_pgh_ceilings.py")
+    diag = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diag)
+    monkeypatch.setattr(sys, "argv", ["diag_pgh_ceilings.py", "rehash", "--run", str(run)])
+    with pytest.raises(Loaded) as caught:
+        diag.main()
+    name, model = caught.value.args
+    assert name == "stopped.ckpt" and torch.equal(model.H.head[-1].bias, torch.ones(8))
