@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.utils import get_class
@@ -158,10 +159,44 @@ def check_resume_matches_run(cfg: DictConfig, out: Path, foreign: bool = False) 
                     value.pop(ignored, None)
         if old != new:
             differing.append(f"{key}: {old} there, {new} here")
+    if not differing and not foreign:
+        log_changed_settings(before, cfg, out)
     if differing:
         what = f"belongs to the run in {out}" if foreign else f"resumes the run in {out}"
         fix = f"give that run's settings (its {saved.name})"
         fix += "" if foreign else ", or start a new run directory"
         raise ValueError(
             f"ckpt_path={cfg.ckpt_path} {what}, but this command describes another run ({'; '.join(differing)}): {fix}"
+        )
+
+
+# keys whose change on a resume is no change of the experiment: where things go and how they are shown
+NOT_EXPERIMENT = ("paths", "hydra", "logger", "ckpt_path", "requeued", "task_name", "callbacks", "trainer.enable_")
+
+
+def log_changed_settings(before: DictConfig, cfg: DictConfig, out: Path) -> None:
+    """Warn of every setting this resume changes (its loss weights, jitter, vote, length ...): the
+    resumed run trains on with the new values, and its config.yaml, replaced once it has trained,
+    records only those, for the whole run."""
+
+    def flat(config: DictConfig) -> dict[str, Any]:
+        def walk(node: Any, prefix: str):
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    yield from walk(value, f"{prefix}{key}.")
+            else:
+                yield prefix[:-1], node
+
+        values = dict(walk(OmegaConf.to_container(config, resolve=True), ""))
+        return {k: v for k, v in values.items() if not any(k == n or k.startswith(n) for n in NOT_EXPERIMENT)}
+
+    old, new = flat(before), flat(cfg)
+    # a key the run's config lacks was added to pgh later: the run had its default
+    changed = [f"{k}: {old[k]} -> {new.get(k, 'absent')}" for k in sorted(old) if old[k] != new.get(k, "absent")]
+    if changed:
+        log.warning(
+            "resuming %s with settings changed from its config.yaml (the rest of the run trains with the new ones, "
+            "and config.yaml will record only those): %s",
+            out,
+            "; ".join(changed),
         )

@@ -1137,3 +1137,18 @@ def test_step_checkpoints_come_every_n_steps_whatever_a_batch_adds(make_cfg, mon
     train(make_cfg(*SMALL, *overrides, "method.checkpoint_every_n_steps=6", "method.progressive.converge_bit_change=0"))
     # epoch 0: steps 2, 4, 6, 8; then 11, 14, 17, 20 | 23, 26, 29, 32 | 35, 38, 41, 44 (epochs end at 20, 32, 44)
     assert saved == [6, 14, 20, 26, 32, 38, 44]
+
+
+def test_a_resume_names_every_setting_it_changes(make_cfg, caplog):
+    """A resume trained on with changed loss weights, jitter or vote without a word, and config.yaml
+    (replaced once it has trained) then recorded the new values as the whole run's."""
+    import logging
+
+    train(make_cfg(*SMALL))
+    with caplog.at_level(logging.WARNING, logger="pgh.resume"):
+        train(make_cfg(*SMALL, "ckpt_path=last"))  # the same settings: nothing to say
+    assert "settings changed" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="pgh.resume"):
+        train(make_cfg(*SMALL, "ckpt_path=last", "method.rounds=3", "method.module.lam=0.5"))
+    assert "settings changed from its config.yaml" in caplog.text
+    assert "method.module.lam: 1.0 -> 0.5; method.rounds: 2 -> 3" in caplog.text
