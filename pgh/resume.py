@@ -13,10 +13,11 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from pgh.callbacks.progressive import check_same_scoring
 from pgh.config_checks import CONFIG_DIR, feature_configs
 from pgh.data import Split
 from pgh.io import read_checkpoint
-from pgh.retrieval.metrics import LATER_DEFAULTS
+from pgh.retrieval.metrics import EVAL_DEFAULTS, LATER_DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,11 @@ def check_foreign_checkpoint(cfg: DictConfig, path: Path, run: Path | None) -> N
     if run is not None:
         check_resume_matches_run(cfg, run, foreign=True)
         return
-    hparams = read_checkpoint(path).get("hyper_parameters", {})
+    state = read_checkpoint(path)
+    hparams = state.get("hyper_parameters", {})
+    rounds = state.get("callbacks", {}).get("ProgressiveRounds")
+    if rounds is not None:  # Lightning would meet it only while restoring, after the run's first files
+        check_same_scoring(rounds, {k: cfg.eval.get(k, v) for k, v in EVAL_DEFAULTS.items()})
     names = ("bits", *get_class(cfg.method.module._target_).architecture)
     module = OmegaConf.to_container(cfg.method.module, resolve=True)
     differing = [

@@ -1152,3 +1152,21 @@ def test_a_resume_names_every_setting_it_changes(make_cfg, caplog):
         train(make_cfg(*SMALL, "ckpt_path=last", "method.rounds=3", "method.module.lam=0.5"))
     assert "settings changed from its config.yaml" in caplog.text
     assert "method.module.lam: 1.0 -> 0.5; method.rounds: 2 -> 3" in caplog.text
+
+
+def test_a_loose_checkpoint_scored_otherwise_is_refused_before_any_file(make_cfg, tmp_path):
+    """A checkpoint file outside any run, resumed with another eval.map_k: refused only while Lightning
+    restored it, with a traceback, after the new run's config.yaml and split.npz were written."""
+    import shutil
+
+    first = make_cfg(*SMALL)
+    train(first)
+    loose = tmp_path / "loose" / "x.ckpt"
+    loose.parent.mkdir()
+    shutil.copy(Path(first.paths.output_dir) / "checkpoints" / "last.ckpt", loose)
+    other = make_cfg(*SMALL, f"ckpt_path={loose}", "eval.map_k=500")
+    with open_dict(other):
+        other.paths.output_dir = str(tmp_path / "new")
+    with pytest.raises(ValueError, match=r"scored with other evaluation settings \(map_k=1000 there, 500 here\)"):
+        train(other)
+    assert not (tmp_path / "new").exists()

@@ -56,6 +56,26 @@ def check_lr_schedule(lr_schedule: str, lr_min_factor: float) -> None:
         raise ValueError(f"lr_min_factor must be a fraction in [0, 1] of the learning rates, got {lr_min_factor!r}")
 
 
+def check_same_scoring(saved: dict[str, Any], eval_kwargs: dict[str, Any]) -> None:
+    """Refuse to continue rounds (ProgressiveRounds' checkpointed state `saved`) that were scored with
+    another eval.map_k or tie order than `eval_kwargs`: rounds.csv would mix two scorings. A
+    checkpoint written before the state recorded its scoring names only its mAP@K column."""
+    rows, map_k_key = list(saved["rows"]), f"map_at_{eval_kwargs.get('map_k', 1000)}"
+    if saved.get("eval") is not None:
+        scored, now = ({**EVAL_DEFAULTS, **e} for e in (saved["eval"], eval_kwargs))
+        differing = [f"{k}={scored[k]!r} there, {now[k]!r} here" for k in ("map_k", "tie_break") if scored[k] != now[k]]
+    elif rows and map_k_key not in rows[0]:
+        differing = [f"rounds scored with {next(k for k in rows[0] if k.startswith('map_at_'))}, here {map_k_key}"]
+    else:
+        differing = []
+    if differing:
+        raise ValueError(
+            "the checkpoint's rounds were scored with other evaluation settings ("
+            + "; ".join(differing)
+            + "): resume with the checkpoint's eval.* settings, or rounds.csv would mix two scorings"
+        )
+
+
 class ProgressiveRounds(L.Callback):
     def __init__(
         self,
@@ -136,25 +156,8 @@ class ProgressiveRounds(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # how the restored rows were scored, for a checkpoint file outside any run (inside one, the run's
         # config.yaml is compared first); a checkpoint written before this record names only its mAP@K column
-        rows = list(state_dict["rows"])
-        if state_dict.get("eval") is not None:
-            scored, now = ({**EVAL_DEFAULTS, **e} for e in (state_dict["eval"], self.eval_kwargs))
-            differing = [
-                f"{k}={scored[k]!r} there, {now[k]!r} here" for k in ("map_k", "tie_break") if scored[k] != now[k]
-            ]
-        elif rows and self.map_k_key not in rows[0]:
-            differing = [
-                f"rounds scored with {next(k for k in rows[0] if k.startswith('map_at_'))}, here {self.map_k_key}"
-            ]
-        else:
-            differing = []
-        if differing:
-            raise ValueError(
-                "the checkpoint's rounds were scored with other evaluation settings ("
-                + "; ".join(differing)
-                + "): resume with the checkpoint's eval.* settings, or rounds.csv would mix two scorings"
-            )
-        self.rows = rows
+        check_same_scoring(state_dict, self.eval_kwargs)
+        self.rows = list(state_dict["rows"])
 
     # --------------------------------------------------------------------------- hooks
 
