@@ -182,7 +182,80 @@ def test_folder_dataset_checks_its_image_size_and_the_memory_it_needs(tmp_path, 
         with pytest.raises(ValueError, match=f"dataset.image_size={bad!r} must be a positive whole number"):
             load_folder(str(tmp_path), image_size=bad)
     assert load_folder(str(tmp_path), image_size=16, grayscale=True).images.shape == (6, 1, 16, 16)
-    assert pgh.data.datasets.free_memory() is None or pgh.data.datasets.free_memory() > 0
+
+
+def test_free_memory_counts_the_memory_limit_of_this_process_cgroup(tmp_path):
+    """Only the machine's MemAvailable was read: under a SLURM --mem or container limit a dataset the
+    guard let through was killed for memory instead of refused."""
+    from pgh.data.datasets import cgroup_memory_left, free_memory
+
+    proc, cgroup = tmp_path / "proc", tmp_path / "cgroup"
+    (proc / "self").mkdir(parents=True)
+    (proc / "meminfo").write_text("MemTotal:       67108864 kB\nMemAvailable:   33554432 kB\n")  # 32 GiB
+    (proc / "self" / "cgroup").write_text("0::/\n")
+    assert free_memory(cgroup, proc) == 32 * 2**30 and cgroup_memory_left(cgroup, proc) is None
+
+    # cgroup v2, the limit on the mount's root (a container): limit less usage, page cache it can drop not used
+    cgroup.mkdir()
+    (cgroup / "memory.max").write_text(f"{4 * 2**30}\n")
+    (cgroup / "memory.current").write_text(f"{3 * 2**30}\n")
+    (cgroup / "memory.stat").write_text(f"anon {2 * 2**30}\ninactive_file {2**30}\n")
+    assert free_memory(cgroup, proc) == 2 * 2**30
+    (cgroup / "memory.max").write_text("max\n")
+    assert free_memory(cgroup, proc) == 32 * 2**30
+    # the limit of a cgroup between the root and this process's (a SLURM job's, over its step's)
+    (proc / "self" / "cgroup").write_text("0::/system.slice/job_7/step_0\n")
+    job = cgroup / "system.slice" / "job_7"
+    (job / "step_0").mkdir(parents=True)
+    (job / "memory.max").write_text(f"{2**30}\n")
+    (job / "memory.current").write_text(f"{2**29}\n")
+    assert free_memory(cgroup, proc) == 2**29
+
+    # cgroup v1, whose "no limit" is a huge number
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (proc / "self" / "cgroup").write_text("4:memory:/docker/abc\n0::/\n")  # the host's path: not mounted here
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    (v1 / "memory" / "memory.usage_in_bytes").write_text(f"{2**30}\n")
+    assert free_memory(v1, proc) == 32 * 2**30
+    (v1 / "memory" / "memory.limit_in_bytes").write_text(f"{3 * 2**30}\n")
+    (v1 / "memory" / "memory.stat").write_text(f"inactive_file 0\ntotal_inactive_file {2**29}\n")
+    assert free_memory(v1, proc) == 2 * 2**30 + 2**29
+    assert free_memory() is None or free_memory() > 0  # this machine's
+
+
+def test_folder_images_are_read_into_one_tensor_and_hashed_without_copies(tmp_path, monkeypatch):
+    """Reading 1,500 images took 3x their tensor's memory at its peak (every image in a list, then
+    stacked) and hashing them for the feature cache 2x (a copy as bytes)."""
+    import hashlib
+    import tracemalloc
+
+    import pgh.data.files
+    from pgh.data.files import ImageFiles, read_images
+
+    rng = np.random.default_rng(0)
+    paths = [tmp_path / f"{i:03d}.png" for i in range(120)]
+    for path in paths:
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(path)
+    monkeypatch.setattr(pgh.data.files, "READ_BATCH_BYTES", 8 * 3 * 64 * 64)  # eight images at a time
+    tracemalloc.start()
+    try:
+        images = read_images(paths, channels=3, size=64)
+        read_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        dataset = ImageDataset("x", images, torch.arange(120) % 3)
+        fingerprint = dataset.fingerprint()
+        hash_peak = tracemalloc.get_traced_memory()[1] - tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    files = ImageFiles(paths, channels=3, size=64)
+    assert torch.equal(images, torch.from_numpy(np.stack([files[i][0] for i in range(len(files))])))  # as before
+    size = images.numel()  # bytes
+    assert read_peak < size / 2 and hash_peak < size / 10
+    # the same digest as before: feature caches stay valid
+    old = hashlib.sha1(str(tuple(images.shape)).encode() + images.numpy().tobytes())
+    old.update(dataset.labels.numpy().astype(np.int64).tobytes())
+    assert fingerprint == old.hexdigest()[:16]
 
 
 def test_folder_dataset_reads_class_folders_at_any_depth_and_skips_hidden_and_empty_ones(tmp_path, caplog, monkeypatch):
@@ -226,6 +299,22 @@ def test_folder_dataset_refuses_a_train_test_layout(tmp_path):
         (tmp_path / "classes" / path).parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (8, 8)).save(tmp_path / "classes" / path)
     assert load_folder(str(tmp_path / "classes"), image_size=8).class_names == ("cat", "dog")
+
+
+def test_folder_dataset_refuses_flat_split_folders(tmp_path):
+    """root/train/*.jpg beside root/test/*.jpg was read as two classes, "test" and "train"."""
+    for path in ("train/a.png", "train/b.png", "test/c.png", "val/d.png", ".git/e.png"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / path)
+    with pytest.raises(
+        ValueError,
+        match=r"^folder dataset: test, train, val look like split folders \(each holds its images with no class "
+        r"sub-folders\), whose names would become the labels\. .*give one sub-folder per class",
+    ):
+        load_folder(str(tmp_path), image_size=8)
+    (tmp_path / "cat").mkdir()  # a class beside them: train, test and val are classes too
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat" / "f.png")
+    assert load_folder(str(tmp_path), image_size=8).class_names == ("cat", "test", "train", "val")
 
 
 def test_dataset_validates_shapes():

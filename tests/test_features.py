@@ -3,6 +3,10 @@ feature cache's keying."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import time
+
 import pytest
 import torch
 
@@ -146,7 +150,63 @@ def test_a_cache_that_cannot_be_written_is_a_warning_not_a_failed_run(tmp_path, 
     with caplog.at_level(logging.WARNING, logger="pgh.features.cache"):
         assert torch.equal(cached_features(ds, extractor, {"kind": "x"}, tmp_path / "full"), feats)
     assert "could not write the feature cache" in caplog.text and "unexpected pos 64" in caplog.text
-    assert list((tmp_path / "full").iterdir()) == []  # no half-written file left behind
+    left = [path.name for path in (tmp_path / "full").iterdir()]
+    assert len(left) == 1 and left[0].endswith(".pt.lock")  # no half-written file left behind, only the lock file
+
+
+class CountingPixels:
+    """Pixel features, each computation recorded in a file and slow enough for another process to overlap it."""
+
+    def __init__(self, record):
+        self.record = record
+
+    def __call__(self, images):
+        with open(self.record, "a") as f:
+            f.write("computed\n")
+        time.sleep(0.5)
+        return images.flatten(1).float()
+
+
+def compute_tiny_features(cache_dir, record, start):
+    ds = ImageDataset("tiny", torch.arange(80, dtype=torch.uint8).reshape(5, 1, 4, 4), torch.arange(5))
+    start.wait()
+    feats = cached_features(ds, CountingPixels(record), {"kind": "x"}, cache_dir)
+    assert torch.equal(feats, ds.images.flatten(1).float())
+
+
+def test_processes_that_need_the_same_features_at_once_compute_them_once(tmp_path):
+    """A local launcher's sweep starts every job at once: each computed the same features in full."""
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(2)
+    jobs = [context.Process(target=compute_tiny_features, args=(tmp_path / "cache", tmp_path / "record", start))
+            for _ in range(2)]  # fmt: skip
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(timeout=120)
+    assert [job.exitcode for job in jobs] == [0, 0]
+    assert (tmp_path / "record").read_text() == "computed\n"  # the other waited, then read the file
+    assert len(list((tmp_path / "cache").glob("tiny-*.pt"))) == 1
+
+
+def test_temporary_files_of_a_killed_cache_write_are_removed_after_a_day(tmp_path):
+    def extractor(images):
+        return images.flatten(1).float()
+
+    ds = ImageDataset("tiny", torch.randint(0, 256, (5, 1, 4, 4), dtype=torch.uint8), torch.arange(5))
+    cached_features(ds, extractor, {"kind": "x"}, tmp_path)
+    (path,) = tmp_path.glob("tiny-*.pt")
+    path.unlink()
+    stale, recent, other = (tmp_path / f".{path.name}.k1ll3d_x.tmp", tmp_path / f".{path.name}.wr1t1ng.tmp",
+                            tmp_path / ".other-1234.pt.k1ll3d_y.tmp")  # fmt: skip
+    two_days_ago = time.time() - 2 * 24 * 3600
+    for tmp in (stale, recent, other):
+        tmp.write_bytes(b"half a file")
+    for tmp in (stale, other):
+        os.utime(tmp, (two_days_ago, two_days_ago))
+    cached_features(ds, extractor, {"kind": "x"}, tmp_path)
+    assert path.exists() and not stale.exists()
+    assert recent.exists() and other.exists()  # a day old at most, and another cache file's
 
 
 def test_a_cache_too_narrow_for_the_command_is_refused_without_calling_the_file_unreadable(tmp_path, caplog):

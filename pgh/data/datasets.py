@@ -70,8 +70,9 @@ class ImageDataset:
         """Content hash of images and labels: the feature cache is keyed by it."""
         h = hashlib.sha1()
         h.update(str(tuple(self.images.shape)).encode())
-        h.update(self.images.contiguous().numpy().tobytes())
-        h.update(self.labels.numpy().astype(np.int64).tobytes())
+        # hashed in place: a copy as bytes took as much memory again as the images (the digest is the same)
+        h.update(self.images.contiguous().numpy().reshape(-1))
+        h.update(np.ascontiguousarray(self.labels.numpy(), dtype=np.int64).reshape(-1).view(np.uint8))
         return h.hexdigest()[:16]
 
 
@@ -246,9 +247,10 @@ SPLIT_FOLDER_NAMES = frozenset({"train", "training", "test", "testing", "val", "
 
 
 def check_not_a_split_layout(folders: list[Path]) -> None:
-    """train/<class>/…, test/<class>/… (or a flat test/ beside train/<class>/) would make the split names
-    the labels (two classes, every image "relevant" to half the database): refuse two or more
-    split-named folders (train, test, val …) of which one holds sub-folders. Class folders whose
+    """train/<class>/…, test/<class>/… (or a flat test/ beside train/<class>/, or only flat split
+    folders: train/*.jpg beside test/*.jpg) would make the split names the labels (two classes, every
+    image "relevant" to half the database): refuse two or more split-named folders (train, test,
+    val …) of which one holds sub-folders, or which are all the folders there are. Class folders whose
     images sit in sub-folders (cat/images/, dog/images/) are fine."""
     splits = [f for f in folders if f.name.lower() in SPLIT_FOLDER_NAMES]
     by_class = [f for f in splits if any(d.is_dir() and not d.name.startswith(".") for d in f.iterdir())]
@@ -260,18 +262,69 @@ def check_not_a_split_layout(folders: list[Path]) -> None:
             "image and draws its own queries: give one sub-folder per class (move <split>/<class> into <class>/), "
             "or point dataset.root at one split's folder"
         )
+    if len(splits) >= 2 and len(splits) == len(folders):
+        raise ValueError(
+            f"folder dataset: {', '.join(f.name for f in splits)} look like split folders (each holds its images "
+            "with no class sub-folders), whose names would become the labels. The protocol pools every image and "
+            "draws its own queries: give one sub-folder per class (move each image into <class>/)"
+        )
 
 
-def free_memory() -> int | None:
-    """Bytes of memory available now (Linux's MemAvailable: free plus reclaimable caches), None where
-    the system does not say."""
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+NO_LIMIT = 2**60  # cgroup v1 writes "no limit" as about 2**63 (v2 as "max")
+
+
+def free_memory(cgroup_root: str | Path = CGROUP_ROOT, proc: str | Path = "/proc") -> int | None:
+    """Bytes of memory this process may still take: the least of Linux's MemAvailable (free plus
+    reclaimable caches) and what its memory cgroup leaves (`cgroup_memory_left`); None where neither
+    says."""
+    available = None
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in Path(proc, "meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                available = int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    return min((n for n in (available, cgroup_memory_left(cgroup_root, proc)) if n is not None), default=None)
+
+
+def cgroup_memory_left(cgroup_root: str | Path = CGROUP_ROOT, proc: str | Path = "/proc") -> int | None:
+    """Bytes left under the memory limit (a container's, a SLURM job's --mem) of this process's cgroup
+    or one above it, cgroup v2 or v1: the limit less the usage, page cache the kernel can drop not
+    counted as used; the least over the cgroups that have a limit, None where none has."""
+    own = {"v2": "/", "v1": "/"}  # this process's cgroup, from the hierarchy's root
+    try:
+        for line in Path(proc, "self", "cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if not controllers:
+                own["v2"] = path
+            elif "memory" in controllers.split(","):
+                own["v1"] = path
+    except (OSError, ValueError):
+        pass
+    root, lefts = Path(cgroup_root), []
+    for base, version, limit_file, usage_file, cache in (
+        (root, "v2", "memory.max", "memory.current", "inactive_file"),
+        (root / "memory", "v1", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+    ):
+        parts = [p for p in own[version].split("/") if p]
+        # the mount's root and each cgroup down to this process's (in a container, whose mount's root
+        # is its own cgroup, the deeper paths are the host's and do not exist there)
+        for folder in (base.joinpath(*parts[:depth]) for depth in range(len(parts) + 1)):
+            try:
+                limit = (folder / limit_file).read_text().strip()
+                if limit == "max" or int(limit) >= NO_LIMIT:
+                    continue
+                usage = int((folder / usage_file).read_text())
+            except (OSError, ValueError):
+                continue
+            try:
+                stat = dict(line.split() for line in (folder / "memory.stat").read_text().splitlines())
+                usage -= min(int(stat.get(cache, 0)), usage)
+            except (OSError, ValueError):
+                pass
+            lefts.append(max(int(limit) - usage, 0))
+    return min(lefts, default=None)
 
 
 def load_folder(root: str, image_size: int = 32, grayscale: bool = False, name: str = "folder") -> ImageDataset:
@@ -309,8 +362,9 @@ def load_folder(root: str, image_size: int = 32, grayscale: bool = False, name: 
     if free is not None and needed > free:  # the images are held in memory as one uint8 tensor
         raise ValueError(
             f"folder dataset: {len(paths):,} images of {channels} x {image_size} x {image_size} pixels take "
-            f"{needed / 2**30:,.1f} GiB, more than the {free / 2**30:,.1f} GiB of memory available: use a smaller "
-            "dataset.image_size"
+            f"{needed / 2**30:,.1f} GiB, more than the {free / 2**30:,.1f} GiB of memory available (the machine's, "
+            "or less under a memory limit such as SLURM's --mem): use a smaller dataset.image_size, or give the job "
+            "more memory"
         )
     try:
         images = read_images(paths, channels, image_size)

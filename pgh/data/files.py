@@ -15,6 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 
 log = logging.getLogger(__name__)
 
+READ_BATCH_BYTES = 32 * 2**20  # bytes of images read_images reads at a time, into the tensor it returns
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
@@ -61,8 +63,13 @@ def read_images(paths: Sequence[str | Path], channels: int, size: int, workers: 
     """uint8 [n, channels, size, size]: each file converted to grayscale (channels 1) or RGB (3) and
     resized bilinearly, in the order given; `workers` > 0 reads in that many processes. Raises
     ValueError listing every unreadable file."""
-    batches = list(iter_image_batches(paths, channels, size, batch_size=max(len(paths), 1), workers=workers))
-    return batches[0] if batches else torch.zeros(0, channels, size, size, dtype=torch.uint8)
+    # filled batch by batch: a list of every image, then stacked, took twice the images' memory at the end
+    images = torch.empty(len(paths), channels, size, size, dtype=torch.uint8)
+    batch_size, done = max(1, READ_BATCH_BYTES // max(channels * size * size, 1)), 0
+    for batch in iter_image_batches(paths, channels, size, batch_size, workers=workers):
+        images[done : done + len(batch)] = batch
+        done += len(batch)
+    return images
 
 
 def iter_image_batches(

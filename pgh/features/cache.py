@@ -5,14 +5,21 @@ the dataset name and content fingerprint plus the feature extractor's resolved c
 `cache_identity()` (code version; for VGG16 the weights file's path, size and modification time, or
 the seed of random weights), and any change to one of them gives a new key (a new file). Files are
 written atomically; a cache that cannot be written (a read-only or full disk) or read is a warning.
+Processes that need the same missing features at once (a sweep's jobs) take turns on a lock file
+beside the cache file: one computes them, the others then read its file.
 """
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,27 +59,92 @@ def cached_features(
     if identity is not None:
         key_config["identity"] = identity()
     path = Path(cache_dir) / f"{dataset.name}-{cache_key(dataset, key_config)}.pt"
-    if path.exists():
-        try:
-            feats = torch.load(path, map_location="cpu", weights_only=True)
-            if not (isinstance(feats, torch.Tensor) and feats.ndim == 2):
-                held = f"a {feats.ndim}-D tensor" if isinstance(feats, torch.Tensor) else type(feats).__name__
-                raise ValueError(f"it holds {held}, not a features matrix")
-        except Exception as e:  # noqa: BLE001 - any unreadable cache file is recomputed, never trusted
-            log.warning("ignoring unreadable feature cache %s (%s)", path, e)
-            feats = None
-        if feats is not None and feats.shape[0] == len(dataset):
-            log.info("features from cache %s", path)
-            if check_width is not None:  # outside the try: a refusal is the command's, not the file's
-                check_width(feats.shape[1])
-            return feats
-    feats = compute(dataset, extractor, check_width)
-    try:
-        with atomic_path(path) as tmp:
-            torch.save(feats, tmp)
-    except (OSError, RuntimeError) as e:  # torch.save's zip writer reports a full disk as a RuntimeError
-        log.warning("could not write the feature cache %s (%s): the features are computed again next time", path, e)
+    seen = file_id(path)
+    feats = read_cache(path, len(dataset))
+    if feats is None:
+        with cache_lock(path):
+            # another process (a sweep's job started beside this one) may have written them meanwhile
+            if file_id(path) not in (None, seen):
+                feats = read_cache(path, len(dataset))
+            if feats is None:
+                remove_stale_temporaries(path)
+                feats = compute(dataset, extractor, check_width)
+                try:
+                    with atomic_path(path) as tmp:
+                        torch.save(feats, tmp)
+                except (OSError, RuntimeError) as e:  # torch.save's zip writer reports a full disk as a RuntimeError
+                    log.warning(
+                        "could not write the feature cache %s (%s): the features are computed again next time", path, e
+                    )
+                return feats
+    log.info("features from cache %s", path)
+    if check_width is not None:  # a refusal is the command's, not the file's
+        check_width(feats.shape[1])
     return feats
+
+
+def read_cache(path: Path, rows: int) -> torch.Tensor | None:
+    """The features matrix in `path`, or None when it is missing, holds another number of rows, or
+    cannot be read (a warning)."""
+    if not path.exists():
+        return None
+    try:
+        feats = torch.load(path, map_location="cpu", weights_only=True)
+        if not (isinstance(feats, torch.Tensor) and feats.ndim == 2):
+            held = f"a {feats.ndim}-D tensor" if isinstance(feats, torch.Tensor) else type(feats).__name__
+            raise ValueError(f"it holds {held}, not a features matrix")
+    except Exception as e:  # noqa: BLE001 - any unreadable cache file is recomputed, never trusted
+        log.warning("ignoring unreadable feature cache %s (%s)", path, e)
+        return None
+    return feats if feats.shape[0] == rows else None
+
+
+def file_id(path: Path) -> tuple[int, int, int] | None:
+    """Which file `path` is now (an atomic write puts a new one there), None when there is none."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+@contextmanager
+def cache_lock(path: Path) -> Iterator[None]:
+    """Holds `<cache file>.lock`, so that of the processes computing the same features one computes
+    them and the others wait, then read its file. Where the lock file cannot be made (a read-only
+    cache folder) or locked (some network file systems), nothing is held."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # read-only is enough for flock, and opens a lock file another user made
+        fd = os.open(path.with_name(f"{path.name}.lock"), os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another process is computing the features %s: waiting for it", path)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # no locks there (ENOLCK): computed without
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+STALE_TEMPORARY_S = 24 * 3600
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Deletes the temporary files (`atomic_path`'s `.<name>.*.tmp`) of writes of `path` that were
+    killed, once over a day old (a write under way is never that old)."""
+    for tmp in path.parent.glob(glob.escape(f".{path.name}.") + "*.tmp"):
+        try:
+            if time.time() - tmp.stat().st_mtime > STALE_TEMPORARY_S:
+                tmp.unlink()
+        except OSError:
+            pass
 
 
 def compute(
