@@ -8,6 +8,7 @@ import inspect
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.utils import get_class, get_method, instantiate
@@ -20,6 +21,14 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 SUPPORTED_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 PRECISION_ALIASES = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}  # Lightning's short names
+
+
+def flat_config(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A config's leaves (a plain container: OmegaConf.to_container) as dotted keys, e.g.
+    {"method.module.lam": 1.0, ...}; lists are leaves."""
+    if not isinstance(node, dict):
+        return {prefix[:-1]: node}
+    return {k: v for key, value in node.items() for k, v in flat_config(value, f"{prefix}{key}.").items()}
 
 
 def feature_configs() -> list[str]:

@@ -14,7 +14,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from pgh.callbacks.progressive import check_same_scoring
-from pgh.config_checks import CONFIG_DIR, feature_configs
+from pgh.config_checks import CONFIG_DIR, feature_configs, flat_config
 from pgh.data import Split
 from pgh.io import read_checkpoint
 from pgh.retrieval.metrics import EVAL_DEFAULTS, LATER_DEFAULTS
@@ -185,14 +185,7 @@ def log_changed_settings(before: DictConfig, cfg: DictConfig, out: Path) -> None
     records only those, for the whole run."""
 
     def flat(config: DictConfig) -> dict[str, Any]:
-        def walk(node: Any, prefix: str):
-            if isinstance(node, dict):
-                for key, value in node.items():
-                    yield from walk(value, f"{prefix}{key}.")
-            else:
-                yield prefix[:-1], node
-
-        values = dict(walk(OmegaConf.to_container(config, resolve=True), ""))
+        values = flat_config(OmegaConf.to_container(config, resolve=True))
         return {k: v for k, v in values.items() if not any(k == n or k.startswith(n) for n in NOT_EXPERIMENT)}
 
     old, new = flat(before), flat(cfg)

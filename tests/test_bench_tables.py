@@ -99,12 +99,8 @@ def test_bench_pgh_keeps_every_finished_run_and_shows_the_runs_extra_overrides(t
 def test_bench_pgh_shows_the_kept_rows_best_shallow_where_the_baselines_did_not_run_here(tmp_path, monkeypatch):
     bench = load("bench_pgh", tmp_path, monkeypatch)
     readme_with(tmp_path, bench.START, bench.END)
-    header = "| run | dataset | initial codes | bits | settings | train images | round 0 mAP@all | PGH mAP@all"
-    (tmp_path / "benchmarks" / "pgh.md").write_text(
-        f"{header} | mAP@all by round | best shallow | wall min |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
-        "| fashion_mnist_gist_32 | fashion_mnist | ITQ+GIST | 32 | defaults | 10000 | 54.51 | 55.95 | 54.51 → 55.95 "
-        "| 55.81 (ITQ+gist) | 30.9 |\n"
-    )
+    previous_pgh_table(tmp_path, "| fashion_mnist_gist_32 | fashion_mnist | ITQ+GIST | 32 | defaults | 10000 | 54.51 "
+                       "| 55.95 | 54.51 → 55.95 | 55.81 (ITQ+gist) | 30.9 |")  # fmt: skip
     run = {"init_hash": "itq", "num_train": 10000, "init_map_all": 0.5451, "dataset": "fashion_mnist", "bits": 32}
     fake_run(bench.RUNS / "fashion_mnist_gist_32_best", **run, map_all=0.6141)
     (bench.RUNS / "fashion_mnist_gist_32_best" / "rounds.csv").write_text("round,map_all\n0,0.5451\n1,0.6141\n")
@@ -290,15 +286,20 @@ def test_bench_pgh_marks_a_training_time_shown_for_want_of_a_wall_time(tmp_path,
     assert "A wall min marked (train) is the run's training time" in readme.read_text()
 
 
-def test_bench_pgh_best_shallow_is_the_best_of_the_runs_here_and_the_previous_table(tmp_path, monkeypatch):
-    bench = load("bench_pgh", tmp_path, monkeypatch)
-    readme_with(tmp_path, bench.START, bench.END)
+def previous_pgh_table(tmp_path: Path, row: str) -> None:
+    """benchmarks/pgh.md as an earlier `make bench-pgh` left it, with one row."""
     header = "| run | dataset | initial codes | bits | settings | train images | round 0 mAP@all | PGH mAP@all"
     (tmp_path / "benchmarks" / "pgh.md").write_text(
         f"{header} | mAP@all by round | best shallow | wall min |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
-        "| mnist5k_gist_32 | mnist5k | ITQ+GIST | 32 | defaults | 4000 | 55.00 | 87.66 | 55.00 → 87.66 "
-        "| 55.70 (ITQ+gist) | 6.2 |\n"
+        f"{row}\n"
     )
+
+
+def test_bench_pgh_best_shallow_is_the_best_of_the_runs_here_and_the_previous_table(tmp_path, monkeypatch):
+    bench = load("bench_pgh", tmp_path, monkeypatch)
+    readme_with(tmp_path, bench.START, bench.END)
+    previous_pgh_table(tmp_path, "| mnist5k_gist_32 | mnist5k | ITQ+GIST | 32 | defaults | 4000 | 55.00 | 87.66 "
+                       "| 55.00 → 87.66 | 55.70 (ITQ+gist) | 6.2 |")  # fmt: skip
     fake_pgh_run(bench.RUNS / "mnist5k_gist_32", map_all=0.8766)
     baselines = tmp_path / "logs" / "bench" / "baselines"
     fake_run(baselines / "mnist5k_lsh_gist_32", method="lsh", features="gist", dataset="mnist5k", bits=32, map_all=0.3)

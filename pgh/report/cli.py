@@ -37,6 +37,7 @@ import numpy as np
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from pgh.config_checks import flat_config
 from pgh.data import Split
 from pgh.io import write_text
 from pgh.report import paper
@@ -170,15 +171,7 @@ def settings(run: Path) -> dict[str, Any]:
     path = run / "config.yaml"
     if not path.exists():
         return {}
-
-    def walk(node: Any, prefix: str):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                yield from walk(value, f"{prefix}{key}.")
-        else:
-            yield prefix[:-1], node
-
-    flat = {**LATER_DEFAULTS, **dict(walk(OmegaConf.to_container(OmegaConf.load(path)), ""))}
+    flat = {**LATER_DEFAULTS, **flat_config(OmegaConf.to_container(OmegaConf.load(path)))}
     return {k: canonical(v) for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_SETTINGS)}
 
 
