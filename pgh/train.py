@@ -29,6 +29,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
@@ -179,7 +180,7 @@ def train_deep(
         enable_version_counter=False,
     )
     clock = TrainingClock()
-    callbacks += [checkpointing, RandomState(), clock]
+    callbacks += [checkpointing, RandomState(), clock, RemoveResultsAtStart(out)]
     if under_submitit():  # hydra/launcher=slurm|local: a SIGTERM must not end the job before its requeue
         callbacks.append(SubmititSignals())
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
@@ -195,16 +196,20 @@ def train_deep(
         drop_last=per_rank > m.batch_size,  # else a rank with fewer images than a batch would run no step
         num_workers=m.num_workers,
     )
-    if trainer.is_global_zero:
-        clear_earlier_results(out, keep_rounds=cfg.get("ckpt_path") is not None)
+    if trainer.is_global_zero and cfg.get("ckpt_path") is None:  # a new run: no checkpoint to refuse first
+        remove_rounds(out)
     progress.training_started = True  # from here a failure keeps the run's files (logs, curves): they tell why
     try:
         trainer.fit(model, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
     except SIGTERMException:  # Lightning's, a SystemExit without a code: the job would end as a success
         close_failed_wandb_run()
+        how = f"resume from the last checkpoint with the same settings, ckpt_path=last and hydra.run.dir={out}"
+        if not any((out / "checkpoints").glob("last*.ckpt")):
+            where = "hydra.sweep.dir" if in_a_multirun() else "hydra.run.dir"
+            how = f"no checkpoint was written yet (method.checkpoint_every_n_steps): start again in a new {where}"
         raise SystemExit(
             f"pgh-train: stopped by SIGTERM at step {trainer.global_step} (a scheduler's time limit, scancel, kill); "
-            f"resume from the last checkpoint with the same settings, ckpt_path=last and hydra.run.dir={out}"
+            + how
         ) from None
     # the step-interval checkpoint can predate the last steps and the last round's code refresh, so
     # save the model that is evaluated below; not after a stop in mid-epoch (trainer.max_steps or
@@ -401,19 +406,33 @@ def read_json(path: Path) -> dict[str, Any]:
 # and metrics.json marks a run finished for pgh-report, pgh-index and the benchmarks
 RESULT_FILES = (
     "metrics.json", "pr_curve.csv", "precision_at_n.csv", "per_class.csv", "database_codes.npy", "query_codes.npy",
-    "hasher.pt",
+    "hasher.pt", "pr_curve.png", "precision_at_n.png",
 )  # fmt: skip
 
 
-def clear_earlier_results(out: Path, keep_rounds: bool) -> None:
-    """Remove RESULT_FILES before training (a run killed in training then reads as unfinished), and
-    PGH's rounds.csv and grids/ unless the run continues a checkpoint (which rewrites rounds.csv from
-    its own rows; an earlier round's grid stays that round's)."""
+def remove_results(out: Path) -> None:
+    """Remove RESULT_FILES as training begins: a run killed in training then reads as unfinished."""
     for name in RESULT_FILES:
         (out / name).unlink(missing_ok=True)
-    if not keep_rounds:
-        (out / "rounds.csv").unlink(missing_ok=True)
-        shutil.rmtree(out / "grids", ignore_errors=True)
+
+
+def remove_rounds(out: Path) -> None:
+    """Remove an earlier run's PGH rounds.csv and grids/ (not when continuing a checkpoint, which
+    rewrites rounds.csv from its own rows; an earlier round's grid stays that round's)."""
+    (out / "rounds.csv").unlink(missing_ok=True)
+    shutil.rmtree(out / "grids", ignore_errors=True)
+
+
+class RemoveResultsAtStart(Callback):
+    """`remove_results` once training starts, i.e. after Lightning restored the checkpoint a resume
+    continues: a resume refused while restoring it (another network) keeps the run's results."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            remove_results(self.out)
 
 
 def take_back_start_files(out: Path, started: list[Path], existing: set[str]) -> None:
@@ -534,7 +553,8 @@ def run_job(
             raise TypeError(f"method {cfg.method._target_} is neither a ShallowHasher nor a `module` config")
         distance = hasher.distance
         query_codes, db_codes, run_info = fit_shallow(hasher, features, split)
-        clear_earlier_results(out, keep_rounds=False)
+        remove_results(out)
+        remove_rounds(out)
         progress.training_started = True  # from here it writes its results: a failure keeps them and its config
         hasher.save(out / "hasher.pt")  # what pgh-index codes new images with
 

@@ -899,13 +899,20 @@ class SendSigterm(Callback):
 def test_a_sigterm_ends_the_job_as_a_failure_that_names_the_resume(make_cfg):
     """Lightning answers SIGTERM with a SystemExit without a code: the job ended as a success (exit
     status 0) without its results."""
-    cfg = make_cfg("dataset=digits", "method=dh", "features=pixels", "bits=16", "method.max_epochs=3",
-                   "+callbacks.stop._target_=test_train.SendSigterm")  # fmt: skip
+    killed = ("dataset=digits", "method=dh", "features=pixels", "bits=16", "method.max_epochs=3",
+              "+callbacks.stop._target_=test_train.SendSigterm")  # fmt: skip
+    cfg = make_cfg(*killed, "method.checkpoint_every_n_steps=1")
     with pytest.raises(SystemExit) as stopped:
         train(cfg)
     assert str(stopped.value.code).startswith("pgh-train: stopped by SIGTERM at step 2")
     assert f"ckpt_path=last and hydra.run.dir={cfg.paths.output_dir}" in str(stopped.value.code)
     assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
+    # killed before its first checkpoint: nothing to resume from, and the message says so
+    cfg = make_cfg(*killed, "method.checkpoint_every_n_steps=100", "hydra.run.dir=unused")
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(Path(cfg.paths.output_dir).parent / "early")
+    with pytest.raises(SystemExit, match=r"no checkpoint was written yet .*: start again in a new hydra.run.dir"):
+        train(cfg)
 
 
 def test_a_run_killed_in_training_leaves_no_earlier_runs_results_behind(make_cfg):
@@ -928,3 +935,42 @@ def test_a_run_killed_in_training_leaves_no_earlier_runs_results_behind(make_cfg
     train(itq)  # a new run there (no checkpoints to resume): the killed PGH run's rounds are no longer its
     left = {p.name for p in out.iterdir()}
     assert "metrics.json" in left and "rounds.csv" not in left and "grids" not in left
+
+
+def test_a_finished_run_resumed_and_killed_reads_as_unfinished_and_a_refused_one_keeps_its_results(
+    make_cfg, monkeypatch
+):
+    """A finished run resumed for more rounds kept its metrics.json (the old model's) beside the newer
+    last.ckpt when the resume was killed; and the results must survive a resume refused while
+    Lightning restores its checkpoint (they were removed before it, for a moment)."""
+    from pgh.methods import DH
+
+    small = ("dataset=digits", "method=pgh", "features=pixels", "bits=16", "split.train_size=128",
+             "method.batch_size=32", "method.module.width=8", "method.module.hidden=16",
+             "method.progressive.epochs_per_round=1", "method.module.distill_epochs=1",
+             "method.checkpoint_every_n_steps=1")  # fmt: skip
+    out = Path(make_cfg(*small).paths.output_dir)
+    train(make_cfg(*small, "method.rounds=1"))
+    with pytest.raises(SystemExit, match="stopped by SIGTERM"):
+        train(make_cfg(*small, "method.rounds=2", "ckpt_path=last", "+callbacks.stop._target_=test_train.SendSigterm"))
+    assert not (out / "metrics.json").exists() and not (out / "database_codes.npy").exists()
+    assert [row.split(",")[0] for row in (out / "rounds.csv").read_text().splitlines()[1:]] == ["0", "1"]
+
+    dh = ("dataset=digits", "method=dh", "features=pixels", "bits=16", "method.max_epochs=1")
+    dh_out = Path(make_cfg(*dh).paths.output_dir).parent / "dh"
+    first = make_cfg(*dh)
+    with open_dict(first):
+        first.paths.output_dir = str(dh_out)
+    train(first)
+    before = {p.name for p in dh_out.iterdir()}
+
+    def refuse(self, checkpoint):
+        raise RuntimeError("Error(s) in loading state_dict for DH")
+
+    monkeypatch.setattr(DH, "on_load_checkpoint", refuse)
+    again = make_cfg(*dh, "ckpt_path=last")
+    with open_dict(again):
+        again.paths.output_dir = str(dh_out)
+    with pytest.raises(RuntimeError, match="loading state_dict"):
+        train(again)
+    assert {p.name for p in dh_out.iterdir()} >= before and (dh_out / "metrics.json").exists()
