@@ -167,6 +167,9 @@ def test_frozen_trunk_gets_no_gradient_and_no_optimizer_state():
     torch.manual_seed(0)
     images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
     frozen = DeepBit(bits=8, backbone_lr_scale=0.0, weight_decay=0.1, latent_init="random", **TINY)
+    # frozen from the start: DDP wraps the module before configure_optimizers, and without
+    # find_unused_parameters fails on weights that stop getting gradients after it
+    assert not any(p.requires_grad for p in frozen.net.trunk.parameters())
     optimizer = frozen.configure_optimizers()
     trunk = list(frozen.net.trunk.parameters())
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.0, 1e-4])  # the groups a resume expects

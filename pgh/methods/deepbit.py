@@ -151,6 +151,10 @@ class DeepBit(DeepHasher):
                 "raise hidden (or use latent_init=lsh / random)"
             )
         self.register_buffer("costs", rotation_costs(rotations, rotation_decay), persistent=False)
+        # a scale of 0 freezes the trunk (the authors' VGG16 setting): no gradient, so no backward through its
+        # weights and no Adam state for them; set here, before DDP wraps the module (configure_optimizers comes
+        # after, and DDP without find_unused_parameters fails on weights that stop getting gradients)
+        self.net.trunk.requires_grad_(backbone_lr_scale > 0)
 
     @classmethod
     def check_arguments(cls, **kwargs) -> None:
@@ -281,9 +285,7 @@ class DeepBit(DeepHasher):
 
     def configure_optimizers(self):
         hp = self.hparams
-        # a scale of 0 freezes the trunk (the authors' VGG16 setting): no gradient, so no backward through its
-        # weights and no Adam state for them; its group stays, so a resume may change the scale
-        self.net.trunk.requires_grad_(hp.backbone_lr_scale > 0)
+        # its group stays with a frozen trunk (lr 0), so a resume may change the scale
         return torch.optim.Adam(
             [
                 {"params": self.net.trunk.parameters(), "lr": hp.lr * hp.backbone_lr_scale},
