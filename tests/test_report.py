@@ -392,7 +392,9 @@ def test_a_repeated_seed_counts_once_and_is_named(tmp_path):
     text = build_report([tmp_path]).text
     # 80, 84, 70: mean 78.00, sample stdev 7.21
     assert table_rows(text, "mAP@all (%)") == {"PGH+GIST": ["78.00 ± 7.21 (n=3)", "66.95"]}
-    assert "**Repeated seeds.**" in text and "count them once: c (as a)." in text
+    assert (
+        "**Repeated seeds.**" in text and "count them once (the rounds table shows each run's curve): c (as a)." in text
+    )
     assert list(table_rows(text, "Runs")) == ["a", "b", "c", "d"]  # every run still listed
 
 
@@ -426,6 +428,12 @@ def test_runs_on_different_image_folders_are_different_datasets(tmp_path):
     assert table_rows(report.text, "mAP@all (%)") == {"PGH+GIST": ["60.00", "75.00 ± 7.07 (n=2)"]}
     assert "| method | folder (/data/bags) 32 | folder (/data/shoes) 32 |" in report.text
     assert sorted(report.precision_at_n) == [("folder (/data/bags)", 32), ("folder (/data/shoes)", 32)]
+    main([str(tmp_path), "--out", str(tmp_path / "out")])  # the folders' figures: flat file names, no sub-folders
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.suffix == ".png") == [
+        "pr_folder_data_bags_32.png", "pr_folder_data_shoes_32.png",
+        "precision_at_n_folder_data_bags_32.png", "precision_at_n_folder_data_shoes_32.png",
+    ]  # fmt: skip
+    assert all(p.is_file() for p in (tmp_path / "out").iterdir())
     for name in ("b", "c"):  # one folder: its plain name
         edit_config(tmp_path / name, dataset={**folder, "root": "/data/shoes"})
     with pytest.raises(ValueError, match=r"precision_at_n.csv of one table cell's runs differ in length .*b: 3 rows"):

@@ -201,7 +201,7 @@ def tell_folders_apart(results: list[dict[str, Any]]) -> None:
         path = Path(r["run"]) / "config.yaml"
         dataset = OmegaConf.load(path).get("dataset") if path.exists() else None
         if isinstance(dataset, DictConfig) and str(dataset.get("_target_", "")).endswith("load_folder"):
-            roots[i] = str(dataset.get("root"))
+            roots[i] = os.path.normpath(os.path.expanduser(str(dataset.get("root"))))  # /data/x/ is /data/x
     names: dict[str, set[str]] = defaultdict(set)
     for i, root in roots.items():
         names[results[i]["dataset"]].add(root)
@@ -505,7 +505,8 @@ def build_report(paths: list[str | Path]) -> Report:
         pairs = "; ".join(f"{names[r['run']]} (as {names[first['run']]})" for r, first in repeated)
         text += (
             f"\n**Repeated seeds.** These runs have the settings, seed and split seed of an earlier run of "
-            f"their cell, so the tables and figures count them once: {pairs}.\n"
+            "their cell, so the mAP and per-class tables and the PR and precision@N figures count them once "
+            f"(the rounds table shows each run's curve): {pairs}.\n"
         )
     text += query_set_note(results)
     text += "\n## Runs\n\n" + runs_table(results)
@@ -522,6 +523,11 @@ def build_report(paths: list[str | Path]) -> Report:
     return Report(
         text, curves, curves_per_cell(counted, "pr_curve.csv"), curves_per_cell(counted, "precision_at_n.csv")
     )
+
+
+def file_part(dataset: str) -> str:
+    """A dataset's name as part of a file name: `folder (/data/shoes)` -> `folder_data_shoes`."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", dataset).strip("_") or "dataset"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -552,9 +558,11 @@ def main(argv: list[str] | None = None) -> None:
         write_text(args.out / "report.md", report.text)
         figures = {"rounds.png": plot_rounds(report.rounds, "PGH: mAP@all by round")} if report.rounds else {}
         for (dataset, b), curves in sorted(report.pr_curves.items()):
-            figures[f"pr_{dataset}_{b}.png"] = plot_pr_curves(curves, f"{dataset}, {b} bits")
+            figures[f"pr_{file_part(dataset)}_{b}.png"] = plot_pr_curves(curves, f"{dataset}, {b} bits")
         for (dataset, b), curves in sorted(report.precision_at_n.items()):
-            figures[f"precision_at_n_{dataset}_{b}.png"] = plot_precision_at_n(curves, f"{dataset}, {b} bits")
+            figures[f"precision_at_n_{file_part(dataset)}_{b}.png"] = plot_precision_at_n(
+                curves, f"{dataset}, {b} bits"
+            )
         for name, fig in figures.items():
             save_figure(fig, args.out / name)
             matplotlib_close(fig)
