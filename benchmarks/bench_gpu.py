@@ -234,15 +234,18 @@ def end_to_end_section(args: argparse.Namespace, device: torch.device) -> str:
         ddp += ["trainer.accelerator=cpu", "trainer.sync_batchnorm=false"] if device.type == "cpu" else []
         runs += [(f"trainer=ddp, 1 rank ({'gloo' if device.type == 'cpu' else 'NCCL'}), 1 round", ddp, "ddp")]
     rows = []
-    try:
-        for what, overrides, name in runs:
+    for what, overrides, name in runs:
+        try:
             rows.append(end_to_end(base + overrides, what, run_root / name))
-            print(rows[-1], flush=True)
-    finally:
-        # Lightning leaves DDP's process group open until the interpreter exits; under NCCL a later
-        # collective on CPU tensors (a module built afterwards) would fail
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        except Exception as error:  # the other runs' rows still count: a row saying why this one failed
+            traceback.print_exc()
+            rows.append([what, f"failed: {type(error).__name__}: {error}", *["–"] * 6])
+        finally:
+            # Lightning leaves DDP's process group open until the interpreter exits; under NCCL a later
+            # collective on CPU tensors (a module built afterwards) would fail
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+        print(rows[-1], flush=True)
     header = ["trainer", "round 0 mAP@all", "mAP@all", "mAP@1000", "rounds", "train s", "features s", "wall s"]
     return (
         "## PGH end to end\n\n`pgh-train experiment=pgh_mnist5k` (ITQ+GIST, 32 bits, 4 rounds × 15 epochs, "

@@ -96,3 +96,27 @@ def test_without_cuda_it_stops_and_names_the_cpu_check(tmp_path):
 def test_bad_batch_counts_stop_before_any_work(tmp_path):
     done = run("--device", "cpu", "--quick", "--steps", "0", tmp_path=tmp_path)
     assert done.returncode == 2 and "--steps must be >= 1 and --warmup >= 0, got 0 and None" in done.stderr
+
+
+def test_a_failing_end_to_end_run_is_a_row_and_the_others_are_kept(tmp_path, monkeypatch):
+    import argparse
+    import importlib
+    import sys
+
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    bench_gpu = importlib.import_module("bench_gpu")
+
+    def end_to_end(overrides, what, out):
+        if "trainer=ddp" in overrides:
+            raise RuntimeError("NCCL error")
+        return [what, "50.00", "80.00", "81.00", "1", "10", "2", "12"]
+
+    monkeypatch.setattr(bench_gpu, "end_to_end", end_to_end)
+    args = argparse.Namespace(skip=[], quick=True, run_dir=tmp_path)
+    section = bench_gpu.end_to_end_section(args, torch.device("cpu"))
+    rows = markdown_table_rows(section, "PGH end to end")
+    assert [row[0] for row in rows] == [
+        "trainer=cpu (bf16-mixed)", "trainer=cpu (32-true)", "trainer=ddp, 1 rank (gloo), 1 round",
+    ]  # fmt: skip
+    assert rows[1][2] == "80.00" and rows[2][1] == "failed: RuntimeError: NCCL error"
+    sys.modules.pop("bench_gpu", None)

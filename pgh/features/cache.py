@@ -115,8 +115,11 @@ def cache_lock(path: Path) -> Iterator[None]:
     cache folder) or locked (some network file systems), nothing is held."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # read-only is enough for flock, and opens a lock file another user made
-        fd = os.open(path.with_name(f"{path.name}.lock"), os.O_RDONLY | os.O_CREAT, 0o666)
+        lock = path.with_name(f"{path.name}.lock")
+        try:  # NFS emulates flock with fcntl locks, and an exclusive one needs a file open for writing
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:  # a lock file another user made: flock takes it read-only on local disks
+            fd = os.open(lock, os.O_RDONLY)
     except OSError:
         yield
         return
@@ -126,8 +129,8 @@ def cache_lock(path: Path) -> Iterator[None]:
         except BlockingIOError:
             log.info("another process is computing the features %s: waiting for it", path)
             fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # no locks there (ENOLCK): computed without
-            pass
+        except OSError as error:  # no locks there (ENOLCK, or NFS on a read-only lock file): computed without
+            log.warning("cannot lock %s (%s): features computed without waiting for other jobs", path, error)
         yield
     finally:
         os.close(fd)  # releases the lock
