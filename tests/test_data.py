@@ -517,6 +517,16 @@ def test_images_under_symbolic_links_to_folders_are_found_once_and_broken_links_
     assert ds.class_names == ("birds", "cats", "dogs") and ds.labels.tolist() == [0, 1, 1, 2]
     assert f"{root / 'fish'} -> {tmp_path / 'unmounted'}" in caplog.text
     assert f"{root / 'cats' / 'gone.png'} -> " in caplog.text
+    # a link to a folder that is below the root anyway: the folder is read by its own path, wherever the
+    # link sorts (its images kept their paths, so the split and the caches of earlier runs hold)
+    (root / "cats" / "0_link").symlink_to(root / "cats" / "z_real", target_is_directory=True)
+    (root / "cats" / "z_real").mkdir()
+    Image.new("RGB", (8, 8)).save(root / "cats" / "z_real" / "e.png")
+    (root / "birds" / "to_dogs").symlink_to(root / "dogs", target_is_directory=True)  # another class's folder
+    assert root / "cats" / "z_real" / "e.png" in find_images(root / "cats")
+    assert not any("0_link" in str(p) for p in find_images(root / "cats"))
+    assert find_images(root) == sorted(find_images(root))
+    assert load_folder(str(root), image_size=8).labels.tolist() == [0, 1, 1, 1, 2]  # d.png in dogs only
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -345,7 +345,7 @@ def load_folder(root: str, image_size: int = 32, grayscale: bool = False, name: 
     check_not_a_split_layout(folders)
     classes, paths, labels, empty = [], [], [], []
     for folder in folders:
-        files = find_images(folder)  # hidden files and folders skipped
+        files = find_images(folder, within=root_path)  # hidden files and folders skipped
         if not files:
             empty.append(folder.name)
             continue

@@ -20,11 +20,12 @@ READ_BATCH_BYTES = 32 * 2**20  # bytes of images read_images reads at a time, in
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
-def find_images(root: str | Path) -> list[Path]:
+def find_images(root: str | Path, within: str | Path | None = None) -> list[Path]:
     """Every file under `root` (recursively, through symbolic links to folders) with an image suffix,
     sorted, but hidden files and what hidden folders hold (.ipynb_checkpoints, .git, ._ files of
     macOS); `root` may be one image. A folder reached twice (two links to it, or a link to a folder
-    above it) is read once; broken symbolic links are left out and named in a warning."""
+    above it) is read once, and a folder really below `root` (or `within`) only by its own path, not
+    through a link to it; broken symbolic links are left out and named in a warning."""
     root = Path(root)
     if root.is_file():
         if root.suffix.lower() not in IMAGE_SUFFIXES:
@@ -32,15 +33,21 @@ def find_images(root: str | Path) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise FileNotFoundError(f"{root} does not exist")
+    # the folders that are really below root (or `within`, e.g. the dataset root around a class folder):
+    # each is read by its own path, never through a link to it (the link may sort first, and paths decide
+    # the order of images, hence the split and the caches; a link to another class would copy its images)
+    below = {os.path.realpath(folder) for folder, _, _ in os.walk(within if within is not None else root)}
     found, broken, visited = [], [], {os.path.realpath(root)}
     for folder, subfolders, names in os.walk(root, followlinks=True):
         # sorted, so that of two links to one folder the same one is read on every run
         subfolders[:] = [name for name in sorted(subfolders) if not name.startswith(".")]
         for name in list(subfolders):
-            real = os.path.realpath(os.path.join(folder, name))
-            if real in visited:
+            path = os.path.join(folder, name)
+            real = os.path.realpath(path)
+            if real in visited or (os.path.islink(path) and real in below):
                 subfolders.remove(name)
-            visited.add(real)
+            else:
+                visited.add(real)
         for path in (Path(folder, name) for name in names if not name.startswith(".")):
             if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
                 found.append(path)
