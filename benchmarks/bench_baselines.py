@@ -45,6 +45,24 @@ def run_dir(dataset: str, method: str, features: str, bits: int) -> Path:
     return RUNS / f"{dataset}_{method}_{features}_{bits}"
 
 
+def retrain(overrides: list[str], out: Path) -> None:
+    """Train into `out` afresh. The run there before is moved aside meanwhile and put back if the new
+    one fails or is stopped (a refused command, e.g. a dataset not installed, or Ctrl-C): neither its
+    metrics.json beside the new run's config, nor a finished run lost to a retrain that never ran."""
+    previous = out.with_name(out.name + ".previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if out.exists():
+        out.rename(previous)
+    try:
+        run_timed(overrides, out)
+    except BaseException:
+        if previous.exists():
+            shutil.rmtree(out, ignore_errors=True)
+            previous.rename(out)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", nargs="+", default=DATASETS, help="what runs; the table keeps every run")
@@ -63,9 +81,7 @@ def main() -> None:
             for dataset, method, features, bits in chosen:
                 overrides = [f"dataset={dataset}", f"features={features}", f"method={method}", f"bits={bits}"]
                 out = run_dir(dataset, method, features, bits)
-                if out.exists():  # a run cut short must not leave the former run's metrics.json beside its config
-                    shutil.rmtree(out)
-                run_timed([*overrides, "logger=none"], out)
+                retrain([*overrides, "logger=none"], out)
     # the table holds every finished run of the whole grid, not only those chosen to run this time, and
     # every other finished run here (e.g. of a bit length an earlier command chose)
     on_disk = [((r["dataset"], r["method"], r["features"], int(r["bits"])), out) for out, r in finished_runs(RUNS)]

@@ -108,14 +108,18 @@ def initial_codes(metrics: dict, features: str) -> str:
 def best_shallow(dataset: str, bits: int, kept: dict[str, list[str]]) -> str:
     """The best shallow baseline's mAP@all on the same split: the best of the finished runs in
     logs/bench/baselines/ and of what the previous table's rows (`kept`) showed for the same dataset and
-    bits (runs not on this machine, or since lost); a run here wins a tie."""
+    bits, for baselines that have no run here (not on this machine, or since lost: a run here replaces
+    the old number of its own baseline, lower or not); a run here wins a tie."""
     runs = finished_metrics((ROOT / "logs" / "bench" / "baselines").glob(f"{dataset}_*_{bits}"))
     shown = [(100 * r["map_all"], f"{100 * r['map_all']:.2f} ({r['method'].upper()}+{r['features']})") for r in runs]
+    here = {cell.split(" ", 1)[1] for _, cell in shown}  # e.g. "(ITQ+gist)"
     for row in kept.values():
         if len(row) > 9 and row[1] == dataset and row[3] == str(bits):
             try:  # e.g. "55.81 (ITQ+gist)"; not "– (run make bench-baselines)"
-                shown.append((float(row[9].split()[0]), row[9]))
-            except (ValueError, IndexError):
+                value, baseline = row[9].split(" ", 1)
+                if baseline not in here:
+                    shown.append((float(value), row[9]))
+            except ValueError:
                 continue
     return max(shown, key=lambda value_cell: round(value_cell[0], 2))[1] if shown else "– (run make bench-baselines)"
 
