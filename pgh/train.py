@@ -375,7 +375,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     progress = JobProgress()
     try:
         return run_job(cfg, out, dataset, bits, resuming, source, eval_opts, progress)
-    except Exception as error:
+    except BaseException as error:  # Ctrl-C too: stopped while computing features, it leaves nothing either
         close_failed_wandb_run()
         if progress.training_started:
             error.raised_while_training = True  # pgh-train shows its traceback: it may be a bug, not a setting

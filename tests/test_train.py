@@ -974,3 +974,18 @@ def test_a_finished_run_resumed_and_killed_reads_as_unfinished_and_a_refused_one
     with pytest.raises(RuntimeError, match="loading state_dict"):
         train(again)
     assert {p.name for p in dh_out.iterdir()} >= before and (dh_out / "metrics.json").exists()
+
+
+def test_ctrl_c_before_training_takes_the_start_files_back(make_cfg, monkeypatch):
+    """A KeyboardInterrupt while the features were computed left config.yaml and split.npz behind
+    (only an Exception took them back), a directory that looked like a run."""
+    import pgh.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pgh.train, "cached_features", interrupted)
+    cfg = make_cfg("dataset=digits", "method=itq", "features=pixels", "bits=16")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    assert not Path(cfg.paths.output_dir).exists()
