@@ -56,8 +56,8 @@ report: $(VENV)/.installed ## pgh-report: tables and curves from finished runs (
 lint: $(VENV)/.installed ## ruff
 	$(VENV)/bin/ruff check pgh hydra_plugins tests benchmarks
 
-clean: ## remove run outputs and caches (not .venv)
-	rm -rf logs outputs multirun .cache .pytest_cache
+clean: ## remove run outputs, reports and caches (not .venv)
+	rm -rf logs outputs multirun reports .cache .pytest_cache
 
 bench-pgh: $(VENV)/.installed ## PGH on mnist5k and fashion_mnist with per-round mAP -> benchmarks/pgh.md + README
 	$(PY) benchmarks/bench_pgh.py $(ARGS)

@@ -61,7 +61,7 @@ def check_checkpoint_within_length(cfg: DictConfig, out: Path) -> None:
         else:
             length = f"method.max_epochs={m.max_epochs}"
         raise ValueError(
-            f"{path} has trained (in) {trained} epochs, more than this run's {length}: resume with at least "
+            f"{path} has begun {trained} epochs, more than this run's {length}: resume with at least "
             "that length (a finished run: the length it was run with), or start a new run from it in a new directory"
         )
 
@@ -164,8 +164,6 @@ def check_resume_matches_run(cfg: DictConfig, out: Path, foreign: bool = False) 
                     value.pop(ignored, None)
         if old != new:
             differing.append(f"{key}: {old} there, {new} here")
-    if not differing and not foreign:
-        log_changed_settings(before, cfg, out)
     if differing:
         what = f"belongs to the run in {out}" if foreign else f"resumes the run in {out}"
         fix = f"give that run's settings (its {saved.name})"
@@ -179,10 +177,13 @@ def check_resume_matches_run(cfg: DictConfig, out: Path, foreign: bool = False) 
 NOT_EXPERIMENT = ("paths", "hydra", "logger", "ckpt_path", "requeued", "task_name", "callbacks", "trainer.enable_")
 
 
-def log_changed_settings(before: DictConfig, cfg: DictConfig, out: Path) -> None:
-    """Warn of every setting this resume changes (its loss weights, jitter, vote, length ...): the
-    resumed run trains on with the new values, and its config.yaml, replaced once it has trained,
-    records only those, for the whole run."""
+def log_changed_settings(cfg: DictConfig, out: Path) -> None:
+    """Warn of every setting this resume changes from the run's config.yaml (its loss weights, jitter,
+    vote, length ...), once the resume is known to go ahead: the resumed run trains on with the new
+    values, and its config.yaml, replaced once it has trained, records only those, for the whole run."""
+    if not (out / "config.yaml").is_file():
+        return
+    before = OmegaConf.load(out / "config.yaml")
 
     def flat(config: DictConfig) -> dict[str, Any]:
         values = flat_config(OmegaConf.to_container(config, resolve=True))

@@ -57,6 +57,7 @@ from pgh.resume import (
     check_resume_matches_run,
     check_same_split,
     checkpoint_run,
+    log_changed_settings,
 )
 from pgh.retrieval import check_bits, code_statistics, evaluate_packed, pack_codes
 from pgh.retrieval.metrics import EVAL_DEFAULTS, check_eval_options, metric_key
@@ -201,16 +202,19 @@ def train_deep(
     progress.training_started = True  # from here a failure keeps the run's files (logs, curves): they tell why
     try:
         trainer.fit(model, train_dataloaders=loader, ckpt_path=cfg.get("ckpt_path"))
-    except SIGTERMException:  # Lightning's, a SystemExit without a code: the job would end as a success
+    except SystemExit as stop:
+        # SIGTERM: Lightning's SIGTERMException, a SystemExit without a code (the job would end as a success);
+        # Ctrl-C: Lightning's sys.exit(1) after its shutdown. Either way: how to go on, in train.log too
+        if isinstance(stop, SIGTERMException):
+            why = f"SIGTERM at step {trainer.global_step} (a scheduler's time limit, scancel, kill)"
+        elif isinstance(stop.__context__, KeyboardInterrupt):
+            why = f"Ctrl-C at step {trainer.global_step}"
+        else:
+            raise
         close_failed_wandb_run()
-        how = f"resume from the last checkpoint with the same settings, ckpt_path=last and hydra.run.dir={out}"
-        if not any((out / "checkpoints").glob("last*.ckpt")):
-            where = "hydra.sweep.dir" if in_a_multirun() else "hydra.run.dir"
-            how = f"no checkpoint was written yet (method.checkpoint_every_n_steps): start again in a new {where}"
-        raise SystemExit(
-            f"pgh-train: stopped by SIGTERM at step {trainer.global_step} (a scheduler's time limit, scancel, kill); "
-            + how
-        ) from None
+        message = f"pgh-train: stopped by {why}; {how_to_go_on(out)}"
+        log.error(message)
+        raise SystemExit(message) from None
     # the step-interval checkpoint can predate the last steps and the last round's code refresh, so
     # save the model that is evaluated below; not after a stop in mid-epoch (trainer.max_steps or
     # max_time, a callback's should_stop), where Lightning would record the epoch as finished and a
@@ -237,13 +241,30 @@ def train_deep(
     return query, database, {"train_seconds": train_seconds, "encode_seconds": t2 - t1, **run_info}
 
 
+def how_to_go_on(out: Path) -> str:
+    """After a deep run stopped in training: the command that resumes it (the run's own overrides, from
+    Hydra's record of them), or, with no checkpoint yet, where to start again."""
+    if not any((out / "checkpoints").glob("last*.ckpt")):
+        where = "hydra.sweep.dir" if in_a_multirun() else "hydra.run.dir"
+        return f"no checkpoint was written yet (method.checkpoint_every_n_steps): start again in a new {where}"
+    recorded = out / ".hydra" / "overrides.yaml"
+    overrides = [str(o) for o in OmegaConf.load(recorded)] if recorded.is_file() else []
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "hydra.run.dir=", "requeued="))]
+    if not recorded.is_file():
+        return f"resume from the last checkpoint with the run's settings, ckpt_path=last and hydra.run.dir={out}"
+    command = " ".join(["pgh-train", *(repr(o) if " " in o else o for o in kept), "ckpt_path=last"])
+    return f"resume with: {command} hydra.run.dir={out}"
+
+
 def closing_line(m: dict[str, Any], out: Path) -> str:
     """One line with the headline numbers and where the run wrote its results; K and r are the run's
     eval.map_k, precision_k and radius."""
     map_k, precision_k, radius = (metric_key(m, p) for p in ("map_at_", "precision_at_", "precision_radius_"))
+    # PGH: beside its round 0, the codes it started from (a short run can end below them)
+    start = f" (round 0 {100 * m['init_map_all']:.2f})" if isinstance(m.get("init_map_all"), float) else ""
     return (
         f"pgh | {m['dataset']} | {m['method']}+{m['features']} | {m['bits']} bits | "
-        f"mAP@all {100 * m['map_all']:.2f} | mAP@{map_k.removeprefix('map_at_')} {100 * m[map_k]:.2f} | "
+        f"mAP@all {100 * m['map_all']:.2f}{start} | mAP@{map_k.removeprefix('map_at_')} {100 * m[map_k]:.2f} | "
         f"P@{precision_k.removeprefix('precision_at_')} {100 * m[precision_k]:.2f} | "
         f"P@r{radius.removeprefix('precision_radius_')} {100 * m[radius]:.2f} | "
         f"train {m['train_seconds']:.1f}s | {out}"
@@ -356,6 +377,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         check_trainer(cfg.trainer, cfg.method)
         check_init_codes(cfg.method)
         check_checkpoint_within_length(cfg, out)
+    if resuming:  # the resume goes ahead (as far as the checks tell): what it changes
+        log_changed_settings(cfg, out)
     eval_opts = {k: cfg.eval.get(k, v) for k, v in EVAL_DEFAULTS.items()}
     try:  # before any training: a typo there would otherwise stop the run only when it is scored
         check_eval_options(cfg.bits, **eval_opts)

@@ -572,7 +572,7 @@ def test_a_refused_resume_leaves_the_runs_files_as_they_were(make_cfg, tmp_path)
     small = ("dataset=digits", "method=dh", "bits=16", "split.query_per_class=20", "logger=csv")
     train(make_cfg(*small, "method.max_epochs=2"))
     files = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
-    with pytest.raises(ValueError, match="has trained \\(in\\) 2 epochs, more than this run's method.max_epochs=1"):
+    with pytest.raises(ValueError, match="has begun 2 epochs, more than this run's method.max_epochs=1"):
         train(make_cfg(*small, "method.max_epochs=1", "ckpt_path=last"))
     with pytest.raises(FileExistsError, match="holds a deep run's checkpoints: itq, a shallow hasher, cannot resume"):
         train(make_cfg("dataset=digits", "method=itq", "bits=16", "ckpt_path=last"))
@@ -989,3 +989,50 @@ def test_ctrl_c_before_training_takes_the_start_files_back(make_cfg, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
     assert not Path(cfg.paths.output_dir).exists()
+
+
+class PressCtrlC(Callback):
+    """Raises KeyboardInterrupt after the training's second batch, as Ctrl-C would."""
+
+    def on_train_batch_end(self, trainer, *args, **kwargs):
+        if trainer.global_step >= 2:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_training_names_the_command_that_resumes_it(make_cfg, caplog):
+    """Ctrl-C in training ended with Lightning's "attempting graceful shutdown" and exit status 1,
+    nothing in train.log, and no word of the resume; the SIGTERM message gave no command."""
+    import logging
+
+    cfg = make_cfg("dataset=digits", "method=dh", "features=pixels", "bits=16", "method.max_epochs=3",
+                   "method.checkpoint_every_n_steps=1", "+callbacks.stop._target_=test_train.PressCtrlC")  # fmt: skip
+    out = Path(cfg.paths.output_dir)
+    (out / ".hydra").mkdir(parents=True)
+    overrides = ["dataset=digits", "method=dh", "hydra.run.dir=elsewhere", "method.module.hidden=[64, 32]"]
+    (out / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))  # what Hydra records
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with caplog.at_level(logging.ERROR, logger="pgh.train"), pytest.raises(SystemExit) as stopped:
+            train(cfg)
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
+    expected = (
+        "pgh-train: stopped by Ctrl-C at step 2; resume with: pgh-train dataset=digits method=dh "
+        f"'method.module.hidden=[64, 32]' ckpt_path=last hydra.run.dir={out}"
+    )
+    assert stopped.value.code == expected and expected in caplog.text
+
+
+def test_pghs_closing_line_shows_the_round_0_codes_it_started_from():
+    """A short PGH run ends below its ITQ start (its warm-up is not over); the closing line gave only
+    the final mAP, so a smoke test read as a broken method."""
+    from pgh.train import closing_line
+
+    m = {"dataset": "mnist5k", "method": "pgh", "features": "gist", "bits": 32, "map_all": 0.2451,
+         "init_map_all": 0.557, "map_at_1000": 0.3, "precision_at_100": 0.4, "precision_radius_2": 0.5,
+         "train_seconds": 18.6}  # fmt: skip
+    assert closing_line(m, Path("run")).startswith(
+        "pgh | mnist5k | pgh+gist | 32 bits | mAP@all 24.51 (round 0 55.70) |"
+    )
+    del m["init_map_all"]  # a shallow run
+    assert "| mAP@all 24.51 | mAP@1000 30.00 |" in closing_line(m, Path("run"))
