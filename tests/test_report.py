@@ -388,14 +388,18 @@ def test_a_repeated_seed_counts_once_and_is_named(tmp_path):
     write_run(tmp_path / "a", 0.80, seed=0)
     write_run(tmp_path / "b", 0.84, seed=1)
     write_run(tmp_path / "c", 0.80, seed=0)  # a repeat of a
+    write_run(tmp_path / "e", 0.79, seed=1)  # a repeat of b that scored otherwise (e.g. resumed mid-round)
     edit_config(write_run(tmp_path / "d", 0.70, seed=0), split={"seed": 1})  # another split: another experiment
     text = build_report([tmp_path]).text
     # 80, 84, 70: mean 78.00, sample stdev 7.21
     assert table_rows(text, "mAP@all (%)") == {"PGH+GIST": ["78.00 ± 7.21 (n=3)", "66.95"]}
     assert (
-        "**Repeated seeds.**" in text and "count them once (the rounds table shows each run's curve): c (as a)." in text
+        "**Repeated seeds.**" in text
+        and "count them once (the rounds table shows each run's curve): c (as a); e (as b; mAP@all 79.00 there, "
+        "84.00 counted)."
+        in text
     )
-    assert list(table_rows(text, "Runs")) == ["a", "b", "c", "d"]  # every run still listed
+    assert list(table_rows(text, "Runs")) == ["a", "b", "c", "d", "e"]  # every run still listed
 
 
 def test_a_sweeps_whole_numbers_and_the_configs_floats_are_one_setting(tmp_path):

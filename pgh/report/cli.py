@@ -502,7 +502,14 @@ def build_report(paths: list[str | Path]) -> Report:
         text += "\nCells with several runs show mean ± sample standard deviation over them (n: how many).\n"
     if repeated:
         names = run_names([r["run"] for r in results])
-        pairs = "; ".join(f"{names[r['run']]} (as {names[first['run']]})" for r, first in repeated)
+
+        def pair(r: dict[str, Any], first: dict[str, Any]) -> str:
+            # a repeat that scored otherwise (a resumed run reshuffles, another machine rounds otherwise) says so
+            mine, counted = pct(r["map_all"]), pct(first["map_all"])
+            differs = f"; mAP@all {mine} there, {counted} counted" if mine != counted else ""
+            return f"{names[r['run']]} (as {names[first['run']]}{differs})"
+
+        pairs = "; ".join(pair(r, first) for r, first in repeated)
         text += (
             f"\n**Repeated seeds.** These runs have the settings, seed and split seed of an earlier run of "
             "their cell, so the mAP and per-class tables and the PR and precision@N figures count them once "
