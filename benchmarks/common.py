@@ -51,21 +51,27 @@ def previous_cells(table_file: Path) -> dict[str, dict[tuple[str, str, int], str
     return tables
 
 
+def run_state(out: Path) -> tuple[dict | None, str | None]:
+    """(its metrics, None) for a finished run in `out`, else (None, why a table leaves it out, as the
+    scripts name it): no metrics.json, or one from a run stopped in mid-epoch (e.g. by
+    `+trainer.max_time`), which did not train its whole schedule."""
+    path = out / "metrics.json"
+    if not path.exists():
+        return None, "did not finish (no metrics.json)"
+    metrics = json.loads(path.read_text())
+    if metrics.get("stopped_mid_epoch"):
+        return None, "stopped in mid-epoch (metrics.json has stopped_mid_epoch)"
+    return metrics, None
+
+
 def unfinished(out: Path) -> str | None:
-    """Why the run in `out` is left out of a table (how the scripts name it), or None where it finished:
-    no metrics.json, or one from a run stopped in mid-epoch (e.g. by `+trainer.max_time`), which did
-    not train its whole schedule."""
-    metrics = out / "metrics.json"
-    if not metrics.exists():
-        return "did not finish (no metrics.json)"
-    if json.loads(metrics.read_text()).get("stopped_mid_epoch"):
-        return "stopped in mid-epoch (metrics.json has stopped_mid_epoch)"
-    return None
+    """Why the run in `out` is left out of a table, or None where it finished (`run_state`)."""
+    return run_state(out)[1]
 
 
 def finished_metrics(dirs) -> list[dict]:
-    """The metrics.json of each run directory of `dirs` whose run finished (`unfinished` is None)."""
-    return [json.loads((Path(d) / "metrics.json").read_text()) for d in dirs if unfinished(Path(d)) is None]
+    """The metrics.json of each run directory of `dirs` whose run finished."""
+    return [metrics for d in dirs if (metrics := run_state(Path(d))[0]) is not None]
 
 
 def run_dirs(runs: Path) -> list[Path]:
@@ -76,7 +82,7 @@ def run_dirs(runs: Path) -> list[Path]:
 def finished_runs(runs: Path) -> list[tuple[Path, dict]]:
     """(run directory, its metrics) of every finished run under `runs`: what a table shows besides its
     grid's runs (e.g. a bit length an earlier command chose)."""
-    return [(out, json.loads((out / "metrics.json").read_text())) for out in run_dirs(runs) if not unfinished(out)]
+    return [(out, metrics) for out in run_dirs(runs) if (metrics := run_state(out)[0]) is not None]
 
 
 def name_unfinished(runs: Path, retrain: str = "") -> None:

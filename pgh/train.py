@@ -248,10 +248,10 @@ def how_to_go_on(out: Path) -> str:
         where = "hydra.sweep.dir" if in_a_multirun() else "hydra.run.dir"
         return f"no checkpoint was written yet (method.checkpoint_every_n_steps): start again in a new {where}"
     recorded = out / ".hydra" / "overrides.yaml"
-    overrides = [str(o) for o in OmegaConf.load(recorded)] if recorded.is_file() else []
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "hydra.run.dir=", "requeued="))]
     if not recorded.is_file():
         return f"resume from the last checkpoint with the run's settings, ckpt_path=last and hydra.run.dir={out}"
+    overrides = [str(o) for o in OmegaConf.load(recorded)]
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "hydra.run.dir=", "requeued="))]
     command = " ".join(["pgh-train", *(repr(o) if " " in o else o for o in kept), "ckpt_path=last"])
     return f"resume with: {command} hydra.run.dir={out}"
 

@@ -33,10 +33,11 @@ def find_images(root: str | Path, within: str | Path | None = None) -> list[Path
         return [root]
     if not root.is_dir():
         raise FileNotFoundError(f"{root} does not exist")
-    # the folders that are really below root (or `within`, e.g. the dataset root around a class folder):
-    # each is read by its own path, never through a link to it (the link may sort first, and paths decide
-    # the order of images, hence the split and the caches; a link to another class would copy its images)
-    below = {os.path.realpath(folder) for folder, _, _ in os.walk(within if within is not None else root)}
+    # a folder really below root (or `within`, e.g. the dataset root around a class folder) is read by its
+    # own path, never through a link to it (the link may sort first, and paths decide the order of images,
+    # hence the split and the caches; a link to another class would copy its images). A resolved path has
+    # no links in it, so a target whose resolved path lies under the resolved base is reached without one
+    base = os.path.realpath(within if within is not None else root)
     found, broken, visited = [], [], {os.path.realpath(root)}
     for folder, subfolders, names in os.walk(root, followlinks=True):
         # sorted, so that of two links to one folder the same one is read on every run
@@ -44,7 +45,7 @@ def find_images(root: str | Path, within: str | Path | None = None) -> list[Path
         for name in list(subfolders):
             path = os.path.join(folder, name)
             real = os.path.realpath(path)
-            if real in visited or (os.path.islink(path) and real in below):
+            if real in visited or (os.path.islink(path) and os.path.commonpath([real, base]) == base):
                 subfolders.remove(name)
             else:
                 visited.add(real)

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from pgh.config_checks import flat_config
 from pgh.data import Split
@@ -146,7 +146,9 @@ def load_run(run: Path) -> dict[str, Any]:
     for key, kinds in (("bits", int), ("map_all", (int, float))):
         if isinstance(metrics[key], bool) or not isinstance(metrics[key], kinds):
             raise ValueError(f"{run / 'metrics.json'}: {key}={metrics[key]!r} is no number: not written by pgh-train")
-    return {**metrics, "run": run}
+    path = run / "config.yaml"  # read once: the settings, the folder and the split seed all come from it
+    config = OmegaConf.to_container(OmegaConf.load(path)) if path.exists() else None
+    return {**metrics, "run": run, "config": config}
 
 
 # config keys that are a table axis, a seed, or do not change the result: never what tells runs apart
@@ -165,13 +167,12 @@ NOT_SETTINGS = (
 )  # fmt: skip
 
 
-def settings(run: Path) -> dict[str, Any]:
-    """The run's config.yaml as dotted keys, without NOT_SETTINGS, a LATER_DEFAULTS key it lacks at the
-    value it had ({} when it has no config.yaml)."""
-    path = run / "config.yaml"
-    if not path.exists():
+def settings(config: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's config.yaml (`load_run`'s "config") as dotted keys, without NOT_SETTINGS, a
+    LATER_DEFAULTS key it lacks at the value it had ({} when it has no config.yaml)."""
+    if config is None:
         return {}
-    flat = {**LATER_DEFAULTS, **flat_config(OmegaConf.to_container(OmegaConf.load(path)))}
+    flat = {**LATER_DEFAULTS, **flat_config(config)}
     return {k: canonical(v) for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_SETTINGS)}
 
 
@@ -198,9 +199,8 @@ def tell_folders_apart(results: list[dict[str, Any]]) -> None:
     `<name> (<dataset.root>)`, so no column averages or plots two datasets together."""
     roots: dict[int, str] = {}
     for i, r in enumerate(results):
-        path = Path(r["run"]) / "config.yaml"
-        dataset = OmegaConf.load(path).get("dataset") if path.exists() else None
-        if isinstance(dataset, DictConfig) and str(dataset.get("_target_", "")).endswith("load_folder"):
+        dataset = (r["config"] or {}).get("dataset")
+        if isinstance(dataset, dict) and str(dataset.get("_target_", "")).endswith("load_folder"):
             roots[i] = os.path.normpath(os.path.expanduser(str(dataset.get("root"))))  # /data/x/ is /data/x
     names: dict[str, set[str]] = defaultdict(set)
     for i, root in roots.items():
@@ -221,12 +221,12 @@ def label_variants(results: list[dict[str, Any]]) -> None:
     variant `no config.yaml` and takes no part in the others' comparison."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
-        if (Path(r["run"]) / "config.yaml").exists():
+        if r["config"] is not None:
             groups[(r["method"], r["features"])].append(r)
         else:  # nothing to compare its settings by: a row of its own, apart from every other run's
             r["settings"], r["variant"] = {}, "no config.yaml"
     for group in groups.values():
-        configs = [settings(r["run"]) for r in group]
+        configs = [settings(r["config"]) for r in group]
         for r in group:
             r["settings"] = {}
         # the dataset is the table's column: its own settings (a folder's image_size) and the sizes of its
@@ -281,11 +281,10 @@ def split_repeated_seeds(results: list[dict[str, Any]]) -> tuple[list[dict[str, 
     for group in by_cell(results).values():
         first: dict[tuple, dict[str, Any]] = {}
         for r in group:
-            path = Path(r["run"]) / "config.yaml"
-            if not path.exists():
+            if r["config"] is None:
                 counted.append(r)
                 continue
-            key = (r.get("seed"), OmegaConf.select(OmegaConf.load(path), "split.seed", default=0))
+            key = (r.get("seed"), (r["config"].get("split") or {}).get("seed", 0))
             if key in first:
                 repeated.append((r, first[key]))
             else:
@@ -505,8 +504,8 @@ def build_report(paths: list[str | Path]) -> Report:
 
         def pair(r: dict[str, Any], first: dict[str, Any]) -> str:
             # a repeat that scored otherwise (a resumed run reshuffles, another machine rounds otherwise) says so
-            mine, counted = pct(r["map_all"]), pct(first["map_all"])
-            differs = f"; mAP@all {mine} there, {counted} counted" if mine != counted else ""
+            mine, theirs = pct(r["map_all"]), pct(first["map_all"])
+            differs = f"; mAP@all {mine} there, {theirs} counted" if mine != theirs else ""
             return f"{names[r['run']]} (as {names[first['run']]}{differs})"
 
         pairs = "; ".join(pair(r, first) for r, first in repeated)
