@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,26 @@ def finish(loggers: list[Logger], metrics: dict[str, Any], step: int = 0) -> Non
             # Lightning leaves the W&B run open, and the next WandbLogger in this process (the next job
             # of a multirun on the basic launcher) would log into it
             logger.experiment.finish()
+
+
+class DropLightningAdvert(logging.Filter):
+    """Drops Lightning's tip to install its cloud logger, printed at every fit."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def quiet_lightning_notices() -> None:
+    """Silence what Lightning prints at every deep run that asks nothing of the user."""
+    # the manual-optimisation checkpoint holds the state after the batch's steps, which is what an exact
+    # resume needs (tests/test_pgh.py resumes mid-round); Lightning's long warning about it is noise
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+    # a resume in mid-epoch is supported: the same round, codes, weights and optimiser state, on a fresh
+    # shuffle of the epoch's remaining batches (README: Checkpoints); "unreliable results" says more
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+    # Lightning's own pytree helper against torch >= 2.10's: a deprecation inside Lightning, not ours to fix
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        rank_zero = logging.getLogger(name)
+        if not any(isinstance(f, DropLightningAdvert) for f in rank_zero.filters):
+            rank_zero.addFilter(DropLightningAdvert())

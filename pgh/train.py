@@ -15,7 +15,6 @@ import math
 import os
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -49,7 +48,15 @@ from pgh.data import ImageDataset, Split
 from pgh.features import cached_features
 from pgh.hashing import HASHERS, ShallowHasher
 from pgh.io import atomic_path, save_npy, write_json, write_text
-from pgh.logging_utils import close_failed_wandb_run, finish, instantiate_loggers, log_figure, print_and_log_to_files
+from pgh.logging_utils import (
+    close_failed_wandb_run,
+    finish,
+    instantiate_loggers,
+    log_figure,
+    print_and_log_to_files,
+    quiet_lightning_notices,
+)
+from pgh.override_errors import concise_override_errors
 from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, save_figure
 from pgh.resume import (
     check_checkpoint_within_length,
@@ -168,9 +175,7 @@ def train_deep(
         max_epochs = m.rounds * rounds.epochs_per_round
     else:
         max_epochs = m.max_epochs
-    # the manual-optimisation checkpoint holds the state after the batch's steps, which is what an exact
-    # resume needs (tests/test_pgh.py resumes mid-round); Lightning's long warning about it is noise
-    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+    quiet_lightning_notices()
     # no last-v1.ckpt: a run resumed in a copied or moved directory (Lightning sees another dirpath
     # in the checkpoint) must replace last.ckpt, which pgh-index and RunEncoder load
     checkpointing = StepCheckpoint(
@@ -719,7 +724,8 @@ def main() -> None:
             "non-editable install does not carry; clone the repository and install it with `make install` "
             "(pip install -e .)"
         )
-    hydra_main()
+    with concise_override_errors():
+        hydra_main()
 
 
 if __name__ == "__main__":

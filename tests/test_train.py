@@ -530,6 +530,8 @@ def test_a_refused_command_leaves_no_run_directory(tmp_path):
         and "Traceback" in done.stderr
         and "ValueError: killed at the start of epoch 1" in done.stderr
     )
+    # nor Lightning's notices that ask nothing of the user: its cloud-logger tip, its own pytree deprecation
+    assert "litlogger" not in done.stdout + done.stderr and "LeafSpec" not in done.stderr
 
 
 def test_train_takes_back_the_start_files_it_made_and_nothing_else(make_cfg, tmp_path):

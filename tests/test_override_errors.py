@@ -1,0 +1,57 @@
+"""pgh-train's one-line messages for command lines Hydra cannot compose (pgh/override_errors.py)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import run_python
+from hydra.errors import ConfigCompositionException
+
+from pgh.override_errors import explain
+
+
+def composition_error(make_cfg, *overrides: str) -> ConfigCompositionException:
+    with pytest.raises(ConfigCompositionException) as caught:
+        make_cfg(*overrides)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["metod=itq"], "`metod` is no config group or setting (did you mean `method`?); the config's are bits, "),
+        (
+            ["method.rounds=2"],
+            "`method.rounds` is not a setting of method=itq; its settings are bits, iterations, seed; "
+            "`rounds` is a setting of method=pgh",
+        ),
+        (
+            ["method=pgh", "method.module.gama=1"],
+            "`method.module.gama` is not a setting of `method.module` (did you mean `gamma`?)",
+        ),
+        (["dataset=folder", "dataset.rot=x"], "is not a setting of dataset=folder (did you mean `root`?)"),
+        (
+            ["method=itqq"],
+            "no method `itqq` (did you mean `itq`?); the options of `method` are bgan, deepbit, dh, itq,",
+        ),
+        (["experiment=pgh_mnst"], "no experiment `pgh_mnst` (did you mean `pgh_mnist` or `pgh_mnist5k`?)"),
+    ],
+)
+def test_a_misspelt_key_or_option_is_named_with_the_nearest_there_are(make_cfg, overrides, expected):
+    message = explain(composition_error(make_cfg, *overrides))
+    assert message is not None and expected in message
+    assert "\n" not in message and "+" not in message  # Hydra's advice, +key=value, would add the misspelt key
+
+
+def test_hydras_own_settings_keep_hydras_message(make_cfg):
+    assert explain(composition_error(make_cfg, "hydra.foo=1")) is None
+
+
+def test_pgh_train_says_it_in_one_line(tmp_path):
+    """Through the entry point (Hydra's run_and_report, patched while it runs), in a fresh process."""
+    done = run_python("-m", "pgh.train", "--multirun", "method=itq,lsh", "bitz=16", tmp_path=tmp_path, check=False)
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        "pgh-train: `bitz` is no config group or setting (did you mean `bits`?); the config's are bits, callbacks, "
+        "ckpt_path, dataset, eval, features, logger, method, paths, requeued, save_codes, seed, split, task_name, "
+        "trainer (`pgh-train --help` lists them with their options)"
+    ]
+    assert not (tmp_path / "logs").exists()  # refused before Hydra made a directory
