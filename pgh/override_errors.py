@@ -13,6 +13,7 @@ from typing import Any
 
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from pgh.config_checks import CONFIG_DIR
 
@@ -81,9 +82,9 @@ def explain(error: ConfigCompositionException) -> str | None:
     if isinstance(error, MissingConfigException):
         return missing_option(error)
     cause = error.__cause__
-    full_key = getattr(cause, "full_key", None)
-    if isinstance(full_key, str) and str(error).startswith("Could not override"):
-        return unknown_key(full_key, getattr(cause, "parent_node", None))
+    # a key the config lacks (not a value of the wrong type, which Hydra's message already says)
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and isinstance(cause.full_key, str):
+        return unknown_key(cause.full_key, cause.parent_node)
     return None
 
 
