@@ -122,7 +122,7 @@ def train_deep(
         TrainingClock,
         under_submitit,
     )
-    from pgh.methods.base import INPUT_KINDS, DeepHasher
+    from pgh.methods.base import INPUT_KINDS, DeepHasher, lossy_conversion
 
     m, labels, n_train = cfg.method, dataset.labels, int(split.train.numel())
     train_features = features[split.train]
@@ -155,6 +155,15 @@ def train_deep(
         raise TypeError(f"{m.module._target_} must be a pgh.methods.base.DeepHasher with input_kind in {INPUT_KINDS}")
     if init_codes is not None:
         model.set_codes(init_codes, initial=True)
+    if (read_as := model.network_input()) is not None:
+        channels, size = dataset.images.shape[1], dataset.images.shape[-1]
+        lost = lossy_conversion(tuple(dataset.images.shape[1:]), *read_as)
+        if lost:  # a choice (the config's defaults are MNIST's 1 x 28 px), but not one to make unawares
+            log.warning(
+                "%s's networks read %d-channel %d-px images: it %s; set method.module.channels=%d "
+                "method.module.image_size=%d to train on %s's images as they are",
+                m.module._target_.rsplit(".", 1)[-1], *read_as, " and ".join(lost), channels, size, dataset.name,
+            )  # fmt: skip
     inputs = dataset.images if model.input_kind == "images" else features
     train_inputs = inputs[split.train]
 

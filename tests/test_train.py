@@ -1038,3 +1038,35 @@ def test_pghs_closing_line_shows_the_round_0_codes_it_started_from():
     )
     del m["init_map_all"]  # a shallow run
     assert "| mAP@all 24.51 | mAP@1000 30.00 |" in closing_line(m, Path("run"))
+
+
+def test_a_network_that_turns_colour_grey_or_shrinks_the_images_says_so(make_cfg, tmp_path, caplog):
+    """PGH and BGAN read MNIST's 1-channel 28-px images at their config's defaults: a folder of colour
+    32-px images trained on grey, shrunk copies without a word."""
+    import logging
+
+    from PIL import Image
+
+    for label in range(3):
+        (tmp_path / "images" / f"c{label}").mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (32, 32), color=(80 * label, 20 * i, 100)).save(
+                tmp_path / "images" / f"c{label}" / f"{i}.png"
+            )
+    args = ["dataset=folder", f"dataset.root={tmp_path / 'images'}", "split.query_per_class=2", "logger=none"]
+    args += ["method=bgan", "bits=16", "method.batch_size=10", "method.max_epochs=1", "method.module.width=4"]
+    args += ["method.module.hidden=16", "method.module.k1=3", "method.module.k2=5", "method.module.min_shared=1"]
+    args += ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    with caplog.at_level(logging.WARNING, logger="pgh.train"):
+        train(make_cfg(*args))
+    assert (
+        "BGAN's networks read 1-channel 28-px images: it turns the colour images grey and shrinks them from 32x32 "
+        "to 28x28 px; set method.module.channels=3 method.module.image_size=32 to train on folder's images as they are"
+    ) in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pgh.train"):  # as they are, or only upsampled: nothing lost
+        for size in (32, 64):
+            cfg = make_cfg(*args, "method.module.channels=3", f"method.module.image_size={size}")
+            cfg.paths.output_dir = str(tmp_path / f"run_{size}")
+            train(cfg)
+    assert "networks read" not in caplog.text

@@ -43,6 +43,17 @@ def to_network_input(images: torch.Tensor, image_size: int, channels: int) -> to
     return x
 
 
+def lossy_conversion(image_shape: tuple[int, ...], channels: int, image_size: int) -> list[str]:
+    """What `to_network_input` loses of images of `image_shape` [C, H, W] read by a `channels`-channel
+    network at `image_size` px: their colour, their detail; [] when it loses nothing (it may upsample)."""
+    lost = []
+    if image_shape[0] == 3 and channels == 1:
+        lost.append("turns the colour images grey")
+    if max(image_shape[1:]) > image_size:
+        lost.append(f"shrinks them from {image_shape[1]}x{image_shape[2]} to {image_size}x{image_size} px")
+    return lost
+
+
 def is_finite_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -115,6 +126,13 @@ class DeepHasher(L.LightningModule):
         self.log_dict({f"{k}_step": v for k, v in values.items()}, prog_bar=prog_bar, batch_size=batch_size)
         epoch = {f"{k}_epoch": v for k, v in values.items()}
         self.log_dict(epoch, on_step=False, on_epoch=True, sync_dist=True, batch_size=batch_size)
+
+    def network_input(self) -> tuple[int, int] | None:
+        """(channels, image size) of what the networks read, which `prepare` converts and resizes the
+        images to; None for methods on features."""
+        if self.input_kind != "images":
+            return None
+        return int(self.hparams["channels"]), int(self.hparams["image_size"])
 
     def prepare(self, inputs: torch.Tensor) -> torch.Tensor:
         """Raw inputs (on this device) -> what the network reads; image methods resize and rescale."""

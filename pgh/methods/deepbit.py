@@ -198,6 +198,9 @@ class DeepBit(DeepHasher):
 
     # ------------------------------------------------------------------------------ inference
 
+    def network_input(self) -> tuple[int, int]:
+        return self.channels, self.image_size  # the backbone's defaults where the config leaves them null
+
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images -> the network's input: [-1, 1], resized to image_size, `channels` channels."""
         return to_network_input(images, self.image_size, self.channels)
