@@ -364,7 +364,8 @@ class PGH(DeepHasher):
         agreement = float(torch.stack(self.epoch_agreement).mean())
         if agreement < hp.distill_min_agreement:
             batches = self.trainer.num_training_batches * (last_warm_up_epoch + 1)
-            fix = f"Raise method.module.distill_epochs ({batches} batches so far) or train on more images"
+            so_far = f"{batches} {'batch' if batches == 1 else 'batches'} so far"
+            fix = f"Raise method.module.distill_epochs ({so_far}) or train on more images"
             if hp.distill_epochs > self.trainer.max_epochs:  # the run ends inside the warm-up
                 fix = (
                     f"The run ({self.trainer.max_epochs} epochs) ends inside the warm-up (distill_epochs="
