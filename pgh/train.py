@@ -627,6 +627,13 @@ def run_job(
         # deep runs are deterministic for a seed and this thread count; another count changes the floating point
         "torch_threads": torch.get_num_threads(),
     }
+    classes = int(labels[split.database].unique().numel())
+    if metrics["db_distinct_codes"] < classes:  # mAP@all alone reads like a weak method, not a broken one
+        log.warning(
+            "the database's %d items have %d distinct code(s), fewer than its %d classes: the codes collapsed "
+            "(deep methods: train longer or on more images; see db_* in metrics.json)",
+            metrics["num_database"], metrics["db_distinct_codes"], classes,
+        )  # fmt: skip
     write_text(out / "pr_curve.csv", result.pr_curve_csv())
     write_text(out / "precision_at_n.csv", result.precision_at_n_csv())
     write_text(out / "per_class.csv", result.per_class_csv(dataset.class_name))

@@ -1070,3 +1070,22 @@ def test_a_network_that_turns_colour_grey_or_shrinks_the_images_says_so(make_cfg
             cfg.paths.output_dir = str(tmp_path / f"run_{size}")
             train(cfg)
     assert "networks read" not in caplog.text
+
+
+def test_codes_that_collapsed_are_named(make_cfg, tmp_path, caplog):
+    """A PGH run collapsed to one code ended with an mAP@all that read as a weak method, not a broken one."""
+    import logging
+
+    from PIL import Image
+
+    for label in range(3):  # one image, copied: LSH gives every item the same code
+        (tmp_path / "images" / f"c{label}").mkdir(parents=True)
+        for i in range(4):
+            Image.new("L", (8, 8), color=100).save(tmp_path / "images" / f"c{label}" / f"{i}.png")
+    folder = ["dataset=folder", f"dataset.root={tmp_path / 'images'}", "dataset.grayscale=true", "dataset.image_size=8"]
+    with caplog.at_level(logging.WARNING, logger="pgh.train"):
+        metrics = train(make_cfg(*folder, "split.query_per_class=1", "method=lsh", "bits=16", "logger=none"))
+    assert metrics["db_distinct_codes"] == 1
+    assert (
+        "the database's 9 items have 1 distinct code(s), fewer than its 3 classes: the codes collapsed" in caplog.text
+    )
