@@ -205,7 +205,7 @@ def check_split_keys(split: DictConfig) -> None:
         raise ValueError(f"split._target_={split._target_}: cannot be imported ({error})") from None
     unknown = [key for key in split if not key.startswith("_") and key not in known]
     if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in known.values()):
-        keys = [name for name in known if name != "labels"]
+        keys = [name for name in known if name not in ("labels", "class_names")]  # pgh-train passes those
         raise ValueError(f"split.{unknown[0]} is not a split setting; the settings are {', '.join(keys)}")
 
 

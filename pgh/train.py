@@ -9,6 +9,7 @@ A shallow method (`method` is a hasher config) is fitted on features; a deep met
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -529,7 +530,11 @@ def run_job(
     if not resuming:  # a resume's config replaces the run's once it has trained (a failed one leaves it)
         write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
-    split: Split = instantiate(cfg.split)(dataset.labels)
+    make_split = instantiate(cfg.split)
+    named = {}  # a user's own split function need not take the class names its errors could use
+    if dataset.class_names is not None and "class_names" in inspect.signature(make_split).parameters:
+        named["class_names"] = dataset.class_names
+    split: Split = make_split(dataset.labels, **named)
     for run in ([out] if resuming else []) + ([source] if source is not None else []):
         if (run / "split.npz").exists():
             check_same_split(Split.load(run / "split.npz"), split, run)

@@ -365,6 +365,9 @@ def test_split_train_subset_and_errors():
     ):
         make_split(uneven, query_per_class=4)
     assert make_split(uneven, query_per_class=2).query.numel() == 8
+    # by name where the dataset names its classes (pgh-train passes a folder's sub-folder names)
+    with pytest.raises(ValueError, match=r"^class 'digit_1' has 3 images, class 'digit_2' has 4 images, not more"):
+        make_split(uneven, query_per_class=4, class_names=[f"digit_{i}" for i in range(4)])
     with pytest.raises(ValueError, match=r"class 1 has 1 image, .*; a class needs two images or more"):
         make_split(torch.tensor([0, 0, 0, 1]), query_per_class=1)
     with pytest.raises(ValueError, match="single class.*every metric 100%.*at least two"):

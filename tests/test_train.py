@@ -1089,3 +1089,15 @@ def test_codes_that_collapsed_are_named(make_cfg, tmp_path, caplog):
     assert (
         "the database's 9 items have 1 distinct code(s), fewer than its 3 classes: the codes collapsed" in caplog.text
     )
+
+
+def test_a_class_too_small_for_the_split_is_named_by_its_folder(make_cfg, tmp_path):
+    from PIL import Image
+
+    for cls, count in (("cats", 6), ("dogs", 2)):
+        (tmp_path / "images" / cls).mkdir(parents=True)
+        for i in range(count):
+            Image.new("L", (8, 8), 40 * i).save(tmp_path / "images" / cls / f"{i}.png")
+    folder = ("dataset=folder", f"dataset.root={tmp_path / 'images'}", "dataset.image_size=8")
+    with pytest.raises(ValueError, match=r"^class 'dogs' has 2 images, not more than split.query_per_class=2; lower"):
+        train(make_cfg(*folder, "split.query_per_class=2"))

@@ -6,6 +6,7 @@ it. The same seed gives the same split for every method, so rows of a table are 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +31,15 @@ class Split:
             return cls(*(torch.from_numpy(f[k]).long() for k in ("query", "database", "train")))
 
 
-def make_split(labels: torch.Tensor, query_per_class: int = 100, train_size: int | None = None, seed: int = 0) -> Split:
-    """Draw `query_per_class` queries from each class; database = the rest; train ⊆ database."""
+def make_split(
+    labels: torch.Tensor,
+    query_per_class: int = 100,
+    train_size: int | None = None,
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
+) -> Split:
+    """Draw `query_per_class` queries from each class; database = the rest; train ⊆ database.
+    `class_names[label]` names a class in errors (pgh-train passes the dataset's, e.g. a folder's)."""
     labels = torch.as_tensor(labels).long()
     for name, value in (("query_per_class", query_per_class), ("train_size", train_size), ("seed", seed)):
         whole = isinstance(value, int) and not isinstance(value, bool)
@@ -49,7 +57,8 @@ def make_split(labels: torch.Tensor, query_per_class: int = 100, train_size: int
     sizes = dict(zip(classes, counts))
     small = [cls for cls in classes if sizes[cls] <= query_per_class]
     if small:
-        named = ", ".join(f"class {cls} has {sizes[cls]} image{'s' * (sizes[cls] != 1)}" for cls in small[:5])
+        name = (lambda cls: f"class {cls}") if class_names is None else (lambda cls: f"class {class_names[cls]!r}")
+        named = ", ".join(f"{name(cls)} has {sizes[cls]} image{'s' * (sizes[cls] != 1)}" for cls in small[:5])
         named += f" (and {len(small) - 5} more classes)" if len(small) > 5 else ""
         largest = min(counts) - 1  # every class keeps an image for the database
         fix = (
