@@ -256,19 +256,51 @@ def train_deep(
     return query, database, {"train_seconds": train_seconds, "encode_seconds": t2 - t1, **run_info}
 
 
+# set again by the resume command (or by the launcher), not taken from the stopped command
+RESUME_SETS = ("ckpt_path=", "hydra.run.dir=", "hydra.sweep.dir=", "requeued=", "hydra.mode=")
+
+
+def command_line(words: list[str]) -> str:
+    return " ".join(["pgh-train", *(repr(w) if " " in w else w for w in words)])
+
+
+def config_words() -> list[str]:
+    """`-cd DIR -cn NAME` where this command named its own config directory or config (a sweep's)."""
+    if not HydraConfig.initialized():
+        return []
+    hydra_cfg = HydraConfig.get()
+    words = []
+    for source in hydra_cfg.runtime.config_sources:
+        if source.provider == "command-line":
+            words += ["-cd", str(Path(source.path).resolve())]
+    if hydra_cfg.job.config_name not in (None, "config"):
+        words += ["-cn", hydra_cfg.job.config_name]
+    return words
+
+
 def how_to_go_on(out: Path) -> str:
-    """After a deep run stopped in training: the command that resumes it (the run's own overrides, from
-    Hydra's record of them), or, with no checkpoint yet, where to start again."""
-    if not any((out / "checkpoints").glob("last*.ckpt")):
-        where = "hydra.sweep.dir" if in_a_multirun() else "hydra.run.dir"
-        return f"no checkpoint was written yet (method.checkpoint_every_n_steps): start again in a new {where}"
+    """After a deep run stopped in training: the command that resumes it (its config and overrides, from
+    Hydra's record of them; a sweep's job: the sweep's, where jobs with a checkpoint continue and the
+    others train from the start), or, for a single run with no checkpoint yet, where to start again."""
+    checkpoint = any((out / "checkpoints").glob("last*.ckpt"))
+    if in_a_multirun():
+        sweep = Path(HydraConfig.get().sweep.dir).resolve()
+        recorded = (
+            OmegaConf.load(sweep / "multirun.yaml").hydra.overrides if (sweep / "multirun.yaml").is_file() else None
+        )
+        if recorded is None:
+            return f"resume the sweep: its command again with ckpt_path=last and hydra.sweep.dir={sweep}"
+        kept = [str(o) for o in [*recorded.hydra, *recorded.task] if not str(o).lstrip("+~").startswith(RESUME_SETS)]
+        note = "" if checkpoint else "this job wrote no checkpoint yet (method.checkpoint_every_n_steps); "
+        command = command_line(["-m", *config_words(), *kept, "ckpt_path=last", f"hydra.sweep.dir={sweep}"])
+        return f"{note}resume the sweep with: {command} (jobs with a checkpoint continue, the others start afresh)"
+    if not checkpoint:
+        return "no checkpoint was written yet (method.checkpoint_every_n_steps): start again in a new hydra.run.dir"
     recorded = out / ".hydra" / "overrides.yaml"
     if not recorded.is_file():
         return f"resume from the last checkpoint with the run's settings, ckpt_path=last and hydra.run.dir={out}"
-    overrides = [str(o) for o in OmegaConf.load(recorded)]
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "hydra.run.dir=", "requeued="))]
-    command = " ".join(["pgh-train", *(repr(o) if " " in o else o for o in kept), "ckpt_path=last"])
-    return f"resume with: {command} hydra.run.dir={out}"
+    kept = [str(o) for o in OmegaConf.load(recorded) if not str(o).lstrip("+~").startswith(RESUME_SETS)]
+    return f"resume with: {command_line([*config_words(), *kept, 'ckpt_path=last'])} hydra.run.dir={out}"
 
 
 def closing_line(m: dict[str, Any], out: Path) -> str:

@@ -1101,3 +1101,24 @@ def test_a_class_too_small_for_the_split_is_named_by_its_folder(make_cfg, tmp_pa
     folder = ("dataset=folder", f"dataset.root={tmp_path / 'images'}", "dataset.image_size=8")
     with pytest.raises(ValueError, match=r"^class 'dogs' has 2 images, not more than split.query_per_class=2; lower"):
         train(make_cfg(*folder, "split.query_per_class=2"))
+
+
+def test_a_sweep_job_stopped_in_training_names_the_sweep_command_that_resumes_it(tmp_path):
+    """The resume command a stopped sweep job printed lacked the sweep's `-cd sweeps -cn pgh_init`, so it
+    composed the defaults (ITQ) and was refused; it resumed one job, not the sweep."""
+    from conftest import run_python
+
+    sweeps, sweep_dir = Path(CONFIG_DIR).parent / "sweeps", tmp_path / "sweep"
+    args = ["-m", "-cd", str(sweeps), "-cn", "pgh_init", "dataset=digits", "bits=16", "features=pixels"]
+    args += ["split.train_size=128", "method.batch_size=32", "method.module.width=8", "method.module.hidden=32"]
+    args += ["method.checkpoint_every_n_steps=1", "+callbacks.stop._target_=test_train.PressCtrlC"]
+    done = run_python("-m", "pgh.train", *args, f"hydra.sweep.dir={sweep_dir}", tmp_path=tmp_path, check=False)
+    kept = " ".join(args[5:])
+    expected = (
+        # PGH's first batch makes 3 optimiser steps; Ctrl-C in it comes before its checkpoint
+        "pgh-train: stopped by Ctrl-C at step 3; this job wrote no checkpoint yet (method.checkpoint_every_n_steps); "
+        f"resume the sweep with: pgh-train -m -cd {sweeps.resolve()} -cn "
+        f"pgh_init {kept} ckpt_path=last hydra.sweep.dir={sweep_dir} (jobs with a checkpoint continue, the others "
+        "start afresh)"
+    )
+    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1] == expected
