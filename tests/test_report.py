@@ -226,9 +226,11 @@ def test_cli_writes_the_report_and_the_curves(tmp_path, capsys):
     write_run(tmp_path / "runs" / "a", 0.8, rounds=[0.5, 0.8])
     main([str(tmp_path / "runs"), "--out", str(tmp_path / "report")])
     printed = capsys.readouterr().out
-    assert printed == (tmp_path / "report" / "report.md").read_text()
+    written, figures = (tmp_path / "report" / "report.md").read_text(), []
     for figure in ("rounds.png", "pr_mnist5k_32.png", "precision_at_n_mnist5k_32.png"):
         assert (tmp_path / "report" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        figures.append(f"![{figure}]({figure})\n\n")
+    assert written == printed + "\n## Figures\n\n" + "".join(figures)  # the printed report, and its figures
 
 
 def test_a_real_run_without_paper_numbers(make_cfg, tmp_path):
@@ -476,18 +478,25 @@ def test_jobs_of_a_sweep_without_a_directory_are_named(tmp_path, capsys):
             "overrides": {"task": ["dataset=digits", "bits=16,32,64", "seed=0"]},  # the command's bits win
         }
     }
-    (sweep / "multirun.yaml").write_text(yaml.safe_dump(multirun))
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(multirun, sort_keys=False))  # as Hydra writes it
     for job in (0, 2, 5):
         write_run(sweep / f"{job}_digits_16", 0.8, seed=job)
     (sweep / "3_digits_32").mkdir()  # still training: named as left out, not as missing
     (sweep / "3_digits_32" / "config.yaml").write_text("bits: 32\n")
     main([str(tmp_path)])
     err = capsys.readouterr().err
-    assert f"pgh-report: {sweep} has no directory for job(s) 1, 4 of its sweep" in err  # 2 methods x 3 bits
+    # 2 methods x 3 bits, the jobs named by their swept settings: method first, as Hydra numbers them
+    missing = f"{sweep} has no directory for job(s) 1 (method=lsh bits=32), 4 (method=itq bits=32) of its sweep"
+    assert f"pgh-report: {missing}" in err
     assert "left out 1 run(s) without metrics.json" in err
+    main([str(tmp_path), "--out", str(tmp_path / "report")])  # report.md keeps both notes, and shows its figures
+    written = (tmp_path / "report" / "report.md").read_text()
+    assert "## Not in this report\n\n- 1 run(s) without metrics.json (training, stopped or failed): " in written
+    assert f"- {missing}" in written and "![pr_mnist5k_32.png](pr_mnist5k_32.png)" in written
+    assert f"pgh-report: wrote report.md and 2 figure(s) to {tmp_path / 'report'}" in capsys.readouterr().err
     (sweep / "0_digits_16" / "metrics.json").unlink()
     for job in (2, 5):
         (sweep / f"{job}_digits_16" / "metrics.json").unlink()
     with pytest.raises(SystemExit, match="no metrics.json"):  # and when none has finished, named all the same
         main([str(tmp_path)])
-    assert "has no directory for job(s) 1, 4" in capsys.readouterr().err
+    assert "has no directory for job(s) 1 (method=lsh bits=32), 4" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """`pgh-report`: one markdown report, and PGH's progressive curves, from finished runs — single runs,
 sweeps (multirun directories) or any folder that holds them.
 
-  pgh-report logs/pgh_init/multiruns/2026-11-30_12-00-00            # prints the report
+  pgh-report logs/pgh_init/multiruns/2026-11-30_12-00-00-123456     # prints the report
   pgh-report logs/bench/pgh/mnist5k_gist_32* --out reports/mnist5k   # also writes report.md and figures
 
 Every directory at or below the arguments that holds a metrics.json is a run. The report has
@@ -10,12 +10,14 @@ Every directory at or below the arguments that holds a metrics.json is a run. Th
    (`mnist`, `mnist5k`) or every run is on CIFAR-10;
 2. every run: where it is, its settings, seed, initial codes, mAP@all, mAP@1000, P@100, training
    seconds;
-3. for the runs with a rounds.csv (PGH): mAP@all by round, the paper's progressive curve, as a table
+3. mAP@all per class (over each class's queries), a table per dataset and bit length;
+4. for the runs with a rounds.csv (PGH): mAP@all by round, the paper's progressive curve, as a table
    and as rounds.png, beside the paper's own curves when every such run is CIFAR-10 at 64 bits;
 and, with --out, the precision-recall curves over Hamming radii and the precision@N curves of every
 row, one figure each per dataset and bit length (pr_<dataset>_<bits>.png,
 precision_at_n_<dataset>_<bits>.png; repeats averaged; runs that predate precision_at_n.csv are left
-out of the second).
+out of the second). report.md also shows the figures and names what is not in it: runs without
+metrics.json, and a sweep's jobs without a directory (with their swept settings).
 """
 
 from __future__ import annotations
@@ -85,19 +87,20 @@ def unfinished_runs(paths: list[str | Path]) -> list[Path]:
     return sorted(found, key=natural_order)
 
 
-def missing_sweep_jobs(paths: list[str | Path]) -> dict[Path, list[int]]:
-    """sweep directory -> the numbers of its jobs that have no directory, for every Hydra sweep (a
-    multirun.yaml) at or below `paths` whose job directories start with the job number (pgh-train's
-    `<num>_<dataset>_…`): jobs refused before they wrote anything (their directory is removed) or not
-    started yet (a SLURM queue). Sweeps whose grid Hydra's basic parser cannot expand are skipped."""
+def missing_sweep_jobs(paths: list[str | Path]) -> dict[Path, list[str]]:
+    """sweep directory -> its jobs that have no directory, each as `<num> (<its swept settings>)`, for
+    every Hydra sweep (a multirun.yaml) at or below `paths` whose job directories start with the job
+    number (pgh-train's `<num>_<dataset>_…`): jobs refused before they wrote anything (their directory
+    is removed) or not started yet (a SLURM queue). Sweeps whose grid Hydra's basic sweeper cannot
+    expand are skipped."""
     missing = {}
     for path in map(Path, paths):
         for saved in sorted(path.rglob("multirun.yaml"), key=natural_order) if path.is_dir() else []:
-            expected = sweep_job_count(saved)
-            if expected is None:
+            jobs = sweep_jobs(saved)
+            if jobs is None:
                 continue
             numbers = {int(m.group(1)) for d in saved.parent.iterdir() if d.is_dir() and (m := JOB_DIR.match(d.name))}
-            absent = sorted(set(range(expected)) - numbers)
+            absent = [f"{num} ({' '.join(settings)})" for num, settings in enumerate(jobs) if num not in numbers]
             if absent:
                 missing[saved.parent] = absent
     return missing
@@ -106,9 +109,11 @@ def missing_sweep_jobs(paths: list[str | Path]) -> dict[Path, list[int]]:
 JOB_DIR = re.compile(r"^(\d+)_")
 
 
-def sweep_job_count(multirun_yaml: Path) -> int | None:
-    """How many jobs the sweep saved in `multirun_yaml` launches (its sweeper's params and the command's
-    overrides, expanded as Hydra's basic sweeper does), or None when that cannot be told."""
+def sweep_jobs(multirun_yaml: Path) -> list[list[str]] | None:
+    """The swept settings of each job of the sweep saved in `multirun_yaml`, in job-number order (its
+    sweeper's params and the command's overrides, expanded by Hydra's basic sweeper), or None when
+    that cannot be told."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
@@ -117,11 +122,11 @@ def sweep_job_count(multirun_yaml: Path) -> int | None:
             return None
         arguments = [f"{k}={v}" for k, v in (hydra.get("sweeper", {}).get("params") or {}).items()]
         arguments += list(hydra.get("overrides", {}).get("task") or [])
-        sizes = {}  # per key, the last override wins (the command's over the sweep file's), as in Hydra
-        for override in OverridesParser.create().parse_overrides(arguments):
-            sweep = override.is_sweep_override()
-            sizes[override.get_key_element()] = len(list(override.sweep_string_iterator())) if sweep else 1
-        return math.prod(sizes.values())
+        overrides = OverridesParser.create().parse_overrides(arguments)
+        swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
+        # the last override of a key wins (the command's over the sweep file's), in the key's first place
+        jobs = BasicSweeper.split_arguments(overrides, None)[0]
+        return [[o for o in job if o.split("=", 1)[0] in swept] for job in jobs]
     except Exception:  # another sweeper's syntax, a glob, a hand-edited file: nothing to compare against
         return None
 
@@ -552,16 +557,19 @@ def main(argv: list[str] | None = None) -> None:
         shown = ", ".join(map(str, left_out[:5])) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
         print(f"pgh-report: left out {len(left_out)} run(s) without metrics.json (training, stopped or failed): "
               f"{shown}", file=sys.stderr)  # fmt: skip
+    notes = []  # also in report.md, which outlives the terminal
+    if left_out:
+        notes.append(f"{len(left_out)} run(s) without metrics.json (training, stopped or failed): {shown}")
     for sweep, jobs in missing_sweep_jobs(paths).items():
         where = " (their logs: .submitit/ there)" if (sweep / ".submitit").is_dir() else ""
-        print(f"pgh-report: {sweep} has no directory for job(s) {', '.join(map(str, jobs))} of its sweep: refused "
-              f"before writing anything, or not started yet{where}", file=sys.stderr)  # fmt: skip
+        notes.append(f"{sweep} has no directory for job(s) {', '.join(jobs)} of its sweep: refused before writing "
+                     f"anything, or not started yet{where}")  # fmt: skip
+        print(f"pgh-report: {notes[-1]}", file=sys.stderr)
     try:
         report = build_report(args.paths)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"pgh-report: {error}")
     if args.out is not None:
-        write_text(args.out / "report.md", report.text)
         figures = {"rounds.png": plot_rounds(report.rounds, "PGH: mAP@all by round")} if report.rounds else {}
         for (dataset, b), curves in sorted(report.pr_curves.items()):
             figures[f"pr_{file_part(dataset)}_{b}.png"] = plot_pr_curves(curves, f"{dataset}, {b} bits")
@@ -575,6 +583,13 @@ def main(argv: list[str] | None = None) -> None:
         for stale in args.out.glob("*.png"):  # an earlier report's figures this one does not redraw
             if stale.name not in figures and FIGURE_NAME.match(stale.name):
                 stale.unlink()
+        text = report.text
+        if notes:
+            text += "\n## Not in this report\n\n" + "".join(f"- {note}\n" for note in notes)
+        if figures:
+            text += "\n## Figures\n\n" + "".join(f"![{name}]({name})\n\n" for name in figures)
+        write_text(args.out / "report.md", text)
+        print(f"pgh-report: wrote report.md and {len(figures)} figure(s) to {args.out}", file=sys.stderr)
     print(report.text, end="")
 
 
