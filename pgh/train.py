@@ -205,6 +205,13 @@ def train_deep(
     )
     model.on_before_fit(train_inputs, train_features, device=trainer.strategy.root_device)  # a rank's own GPU
     per_rank = math.ceil(n_train / trainer.world_size)  # DDP's sampler gives each rank this many images
+    left_out = per_rank % m.batch_size if per_rank > m.batch_size else 0
+    if left_out > per_rank / 4:  # a shuffled epoch leaves out a different remainder each time, but this much?
+        log.warning(
+            "method.batch_size=%d on %d training images%s: each epoch trains on %d of them and leaves out %d "
+            "(the last, partial batch is dropped); a batch size that divides them better uses them all",
+            m.batch_size, per_rank, " a rank" if trainer.world_size > 1 else "", per_rank - left_out, left_out,
+        )  # fmt: skip
     loader = DataLoader(
         TensorDataset(train_inputs, torch.arange(n_train)),
         batch_size=m.batch_size,

@@ -1122,3 +1122,21 @@ def test_a_sweep_job_stopped_in_training_names_the_sweep_command_that_resumes_it
         "start afresh)"
     )
     assert done.returncode == 1 and done.stderr.strip().splitlines()[-1] == expected
+
+
+def test_a_batch_size_that_leaves_out_much_of_each_epoch_is_named(make_cfg, caplog):
+    """DH's 256 on 500 folder images trained one batch an epoch and left out 244 without a word."""
+    import logging
+
+    args = ("dataset=digits", "method=dh", "bits=16", "split.train_size=500", "method.max_epochs=1", "logger=none")
+    with caplog.at_level(logging.WARNING, logger="pgh.train"):
+        train(make_cfg(*args, "method.batch_size=256"))
+    assert "method.batch_size=256 on 500 training images: each epoch trains on 256 of them and leaves out 244" in (
+        caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pgh.train"):
+        cfg = make_cfg(*args, "method.batch_size=100")
+        cfg.paths.output_dir += "_100"
+        train(cfg)
+    assert "leaves out" not in caplog.text
