@@ -288,15 +288,13 @@ def config_words() -> list[str]:
 def how_to_go_on(out: Path) -> str:
     """After a deep run stopped in training: the command that resumes it (its config and overrides, from
     Hydra's record of them; a sweep's job: the sweep's, where jobs with a checkpoint continue and the
-    others train from the start), or, for a single run with no checkpoint yet, where to start again."""
+    others start afresh), or, for a single run with no checkpoint yet, where to start again."""
     checkpoint = any((out / "checkpoints").glob("last*.ckpt"))
     if in_a_multirun():
         sweep = Path(HydraConfig.get().sweep.dir).resolve()
-        recorded = (
-            OmegaConf.load(sweep / "multirun.yaml").hydra.overrides if (sweep / "multirun.yaml").is_file() else None
-        )
-        if recorded is None:
+        if not (sweep / "multirun.yaml").is_file():
             return f"resume the sweep: its command again with ckpt_path=last and hydra.sweep.dir={sweep}"
+        recorded = OmegaConf.load(sweep / "multirun.yaml").hydra.overrides
         kept = [str(o) for o in [*recorded.hydra, *recorded.task] if not str(o).lstrip("+~").startswith(RESUME_SETS)]
         note = "" if checkpoint else "this job wrote no checkpoint yet (method.checkpoint_every_n_steps); "
         command = command_line(["-m", *config_words(), *kept, "ckpt_path=last", f"hydra.sweep.dir={sweep}"])
