@@ -57,11 +57,8 @@ def unknown_key(full_key: str, parent: Any) -> str | None:
         )
     where, group = ".".join(path), path[0]
     options = group_options(group)
-    # the chosen option is the one whose file has exactly the keys composed here
-    chosen = [name for name, conf in options.items() if len(path) == 1 and set(conf.keys()) == set(parent.keys())]
-    owner = f"{group}={chosen[0]}" if len(chosen) == 1 else f"`{where}`"
     listed = f"its settings are {', '.join(settings)}" if settings else "it takes no settings"
-    message = f"`{full_key}` is not a setting of {owner}{nearest(key, settings)}; {listed}"
+    message = f"`{full_key}` is not a setting of `{where}`{nearest(key, settings)}; {listed}"
     elsewhere = [name for name, conf in options.items() if has_key(conf, [*path[1:], key])]
     if elsewhere:
         message += f"; `{key}` is a setting of {' and '.join(f'{group}={name}' for name in elsewhere)}"

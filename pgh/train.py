@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import shutil
 import time
 from dataclasses import dataclass
@@ -123,7 +124,7 @@ def train_deep(
         TrainingClock,
         under_submitit,
     )
-    from pgh.methods.base import INPUT_KINDS, DeepHasher, lossy_conversion
+    from pgh.methods.base import INPUT_KINDS, DeepHasher, keeping_size, lossy_conversion
 
     m, labels, n_train = cfg.method, dataset.labels, int(split.train.numel())
     train_features = features[split.train]
@@ -157,13 +158,15 @@ def train_deep(
     if init_codes is not None:
         model.set_codes(init_codes, initial=True)
     if (read_as := model.network_input()) is not None:
-        channels, size = dataset.images.shape[1], dataset.images.shape[-1]
+        side = max(dataset.images.shape[2:])
+        channels, size = dataset.images.shape[1], keeping_size(side, model.image_sizes)
         lost = lossy_conversion(tuple(dataset.images.shape[1:]), *read_as)
         if lost:  # a choice (the config's defaults are MNIST's 1 x 28 px), but not one to make unawares
+            keep = "as they are" if size >= side else "as whole as its networks take them"
             log.warning(
                 "%s's networks read %d-channel %d-px images: it %s; set method.module.channels=%d "
-                "method.module.image_size=%d to train on %s's images as they are",
-                m.module._target_.rsplit(".", 1)[-1], *read_as, " and ".join(lost), channels, size, dataset.name,
+                "method.module.image_size=%d to train on %s's images %s",
+                type(model).__name__, *read_as, " and ".join(lost), channels, size, dataset.name, keep,
             )  # fmt: skip
     inputs = dataset.images if model.input_kind == "images" else features
     train_inputs = inputs[split.train]
@@ -268,7 +271,8 @@ RESUME_SETS = ("ckpt_path=", "hydra.run.dir=", "hydra.sweep.dir=", "requeued=", 
 
 
 def command_line(words: list[str]) -> str:
-    return " ".join(["pgh-train", *(repr(w) if " " in w else w for w in words)])
+    """`pgh-train WORDS…`, each word quoted for a POSIX shell where it needs it."""
+    return " ".join(["pgh-train", *map(shlex.quote, words)])
 
 
 def config_words() -> list[str]:
@@ -301,11 +305,13 @@ def how_to_go_on(out: Path) -> str:
         return f"{note}resume the sweep with: {command} (jobs with a checkpoint continue, the others start afresh)"
     if not checkpoint:
         return "no checkpoint was written yet (method.checkpoint_every_n_steps): start again in a new hydra.run.dir"
-    recorded = out / ".hydra" / "overrides.yaml"
+    recorded = out / ".hydra" / "overrides.yaml"  # the task's overrides; Hydra's own come from the running job
     if not recorded.is_file():
         return f"resume from the last checkpoint with the run's settings, ckpt_path=last and hydra.run.dir={out}"
-    kept = [str(o) for o in OmegaConf.load(recorded) if not str(o).lstrip("+~").startswith(RESUME_SETS)]
-    return f"resume with: {command_line([*config_words(), *kept, 'ckpt_path=last'])} hydra.run.dir={out}"
+    hydra_overrides = list(HydraConfig.get().overrides.hydra) if HydraConfig.initialized() else []
+    overrides = [str(o) for o in [*hydra_overrides, *OmegaConf.load(recorded)]]
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(RESUME_SETS)]
+    return f"resume with: {command_line([*config_words(), *kept, 'ckpt_path=last', f'hydra.run.dir={out}'])}"
 
 
 def closing_line(m: dict[str, Any], out: Path) -> str:
@@ -422,7 +428,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 f"ckpt_path=last but {out / 'checkpoints'} holds no checkpoint: set hydra.run.dir to the run to "
                 "resume, or leave ckpt_path out to train from scratch"
             )
-        log.warning("ckpt_path=last: %s holds no checkpoint (a job that never started): training from scratch", out)
+        log.warning(
+            "ckpt_path=last: %s holds no checkpoint (a job that never started, or stopped before its first "
+            "checkpoint): training from scratch", out,
+        )  # fmt: skip
         with open_dict(cfg):
             cfg.ckpt_path = None
     if "module" in cfg.method:

@@ -21,14 +21,14 @@ def composition_error(make_cfg, *overrides: str) -> ConfigCompositionException:
         (["metod=itq"], "`metod` is no config group or setting (did you mean `method`?); the config's are bits, "),
         (
             ["method.rounds=2"],
-            "`method.rounds` is not a setting of method=itq; its settings are bits, iterations, seed; "
+            "`method.rounds` is not a setting of `method`; its settings are bits, iterations, seed; "
             "`rounds` is a setting of method=pgh",
         ),
         (
             ["method=pgh", "method.module.gama=1"],
             "`method.module.gama` is not a setting of `method.module` (did you mean `gamma`?)",
         ),
-        (["dataset=folder", "dataset.rot=x"], "is not a setting of dataset=folder (did you mean `root`?)"),
+        (["dataset=folder", "dataset.rot=x"], "is not a setting of `dataset` (did you mean `root`?)"),
         (
             ["method=itqq"],
             "no method `itqq` (did you mean `itq`?); the options of `method` are bgan, deepbit, dh, itq,",

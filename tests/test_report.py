@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import markdown_table_rows, run_python
 
-from pgh.report.cli import build_report, main
+from pgh.report.cli import build_report, main, missing_sweep_jobs
 from pgh.train import train
 
 PGH_CONFIG = {
@@ -488,6 +488,11 @@ def test_jobs_of_a_sweep_without_a_directory_are_named(tmp_path, capsys):
     # 2 methods x 3 bits, the jobs named by their swept settings: method first, as Hydra numbers them
     missing = f"{sweep} has no directory for job(s) 1 (method=lsh bits=32), 4 (method=itq bits=32) of its sweep"
     assert f"pgh-report: {missing}" in err
+    target = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    optuna = {"hydra": {**multirun["hydra"], "sweeper": {"_target_": target, "params": {"method": "choice(lsh,itq)"}}}}
+    (tmp_path / "optuna").mkdir()
+    (tmp_path / "optuna" / "multirun.yaml").write_text(yaml.safe_dump(optuna, sort_keys=False))
+    assert missing_sweep_jobs([tmp_path / "optuna"]) == {}  # another sweeper draws its own jobs
     assert "left out 1 run(s) without metrics.json" in err
     main([str(tmp_path), "--out", str(tmp_path / "report")])  # report.md keeps both notes, and shows its figures
     written = (tmp_path / "report" / "report.md").read_text()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import signal
 from pathlib import Path
 
@@ -1112,8 +1113,9 @@ def test_a_sweep_job_stopped_in_training_names_the_sweep_command_that_resumes_it
     args = ["-m", "-cd", str(sweeps), "-cn", "pgh_init", "dataset=digits", "bits=16", "features=pixels"]
     args += ["split.train_size=128", "method.batch_size=32", "method.module.width=8", "method.module.hidden=32"]
     args += ["method.checkpoint_every_n_steps=1", "+callbacks.stop._target_=test_train.PressCtrlC"]
+    args += ["method.module.betas=[0.5, 0.999]", "task_name=a|$b"]  # words the shell must get quoted
     done = run_python("-m", "pgh.train", *args, f"hydra.sweep.dir={sweep_dir}", tmp_path=tmp_path, check=False)
-    kept = " ".join(args[5:])
+    kept = " ".join(args[5:-2]) + " 'method.module.betas=[0.5, 0.999]' 'task_name=a|$b'"
     expected = (
         # PGH's first batch makes 3 optimiser steps; Ctrl-C in it comes before its checkpoint
         "pgh-train: stopped by Ctrl-C at step 3; this job wrote no checkpoint yet (method.checkpoint_every_n_steps); "
@@ -1122,6 +1124,10 @@ def test_a_sweep_job_stopped_in_training_names_the_sweep_command_that_resumes_it
         "start afresh)"
     )
     assert done.returncode == 1 and done.stderr.strip().splitlines()[-1] == expected
+    # as a shell reads it, the command composes the same sweep: stopped again, it names itself again
+    command = expected.split("resume the sweep with: ", 1)[1].split(" (jobs with", 1)[0]
+    again = run_python("-m", "pgh.train", *shlex.split(command)[1:], tmp_path=tmp_path, check=False)
+    assert again.returncode == 1 and again.stderr.strip().splitlines()[-1] == expected
 
 
 def test_a_batch_size_that_leaves_out_much_of_each_epoch_is_named(make_cfg, caplog):
@@ -1140,3 +1146,25 @@ def test_a_batch_size_that_leaves_out_much_of_each_epoch_is_named(make_cfg, capl
         cfg.paths.output_dir += "_100"
         train(cfg)
     assert "leaves out" not in caplog.text
+
+
+def test_the_size_suggested_for_whole_images_is_one_the_networks_take():
+    """The warning above suggested the images' own 96 px, which PGH's and BGAN's networks refuse."""
+    from pgh.methods.base import DeepHasher, keeping_size
+    from pgh.nets.dcgan import SUPPORTED_IMAGE_SIZES
+
+    assert [keeping_size(side, SUPPORTED_IMAGE_SIZES) for side in (8, 28, 30, 32, 48, 64, 96)] == [
+        28,
+        28,
+        32,
+        32,
+        64,
+        64,
+        64,
+    ]
+    assert keeping_size(96, None) == 96  # DeepBit's cnn takes any size
+
+    class OwnImageMethod(DeepHasher):  # a user's own image method, without channels / image_size arguments
+        pass
+
+    assert OwnImageMethod().network_input() is None

@@ -54,6 +54,14 @@ def lossy_conversion(image_shape: tuple[int, ...], channels: int, image_size: in
     return lost
 
 
+def keeping_size(side: int, image_sizes: tuple[int, ...] | None) -> int:
+    """The `image_size` that keeps images of `side` px whole: `side` itself where the networks take any
+    size or that one, else the smallest they take above it (upsampled), else their largest."""
+    if image_sizes is None or side in image_sizes:
+        return side
+    return min((s for s in image_sizes if s > side), default=max(image_sizes))
+
+
 def is_finite_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -81,6 +89,8 @@ class DeepHasher(L.LightningModule):
     # constructor arguments that set the networks' parameter shapes (beside `bits`): a run resumed
     # from a checkpoint must keep them, which `pgh-train` checks before it touches the run
     architecture: tuple[str, ...] = ()
+    # the `image_size` values its networks are built for; None: any
+    image_sizes: tuple[int, ...] | None = None
 
     @classmethod
     def check_arguments(cls, **kwargs) -> None:
@@ -130,8 +140,8 @@ class DeepHasher(L.LightningModule):
     def network_input(self) -> tuple[int, int] | None:
         """(channels, image size) of what the networks read, which `prepare` converts and resizes the
         images to; None for methods on features."""
-        if self.input_kind != "images":
-            return None
+        if self.input_kind != "images" or not {"channels", "image_size"} <= set(self.hparams):
+            return None  # features, or a user's own image method with its own names
         return int(self.hparams["channels"]), int(self.hparams["image_size"])
 
     def prepare(self, inputs: torch.Tensor) -> torch.Tensor:

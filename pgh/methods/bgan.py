@@ -68,7 +68,7 @@ from pgh.methods.bgan_similarity import (
 from pgh.methods.pgh_losses import adversarial_d_loss, adversarial_g_loss
 from pgh.nets import HashNet
 from pgh.nets.bgan_nets import CodeGenerator, ImageDiscriminator
-from pgh.nets.dcgan import NORMS
+from pgh.nets.dcgan import NORMS, SUPPORTED_IMAGE_SIZES
 from pgh.nets.encoding import full_precision
 from pgh.retrieval.codes import check_bits
 
@@ -178,6 +178,7 @@ class BGAN(DeepHasher):
     input_kind = "images"
     two_steps_per_backward = True  # E's and G's steps share one backward pass (train.py refuses float16's loss scaler)
     architecture = ("image_size", "channels", "width", "hidden")
+    image_sizes = SUPPORTED_IMAGE_SIZES
 
     def __init__(
         self,

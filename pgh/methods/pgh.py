@@ -52,6 +52,7 @@ from pgh.methods.pgh_losses import (
 )
 from pgh.nets import Discriminator, Generator, HashNet, dcgan_init
 from pgh.nets.augment import random_affine, random_contrast
+from pgh.nets.dcgan import SUPPORTED_IMAGE_SIZES
 from pgh.retrieval.codes import check_bits
 
 QUANTIZATION_TARGETS = ("own", "condition")
@@ -63,6 +64,7 @@ class PGH(DeepHasher):
     two_steps_per_backward = True  # G's and H's steps share one backward pass (train.py refuses float16's loss scaler)
     # what shapes the checkpoint's tensors (h_ema_decay > 0 adds H_ema's): a resume must keep them
     architecture = ("image_size", "channels", "z_dim", "width", "hidden", "h_ema_decay")
+    image_sizes = SUPPORTED_IMAGE_SIZES
 
     def __init__(
         self,

@@ -118,9 +118,13 @@ def sweep_jobs(multirun_yaml: Path) -> list[list[str]] | None:
 
     try:
         hydra = yaml.safe_load(multirun_yaml.read_text(encoding="utf-8"))["hydra"]  # as written: unresolved
-        if not str(hydra["sweep"]["subdir"]).startswith("${hydra.job.num}_"):
+        sweeper = hydra.get("sweeper") or {}
+        if not str(hydra["sweep"]["subdir"]).startswith("${hydra.job.num}_") or sweeper.get("_target_") not in (
+            None,
+            f"{BasicSweeper.__module__}.{BasicSweeper.__name__}",
+        ):  # another sweeper (Optuna, Ax …) draws its own jobs
             return None
-        arguments = [f"{k}={v}" for k, v in (hydra.get("sweeper", {}).get("params") or {}).items()]
+        arguments = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
         arguments += list(hydra.get("overrides", {}).get("task") or [])
         overrides = OverridesParser.create().parse_overrides(arguments)
         swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
