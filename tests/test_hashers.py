@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pgh.hashing import HASHERS, ITQ
+from pgh.hashing import HASHERS, ITQ, LSH
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +111,14 @@ def test_saved_hasher_errors(blobs, tmp_path):
     (tmp_path / "text.pt").write_text("not a hasher")  # torch's own error was KeyError: 101
     with pytest.raises(ValueError, match=r"text.pt is not a saved shallow hasher \(not a PyTorch file: \w+\)"):
         load_hasher(tmp_path / "text.pt")
+    # a hasher of one's own is found by the module its file names, or named when that does not import
+    state = LSH(bits=16).fit(x).state_dict()
+    torch.save({**state, "hasher": "MyLSH", "module": "no_such_module"}, tmp_path / "mine.pt")
+    with pytest.raises(ValueError, match=r"mine.pt holds a no_such_module.MyLSH, which cannot be imported here"):
+        load_hasher(tmp_path / "mine.pt")
+    torch.save({**state, "hasher": "BlobsLSH", "module": __name__}, tmp_path / "mine.pt")
+    assert torch.equal(load_hasher(tmp_path / "mine.pt").encode(x), LSH(bits=16).fit(x).encode(x))
+
+
+class BlobsLSH(LSH):
+    """A hasher defined outside pgh (here: in this test module)."""

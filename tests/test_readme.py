@@ -33,6 +33,7 @@ def test_the_readme_has_the_examples_this_file_runs():
     assert firsts == [
         "from hydra import compose, initialize_config_dir",
         "from pgh.hashing import ITQ",
+        "# mymethods.py: PCAH, the sign of the top principal components, and BinaryAE, a binary autoencoder",
         "import numpy as np",
         "from pgh.data.files import find_images, read_images",
         "from hydra.utils import instantiate",
@@ -42,7 +43,7 @@ def test_the_readme_has_the_examples_this_file_runs():
 def test_the_training_hashing_and_search_examples_run_as_written(tmp_path, monkeypatch):
     monkeypatch.setenv("PGH_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)  # index.save("db.faissindex") writes here
-    train_run, hashing, search = python_examples()[:3]
+    train_run, hashing, _, search = python_examples()[:4]
     generator = torch.Generator().manual_seed(0)
     namespace = {
         "train_features": torch.randn(300, 128, generator=generator),
@@ -104,7 +105,7 @@ def test_the_trained_model_examples_code_image_files_as_their_runs_coded_the_dat
     for i, image in enumerate(images):
         Image.fromarray(image[0].numpy()).save(folder / f"{i:02d}.png")  # sorted by name: database order
 
-    deep, shallow = python_examples()[3:]
+    deep, shallow = python_examples()[4:]
     namespace: dict = {}
     exec(
         as_run_here(deep, {
@@ -172,3 +173,44 @@ def test_every_override_the_docs_show_is_a_key_of_the_config():
     assert not MISSPELT_ON_PURPOSE & known
     unknown = sorted(documented - known - MISSPELT_ON_PURPOSE)
     assert not unknown, f"the README or docs/ show overrides of keys the config does not have: {unknown}"
+
+
+def test_the_methods_of_ones_own_train_resume_and_reload_as_written(make_cfg, tmp_path, monkeypatch):
+    """*Adding a method*: the README's module and configs, outside the repository, through Hydra's
+    search path; each run's model (hasher.pt, last.ckpt) reloaded codes the database as the run did."""
+    from conftest import assert_checkpoint_codes_the_database_as_the_run_did
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf, open_dict
+
+    from pgh.data import Split
+    from pgh.features import cached_features
+    from pgh.hashing import load_hasher
+    from pgh.retrieval import pack_codes
+    from pgh.train import train
+
+    text = README.read_text()
+    (tmp_path / "mymethods.py").write_text(python_examples()[2])
+    (tmp_path / "my_conf" / "method").mkdir(parents=True)
+    for name in ("pcah", "binaryae"):
+        config = re.search(rf"^```yaml\n# my_conf/method/{name}.yaml\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
+        (tmp_path / "my_conf" / "method" / f"{name}.yaml").write_text(config.group(1))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert '"hydra.searchpath=[file://$PWD/my_conf]" method=pcah' in text
+    small = [f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]", "dataset=digits", "features=pixels", "bits=16"]
+    small += ["split.query_per_class=20", "logger=none"]
+    for method, extra in (("pcah", []), ("binaryae", ["method.max_epochs=3", "trainer=cpu"])):
+        cfg = make_cfg(*small, f"method={method}", *extra)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / method)
+        metrics = train(cfg)
+        assert metrics["method"] == method and 0.1 < metrics["map_all"] <= 1
+        if method == "pcah":  # found by the module its hasher.pt names
+            hasher, split = load_hasher(tmp_path / method / "hasher.pt"), Split.load(tmp_path / method / "split.npz")
+            config = OmegaConf.to_container(cfg.features, resolve=True)
+            features = cached_features(instantiate(cfg.dataset), instantiate(cfg.features), config, cfg.paths.cache_dir)
+            codes = pack_codes(hasher.encode(features[split.database]))
+            assert np.array_equal(codes, np.load(tmp_path / method / "database_codes.npy"))
+        else:
+            assert_checkpoint_codes_the_database_as_the_run_did(cfg)
+            cfg.method.max_epochs, cfg.ckpt_path = 4, "last"  # and a resume continues it
+            assert train(cfg)["global_step"] > metrics["global_step"]

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import torch
@@ -53,7 +54,9 @@ class ShallowHasher:
             raise RuntimeError(f"{type(self).__name__} is not fitted: there is no state to save")
         tensors = {name: getattr(self, name) for name in self.state_names}
         name, bits, seed, dim = type(self).__name__, self.bits, self.seed, self.dim
-        return {"hasher": name, "bits": bits, "seed": seed, "dim": dim, "tensors": tensors}
+        # the module, so that load_hasher finds a hasher of the user's own beside the registry's
+        state = {"hasher": name, "module": type(self).__module__}
+        return {**state, "bits": bits, "seed": seed, "dim": dim, "tensors": tensors}
 
     def load_state_dict(self, state: dict) -> ShallowHasher:
         """Make this hasher the fitted one `state` describes (from `state_dict`); returns self."""
@@ -110,9 +113,19 @@ def load_hasher(path: str | os.PathLike) -> ShallowHasher:
             f"{path} is not a saved shallow hasher (not a PyTorch file: {type(error).__name__}); a shallow run "
             "writes its hasher.pt"
         ) from None
-    if not isinstance(state, dict) or state.get("hasher") not in classes:
-        raise ValueError(f"{path} is not a saved shallow hasher (one of {', '.join(classes)})")
-    return classes[state["hasher"]](bits=state["bits"], seed=state["seed"]).load_state_dict(state)
+    if not isinstance(state, dict) or not isinstance(state.get("hasher"), str):
+        raise ValueError(f"{path} is not a saved shallow hasher (one of {', '.join(classes)}, or a ShallowHasher's)")
+    name, module = state["hasher"], state.get("module")
+    if name not in classes and isinstance(module, str):  # a hasher of the user's own: its module must import
+        try:
+            found = getattr(importlib.import_module(module), name, None)
+        except ImportError as error:
+            raise ValueError(f"{path} holds a {module}.{name}, which cannot be imported here ({error})") from None
+        if isinstance(found, type) and issubclass(found, ShallowHasher):
+            classes[name] = found
+    if name not in classes:
+        raise ValueError(f"{path} is not a saved shallow hasher (one of {', '.join(classes)}, or a ShallowHasher's)")
+    return classes[name](bits=state["bits"], seed=state["seed"]).load_state_dict(state)
 
 
 def check_pca_width(k: int, width: int) -> None:
