@@ -214,3 +214,8 @@ def test_the_methods_of_ones_own_train_resume_and_reload_as_written(make_cfg, tm
             assert_checkpoint_codes_the_database_as_the_run_did(cfg)
             cfg.method.max_epochs, cfg.ckpt_path = 4, "last"  # and a resume continues it
             assert train(cfg)["global_step"] > metrics["global_step"]
+    from pgh.report.cli import build_report
+
+    assert {"PCAH+PIXEL", "BINARYAE+PIXEL"} <= set(
+        re.findall(r"^\| (\S+\+PIXEL) \|", build_report([tmp_path]).text, re.M)
+    )

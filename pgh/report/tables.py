@@ -31,7 +31,9 @@ def load_metrics(run_dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
 
 def row_name(method: str, features: str, variant: str = "") -> str:
     """A table row's label, e.g. `PGH+GIST`, or `PGH+GIST (method.init_hash=lsh)` for a variant."""
-    return f"{NAMES.get(method, method)}+{NAMES.get(features, features)}" + (f" ({variant})" if variant else "")
+    # a method or features of the user's own (named by its lower-cased class) in capitals, as the paper's
+    name = f"{NAMES.get(method, method.upper())}+{NAMES.get(features, features.upper())}"
+    return name + (f" ({variant})" if variant else "")
 
 
 def row_order(method: str, features: str, variant: str = "") -> tuple:
