@@ -4,6 +4,7 @@ fix, where torch, Lightning or Hydra would only fail later, in their own words."
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 import re
@@ -34,6 +35,39 @@ def flat_config(node: Any, prefix: str = "") -> dict[str, Any]:
 def feature_configs() -> list[str]:
     """The features group's choices (conf/features/<name>.yaml), e.g. for method.init_features."""
     return sorted(path.stem for path in (Path(CONFIG_DIR) / "features").glob("*.yaml"))
+
+
+def check_method_class(method: DictConfig) -> None:
+    """The method's class imports and is of the kind its config says: a ShallowHasher at
+    `method._target_`, a DeepHasher at `method.module._target_` (Hydra would say so only in a
+    traceback, or as an unexpected keyword argument)."""
+    from pgh.hashing import ShallowHasher
+    from pgh.methods.base import DeepHasher
+
+    key = "method.module._target_" if "module" in method else "method._target_"
+    target = OmegaConf.select(method, key.removeprefix("method."))
+    if not isinstance(target, str):
+        raise ValueError(f"{key} must name a class, e.g. pgh.hashing.ITQ (README: Adding a method)")
+    module_name, _, name = target.rpartition(".")
+    try:  # not hydra.utils.get_class, which logs an error of its own before raising
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        reason = str(error) if module_name else "not a dotted module.Class path"
+        raise ValueError(
+            f"{key}={target} cannot be imported ({reason}): check its spelling, and that its module is on the "
+            "PYTHONPATH (README: Adding a method)"
+        ) from None
+    if not isinstance(cls, type):
+        raise ValueError(f"{key}={target} is no class")
+    if "module" in method and not issubclass(cls, DeepHasher):
+        raise ValueError(f"{key}={target} is no pgh.methods.base.DeepHasher (a shallow hasher is method._target_)")
+    if "module" not in method and issubclass(cls, DeepHasher):
+        raise ValueError(
+            f"{key}={target} is a DeepHasher: its config goes under method.module, beside max_epochs, batch_size, "
+            "num_workers and checkpoint_every_n_steps (README: Adding a method)"
+        )
+    if "module" not in method and not issubclass(cls, ShallowHasher):
+        raise ValueError(f"{key}={target} is no pgh.hashing.ShallowHasher, nor a DeepHasher under method.module")
 
 
 def check_init_codes(method: DictConfig) -> None:

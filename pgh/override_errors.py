@@ -71,7 +71,11 @@ def missing_option(error: MissingConfigException) -> str | None:
     if not options or "/" not in missing:
         return None
     group, option = missing.rsplit("/", 1)
-    return f"no {group} `{option}`{nearest(option, options)}; the options of `{group}` are {', '.join(options)}"
+    return (
+        f"no {group} `{option}`{nearest(option, options)}; the options of `{group}` are {', '.join(options)} (one of "
+        f"your own: a folder holding {group}/{option}.yaml, added with hydra.searchpath=[file:///abs/folder]; README: "
+        "Adding a method)"
+    )
 
 
 def explain(error: ConfigCompositionException) -> str | None:

@@ -41,6 +41,7 @@ from pgh.config_checks import (
     check_code_fits,
     check_directories,
     check_init_codes,
+    check_method_class,
     check_module_arguments,
     check_split_keys,
     check_switches,
@@ -257,6 +258,7 @@ def train_deep(
     if not trainer.is_global_zero:
         return None  # under DDP every rank runs train(); rank 0 alone encodes, evaluates and writes
     t1 = time.perf_counter()
+    model.eval()  # a method of one's own whose encode_inputs keeps the training mode (BatchNorm's batch statistics)
     query = pack_codes(model.encode_inputs(inputs[split.query]))
     database = pack_codes(model.encode_inputs(inputs[split.database]))
     t2 = time.perf_counter()
@@ -364,6 +366,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"{', '.join(missing)} must be given on the command line" + (f", e.g. {example}" if example else "")
         )
     check_switches(cfg)
+    check_method_class(cfg.method)
     check_split_keys(cfg.split)
     check_directories(cfg)
     if cfg.get("ckpt_path") is not None and "module" not in cfg.method:

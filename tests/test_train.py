@@ -315,7 +315,9 @@ def test_a_requeued_job_reruns_with_its_overrides_and_ckpt_path_last():
 
     from hydra_plugins.pgh_submitit import ResumingLocalLauncher, ResumingSlurmLauncher, overrides_that_resume
 
-    assert {ResumingSlurmLauncher, ResumingLocalLauncher} <= set(Plugins.instance().discover(Launcher))
+    # by name: Hydra's scan of the hydra_plugins namespace may import the module a second time
+    names = {f"{c.__module__}.{c.__qualname__}" for c in Plugins.instance().discover(Launcher)}
+    assert {f"{c.__module__}.{c.__qualname__}" for c in (ResumingSlurmLauncher, ResumingLocalLauncher)} <= names
     given = ["method=pgh", "ckpt_path=/a.ckpt"]
     assert overrides_that_resume(given) == [*given, "requeued=true"]
     assert overrides_that_resume(["bits=32", "requeued=false"]) == ["bits=32", "requeued=true"]
@@ -1168,3 +1170,50 @@ def test_the_size_suggested_for_whole_images_is_one_the_networks_take():
         pass
 
     assert OwnImageMethod().network_input() is None
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["method._target_=mymethods.PCHA"], r"method._target_=mymethods.PCHA cannot be imported \(No module named "
+         r"'mymethods'\): check its spelling, and that its module is on the PYTHONPATH"),
+        (["method._target_=pgh.hashing.ITQQ"], r"cannot be imported \(module 'pgh.hashing' has no attribute 'ITQQ'\)"),
+        (["method._target_=pgh.methods.DH"], r"pgh.methods.DH is a DeepHasher: its config goes under method.module"),
+        (["method=dh", "method.module._target_=pgh.hashing.ITQ"], r"pgh.hashing.ITQ is no pgh.methods.base.DeepHasher"),
+    ],
+)  # fmt: skip
+def test_a_method_class_that_does_not_import_or_sits_under_the_wrong_key_is_named(
+    make_cfg, tmp_path, overrides, message
+):
+    """A misspelt _target_ gave 35 lines of Hydra's traceback; a DeepHasher written without `module:`
+    an unexpected keyword argument 'batch_size'."""
+    with pytest.raises(ValueError, match=message):
+        train(make_cfg("dataset=digits", *overrides))
+    assert not (tmp_path / "run").exists()
+
+
+def test_codes_come_from_eval_mode_whatever_mode_the_model_is_in():
+    """A method of one's own with BatchNorm was scored in training mode: each code depended on the
+    other images of its chunk, and pgh-index (eval mode) coded the same images otherwise."""
+    from torch import nn
+
+    from pgh.methods.base import DeepHasher
+
+    class WithBatchNorm(DeepHasher):
+        input_kind = "features"
+
+        def __init__(self, bits: int = 8) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            self.net = nn.Sequential(nn.Linear(4, bits), nn.BatchNorm1d(bits))
+
+        def encode_inputs(self, inputs, batch_size=512):
+            return self.encode_prepared(inputs, lambda x: self.net(x) >= 0, batch_size)
+
+    model = WithBatchNorm()
+    model.net[1].running_mean.fill_(0.3)  # running statistics unlike any batch's
+    x = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
+    model.eval()
+    expected = model.encode_inputs(x)
+    model.train()
+    assert torch.equal(model.encode_inputs(x, batch_size=7), expected) and model.training  # its mode restored

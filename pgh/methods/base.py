@@ -170,16 +170,21 @@ class DeepHasher(L.LightningModule):
         self, inputs: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 512
     ) -> torch.Tensor:
         """Apply `encode` (a network's bool encoder) to `prepare`d chunks of `inputs`, one chunk on the
-        device at a time; bool codes [n, bits] on the CPU."""
+        device at a time, in eval mode (the mode is restored afterwards); bool codes [n, bits] on the CPU."""
         inputs = self.check_inputs(inputs)
         if inputs.shape[0] == 0:
             return torch.zeros(0, self.hparams.bits, dtype=torch.bool)
-        return torch.cat(
-            [
-                encode(self.prepare(inputs[i : i + batch_size].to(self.device))).cpu()
-                for i in range(0, inputs.shape[0], batch_size)
-            ]
-        )
+        was_training = self.training
+        self.eval()  # each code from its own input alone (BatchNorm's running statistics), not from its chunk
+        try:
+            return torch.cat(
+                [
+                    encode(self.prepare(inputs[i : i + batch_size].to(self.device))).cpu()
+                    for i in range(0, inputs.shape[0], batch_size)
+                ]
+            )
+        finally:
+            self.train(was_training)
 
 
 def as_tuple(value):
