@@ -148,6 +148,8 @@ def quiet_lightning_notices() -> None:
     # a resume in mid-epoch is supported: the same round, codes, weights and optimiser state, on a fresh
     # shuffle of the epoch's remaining batches (README: Checkpoints); "unreliable results" says more
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+    # small training sets: the losses are also logged once an epoch (`<name>_epoch`), which is what it asks for
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
     # Lightning's own pytree helper against torch >= 2.10's: a deprecation inside Lightning, not ours to fix
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):

@@ -7,6 +7,7 @@ update here. And every config key the README and docs/ name in their code is a k
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +176,7 @@ def test_every_override_the_docs_show_is_a_key_of_the_config():
     assert not unknown, f"the README or docs/ show overrides of keys the config does not have: {unknown}"
 
 
-def test_the_methods_of_ones_own_train_resume_and_reload_as_written(make_cfg, tmp_path, monkeypatch):
+def test_the_methods_of_ones_own_train_resume_and_reload_as_written(make_cfg, tmp_path, monkeypatch, request):
     """*Adding a method*: the README's module and configs, outside the repository, through Hydra's
     search path; each run's model (hasher.pt, last.ckpt) reloaded codes the database as the run did."""
     from conftest import assert_checkpoint_codes_the_database_as_the_run_did
@@ -195,6 +196,7 @@ def test_the_methods_of_ones_own_train_resume_and_reload_as_written(make_cfg, tm
         config = re.search(rf"^```yaml\n# my_conf/method/{name}.yaml\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
         (tmp_path / "my_conf" / "method" / f"{name}.yaml").write_text(config.group(1))
     monkeypatch.syspath_prepend(str(tmp_path))
+    request.addfinalizer(lambda: sys.modules.pop("mymethods", None))  # imported here, gone after the test
     assert '"hydra.searchpath=[file://$PWD/my_conf]" method=pcah' in text
     small = [f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]", "dataset=digits", "features=pixels", "bits=16"]
     small += ["split.query_per_class=20", "logger=none"]
