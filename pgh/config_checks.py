@@ -42,7 +42,7 @@ def check_method_class(method: DictConfig) -> None:
     `method._target_`, a DeepHasher at `method.module._target_` (Hydra would say so only in a
     traceback, or as an unexpected keyword argument)."""
     from pgh.hashing import ShallowHasher
-    from pgh.methods.base import DeepHasher
+    from pgh.methods.base import INPUT_KINDS, DeepHasher
 
     key = "method.module._target_" if "module" in method else "method._target_"
     target = OmegaConf.select(method, key.removeprefix("method."))
@@ -59,14 +59,17 @@ def check_method_class(method: DictConfig) -> None:
         ) from None
     if not isinstance(cls, type):
         raise ValueError(f"{key}={target} is no class")
-    if "module" in method and not issubclass(cls, DeepHasher):
-        raise ValueError(f"{key}={target} is no pgh.methods.base.DeepHasher (a shallow hasher is method._target_)")
-    if "module" not in method and issubclass(cls, DeepHasher):
+    if "module" in method:
+        if not issubclass(cls, DeepHasher):
+            raise ValueError(f"{key}={target} is no pgh.methods.base.DeepHasher (a shallow hasher is method._target_)")
+        if cls.input_kind not in INPUT_KINDS:
+            raise ValueError(f"{key}={target} has input_kind={cls.input_kind!r}, not one of {INPUT_KINDS}")
+    elif issubclass(cls, DeepHasher):
         raise ValueError(
             f"{key}={target} is a DeepHasher: its config goes under method.module, beside max_epochs, batch_size, "
             "num_workers and checkpoint_every_n_steps (README: Adding a method)"
         )
-    if "module" not in method and not issubclass(cls, ShallowHasher):
+    elif not issubclass(cls, ShallowHasher):
         raise ValueError(f"{key}={target} is no pgh.hashing.ShallowHasher, nor a DeepHasher under method.module")
 
 

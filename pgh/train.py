@@ -125,7 +125,7 @@ def train_deep(
         TrainingClock,
         under_submitit,
     )
-    from pgh.methods.base import INPUT_KINDS, DeepHasher, keeping_size, lossy_conversion
+    from pgh.methods.base import keeping_size, lossy_conversion
 
     m, labels, n_train = cfg.method, dataset.labels, int(split.train.numel())
     train_features = features[split.train]
@@ -153,9 +153,7 @@ def train_deep(
         init_features = m.get("init_features") or feature_name(cfg)
         run_info.update(init_map_all=init_metrics["map_all"], init_hash=m.init_hash, init_features=init_features)
 
-    model = instantiate(m.module, **module_kwargs)
-    if not isinstance(model, DeepHasher) or model.input_kind not in INPUT_KINDS:
-        raise TypeError(f"{m.module._target_} must be a pgh.methods.base.DeepHasher with input_kind in {INPUT_KINDS}")
+    model = instantiate(m.module, **module_kwargs)  # its class checked by check_method_class
     if init_codes is not None:
         model.set_codes(init_codes, initial=True)
     if (read_as := model.network_input()) is not None:
@@ -639,9 +637,7 @@ def run_job(
         if resuming:
             write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     else:
-        hasher = instantiate(cfg.method)
-        if not isinstance(hasher, ShallowHasher):
-            raise TypeError(f"method {cfg.method._target_} is neither a ShallowHasher nor a `module` config")
+        hasher: ShallowHasher = instantiate(cfg.method)  # its class checked by check_method_class
         distance = hasher.distance
         query_codes, db_codes, run_info = fit_shallow(hasher, features, split)
         remove_results(out)

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf, open_dict
 
 from pgh.data import Split
 from pgh.hashing import HASHERS
+from pgh.methods.base import DeepHasher
 from pgh.retrieval import evaluate_packed
 from pgh.train import CONFIG_DIR, train
 
@@ -1181,6 +1182,7 @@ def test_the_size_suggested_for_whole_images_is_one_the_networks_take():
         (["method._target_=pgh.hashing.ITQQ"], r"cannot be imported \(module 'pgh.hashing' has no attribute 'ITQQ'\)"),
         (["method._target_=pgh.methods.DH"], r"pgh.methods.DH is a DeepHasher: its config goes under method.module"),
         (["method=dh", "method.module._target_=pgh.hashing.ITQ"], r"pgh.hashing.ITQ is no pgh.methods.base.DeepHasher"),
+        (["method=dh", "method.module._target_=test_train.ReadsText"], r"has input_kind='text', not one of"),
     ],
 )  # fmt: skip
 def test_a_method_class_that_does_not_import_or_sits_under_the_wrong_key_is_named(
@@ -1218,3 +1220,9 @@ def test_codes_come_from_eval_mode_whatever_mode_the_model_is_in():
     expected = model.encode_inputs(x)
     model.train()
     assert torch.equal(model.encode_inputs(x, batch_size=7), expected) and model.training  # its mode restored
+
+
+class ReadsText(DeepHasher):
+    """A deep method of an input kind pgh-train cannot feed (test_a_bad_method_class_is_named)."""
+
+    input_kind = "text"
