@@ -1,6 +1,8 @@
-"""What `pgh-train` says when Hydra cannot compose its command line: a misspelt key or group option
-becomes one `pgh-train:` line naming the nearest names there are, where Hydra prints several lines
-that end by suggesting `+key=value`, which would only add the misspelt key."""
+"""What `pgh-train` says when Hydra cannot compose its command line, or a sweep's job refuses its
+settings: a misspelt key or group option becomes one `pgh-train:` line naming the nearest names there
+are, where Hydra prints several lines that end by suggesting `+key=value`, which would only add the
+misspelt key; a job's refused setting or missing file becomes its message, after Hydra's line naming
+the job, where Hydra (and the submitit launchers) print a traceback around it."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
@@ -89,10 +91,26 @@ def explain(error: ConfigCompositionException) -> str | None:
     return None
 
 
+# what a command's bad settings or missing files raise: pgh-train shows them as one message
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
+
+
+def user_error(error: BaseException) -> BaseException | None:
+    """The refused setting or missing file `error` stands for (a config group's constructor's own
+    error inside Hydra's InstantiationException), or None for anything else: an error raised once
+    training had started (`raised_while_training`) may be a bug, and keeps its traceback."""
+    if isinstance(error, InstantiationException) and isinstance(error.__cause__, USER_ERRORS):
+        error = error.__cause__  # a config group's constructor refused its settings (a missing dataset)
+    if isinstance(error, USER_ERRORS) and not getattr(error, "raised_while_training", False):
+        return error
+    return None
+
+
 @contextmanager
 def concise_override_errors() -> Iterator[None]:
     """While Hydra composes and runs the command, a composition error that `explain` knows ends it
-    with `pgh-train: <message>` (HYDRA_FULL_ERROR=1 keeps Hydra's report and traceback)."""
+    with `pgh-train: <message>`, and so does a sweep job's `user_error` (Hydra has named the job on
+    the line before). HYDRA_FULL_ERROR=1 keeps Hydra's report and traceback."""
     import hydra._internal.utils as hydra_utils  # _run_hydra calls its run_and_report by this name
 
     original: Callable[[Callable[[], Any]], Any] = hydra_utils.run_and_report
@@ -106,6 +124,14 @@ def concise_override_errors() -> Iterator[None]:
                 if message is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
                 raise SystemExit(f"pgh-train: {message}") from None
+            except Exception as error:
+                # a single run's user error already ended in hydra_main; this is a sweep's job's,
+                # re-raised by the sweeper after Hydra's "Error executing job with overrides: [...]"
+                concise = user_error(error)
+                if concise is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                hint = "(the job's overrides are on the line above; HYDRA_FULL_ERROR=1 shows where it was raised)"
+                raise SystemExit(f"pgh-train: {concise}\n{hint}") from None
 
         return original(explained)
 

@@ -26,7 +26,6 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
@@ -59,7 +58,7 @@ from pgh.logging_utils import (
     print_and_log_to_files,
     quiet_lightning_notices,
 )
-from pgh.override_errors import concise_override_errors
+from pgh.override_errors import concise_override_errors, user_error
 from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, save_figure
 from pgh.resume import (
     check_checkpoint_within_length,
@@ -768,18 +767,13 @@ def hydra_main(cfg: DictConfig) -> float:
         except Exception:  # noqa: BLE001 - the command's own error is the one to show
             pass
         # a refused setting, a missing file: its message, without the traceback Hydra would print around
-        # it (a sweep's jobs keep Hydra's report, which names the job)
-        if isinstance(error, InstantiationException) and isinstance(error.__cause__, USER_ERRORS):
-            error = error.__cause__  # a config group's constructor refused its settings (a missing dataset)
-        concise = isinstance(error, USER_ERRORS) and not getattr(error, "raised_while_training", False)
-        if concise and not in_a_multirun() and os.environ.get("HYDRA_FULL_ERROR") != "1":
+        # it (a sweep's job raises it on, for Hydra to name the job, and concise_override_errors then
+        # shows it in one line)
+        concise = user_error(error)
+        if concise is not None and not in_a_multirun() and os.environ.get("HYDRA_FULL_ERROR") != "1":
             hint = "(HYDRA_FULL_ERROR=1 pgh-train ... shows where it was raised)"
-            raise SystemExit(f"pgh-train: {error}\n{hint}") from None
+            raise SystemExit(f"pgh-train: {concise}\n{hint}") from None
         raise
-
-
-# what a command's bad settings or missing files raise: pgh-train shows them as one message
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
 
 
 def main() -> None:

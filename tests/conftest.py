@@ -57,11 +57,19 @@ METRIC_KEYS = frozenset(
 )
 
 
-def run_python(*args: str, tmp_path: Path, check: bool = True) -> subprocess.CompletedProcess:
+def run_python(
+    *args: str, tmp_path: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """`python *args` in tmp_path, with runs, logs and the feature cache under it and one torch thread
-    (as a user would start it: a fresh process). With `check`, a non-zero exit fails the test and
-    shows the end of stderr."""
-    env = {**os.environ, "PGH_ROOT": str(tmp_path), "PGH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    (as a user would start it: a fresh process), and `env` added to the environment. With `check`, a
+    non-zero exit fails the test and shows the end of stderr."""
+    env = {
+        **os.environ,
+        "PGH_ROOT": str(tmp_path),
+        "PGH_CACHE_DIR": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
     # so that configs can name test callbacks (`conftest.…`) in the subprocess too
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
     done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)

@@ -55,3 +55,27 @@ def test_pgh_train_says_it_in_one_line(tmp_path):
         "trainer (`pgh-train --help` lists them with their options)"
     ]
     assert not (tmp_path / "logs").exists()  # refused before Hydra made a directory
+
+
+@pytest.mark.parametrize("launcher", ["basic", "local"])
+def test_a_sweep_jobs_refused_setting_is_one_line_after_the_line_naming_the_job(tmp_path, launcher):
+    """The sweep's other jobs run; the refused one is named by Hydra, then its message, with no traceback
+    (the submitit launcher's printed Hydra's internals around it)."""
+    sweep = ("-m", "pgh.train", "-m", f"hydra/launcher={launcher}", "dataset=digits", "method=itq", "features=pixels")
+    done = run_python(*sweep, "bits=16,20", tmp_path=tmp_path, check=False)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert lines[-3:] == [
+        "Error executing job with overrides: ['dataset=digits', 'method=itq', 'features=pixels', 'bits=20']",
+        "pgh-train: bits=20 is not a positive multiple of 8; use 16, 32, 64 or another multiple of 8",
+        "(the job's overrides are on the line above; HYDRA_FULL_ERROR=1 shows where it was raised)",
+    ]
+    assert len(list((tmp_path / "logs").rglob("metrics.json"))) == 1  # bits=16 ran
+
+
+def test_hydra_full_error_keeps_a_sweep_jobs_traceback(tmp_path):
+    done = run_python(
+        "-m", "pgh.train", "-m", "dataset=digits", "method=itq", "features=pixels", "bits=20",
+        tmp_path=tmp_path, check=False, env={"HYDRA_FULL_ERROR": "1"},
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" in done.stderr and "pgh-train:" not in done.stderr
