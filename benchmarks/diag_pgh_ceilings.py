@@ -6,7 +6,9 @@ initial codes get, next to PGH? Each prints mAP@all (and mAP@1000) on the protoc
       the bitwise majority of its --k nearest training images' codes (Euclidean, in feature space,
       itself included); queries and database items take the majority code of their 10 nearest
       training images. How good the codes get refined along the features' own neighbourhoods.
-      With --mutual, a code votes with only those of its --k neighbours that count it among theirs.
+      With --mutual, a code votes with only those of its --k neighbours that count it among theirs;
+      with --released K2, with BGAN's wider neighbourhood E(i) instead (the --k cosine nearest
+      neighbours of the K2 images sharing most of them: PGH's neighbourhood term, K1 = 20, K2 = 30).
   python benchmarks/diag_pgh_ceilings.py exact --dataset fashion_mnist --train-size 10000
       no codes: the database ranked by Euclidean distance in --features itself (mAP@all only).
   python benchmarks/diag_pgh_ceilings.py embed --dataset fashion_mnist --train-size 10000
@@ -49,6 +51,7 @@ from pgh.hashing import HASHERS
 from pgh.hashing.vote import majority_vote, nearest_neighbors
 from pgh.methods import PGH
 from pgh.methods.base import to_network_input
+from pgh.methods.bgan_similarity import knn_indices, released_lists
 from pgh.nets import HashNet
 from pgh.nets.augment import random_affine, random_contrast
 from pgh.retrieval import evaluate_codes
@@ -71,12 +74,15 @@ def main() -> None:
     parser.add_argument("--dims", type=int, default=32, help="embed: dimensions of the Laplacian eigenmap")
     parser.add_argument("--iterations", type=int, default=10, help="smooth: rounds of voting")
     parser.add_argument("--mutual", action="store_true", help="smooth: vote with mutual nearest neighbours only")
+    parser.add_argument("--released", type=int, metavar="K2", help="smooth: vote over BGAN's E(i) (K1 = --k)")
     parser.add_argument("--epochs", type=int, default=40, help="contrastive: epochs")
     parser.add_argument("--temperature", type=float, default=1.0, help="contrastive: NT-Xent temperature")
     parser.add_argument("--run", help="rehash, neighbors: a finished PGH run directory")
     args = parser.parse_args()
     if args.mode == "rehash" and not args.run:
         parser.error("rehash needs --run RUN_DIR (a finished PGH run)")
+    if args.mutual and args.released is not None:
+        parser.error("--mutual and --released are two different neighbourhoods: choose one")
     torch.manual_seed(0)
 
     if args.run is not None and args.mode in ("rehash", "neighbors"):
@@ -100,15 +106,23 @@ def main() -> None:
         outside = [nearest_neighbors(features[part], train, 10) for part in (split.query, split.database)]
         score("ITQ", itq.encode(features[split.query]), itq.encode(features[split.database]))
         score("ITQ, by the 10 nearest training codes", *(majority_vote(codes, n) for n in outside))
-        voters = nearest_neighbors(train, train, args.k + 1)
-        mutual = mutual_mask(voters) if args.mutual else None
+        if args.released is None:
+            voters = nearest_neighbors(train, train, args.k + 1)
+            weights = mutual_mask(voters) if args.mutual else torch.ones_like(voters, dtype=torch.bool)
+        else:  # E(i), padded with -1, and i itself (E(i) holds it: i is among its own K1 list's images)
+            lists = released_lists(knn_indices(train, args.k), args.released)
+            voters = torch.cat([torch.arange(len(train))[:, None], lists], 1)
+            weights = voters >= 0
+            weights[:, 1:] &= lists != torch.arange(len(train))[:, None]
+            voters = voters.clamp(min=0)
+            print(f"E(i) holds {weights.sum(1).float().mean() - 1:.1f} other training images on average", flush=True)
         for iteration in range(1, args.iterations + 1):
-            if mutual is None:
-                codes = majority_vote(codes, voters)
-            else:  # the weighted majority over the mutual neighbours and itself (a tie gives 1)
-                codes = (codes[voters].float() * mutual[..., None]).sum(1) / mutual.sum(1, keepdim=True) >= 0.5
+            # the weighted majority over the voters (a tie gives 1)
+            codes = (codes[voters].float() * weights[..., None]).sum(1) / weights.sum(1, keepdim=True) >= 0.5
             if iteration in (1, 3) or iteration == args.iterations:
                 over = f"{args.k} {'mutual ' if args.mutual else ''}neighbours"
+                if args.released is not None:
+                    over = f"E(i) (K1 {args.k}, K2 {args.released})"
                 what = f"smoothed {iteration}x over {over} ({len(torch.unique(codes, dim=0))} distinct)"
                 score(what, *(majority_vote(codes, n) for n in outside))
 

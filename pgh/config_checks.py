@@ -128,19 +128,18 @@ def check_trainer(trainer: DictConfig, method: DictConfig) -> None:
             f"trainer.accelerator={accelerator} but torch sees no CUDA device; run on a GPU machine, or add {fix}"
         )
     warmup, progressive = method.module.get("gan_warmup_epochs", 0), method.get("progressive")
-    length = progressive.get("epochs_per_round") if progressive is not None else 1
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ValueError(f"method.progressive.epochs_per_round={length} must be a positive whole number of epochs")
     if progressive is not None:
-        from pgh.callbacks.progressive import check_lr_schedule
+        import inspect
 
+        from pgh.callbacks.progressive import check_round_settings
+
+        checked = inspect.signature(check_round_settings).parameters
         try:
-            check_lr_schedule(progressive.get("lr_schedule", "constant"), progressive.get("lr_min_factor", 0.0))
+            check_round_settings(**{k: v for k, v in progressive.items() if k in checked})
         except ValueError as error:
             raise ValueError(f"method.progressive: {error}") from None
-    grid = progressive.get("grid_size", 1) if progressive is not None else 1
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
-        raise ValueError(f"method.progressive.grid_size={grid} must be a positive whole number of images a row")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"method.module.gan_warmup_epochs={warmup!r} must be a whole number >= 0 of epochs")
     for key, smallest_value, what in (
         ("num_workers", 0, "data-loading processes (0: load in the training process)"),
         ("checkpoint_every_n_steps", 0, "Lightning global steps (0: none while training, only the finished run's)"),

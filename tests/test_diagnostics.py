@@ -96,3 +96,19 @@ def test_smooth_mode_with_mutual_neighbours_scores_each_vote(tmp_path):
     )  # fmt: skip
     scored = re.findall(r"smoothed (\d)x over 10 mutual neighbours \(\d+ distinct\): mAP@all ([\d.]+)", done.stdout)
     assert [n for n, _ in scored] == ["1", "3"] and all(0 < float(m) <= 100 for _, m in scored)
+
+
+def test_smooth_mode_over_bgans_released_neighbourhoods_scores_each_vote(tmp_path):
+    done = run_python(
+        str(SCRIPT), "smooth", "--dataset", "digits", "--features", "pixels", "--k", "5", "--released", "8",
+        "--iterations", "3", tmp_path=tmp_path,
+    )  # fmt: skip
+    others = float(re.search(r"E\(i\) holds ([\d.]+) other training images", done.stdout).group(1))
+    assert 5 <= others <= 8 * 6 - 1  # at least its own K1 list; at most K2 lists of K1 + 1, itself out
+    scored = re.findall(r"smoothed (\d)x over E\(i\) \(K1 5, K2 8\) \(\d+ distinct\): mAP@all ([\d.]+)", done.stdout)
+    assert [n for n, _ in scored] == ["1", "3"] and all(0 < float(m) <= 100 for _, m in scored)
+
+
+def test_smooth_mode_refuses_two_neighbourhoods_at_once(tmp_path):
+    done = run_python(str(SCRIPT), "smooth", "--mutual", "--released", "30", tmp_path=tmp_path, check=False)
+    assert done.returncode == 2 and "--mutual and --released are two different neighbourhoods" in done.stderr

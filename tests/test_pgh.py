@@ -132,7 +132,7 @@ def test_vote_and_learning_rate_settings_are_checked(tmp_path):
     images, labels = torch.zeros(6, 1, 8, 8, dtype=torch.uint8), torch.zeros(6, dtype=torch.long)
     common = dict(query_images=images, query_labels=labels, db_images=images, db_labels=labels)
     common.update(train_images=images, output_dir=tmp_path, epochs_per_round=1)
-    with pytest.raises(ValueError, match="vote_neighbors must be >= 0"):
+    with pytest.raises(ValueError, match="vote_neighbors=-1 must be a whole number >= 0"):
         ProgressiveRounds(**common, vote_neighbors=-1)
     with pytest.raises(ValueError, match=r"vote_neighbors=6 must be below the number of training images \(6\)"):
         ProgressiveRounds(**common, vote_neighbors=6, train_features=torch.zeros(6, 3))
@@ -483,13 +483,19 @@ def test_converge_bit_change_stops_below_it_not_at_it(make_cfg):
         ("method.module.betas=[0.5]", r"betas=\[0.5\] must be two numbers"),
         ("method.module.betas_h=[0.9,1.0]", r"betas_h=\[0.9, 1.0\] must each be in \[0, 1\)"),
         ("method.batch_size=1", r"method.batch_size=1 must be a whole number of images, at least 2"),
-        ("method.progressive.epochs_per_round=0", r"epochs_per_round=0 must be a positive whole number of epochs"),
-        ("method.progressive.grid_size=0", r"grid_size=0 must be a positive whole number"),
+        ("method.progressive.epochs_per_round=0", r"method.progressive: epochs_per_round=0 must be a whole number >= 1"),
+        ("method.progressive.grid_size=0", r"method.progressive: grid_size=0 must be a whole number >= 1"),
+        ("method.progressive.vote_neighbors=2.0", r"method.progressive: vote_neighbors=2.0 must be a whole number >= 0"),
+        ("method.progressive.vote_neighbors=3", r"method.progressive: vote_neighbors=3 is odd"),
+        ("method.progressive.vote_iterations=2.5", r"vote_iterations=2.5 must be a whole number >= 1"),
+        ("method.progressive.converge_bit_change=5", r"converge_bit_change must be a fraction in \[0, 1\], got 5"),
+        ("method.module.gan_warmup_epochs=null", r"gan_warmup_epochs=None must be a whole number >= 0 of epochs"),
         ("method.progressive.lr_schedule=linear", r"method.progressive: lr_schedule must be one of constant, cosine"),
         ("method.progressive.lr_min_factor=2", r"method.progressive: lr_min_factor must be a fraction in \[0, 1\]"),
         ("method.num_workers=-1", r"method.num_workers=-1 must be a whole number >= 0 of data-loading processes"),
         ("method.checkpoint_every_n_steps=-1", r"method.checkpoint_every_n_steps=-1 must be a whole number >= 0"),
         ("method.module.h_ema_decay=1.0", r"h_ema_decay must be in \[0, 1\) \(0: off\), got 1.0"),
+        ("method.module.distill_epochs=2.5", r"distill_epochs=2.5 must be a whole number >= 0 of epochs"),
     ],
 )
 def test_bad_pgh_settings_are_refused_before_any_work(make_cfg, tmp_path, monkeypatch, override, message):

@@ -56,6 +56,36 @@ def check_lr_schedule(lr_schedule: str, lr_min_factor: float) -> None:
         raise ValueError(f"lr_min_factor must be a fraction in [0, 1] of the learning rates, got {lr_min_factor!r}")
 
 
+def check_round_settings(
+    epochs_per_round: int = 1,
+    converge_bit_change: float = 0.0,
+    grid_size: int = 8,
+    vote_neighbors: int = 0,
+    vote_iterations: int = 1,
+    lr_schedule: str = "constant",
+    lr_min_factor: float = 0.0,
+) -> None:
+    """The round settings that do not depend on the data, checked by the callback and by pgh-train
+    before any work (a float such as vote_neighbors=2.0 failed only at the first round's end)."""
+    for name, value, smallest, what in (
+        ("epochs_per_round", epochs_per_round, 1, "epochs"),
+        ("grid_size", grid_size, 1, "images a row"),
+        ("vote_neighbors", vote_neighbors, 0, "training images (0: no vote)"),
+        ("vote_iterations", vote_iterations, 1, "votes a refresh"),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
+            raise ValueError(f"{name}={value!r} must be a whole number >= {smallest} of {what}")
+    if vote_neighbors % 2:
+        raise ValueError(
+            f"vote_neighbors={vote_neighbors} is odd: with the image's own code that is an even number of voters, "
+            f"and a tie would set the bit to 1; use an even k ({vote_neighbors - 1} or {vote_neighbors + 1})"
+        )
+    bad_fraction = isinstance(converge_bit_change, bool) or not isinstance(converge_bit_change, (int, float))
+    if bad_fraction or not 0.0 <= converge_bit_change <= 1.0:
+        raise ValueError(f"converge_bit_change must be a fraction in [0, 1], got {converge_bit_change!r}")
+    check_lr_schedule(lr_schedule, lr_min_factor)
+
+
 def check_same_scoring(saved: dict[str, Any], eval_kwargs: dict[str, Any]) -> None:
     """Refuse to continue rounds (ProgressiveRounds' checkpointed state `saved`) that were scored with
     another eval.map_k or tie order than `eval_kwargs`: rounds.csv would mix two scorings. A
@@ -97,22 +127,9 @@ class ProgressiveRounds(L.Callback):
         lr_schedule: str = "constant",
         lr_min_factor: float = 0.0,
     ) -> None:
-        check_lr_schedule(lr_schedule, lr_min_factor)
-        if epochs_per_round < 1:
-            raise ValueError(f"epochs_per_round must be >= 1, got {epochs_per_round}")
-        if grid_size < 1:
-            raise ValueError(f"grid_size must be >= 1, got {grid_size}")
-        if not 0.0 <= converge_bit_change <= 1.0:
-            raise ValueError(f"converge_bit_change must be a fraction in [0, 1], got {converge_bit_change}")
-        if vote_neighbors < 0 or vote_iterations < 1:
-            raise ValueError(
-                f"vote_neighbors must be >= 0 and vote_iterations >= 1, got {vote_neighbors} and {vote_iterations}"
-            )
-        if vote_neighbors % 2:
-            raise ValueError(
-                f"vote_neighbors={vote_neighbors} is odd: with the image's own code that is an even number of voters, "
-                f"and a tie would set the bit to 1; use an even k ({vote_neighbors - 1} or {vote_neighbors + 1})"
-            )
+        check_round_settings(
+            epochs_per_round, converge_bit_change, grid_size, vote_neighbors, vote_iterations, lr_schedule, lr_min_factor
+        )
         if vote_neighbors and train_features is None:
             raise ValueError("vote_neighbors > 0 needs train_features: the training images' features [n, d]")
         if vote_neighbors >= train_images.shape[0]:

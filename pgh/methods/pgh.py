@@ -128,11 +128,14 @@ class PGH(DeepHasher):
         a = vars(cls.bind_arguments(kwargs))  # unknown or missing names: TypeError
         check_bits(a["bits"])
         for name in (
-            "gamma", "lam", "quantization_weight", "gan_warmup_epochs", "distill_epochs", "augment_shift",
+            "gamma", "lam", "quantization_weight", "augment_shift",
             "augment_degrees", "anchor_weight", "neighborhood_weight", "neighborhood_positive_weight",
             "lr_d", "lr_g", "lr_h",  # a learning rate of 0 freezes that network (an ablation)
         ):  # fmt: skip
             check_number(name, a[name])
+        for name in ("gan_warmup_epochs", "distill_epochs"):  # a fraction would be rounded up by the epoch counts
+            if isinstance(a[name], bool) or not isinstance(a[name], int) or a[name] < 0:
+                raise ValueError(f"{name}={a[name]!r} must be a whole number >= 0 of epochs")
         if 0 < a["distill_epochs"] <= a["gan_warmup_epochs"]:
             raise ValueError(
                 f"distill_epochs={a['distill_epochs']} ends inside gan_warmup_epochs={a['gan_warmup_epochs']}: both "
