@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -43,6 +44,34 @@ def instantiate_loggers(
                 extra.update(id=run_id, resume="allow")
         loggers.append(instantiate(entry, **extra))
     return loggers
+
+
+WANDB_NO_KEY = (
+    "logger=wandb but W&B has no API key here: log in with `wandb login`, or run offline with "
+    "WANDB_MODE=offline (`wandb sync` uploads later), or use logger=csv"
+)
+
+
+def check_wandb_login(logger_cfg: DictConfig | None) -> None:
+    """A W&B logger that would log online without credentials is refused before any work: W&B asks
+    for a key only when it starts its run, and in a terminal waits there for an answer."""
+    wandb_entries = [
+        entry
+        for entry in (logger_cfg or {}).values()
+        if isinstance(entry, DictConfig) and "_target_" in entry and issubclass(get_class(entry._target_), WandbLogger)
+    ]
+    if not wandb_entries or all(entry.get("offline") for entry in wandb_entries):
+        return
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return
+    import wandb
+    from wandb.sdk import wandb_setup
+
+    settings = wandb_setup.singleton().settings  # WANDB_MODE, or `wandb offline` / `wandb disabled`
+    if settings._offline or settings._noop:
+        return
+    if not wandb.login(prompt=False, verify=False):  # an API key in ~/.netrc or W&B's settings files
+        raise ValueError(WANDB_NO_KEY)
 
 
 def last_wandb_run_id(save_dir: Path) -> str | None:
@@ -92,6 +121,13 @@ def print_and_log_to_files(logger: logging.Logger, message: str) -> None:
             handler.handle(record)
 
 
+def logger_step(trainer: Any) -> int:
+    """The step Lightning logs `self.log` values at: batches that stepped, over every attempt (a resume
+    restores it). `trainer.global_step` counts optimizer steps instead, three a batch for PGH (D, G, H),
+    so metrics logged at it would sit three times further along the losses' x-axis."""
+    return int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))
+
+
 def log_figure(loggers: list[Logger], name: str, fig: Figure, png_path: Path, step: int) -> None:
     """Send a figure (already saved as png_path) to loggers that show images, at `step`."""
     for logger in loggers:
@@ -118,12 +154,33 @@ def close_failed_wandb_run() -> None:
         wandb.finish(exit_code=1)
 
 
+# numbers of metrics.json that describe the run rather than measure it: W&B gets them in the run's
+# summary (its runs table), not as charts of one point
+RUN_SETTINGS = ("bits", "seed", "num_queries", "num_database", "num_train", "torch_threads", "global_step", "log_step")
+
+
+def split_for_wandb(metrics: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+    """metrics.json's entries as (the measurements W&B charts, the rest for the run's summary: the
+    settings among the numbers, and the names, flags and lists)."""
+    charted = {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in RUN_SETTINGS
+    }
+    return charted, {k: v for k, v in metrics.items() if k not in charted}
+
+
 def finish(loggers: list[Logger], metrics: dict[str, Any], step: int = 0) -> None:
     """The run's final metrics (none: nothing to log) to every logger at `step` (a deep run's last
-    step: the CSV logger put them at step 0), then close the loggers."""
+    step: the CSV logger put them at step 0), then close the loggers. W&B charts the measurements and
+    keeps the rest of metrics.json (settings, names, flags) in the run's summary."""
     numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     for logger in loggers:
-        if numeric:
+        if isinstance(logger, WandbLogger) and metrics:
+            charted, described = split_for_wandb(metrics)
+            logger.log_metrics(charted, step=step)
+            logger.experiment.summary.update(described)
+        elif numeric:
             logger.log_metrics(numeric, step=step)
         logger.save()
         logger.finalize("success")

@@ -51,10 +51,13 @@ from pgh.features import cached_features
 from pgh.hashing import HASHERS, ShallowHasher
 from pgh.io import atomic_path, save_npy, write_json, write_text
 from pgh.logging_utils import (
+    WANDB_NO_KEY,
+    check_wandb_login,
     close_failed_wandb_run,
     finish,
     instantiate_loggers,
     log_figure,
+    logger_step,
     print_and_log_to_files,
     quiet_lightning_notices,
 )
@@ -262,6 +265,7 @@ def train_deep(
     if hasattr(model, "current_round"):
         run_info["rounds_completed"] = int(model.current_round)
     run_info["global_step"] = int(trainer.global_step)  # Lightning's optimizer steps, over every attempt
+    run_info["log_step"] = logger_step(trainer)  # the losses' x-axis: where the loggers get the final metrics
     return query, database, {"train_seconds": train_seconds, "encode_seconds": t2 - t1, **run_info}
 
 
@@ -556,6 +560,20 @@ def restore_files(out: Path, contents: dict[str, bytes]) -> None:
             pass
 
 
+def run_description(cfg: DictConfig, dataset: ImageDataset, bits: int) -> dict[str, Any]:
+    """What the loggers' config shows beside the composed one, to group and filter runs by on a
+    dashboard: the names the run is known by, and in a sweep the job's number and its overrides."""
+    description: dict[str, Any] = {
+        "dataset": dataset.name, "method": method_name(cfg), "features": feature_name(cfg), "bits": bits,
+    }  # fmt: skip
+    if HydraConfig.initialized():
+        job = HydraConfig.get()
+        description["overrides"] = " ".join(job.overrides.task)
+        if job.mode == RunMode.MULTIRUN:
+            description["job"] = int(job.job.num)
+    return description
+
+
 def run_job(
     cfg: DictConfig,
     out: Path,
@@ -595,18 +613,7 @@ def run_job(
             )  # fmt: skip
     if "module" in cfg.method:  # before the features and initial codes: a bad setting is refused at once
         check_module_arguments(cfg.method, int(split.train.numel()))
-    run_name = f"{dataset.name}-{method_name(cfg)}-{feature_name(cfg)}-{bits}"
-    loggers = instantiate_loggers(cfg.get("logger"), resume=resuming, run_name=run_name)
-    for logger in loggers:
-        try:  # W&B starts its run here
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        except Exception as error:
-            if type(error).__module__.startswith("wandb") and "api key" in str(error).lower():
-                raise ValueError(
-                    "logger=wandb but W&B has no API key here: log in with `wandb login`, or run offline with "
-                    "WANDB_MODE=offline (`wandb sync` uploads later), or use logger=csv"
-                ) from None
-            raise
+    check_wandb_login(cfg.get("logger"))  # before any work: W&B would ask for a key in a terminal, and wait
 
     t0 = time.perf_counter()
     features = cached_features(
@@ -617,6 +624,19 @@ def run_job(
         check_width=partial(check_code_fits, cfg, "init_hash" in cfg.method and not cfg.method.get("init_features")),
     )
     feature_seconds = time.perf_counter() - t0
+    # after the checks that need the features' width: a refused job starts no W&B run
+    run_name = f"{dataset.name}-{method_name(cfg)}-{feature_name(cfg)}-{bits}"
+    if in_a_multirun():  # a sweep's jobs often share those four: W&B would list them under one name
+        run_name += f"-job{HydraConfig.get().job.num}"
+    loggers = instantiate_loggers(cfg.get("logger"), resume=resuming, run_name=run_name)
+    hyperparameters = {**OmegaConf.to_container(cfg, resolve=True), "run": run_description(cfg, dataset, bits)}
+    for logger in loggers:
+        try:  # W&B starts its run here
+            logger.log_hyperparams(hyperparameters)
+        except Exception as error:
+            if type(error).__module__.startswith("wandb") and "api key" in str(error).lower():
+                raise ValueError(WANDB_NO_KEY) from None
+            raise
     tie_break = eval_opts["tie_break"]
     labels = dataset.labels
     if tie_break == "database_order" and stored_class_by_class(labels[split.database]):
@@ -690,8 +710,8 @@ def run_job(
         save_npy(out / "database_codes.npy", db_codes)
         save_npy(out / "query_codes.npy", query_codes)
     # a resume that trained nothing (a finished run, e.g. a sweep rerun) already gave the loggers these
-    step = metrics.get("global_step")
-    logged_before = resuming and step is not None and logged_step == step
+    logged_before = resuming and metrics.get("global_step") is not None and logged_step == metrics["global_step"]
+    step = metrics.get("log_step")
     label, title = f"{metrics['method']}+{metrics['features']}", f"{dataset.name}, {bits} bits"
     for name, fig in (
         ("pr_curve", plot_pr_curves({label: result.pr_curve}, title)),

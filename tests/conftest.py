@@ -3,6 +3,7 @@ directories under pytest's tmp_path."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, open_dict
 
 from pgh.train import CONFIG_DIR
@@ -165,6 +167,27 @@ class RecordOptimizerStates:
                 RecordOptimizerStates.seen.append((trainer.current_epoch, states))
 
         return _Probe()
+
+
+class RecordingWandbLogger(WandbLogger):
+    """Lightning's W&B logger (offline) that also appends what it is given to `<save_dir>/recorded.jsonl`:
+    its init arguments, the hyperparameters and each log_metrics call with its step."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._record({"init": {k: v for k, v in self._wandb_init.items() if isinstance(v, (str, int, type(None)))}})
+
+    def _record(self, entry: dict) -> None:
+        with open(Path(self.save_dir) / "recorded.jsonl", "a") as f:
+            f.write(json.dumps(entry, default=str) + "\n")
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        self._record({"hyperparameters": dict(params)})
+        super().log_hyperparams(params, *args, **kwargs)
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self._record({"metrics": dict(metrics), "step": step})
+        super().log_metrics(metrics, step=step)
 
 
 class KillAtEpochStart:

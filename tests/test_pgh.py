@@ -85,9 +85,15 @@ def test_rounds_reach_the_dashboards(make_cfg):
     events = EventAccumulator(str(Path(cfg.paths.output_dir) / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
     grids = events.Images("rounds/grid")
-    assert [g.step for g in grids] == [0, 24, 48]  # 8 batches a round, 3 optimizer steps each
+    # at the losses' steps, batches: 8 a round (not Lightning's global_step, 3 optimizer steps a batch)
+    assert [g.step for g in grids] == [0, 8, 16]
     assert all(g.width > g.height > 0 for g in grids)  # two rows of grid_size images
-    assert [s.step for s in events.Scalars("rounds/map_all")] == [24, 48]
+    assert [s.step for s in events.Scalars("rounds/map_all")] == [0, 8, 16]  # round 0 starts the curve
+    assert [s.step for s in events.Scalars("rounds/bit_change")] == [8, 16]  # round 0 has none
+    assert [s.step for s in events.Scalars("loss/d_epoch")] == [3, 7, 11, 15]  # each epoch's last batch
+    metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert (metrics["global_step"], metrics["log_step"]) == (48, 16)
+    assert [s.step for s in events.Scalars("map_all")] == [16]
     assert {"pr_curve", "precision_at_n"} <= set(events.Tags()["images"])  # the final figures
     per_class = [tag for tag in events.Tags()["scalars"] if tag.startswith("per_class/map_all/")]
     assert sorted(per_class) == [f"per_class/map_all/{label}" for label in range(10)]  # digits: labels as names
@@ -483,9 +489,9 @@ def test_converge_bit_change_stops_below_it_not_at_it(make_cfg):
         ("method.module.betas=[0.5]", r"betas=\[0.5\] must be two numbers"),
         ("method.module.betas_h=[0.9,1.0]", r"betas_h=\[0.9, 1.0\] must each be in \[0, 1\)"),
         ("method.batch_size=1", r"method.batch_size=1 must be a whole number of images, at least 2"),
-        ("method.progressive.epochs_per_round=0", r"method.progressive: epochs_per_round=0 must be a whole number >= 1"),
+        ("method.progressive.epochs_per_round=0", r"progressive: epochs_per_round=0 must be a whole number >= 1"),
         ("method.progressive.grid_size=0", r"method.progressive: grid_size=0 must be a whole number >= 1"),
-        ("method.progressive.vote_neighbors=2.0", r"method.progressive: vote_neighbors=2.0 must be a whole number >= 0"),
+        ("method.progressive.vote_neighbors=2.0", r"progressive: vote_neighbors=2.0 must be a whole number >= 0"),
         ("method.progressive.vote_neighbors=3", r"method.progressive: vote_neighbors=3 is odd"),
         ("method.progressive.vote_iterations=2.5", r"vote_iterations=2.5 must be a whole number >= 1"),
         ("method.progressive.converge_bit_change=5", r"converge_bit_change must be a fraction in \[0, 1\], got 5"),

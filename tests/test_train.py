@@ -233,10 +233,45 @@ def test_each_job_of_a_process_gets_its_own_wandb_run(make_cfg, monkeypatch, tmp
     assert len(runs) == 2 and runs[0].parent != runs[1].parent
 
 
+def test_a_sweeps_wandb_runs_are_told_apart_and_described(tmp_path):
+    """A sweep's jobs shared one W&B name (`digits-itq-pixels-16` for every seed); the config carried
+    the method only as a class path; settings such as bits were charted as metrics of one point."""
+    from conftest import run_python
+
+    recorder = ["logger=wandb", "logger.wandb._target_=conftest.RecordingWandbLogger"]
+    sweep = ["-m", "pgh.train", "-m", "dataset=digits", "method=itq", "features=pixels", "bits=16", "seed=0,1"]
+    run_python(*sweep, *recorder, tmp_path=tmp_path, env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+    jobs = sorted((tmp_path / "logs" / "train" / "multiruns").glob("*/*_digits_itq_pixels_16"))
+    assert [job.name[0] for job in jobs] == ["0", "1"]
+    for number, job in enumerate(jobs):
+        recorded = [json.loads(line) for line in (job / "recorded.jsonl").read_text().splitlines()]
+        assert recorded[0]["init"]["name"] == f"digits-itq-pixels-16-job{number}"
+        (hyperparameters,) = [r["hyperparameters"] for r in recorded if "hyperparameters" in r]
+        assert hyperparameters["run"] == {
+            "dataset": "digits", "method": "itq", "features": "pixels", "bits": 16, "job": number,
+            "overrides": f"dataset=digits method=itq features=pixels bits=16 seed={number} {' '.join(recorder)}",
+        }  # fmt: skip
+        (final,) = [r["metrics"] for r in recorded if "map_all" in r.get("metrics", {})]  # (figures log too)
+        assert not {"bits", "seed", "num_train", "dataset"} & set(final)
+
+
+def test_wandb_charts_the_measurements_and_keeps_the_rest_in_the_summary():
+    from pgh.logging_utils import split_for_wandb
+
+    metrics = {"map_all": 0.5, "db_distinct_codes": 12, "bits": 16, "seed": 0, "log_step": 8, "dataset": "digits"}
+    metrics |= {"stopped_mid_epoch": False, "image_shape": [1, 8, 8], "init_map_all": 0.4}
+    charted, described = split_for_wandb(metrics)
+    assert charted == {"map_all": 0.5, "db_distinct_codes": 12.0, "init_map_all": 0.4}
+    assert described == {
+        "bits": 16, "seed": 0, "log_step": 8, "dataset": "digits", "stopped_mid_epoch": False, "image_shape": [1, 8, 8]
+    }  # fmt: skip
+
+
 @pytest.mark.slow
 def test_a_failed_job_closes_its_wandb_run_and_leaves_no_run_behind(make_cfg, monkeypatch, tmp_path):
     """A job refused after its W&B run opened (ITQ with more bits than the features have dimensions) left
-    the run open, and the next job of the process logged into it; the refused job's wandb/ stayed."""
+    the run open, and the next job of the process logged into it; the refused job's wandb/ stayed. (The
+    loggers now start after that check: a failure later on is what closes a run now.)"""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     jobs = {"refused": "bits=72", "next": "bits=16"}
@@ -794,6 +829,8 @@ def test_wandb_without_an_api_key_names_the_ways_out(tmp_path, monkeypatch):
     assert done.returncode != 0
     assert "W&B has no API key here: log in with `wandb login`, or run offline with WANDB_MODE=offline" in done.stderr
     assert not (tmp_path / "run").exists()
+    # before any work, and before W&B could ask for a key (in a terminal it waited for an answer)
+    assert not (tmp_path / "cache").exists() and "Enter your choice" not in done.stdout
 
 
 def test_a_code_longer_than_the_features_is_refused_before_they_are_computed(make_cfg, tmp_path):

@@ -32,7 +32,7 @@ from torchvision.utils import make_grid, save_image
 from pgh.callbacks.checkpointing import reached_last_batch
 from pgh.hashing.vote import majority_vote, nearest_neighbors
 from pgh.io import atomic_path, write_text
-from pgh.logging_utils import log_image
+from pgh.logging_utils import log_image, logger_step
 from pgh.retrieval import code_statistics, evaluate_packed, pack_codes
 from pgh.retrieval.metrics import EVAL_DEFAULTS
 
@@ -128,8 +128,9 @@ class ProgressiveRounds(L.Callback):
         lr_min_factor: float = 0.0,
     ) -> None:
         check_round_settings(
-            epochs_per_round, converge_bit_change, grid_size, vote_neighbors, vote_iterations, lr_schedule, lr_min_factor
-        )
+            epochs_per_round, converge_bit_change, grid_size, vote_neighbors, vote_iterations, lr_schedule,
+            lr_min_factor,
+        )  # fmt: skip
         if vote_neighbors and train_features is None:
             raise ValueError("vote_neighbors > 0 needs train_features: the training images' features [n, d]")
         if vote_neighbors >= train_images.shape[0]:
@@ -198,7 +199,9 @@ class ProgressiveRounds(L.Callback):
         if trainer.is_global_zero:
             self._write_rounds_csv()
             if t == 0:
-                self._save_grid(pl_module, 0, trainer.loggers, trainer.global_step)
+                self._save_grid(pl_module, 0, trainer.loggers, logger_step(trainer))
+                if self.rows and logger_step(trainer) == 0:  # round 0 starts the curves (not again on a resume)
+                    self._log_row(trainer, self.rows[0])
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         factor = 1.0
@@ -237,9 +240,8 @@ class ProgressiveRounds(L.Callback):
             row.update(code_columns({f"db_{k}": v for k, v in code_statistics(db, db.shape[1] * 8).items()}))
             self.rows.append(row)
             self._write_rounds_csv()
-            self._save_grid(pl_module, t, trainer.loggers, trainer.global_step)
-            for logger in trainer.loggers:
-                logger.log_metrics({f"rounds/{k}": v for k, v in row.items()}, step=trainer.global_step)
+            self._save_grid(pl_module, t, trainer.loggers, logger_step(trainer))
+            self._log_row(trainer, row)
         if self.reset_gan_each_round:
             pl_module.reset_gan()
             for opt in trainer.optimizers[:2]:  # D and G
@@ -248,6 +250,14 @@ class ProgressiveRounds(L.Callback):
             trainer.should_stop = True
 
     # --------------------------------------------------------------------------- helpers
+
+    @staticmethod
+    def _log_row(trainer: L.Trainer, row: dict[str, float]) -> None:
+        """A rounds.csv row to the loggers as `rounds/*`, at the step the losses are logged at (round 0
+        has no bit change: that column is left out, not sent as NaN)."""
+        values = {f"rounds/{k}": v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+        for logger in trainer.loggers:
+            logger.log_metrics(values, step=logger_step(trainer))
 
     def _encode_all(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
         n, world, rank = self.train_images.shape[0], trainer.world_size, trainer.global_rank

@@ -213,7 +213,7 @@ class BGAN(DeepHasher):
     ) -> None:
         super().__init__()
         self.check_arguments(**self.constructor_arguments(locals()))
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the whole composed config instead
         self.automatic_optimization = False
         self.E = HashNet(bits, channels=channels, image_size=image_size, width=width, hidden=hidden)
         self.G = CodeGenerator(bits, channels=channels, image_size=image_size, width=width)

@@ -130,7 +130,7 @@ class DeepBit(DeepHasher):
     ) -> None:
         super().__init__()
         self.check_arguments(**self.constructor_arguments(locals()))
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the whole composed config instead
         self.image_size = DEFAULT_SIZE[backbone] if image_size is None else image_size
         self.channels = DEFAULT_CHANNELS[backbone] if channels is None else channels
         self.net = build_deepbit_net(

@@ -118,7 +118,7 @@ class DH(DeepHasher):
         super().__init__()
         self.check_arguments(**self.constructor_arguments(locals()))
         hidden = check_hidden(hidden)
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the whole composed config instead
         self.hparams.hidden = hidden
         self.net: HashMLP | None = None
         if in_dim is not None:

@@ -102,7 +102,7 @@ class PGH(DeepHasher):
     ) -> None:
         super().__init__()
         self.check_arguments(**self.constructor_arguments(locals()))
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the whole composed config instead
         self.automatic_optimization = False
         self.G = Generator(bits, z_dim=z_dim, channels=channels, image_size=image_size, width=width)
         self.D = Discriminator(bits, channels=channels, image_size=image_size, width=width)
@@ -351,7 +351,10 @@ class PGH(DeepHasher):
         agreement = ((h_real.detach() >= 0.5) == b.bool()).float().mean()
         self.epoch_agreement.append(agreement)
         self.log_losses({"codes/agreement": agreement}, n)
-        self.log("round", self.current_round.float(), on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
+        # the round whose codes condition the GAN this epoch (0: the initial codes); `rounds/round` counts
+        # the rounds completed, logged at each round's end
+        conditioning = self.current_round.float()
+        self.log("conditioning_round", conditioning, on_step=False, on_epoch=True, sync_dist=True, batch_size=n)
 
     def on_train_epoch_start(self) -> None:
         self.epoch_agreement = []
