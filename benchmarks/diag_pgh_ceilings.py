@@ -48,7 +48,7 @@ from common import add_protocol_arguments, compose_protocol, protocol_features
 
 from pgh.data import Split
 from pgh.hashing import HASHERS
-from pgh.hashing.vote import majority_vote, nearest_neighbors
+from pgh.hashing.vote import majority_vote, nearest_neighbors, own_neighbors
 from pgh.methods import PGH
 from pgh.methods.base import to_network_input
 from pgh.methods.bgan_similarity import knn_indices, released_lists
@@ -107,7 +107,7 @@ def main() -> None:
         score("ITQ", itq.encode(features[split.query]), itq.encode(features[split.database]))
         score("ITQ, by the 10 nearest training codes", *(majority_vote(codes, n) for n in outside))
         if args.released is None:
-            voters = nearest_neighbors(train, train, args.k + 1)
+            voters = own_neighbors(train, args.k)
             weights = mutual_mask(voters) if args.mutual else torch.ones_like(voters, dtype=torch.bool)
         else:  # E(i), padded with -1, and i itself (E(i) holds it: i is among its own K1 list's images)
             lists = released_lists(knn_indices(train, args.k), args.released)

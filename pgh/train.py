@@ -1,8 +1,10 @@
 """`train(cfg) -> metrics`: one run of one method on one dataset, evaluated by the protocol.
 
 `main` is the `pgh-train` Hydra entry point; tests and sweeps call `train` directly on a composed
-config. Only this module instantiates configs: everything below it takes typed arguments. The checks
-it runs before any work are in `pgh.config_checks` and, for a resume, `pgh.resume`.
+config. The modules below take typed arguments: the config groups are instantiated here, in the
+checks before any work (`pgh.config_checks`, which also builds the hasher to test its width, and,
+for a resume, `pgh.resume`) and by the logger factory (`pgh.logging_utils`); `pgh-index` rebuilds a
+finished run from its config.yaml (`pgh.retrieval.run_encoder`).
 A shallow method (`method` is a hasher config) is fitted on features; a deep method (`method` has a
 `module` LightningModule config) is trained with a Lightning Trainer.
 """

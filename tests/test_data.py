@@ -94,6 +94,24 @@ def test_truncated_idx_is_reported(tmp_path):
         load_fashion_mnist(str(tmp_path))
 
 
+def test_idx_images_that_are_not_uint8_are_refused_not_cast(tmp_path):
+    """A float IDX file of pixels in [0, 1] was cast to uint8: every image all zeros, without a word."""
+    make_idx_dir(tmp_path, gz=False)
+    floats = np.random.default_rng(0).random((12, 28, 28)).astype(">f4")
+    header = struct.pack(">BBBB", 0, 0, 0x0D, 3) + b"".join(struct.pack(">I", n) for n in floats.shape)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(header + floats.tobytes())
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte holds >f4 values, not the uint8 of MNIST-format"):
+        load_fashion_mnist(str(tmp_path))
+
+
+def test_labels_that_are_not_integers_are_refused():
+    images = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"labels must be integers \(class indices\), got torch.float32"):
+        ImageDataset("mine", images, torch.tensor([0.0, 1.7, 1.2, 0.4]))
+    with pytest.raises(ValueError, match=r"labels must be integers \(class indices\), got torch.float64"):
+        make_split(torch.arange(20, dtype=torch.float64) % 2, query_per_class=2)
+
+
 def test_a_damaged_gzip_idx_file_is_named_with_how_to_replace_it(tmp_path):
     """A .gz cut short raised EOFError, and one that is not gzip BadGzipFile, neither naming the file."""
     for loader, fix in (

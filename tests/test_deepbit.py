@@ -228,6 +228,22 @@ def test_vgg16_backbone_with_random_weights_encodes():
     assert codes.shape == (2, 16) and codes.dtype == torch.bool
 
 
+def test_a_vgg16_run_codes_images_without_the_imagenet_weights_file(tmp_path):
+    """pgh-index reloads a run's checkpoint: a DeepBit trained on VGG16 re-read (and required) the
+    ImageNet file, although the checkpoint holds every weight."""
+    import lightning as L
+
+    from pgh.retrieval.run_encoder import load_deep_model
+
+    model = DeepBit(bits=16, backbone="vgg16", pretrained=False, image_size=32, latent_init="random")
+    hparams = {**model.hparams, "pretrained": True, "weights": str(tmp_path / "gone.pth")}  # as trained
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": hparams}
+    torch.save({**checkpoint, "pytorch-lightning_version": L.__version__}, tmp_path / "last.ckpt")
+    loaded = load_deep_model(DeepBit, tmp_path / "last.ckpt").eval()
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
+    assert torch.equal(loaded.encode_inputs(images), model.eval().encode_inputs(images))
+
+
 def test_vgg16_missing_weights_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"method\.module\.weights=PATH.*pretrained=false"):
         DeepBit(bits=16, backbone="vgg16", weights=str(tmp_path / "missing.pth"), image_size=32)

@@ -124,6 +124,11 @@ def test_a_cache_file_holding_no_features_matrix_is_recomputed(tmp_path, caplog)
             assert torch.equal(cached_features(ds, extractor, {"kind": "x"}, tmp_path), expected)
         assert f"ignoring unreadable feature cache {path} ({said})" in caplog.text
         assert torch.equal(torch.load(path, weights_only=True), expected)  # written again
+    torch.save(expected[:3], path)  # rows for another dataset's images: recomputed, and said so (it was silent)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pgh.features.cache"):
+        assert torch.equal(cached_features(ds, extractor, {"kind": "x"}, tmp_path), expected)
+    assert f"ignoring feature cache {path}: 3 rows for the dataset's 5 images" in caplog.text
 
 
 def test_a_cache_that_cannot_be_written_is_a_warning_not_a_failed_run(tmp_path, caplog, monkeypatch):

@@ -99,6 +99,9 @@ def test_shape_dtype_finite():
     assert f.shape == (5, 512) and f.dtype == torch.float32 and torch.isfinite(f).all()
     const = torch.full((2, 1, 28, 28), 7, dtype=torch.uint8)  # constant image: zeros, not NaN
     assert torch.equal(g(const), torch.zeros(2, 512))
+    edge = torch.full((1, 1, 32, 48), 7, dtype=torch.uint8)
+    edge[..., 0] = 200  # varies only in a column the centre crop to 32 x 32 cuts off: zeros too (was NaN)
+    assert torch.equal(GistFeatures(image_size=32, device="cpu")(edge), torch.zeros(1, 512))
 
 
 def test_batch_equals_single():
@@ -149,3 +152,5 @@ def test_invalid_inputs():
         GistFeatures(number_blocks=0, device="cpu")
     with pytest.raises(ValueError, match="per_channel"):
         GistFeatures(per_channel=True, device="cpu")(_images(1, c=4))
+    with pytest.raises(ValueError, match=r"no images to extract features from: images has shape \(0, 1, 28, 28\)"):
+        GistFeatures(device="cpu")(_images(1)[:0])

@@ -122,3 +122,10 @@ def test_saved_hasher_errors(blobs, tmp_path):
 
 class BlobsLSH(LSH):
     """A hasher defined outside pgh (here: in this test module)."""
+
+
+@pytest.mark.parametrize("iterations", [2.5, -1, True])
+def test_itq_iterations_are_a_whole_number(iterations):
+    # 2.5 passed the old `< 0` check and failed in range() after the features were computed
+    with pytest.raises(ValueError, match=rf"iterations must be a whole number >= 0, got {iterations!r}"):
+        ITQ(bits=16, iterations=iterations)

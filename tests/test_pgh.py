@@ -117,7 +117,7 @@ def test_vote_refines_the_refreshed_codes_along_the_feature_neighbourhoods(make_
     from hydra.utils import instantiate
 
     from pgh.data import Split
-    from pgh.hashing.vote import majority_vote, nearest_neighbors
+    from pgh.hashing.vote import majority_vote, own_neighbors
     from pgh.methods import PGH
 
     cfg = make_cfg(*SMALL, "method.progressive.vote_neighbors=4", "method.progressive.vote_iterations=2")
@@ -128,11 +128,11 @@ def test_vote_refines_the_refreshed_codes_along_the_feature_neighbourhoods(make_
     dataset, split = instantiate(cfg.dataset), Split.load(out / "split.npz")
     features = instantiate(cfg.features)(dataset.images[split.train])
     h_codes = model.encode_inputs(dataset.images[split.train])
-    voted = majority_vote(h_codes, nearest_neighbors(features, features, 5), iterations=2)
+    voted = majority_vote(h_codes, own_neighbors(features, 4), iterations=2)
     assert torch.equal(model.codes.bool(), voted) and not torch.equal(voted, h_codes)
 
 
-def test_vote_and_learning_rate_settings_are_checked(tmp_path):
+def test_vote_and_learning_rate_settings_are_checked(tmp_path, caplog):
     from pgh.callbacks import ProgressiveRounds
 
     images, labels = torch.zeros(6, 1, 8, 8, dtype=torch.uint8), torch.zeros(6, dtype=torch.long)
@@ -154,6 +154,8 @@ def test_vote_and_learning_rate_settings_are_checked(tmp_path):
         ProgressiveRounds(**common, lr_schedule="linear")
     with pytest.raises(ValueError, match=r"lr_min_factor must be a fraction in \[0, 1\]"):
         ProgressiveRounds(**common, lr_schedule="cosine", lr_min_factor=1.5)
+    assert ProgressiveRounds(**common, grid_size=10).grid_size == 6
+    assert "grid_size=10 is more than the 6 training images: the grids show 6 a row" in caplog.text
 
 
 def test_cosine_schedule_falls_within_each_round_restarts_and_survives_a_resume(make_cfg):
@@ -422,7 +424,7 @@ def test_init_features_give_the_round_0_codes_and_the_features_group_the_neighbo
     from hydra.utils import instantiate
 
     from pgh.data import Split
-    from pgh.hashing.vote import majority_vote, nearest_neighbors
+    from pgh.hashing.vote import majority_vote, own_neighbors
     from pgh.methods import PGH
 
     def at(cfg, name: str):
@@ -443,7 +445,7 @@ def test_init_features_give_the_round_0_codes_and_the_features_group_the_neighbo
     dataset, split = instantiate(cfg.dataset), Split.load(out / "split.npz")
     features = instantiate(cfg.features)(dataset.images[split.train])  # GIST
     h_codes = model.encode_inputs(dataset.images[split.train])
-    assert torch.equal(model.codes.bool(), majority_vote(h_codes, nearest_neighbors(features, features, 5), 2))
+    assert torch.equal(model.codes.bool(), majority_vote(h_codes, own_neighbors(features, 4), 2))
 
     assert train(at(make_cfg(*SMALL, "method.rounds=1"), "px"))["init_features"] == "pixels"  # null: the group's
     with pytest.raises(ValueError, match=r"method.init_features='hog' is not one of \['gist', 'pixels', 'vgg16_fc7'\]"):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pgh.hashing.vote import majority_vote, nearest_neighbors
+from pgh.hashing.vote import majority_vote, nearest_neighbors, own_neighbors
 
 
 def test_nearest_neighbors_match_a_brute_force_sort():
@@ -18,6 +18,21 @@ def test_nearest_neighbors_match_a_brute_force_sort():
     assert np.array_equal(nearest_neighbors(queries, points, 5, chunk=16).numpy(), expected)
     own = nearest_neighbors(points, points, 3, chunk=64)
     assert own.dtype == torch.int64 and torch.equal(own[:, 0], torch.arange(300))  # itself first
+
+
+def test_own_neighbors_put_each_point_first_then_its_nearest_others():
+    gen = torch.Generator().manual_seed(1)
+    points = torch.randn(200, 5, generator=gen)
+    distances = ((points.numpy()[:, None, :] - points.numpy()[None]) ** 2).sum(-1)
+    np.fill_diagonal(distances, -1)
+    expected = np.argsort(distances, axis=1, kind="stable")[:, :4]
+    assert np.array_equal(own_neighbors(points, 3, chunk=32).numpy(), expected)
+    # exact duplicates (blank images): plain kNN may put another copy first and leave the point out
+    copies = torch.zeros(5, 3)
+    assert not all(i in row for i, row in enumerate(nearest_neighbors(copies, copies, 3).tolist()))
+    assert own_neighbors(copies, 2)[:, 0].tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match=r"k=5 must be in 1\.\.4 \(the number of other points\)"):
+        own_neighbors(copies, 5)
 
 
 def test_majority_vote_by_hand():

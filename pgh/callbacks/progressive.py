@@ -30,7 +30,7 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from pgh.callbacks.checkpointing import reached_last_batch
-from pgh.hashing.vote import majority_vote, nearest_neighbors
+from pgh.hashing.vote import majority_vote, own_neighbors
 from pgh.io import atomic_path, write_text
 from pgh.logging_utils import log_image, logger_step
 from pgh.retrieval import code_statistics, evaluate_packed, pack_codes
@@ -151,6 +151,11 @@ class ProgressiveRounds(L.Callback):
         self.lr_schedule, self.lr_min_factor = lr_schedule, lr_min_factor
         self.converge_bit_change = converge_bit_change
         self.reset_gan_each_round = reset_gan_each_round
+        if grid_size > train_images.shape[0]:
+            log.warning(
+                "grid_size=%d is more than the %d training images: the grids show %d a row",
+                grid_size, train_images.shape[0], train_images.shape[0],
+            )  # fmt: skip
         self.grid_size = min(grid_size, train_images.shape[0])
         self.eval_kwargs = dict(eval_kwargs or {})
         self.map_k_key = f"map_at_{self.eval_kwargs.get('map_k', 1000)}"  # rounds.csv's mAP@K column
@@ -275,7 +280,7 @@ class ProgressiveRounds(L.Callback):
             return codes
         if self._voters is None:  # the same graph every round: computed once, on the module's device
             x = self.train_features.to(device)
-            self._voters = nearest_neighbors(x, x, self.vote_neighbors + 1)
+            self._voters = own_neighbors(x, self.vote_neighbors)
         return majority_vote(codes, self._voters, self.vote_iterations)
 
     def _write_rounds_csv(self) -> None:

@@ -45,6 +45,11 @@ class ImageDataset:
             raise ValueError(
                 f"dataset {self.name!r}: {self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}"
             )
+        if self.labels.is_floating_point() or self.labels.is_complex() or self.labels.dtype == torch.bool:
+            raise ValueError(
+                f"dataset {self.name!r}: labels must be integers (class indices), got {self.labels.dtype}; "
+                "map each class to 0, 1, 2, ..."
+            )
         self.labels = self.labels.long()
         if self.class_names is not None:
             self.class_names = tuple(self.class_names)
@@ -153,9 +158,12 @@ def _load_idx_pool(
         try:
             images.append(read_idx(img_path))
             labels.append(read_idx(lab_path))
+            for path, array in ((img_path, images[-1]), (lab_path, labels[-1])):
+                if array.dtype != np.uint8:  # a cast would wrap or truncate (a float image in [0, 1]: all 0)
+                    raise ValueError(f"{path} holds {array.dtype} values, not the uint8 of MNIST-format files")
         except ValueError as e:
             raise ValueError(f"{name}: {e}. {how_to_replace}") from None
-    x = torch.from_numpy(np.concatenate(images).astype(np.uint8))[:, None]
+    x = torch.from_numpy(np.concatenate(images))[:, None]
     y = torch.from_numpy(np.concatenate(labels).astype(np.int64))
     return ImageDataset(name, x, y, class_names)
 

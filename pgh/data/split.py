@@ -40,7 +40,10 @@ def make_split(
 ) -> Split:
     """Draw `query_per_class` queries from each class; database = the rest; train ⊆ database.
     `class_names[label]` names a class in errors (pgh-train passes the dataset's, e.g. a folder's)."""
-    labels = torch.as_tensor(labels).long()
+    labels = torch.as_tensor(labels)
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integers (class indices), got {labels.dtype}; map each class to 0, 1, 2, ...")
+    labels = labels.long()
     for name, value in (("query_per_class", query_per_class), ("train_size", train_size), ("seed", seed)):
         whole = isinstance(value, int) and not isinstance(value, bool)
         if not (whole or (name == "train_size" and value is None)) or (name == "seed" and not 0 <= value < 2**63):

@@ -36,6 +36,8 @@ class FeatureExtractor:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
+        if images.shape[0] == 0:
+            raise ValueError("no images to extract features from: images has shape " + str(tuple(images.shape)))
         out = [
             self.extract(images[i : i + self.batch_size].to(self.device)).float().cpu()
             for i in range(0, images.shape[0], self.batch_size)

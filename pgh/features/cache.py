@@ -96,7 +96,10 @@ def read_cache(path: Path, rows: int) -> torch.Tensor | None:
     except Exception as e:  # noqa: BLE001 - any unreadable cache file is recomputed, never trusted
         log.warning("ignoring unreadable feature cache %s (%s)", path, e)
         return None
-    return feats if feats.shape[0] == rows else None
+    if feats.shape[0] != rows:
+        log.warning("ignoring feature cache %s: %d rows for the dataset's %d images", path, feats.shape[0], rows)
+        return None
+    return feats
 
 
 def file_id(path: Path) -> tuple[int, int, int] | None:

@@ -221,6 +221,7 @@ class GistFeatures(FeatureExtractor):
             x = self._resize_crop(x)
         x = x - x.amin(dim=(-2, -1), keepdim=True)
         peak = x.amax(dim=(-2, -1), keepdim=True)
+        varies &= peak > 0  # a non-square image that varied only in the margin the crop cut off
         x = torch.where(varies, 255 * x / torch.where(varies, peak, 1.0), 0.0)
         x = self._prefilt(x, buf["prefilt"])
         spec = torch.fft.fftshift(torch.fft.fft2(_pad_symmetric(x, be, be)), dim=(-2, -1))

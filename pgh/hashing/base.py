@@ -14,7 +14,8 @@ from pgh.retrieval.codes import check_bits
 
 
 class ShallowHasher:
-    """Base class. Subclasses implement `_fit` and `_project` (real values whose sign is the code)."""
+    """Base class. Subclasses implement `_fit`, and `_project` (real values whose sign is the code) or,
+    for codes that are not signs of a projection (SpH's distances to its centres), `_encode`."""
 
     #: distance the hasher's codes are ranked by ("hamming" or "spherical")
     distance: str = "hamming"

@@ -13,8 +13,8 @@ class ITQ(ShallowHasher):
 
     def __init__(self, bits: int, iterations: int = 50, seed: int = 0) -> None:
         super().__init__(bits, seed)
-        if iterations < 0:
-            raise ValueError(f"iterations must be >= 0, got {iterations}")
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+            raise ValueError(f"iterations must be a whole number >= 0, got {iterations!r}")
         self.iterations = iterations
 
     def check_width(self, width: int) -> None:

@@ -13,8 +13,9 @@ import torch
 def nearest_neighbors(queries: torch.Tensor, points: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor:
     """Indices int64 [n, k] of each query's k nearest points (Euclidean), nearest first.
 
-    A query that is also among the points finds itself first. Computed `chunk` queries at a time
-    on the points' device, in float32.
+    A query that is also among the points finds itself first unless an exact duplicate of it comes
+    first (`own_neighbors` keeps each point first). Computed `chunk` queries at a time on the points'
+    device, in float32.
     """
     if queries.ndim != 2 or points.ndim != 2 or queries.shape[1] != points.shape[1]:
         raise ValueError(
@@ -25,6 +26,24 @@ def nearest_neighbors(queries: torch.Tensor, points: torch.Tensor, k: int, chunk
     points = points.float()
     queries = queries.to(points.device, torch.float32)
     return torch.cat([torch.cdist(q, points).topk(k, largest=False).indices for q in queries.split(chunk)]).cpu()
+
+
+def own_neighbors(points: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor:
+    """Indices int64 [n, k + 1]: each point itself, then its k nearest other points (Euclidean),
+    nearest first: the vote's graph, in which every code keeps its own say. (`nearest_neighbors` of
+    the points among themselves may put an exact duplicate first and leave the point out.)"""
+    if points.ndim != 2:
+        raise ValueError(f"points must be [n, d], got {tuple(points.shape)}")
+    if not 1 <= k < points.shape[0]:
+        raise ValueError(f"k={k} must be in 1..{points.shape[0] - 1} (the number of other points)")
+    points = points.float()
+    rows = []
+    for start in range(0, points.shape[0], chunk):
+        distances = torch.cdist(points[start : start + chunk], points)
+        own = torch.arange(distances.shape[0], device=points.device)
+        distances[own, own + start] = -1.0  # below every distance: itself first, whatever its duplicates
+        rows.append(distances.topk(k + 1, largest=False).indices)
+    return torch.cat(rows).cpu()
 
 
 def majority_vote(codes: torch.Tensor, neighbors: torch.Tensor, iterations: int = 1) -> torch.Tensor:

@@ -324,17 +324,6 @@ class BGAN(DeepHasher):
         """bool codes [n, bits] = [E(x) >= 0] (eval mode, batched on this module's device)."""
         return self.encode_prepared(images, lambda x: self.E.encode(x, batch_size=batch_size), batch_size)
 
-    @torch.no_grad()
-    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
-        """G(sgn(E(x))) in [-1, 1] (eval mode), for looking at what the codes keep."""
-        was = self.training
-        self.eval()
-        try:
-            b = self.E.encode(self.prepare(images.to(self.device))).float() * 2 - 1
-            return self.G(b)
-        finally:
-            self.train(was)
-
     # ------------------------------------------------------------------------------ training
 
     def configure_optimizers(self):

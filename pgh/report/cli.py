@@ -8,7 +8,8 @@ Every directory at or below the arguments that holds a metrics.json is a run. Th
 1. mAP@all (%) per method+features (rows) and dataset × bits (columns), mean ± standard deviation
    where several runs share a cell (seeds), beside the paper's numbers when every run is on MNIST
    (`mnist`, `mnist5k`) or every run is on CIFAR-10;
-2. every run: where it is, its settings, seed, initial codes, mAP@all, mAP@1000, P@100, training
+2. every run: where it is, its settings, seed, initial codes, mAP@all, mAP@1000, P@100, how its
+   database codes use their bits (distinct codes, constant bits, mean |bit correlation|), training
    seconds;
 3. mAP@all per class (over each class's queries), a table per dataset and bit length;
 4. for the runs with a rounds.csv (PGH): mAP@all by round, the paper's progressive curve, as a table

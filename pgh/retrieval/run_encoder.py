@@ -5,9 +5,11 @@ read at the dataset's shape, or the run's features of them for methods that read
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
@@ -21,6 +23,14 @@ from pgh.hashing import load_hasher
 from pgh.io import read_checkpoint
 
 log = logging.getLogger(__name__)
+
+
+def load_deep_model(model_class: type, checkpoint: Path, device: torch.device | str = "cpu") -> Any:
+    """The trained model of a deep run's `checkpoint`. A network built on pretrained weights (DeepBit's
+    VGG16) is rebuilt without reading them: the checkpoint holds every weight, and the ImageNet file
+    (500 MB, needed only to train) need not be on the machine that codes images."""
+    rebuild = {"pretrained": False} if "pretrained" in inspect.signature(model_class.__init__).parameters else {}
+    return model_class.load_from_checkpoint(checkpoint, map_location=device, weights_only=False, **rebuild)
 
 
 class RunEncoder:
@@ -48,7 +58,7 @@ class RunEncoder:
             model_class = get_class(cfg.method.module._target_)
             self.model_file = checkpoint
             read_checkpoint(checkpoint)  # a file cut short: named, before Lightning's loader fails in torch's words
-            self.model = model_class.load_from_checkpoint(checkpoint, map_location=self.device, weights_only=False)
+            self.model = load_deep_model(model_class, checkpoint, self.device)
             self.model.eval()
             self.bits, self.code = int(self.model.hparams.bits), self.model.encode_inputs
             reads_features = self.model.input_kind == "features"
@@ -82,7 +92,7 @@ class RunEncoder:
                 raise ValueError(f"{self.run}: the dataset's images are {height}x{width}; pgh-index reads square ones")
             self.size = height
         elif self.features is None:  # runs from before metrics.json recorded the shape: the network's own input
-            # (DeepBit resolves its size from its trunk into attributes; the others keep it in hparams)
+            # (DeepBit resolves its size from its backbone's defaults into attributes; the others keep it in hparams)
             self.channels = int(getattr(self.model, "channels", None) or self.model.hparams.channels)
             self.size = int(getattr(self.model, "image_size", None) or self.model.hparams.image_size)
         else:
