@@ -213,12 +213,64 @@ def test_bad_inputs():
         evaluate_codes(np.zeros((2, 12), bool), [0, 1], np.zeros((2, 12), bool), [0, 1])
     with pytest.raises(ValueError, match="bits"):
         evaluate_codes(q, [0, 1], np.zeros((2, 8), bool), [0, 1])
-    with pytest.raises(ValueError, match="one entry per code"):
+    with pytest.raises(
+        ValueError, match=r"^query labels have shape \(1,\) for query codes of shape \(2, 2\): give one label per code$"
+    ):
         evaluate_codes(q, [0], q, [0, 1])
+    with pytest.raises(ValueError, match=r"^database labels have shape \(2, 1\) for database codes of shape \(2, 2\)"):
+        evaluate_codes(q, [0, 1], q, [[0], [1]])
     with pytest.raises(ValueError, match="distance"):
         evaluate_codes(q, [0, 1], q, [0, 1], distance="cosine")
     with pytest.raises(ValueError, match="binarise"):
         pack_codes(np.full((2, 8), 0.5))
+
+
+def test_bad_labels_name_the_side_instead_of_being_cast():
+    """Float labels were truncated (0.7 and 0.2 both class 0) and strings failed deep in NumPy."""
+    rng = np.random.default_rng(0)
+    q, db = rng.integers(0, 2, (6, 16)).astype(bool), rng.integers(0, 2, (9, 16)).astype(bool)
+    ql, dbl = np.arange(6) % 3, np.arange(9) % 3
+    with pytest.raises(
+        ValueError,
+        match=r"^query labels must be whole numbers \(class ids\), got float64 values such as \[0.7, 1.7, 2.7\]: map",
+    ):
+        evaluate_codes(q, ql + 0.7, db, dbl + 0.2)
+    with pytest.raises(
+        ValueError, match=r"^database labels must be whole numbers \(class ids\), got <U3 values such as \['cat'"
+    ):
+        evaluate_codes(q, ql, db, ["cat", "dog", "emu"] * 3)
+    with pytest.raises(ValueError, match=r"database labels must be whole numbers .* such as \[nan, nan, nan\]"):
+        evaluate_codes(q, ql, db, np.where(dbl == 1, np.nan, dbl))
+    # whole-valued floats (a float tensor of class ids) and bools are labels as they are
+    expected = evaluate_codes(q, ql, db, dbl).metrics
+    assert evaluate_codes(q, torch.tensor(ql, dtype=torch.float32), db, dbl.astype(float)).metrics == expected
+    assert evaluate_codes(q, ql == 1, db, dbl == 1).metrics == evaluate_codes(q, ql == 1, db, (dbl == 1) * 1).metrics
+
+
+def test_unpack_codes_refuses_what_is_not_packed_codes_of_that_width():
+    """On a 32-bit run's codes, bits=64 padded with zeros and bits=16 truncated; other dtypes were cast."""
+    codes = np.random.default_rng(0).integers(0, 2, (5, 32)).astype(bool)
+    packed = pack_codes(codes)
+    assert np.array_equal(unpack_codes(packed, 32), codes) and np.array_equal(unpack_codes(packed), codes)
+    for bits in (64, 16):
+        with pytest.raises(
+            ValueError,
+            match=rf"^bits={bits} but the packed codes are 4 bytes wide \(32 bits, shape \(5, 4\)\): pass bits=32, "
+            rf"or codes of {bits // 8} bytes$",
+        ):
+            unpack_codes(packed, bits)
+    for bad, hint in (
+        (packed.astype(np.int64) + 256, "a cast would wrap or truncate other values into other codes"),
+        (packed + 0.5, "a cast would wrap"),
+        (codes, r"bool codes \[n, bits\] are unpacked already \(pack_codes packs them\)"),
+        (packed[0], "a cast would wrap"),
+    ):
+        with pytest.raises(
+            ValueError, match=rf"^expected packed uint8 codes \[n, bits/8\], got {bad.dtype} of shape .*: {hint}"
+        ):
+            unpack_codes(bad)
+    with pytest.raises(ValueError, match="bits=12 is not a positive multiple of 8"):
+        unpack_codes(packed, 12)
 
 
 def test_packed_bit_order_is_least_significant_first():
@@ -270,6 +322,8 @@ def test_pack_roundtrip_and_faiss_agree():
 
 
 def test_index_save_load_roundtrip(tmp_path):
+    import faiss
+
     packed = pack_codes(np.random.default_rng(1).integers(0, 2, (100, 32)).astype(bool))
     index = BinaryIndex(32, use_gpu=False).add(packed)
     index.save(tmp_path / "codes.faissindex")
@@ -287,6 +341,13 @@ def test_index_save_load_roundtrip(tmp_path):
         BinaryIndex.load(tmp_path / "nowhere.faissindex")
     with pytest.raises(FileNotFoundError, match="a directory, not an index file"):
         BinaryIndex.load(tmp_path)
+    with pytest.raises(ValueError, match=f"^{tmp_path} is a directory: save the index to a file path"):
+        index.save(tmp_path)  # was an IsADirectoryError naming a temporary file
+    other = faiss.IndexBinaryHash(32, 8)  # a FAISS binary index BinaryIndex does not write: it loaded as exact
+    other.add(packed)
+    faiss.write_index_binary(other, str(tmp_path / "hash.faissindex"))
+    with pytest.raises(ValueError, match="hash.faissindex holds a FAISS IndexBinaryHash, not the IndexBinaryFlat or"):
+        BinaryIndex.load(tmp_path / "hash.faissindex")
     with pytest.raises(ValueError, match=r"the index is empty"):
         BinaryIndex(32, use_gpu=False).search_radius(packed[:1], 2)
 
@@ -320,6 +381,34 @@ def test_ivf_index_scanning_every_list_is_exact_and_a_few_lists_find_most_neighb
     assert (ivf.search(queries[:5], 1000)[1] == -1).any()
 
 
+def test_ivf_rows_are_exact_below_the_kth_distance_and_its_ties_follow_the_lists():
+    """What README's Ties says of IVF scanning every list: the distances are the exact ones, each row is
+    ordered by (distance, id), and the ids below the k-th distance are the stable ranking's; those tied
+    at the k-th distance are codes at that distance, but not the smallest ids (the lists' order)."""
+    packed = np.random.default_rng(5).integers(0, 256, (40_000, 2), dtype=np.uint8)  # 16 bits: many ties
+    queries = packed[:20]
+    full = hamming_matrix(queries, packed)
+    stable = np.argsort(full, axis=1, kind="stable")[:, :50]
+    flat_distances, flat_ids = BinaryIndex(16, use_gpu=False).add(packed).search(queries, 50)
+    assert np.array_equal(flat_ids, stable)  # the exact index: the stable ranking's top k, ties at the k-th too
+    distances, ids = BinaryIndex(16, nlist=64, nprobe=64).train(packed).add(packed).search(queries, 50)
+    assert np.array_equal(distances, flat_distances)
+    assert all(np.array_equal(np.lexsort((i, d)), np.arange(50)) for d, i in zip(distances, ids))
+    below = distances < distances[:, -1:]
+    assert np.array_equal(ids[below], stable[below])
+    assert np.array_equal(full[np.arange(20)[:, None], ids], distances)  # the tied ones are at that distance
+    assert not np.array_equal(ids, stable)  # but other ids than the smallest
+
+
+def test_index_codes_are_the_added_codes_in_id_order():
+    packed = clustered_codes(300, centres=5, bits=32, flip=0.1)
+    for nlist in (None, 4):
+        index = BinaryIndex(32, use_gpu=False, nlist=nlist).train(packed).add(packed)
+        assert np.array_equal(index.codes(), packed)
+        assert np.array_equal(index.search(packed[:3], 1)[0], np.zeros((3, 1)))  # still searches
+    assert BinaryIndex(32, use_gpu=False).codes().shape == (0, 4)
+
+
 def test_ivf_index_errors():
     packed = clustered_codes(100, centres=5, bits=32, flip=0.1)
     with pytest.raises(ValueError, match=r"needs train\(codes\) before add"):
@@ -328,8 +417,15 @@ def test_ivf_index_errors():
         BinaryIndex(32, nlist=200).train(packed)
     with pytest.raises(ValueError, match="no GPU binary IVF"):
         BinaryIndex(32, use_gpu=True, nlist=8)
-    with pytest.raises(ValueError, match=r"nprobe=9 must be in 1..nlist=8"):
+    with pytest.raises(ValueError, match=r"nprobe=9 must be a whole number in 1..nlist=8"):
         BinaryIndex(32, nlist=8, nprobe=9)
+    for nprobe in (2.0, True):  # True was nprobe 1
+        with pytest.raises(ValueError, match=f"^nprobe={nprobe!r} must be a whole number in 1..nlist=8$"):
+            BinaryIndex(32, nlist=8, nprobe=nprobe)
+    for nlist in (3.5, True):  # 3.5: a SWIG TypeError of several lines; True: nlist 1
+        with pytest.raises(ValueError, match=rf"^nlist={nlist!r} must be a whole number of centroids >= 1 \(or None"):
+            BinaryIndex(32, nlist=nlist)
+    assert BinaryIndex(32, nlist=np.int64(4), nprobe=np.int64(2)).nprobe == 2
     with pytest.raises(ValueError, match="nprobe=4 needs an IVF index"):
         BinaryIndex(32, use_gpu=False, nprobe=4)
     with pytest.raises(ValueError, match="nlist=0"):
@@ -447,8 +543,14 @@ def test_code_statistics_against_numpy():
 
     collapsed = code_statistics(pack_codes(np.ones((10, 8), bool)), 8)
     assert collapsed == {"distinct_codes": 1, "constant_bits": 8, "bit_imbalance": 0.5, "bit_correlation": None}
-    with pytest.raises(ValueError, match=r"expected packed codes \[n >= 1, 2\]"):
+    with pytest.raises(
+        ValueError, match=r"bits=16 but the packed codes are 1 bytes wide \(8 bits, shape \(70000, 1\)\)"
+    ):
         code_statistics(pack_codes(codes[:, :8]), 16)
+    with pytest.raises(ValueError, match=r"expected packed uint8 codes \[n, bits/8\], got int64 of shape \(70000, 2\)"):
+        code_statistics(pack_codes(codes).astype(np.int64) * 5, 16)  # a cast wrapped them into other codes
+    with pytest.raises(ValueError, match="code_statistics needs at least one code, got none"):
+        code_statistics(np.zeros((0, 2), np.uint8), 16)
 
 
 @pytest.mark.parametrize("nlist", [None, 4])

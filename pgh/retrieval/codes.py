@@ -38,9 +38,26 @@ def pack_codes(codes: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.packbits(array, axis=1, bitorder="little")
 
 
+def as_packed_codes(packed: np.ndarray, bits: int | None = None) -> np.ndarray:
+    """`packed` as contiguous uint8 codes [n, bits/8] (bits None: as many as its width holds), or a
+    ValueError naming what it is instead: a cast would wrap or truncate other values into other codes."""
+    array = np.asarray(packed)
+    if array.dtype != np.uint8 or array.ndim != 2:
+        hint = "a cast would wrap or truncate other values into other codes"
+        if array.dtype == np.bool_:
+            hint = "bool codes [n, bits] are unpacked already (pack_codes packs them)"
+        raise ValueError(f"expected packed uint8 codes [n, bits/8], got {array.dtype} of shape {array.shape}: {hint}")
+    if bits is not None and check_bits(bits) != 8 * array.shape[1]:
+        raise ValueError(
+            f"bits={bits} but the packed codes are {array.shape[1]} bytes wide ({8 * array.shape[1]} bits, shape "
+            f"{array.shape}): pass bits={8 * array.shape[1]}, or codes of {bits // 8} bytes"
+        )
+    return np.ascontiguousarray(array)
+
+
 def unpack_codes(packed: np.ndarray, bits: int | None = None) -> np.ndarray:
-    packed = np.asarray(packed, dtype=np.uint8)
-    return np.unpackbits(packed, axis=1, count=bits, bitorder="little").astype(np.bool_)
+    """uint8 [n, bits // 8] -> bool [n, bits], the inverse of pack_codes; bits None: 8 x the width."""
+    return np.unpackbits(as_packed_codes(packed, bits), axis=1, bitorder="little").astype(np.bool_)
 
 
 def code_statistics(packed: np.ndarray, bits: int) -> dict[str, float | int | None]:
@@ -53,9 +70,9 @@ def code_statistics(packed: np.ndarray, bits: int) -> dict[str, float | int | No
     - `bit_correlation`: mean |Pearson correlation| over pairs of non-constant bits (0: independent
       bits; 1: bits that repeat or mirror each other). None with fewer than two non-constant bits.
     """
-    packed = np.ascontiguousarray(packed, dtype=np.uint8)
-    if packed.ndim != 2 or packed.shape[1] * 8 != check_bits(bits) or len(packed) == 0:
-        raise ValueError(f"expected packed codes [n >= 1, {bits // 8}] (uint8), got shape {packed.shape}")
+    packed = as_packed_codes(packed, bits)
+    if len(packed) == 0:
+        raise ValueError("code_statistics needs at least one code, got none")
     n = len(packed)
     # co-occurrence counts of ones, bit by bit pair, a chunk of codes at a time (float32 products of
     # 0/1 over 2**16 rows are exact; the sums are kept in float64)

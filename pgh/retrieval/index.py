@@ -67,7 +67,9 @@ class BinaryIndex:
     binary IVF): `train` clusters a sample of the codes into `nlist` Hamming centroids, `add` files
     each code under its nearest centroid, and a query scans the codes of its `nprobe` nearest
     centroids only (nprobe=None: 16, or nlist if fewer). Approximate: nprobe = nlist gives the exact
-    distances; ids are -1 where the scanned codes were fewer than k.
+    distances; ids are -1 where the scanned codes were fewer than k. Rows come nearest first, ties by
+    id, as the exact index's; but which of the codes tied at the k-th distance fill the last places
+    follows the order the lists were scanned in, not the ids, even with nprobe = nlist.
     """
 
     def __init__(
@@ -79,13 +81,13 @@ class BinaryIndex:
                 raise ValueError(f"nprobe={nprobe} needs an IVF index: give nlist too (nprobe=None: exact search)")
             self.cpu_index = faiss.IndexBinaryFlat(self.bits)
         else:
-            if nlist < 1:
-                raise ValueError(f"nlist={nlist} must be a positive number of centroids (or None: exact search)")
+            if isinstance(nlist, bool) or not isinstance(nlist, (int, np.integer)) or nlist < 1:
+                raise ValueError(f"nlist={nlist!r} must be a whole number of centroids >= 1 (or None: exact search)")
             if use_gpu:
                 raise ValueError("use_gpu=True with nlist: FAISS has no GPU binary IVF index; nlist=None (exact, GPU)")
             use_gpu = False
             self._quantizer = faiss.IndexBinaryFlat(self.bits)  # the IVF index does not own it
-            self.cpu_index = faiss.IndexBinaryIVF(self._quantizer, self.bits, nlist)
+            self.cpu_index = faiss.IndexBinaryIVF(self._quantizer, self.bits, int(nlist))
             self.nprobe = min(16, nlist) if nprobe is None else nprobe
         self.use_gpu = gpu_available() if use_gpu is None else use_gpu
         if self.use_gpu and not gpu_available():
@@ -113,9 +115,9 @@ class BinaryIndex:
     def nprobe(self, nprobe: int) -> None:
         if not self.nlist:
             raise ValueError("nprobe is for an IVF index (BinaryIndex(bits, nlist=...)); the exact one scans all")
-        if not 1 <= nprobe <= self.nlist:
-            raise ValueError(f"nprobe={nprobe} must be in 1..nlist={self.nlist}")
-        self.cpu_index.nprobe = nprobe
+        if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or not 1 <= nprobe <= self.nlist:
+            raise ValueError(f"nprobe={nprobe!r} must be a whole number in 1..nlist={self.nlist}")
+        self.cpu_index.nprobe = int(nprobe)
 
     def train(self, packed: np.ndarray) -> BinaryIndex:
         """IVF: cluster these codes (the database or a sample of it) into the nlist centroids. The
@@ -188,7 +190,20 @@ class BinaryIndex:
         order = np.lexsort((ids, distances, query))
         return lims, distances[order].astype(np.int32), ids[order].astype(np.int64)
 
+    def codes(self) -> np.ndarray:
+        """The indexed packed codes, uint8 [ntotal, bits/8] in id order."""
+        if not self.nlist:
+            return self.cpu_index.reconstruct_n(0, self.ntotal)
+        self.cpu_index.make_direct_map()  # IVF: where each id's code sits in the lists
+        codes = self.cpu_index.reconstruct_n(0, self.ntotal)
+        self.cpu_index.make_direct_map(False)
+        return codes
+
     def save(self, path: str | Path) -> None:
+        if Path(path).is_dir():
+            raise ValueError(
+                f"{path} is a directory: save the index to a file path (e.g. {Path(path) / 'codes.faissindex'})"
+            )
         with atomic_path(path) as tmp:
             faiss.write_index_binary(self.cpu_index, str(tmp))
 
@@ -202,6 +217,11 @@ class BinaryIndex:
         except RuntimeError as error:  # FAISS's message names its C++ source before what went wrong
             reason = re.sub(r"^Error in .*? at \S+:\d+: ", "", str(error).strip()) or "unreadable"
             raise ValueError(f"{path} is not a FAISS binary index FAISS can read ({reason}): write it again") from None
+        if type(cpu) not in (faiss.IndexBinaryFlat, faiss.IndexBinaryIVF):
+            raise ValueError(
+                f"{path} holds a FAISS {type(cpu).__name__}, not the IndexBinaryFlat or IndexBinaryIVF that "
+                "BinaryIndex writes: build it with BinaryIndex and save it again"
+            )
         ivf = isinstance(cpu, faiss.IndexBinaryIVF)
         index = cls(cpu.d, use_gpu=use_gpu, nlist=cpu.nlist if ivf else None)
         index.cpu_index = cpu

@@ -77,6 +77,26 @@ def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
+def as_labels(labels: torch.Tensor | np.ndarray, codes: np.ndarray, side: str) -> np.ndarray:
+    """int64 class ids [n], one per code, or a ValueError naming the side: labels that are not whole
+    numbers would be cast (0.7 and 0.2 both to class 0, a float label to another class)."""
+    array = _as_numpy(labels)
+    if array.shape != (len(codes),):
+        raise ValueError(
+            f"{side} labels have shape {array.shape} for {side} codes of shape {codes.shape}: give one label per code"
+        )
+    if array.dtype.kind == "f":
+        bad = array[~(np.isfinite(array) & (array == np.round(array)))]
+    else:
+        bad = array[:0] if array.dtype.kind in "biu" else array
+    if len(bad):
+        raise ValueError(
+            f"{side} labels must be whole numbers (class ids), got {array.dtype} values such as {bad[:3].tolist()}: "
+            "map the classes to integer ids, the same for query and database"
+        )
+    return array.astype(np.int64)
+
+
 SPHERICAL_TABLE_MAX_BITS = 1024  # up to here one rank table per evaluation ((bits + 1)² entries)
 
 
@@ -199,9 +219,7 @@ def evaluate_packed(
             )
     if query_packed.shape[1] != db_packed.shape[1]:
         raise ValueError(f"query codes have {8 * query_packed.shape[1]} bits, database codes {8 * db_packed.shape[1]}")
-    q_labels, db_labels = _as_numpy(query_labels).astype(np.int64), _as_numpy(db_labels).astype(np.int64)
-    if q_labels.shape != (query_packed.shape[0],) or db_labels.shape != (db_packed.shape[0],):
-        raise ValueError("labels must be 1-D with one entry per code")
+    q_labels, db_labels = as_labels(query_labels, query_packed, "query"), as_labels(db_labels, db_packed, "database")
     if db_packed.shape[0] == 0 or query_packed.shape[0] == 0:
         raise ValueError("need at least one query and one database item")
     if db_packed.shape[1] == 0:
