@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import logging
 import os
 import sys
@@ -42,7 +43,12 @@ def instantiate_loggers(
             run_id = last_wandb_run_id(Path(entry.get("save_dir") or "."))
             if run_id is not None:
                 extra.update(id=run_id, resume="allow")
-        loggers.append(instantiate(entry, **extra))
+        logger = instantiate(entry, **extra)
+        if isinstance(logger, WandbLogger) and logger._wandb_init.get("anonymous", "") is None:
+            # Lightning passes anonymous=None, on which W&B >= 0.22 warns at every run that the setting
+            # has no effect
+            del logger._wandb_init["anonymous"]
+        loggers.append(logger)
     return loggers
 
 
@@ -52,19 +58,36 @@ WANDB_NO_KEY = (
 )
 
 
-def check_wandb_login(logger_cfg: DictConfig | None) -> None:
-    """A W&B logger that would log online without credentials is refused before any work: W&B asks
-    for a key only when it starts its run, and in a terminal waits there for an answer."""
-    wandb_entries = [
-        entry
-        for entry in (logger_cfg or {}).values()
+def check_wandb(logger_cfg: DictConfig | None) -> None:
+    """A W&B logger's settings, before any work: a key neither Lightning's WandbLogger nor wandb.init
+    takes (`+logger.wandb.nmae=…` failed in wandb.init's TypeError once the run started), and
+    credentials when it would log online: W&B asks for a key only when it starts its run, and in a
+    terminal waits there for an answer."""
+    wandb_entries = {
+        name: entry
+        for name, entry in (logger_cfg or {}).items()
         if isinstance(entry, DictConfig) and "_target_" in entry and issubclass(get_class(entry._target_), WandbLogger)
-    ]
-    if not wandb_entries or all(entry.get("offline") for entry in wandb_entries):
+    }
+    if not wandb_entries:
+        return
+    import inspect
+
+    import wandb
+
+    takes = set(inspect.signature(WandbLogger.__init__).parameters) | set(inspect.signature(wandb.init).parameters)
+    takes -= {"self", "kwargs"}
+    for name, entry in wandb_entries.items():
+        for key in entry:
+            if not key.startswith("_") and key not in takes:
+                close = difflib.get_close_matches(str(key), sorted(takes), n=1, cutoff=0.6)
+                hint = f" (did you mean `{close[0]}`?)" if close else ""
+                raise ValueError(
+                    f"`logger.{name}.{key}` is not a setting of Lightning's WandbLogger or of wandb.init{hint}"
+                )
+    if all(entry.get("offline") for entry in wandb_entries.values()):
         return
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return
-    import wandb
     from wandb.sdk import wandb_setup
 
     settings = wandb_setup.singleton().settings  # WANDB_MODE, or `wandb offline` / `wandb disabled`

@@ -70,9 +70,13 @@ def unknown_key(full_key: str, parent: Any) -> str | None:
 def missing_option(error: MissingConfigException) -> str | None:
     """The message for a group option that has no file, e.g. method=itqq."""
     options, missing = error.options, error.missing_cfg_file or ""
-    if not options or "/" not in missing:
+    if "/" not in missing:
         return None
     group, option = missing.rsplit("/", 1)
+    # an option in a list (logger=[csv,wandbb]): Hydra gives no options, conf/<group>/ has them
+    options = options or sorted(group_options(group))
+    if not options:
+        return None
     return (
         f"no {group} `{option}`{nearest(option, options)}; the options of `{group}` are {', '.join(options)} (one of "
         f"your own: a folder holding {group}/{option}.yaml, added with hydra.searchpath=[file:///abs/folder]; README: "

@@ -54,7 +54,7 @@ from pgh.hashing import HASHERS, ShallowHasher
 from pgh.io import atomic_path, save_npy, write_json, write_text
 from pgh.logging_utils import (
     WANDB_NO_KEY,
-    check_wandb_login,
+    check_wandb,
     close_failed_wandb_run,
     finish,
     instantiate_loggers,
@@ -615,7 +615,7 @@ def run_job(
             )  # fmt: skip
     if "module" in cfg.method:  # before the features and initial codes: a bad setting is refused at once
         check_module_arguments(cfg.method, int(split.train.numel()))
-    check_wandb_login(cfg.get("logger"))  # before any work: W&B would ask for a key in a terminal, and wait
+    check_wandb(cfg.get("logger"))  # before any work: W&B would ask for a key in a terminal, and wait
 
     t0 = time.perf_counter()
     features = cached_features(

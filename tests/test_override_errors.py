@@ -34,6 +34,7 @@ def composition_error(make_cfg, *overrides: str) -> ConfigCompositionException:
             "no method `itqq` (did you mean `itq`?); the options of `method` are bgan, deepbit, dh, itq,",
         ),
         (["experiment=pgh_mnst"], "no experiment `pgh_mnst` (did you mean `pgh_mnist` or `pgh_mnist5k`?)"),
+        (["logger=[csv,wandbb]"], "no logger `wandbb` (did you mean `wandb`?); the options of `logger` are csv, none,"),
     ],
 )
 def test_a_misspelt_key_or_option_is_named_with_the_nearest_there_are(make_cfg, overrides, expected):

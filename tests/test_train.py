@@ -215,6 +215,7 @@ def test_the_wandb_run_is_named_by_the_job_and_takes_an_id(make_cfg):
     assert logger._wandb_init["name"] == "digits-lsh-gist-16" and logger._wandb_init["id"] == "abc"
     (logger,) = instantiate_loggers(make_cfg("logger=wandb", "logger.wandb.name=mine").logger, run_name="job")
     assert logger._wandb_init["name"] == "mine"
+    assert "anonymous" not in logger._wandb_init  # Lightning's None made W&B warn at every run
 
 
 @pytest.mark.slow
@@ -253,6 +254,14 @@ def test_a_sweeps_wandb_runs_are_told_apart_and_described(tmp_path):
         }  # fmt: skip
         (final,) = [r["metrics"] for r in recorded if "map_all" in r.get("metrics", {})]  # (figures log too)
         assert not {"bits", "seed", "num_train", "dataset"} & set(final)
+
+
+def test_a_wandb_setting_neither_lightning_nor_wandb_takes_is_refused_before_any_work(make_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = make_cfg("dataset=digits", "method=itq", "logger=wandb", "+logger.wandb.nmae=mine")
+    with pytest.raises(ValueError, match=r"`logger.wandb.nmae` is not a setting of .* \(did you mean `name`\?\)"):
+        train(cfg)  # was wandb.init's TypeError once the run had started
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 
 
 def test_wandb_charts_the_measurements_and_keeps_the_rest_in_the_summary():
