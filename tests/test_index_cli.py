@@ -5,6 +5,7 @@ shallow hashers (ITQ on GIST, SH on pixels) too; bad inputs stop with a message 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -253,6 +254,78 @@ def test_damaged_index_files_are_named_with_the_fix(make_cfg, tmp_path):
             main(command)
 
 
+def test_index_files_that_read_but_do_not_match_are_named_with_the_fix(make_cfg, tmp_path, capsys):
+    """Files that load but disagree with index.json (rows, width, keys, other codes), and a missing
+    paths.txt: the file and `build the index again`, not an IndexError, a KeyError, NumPy's "all input
+    arrays must have the same shape" or a bare Errno 2; nor wrong neighbours from another index."""
+    import re
+    import shutil
+
+    run = trained_run(make_cfg, tmp_path, "itq", SHALLOW["itq"])
+    images, good, index = tmp_path / "images", tmp_path / "good", tmp_path / "index"
+    at = re.escape(f"pgh-index: {index}/")
+    write_database_images(run, images)
+    main(["build", str(run), str(images), "--out", str(good), "--device", "cpu"])
+    codes, stamps = np.load(good / "codes.npy"), np.load(good / "stamps.npy")
+    info = json.loads((good / "index.json").read_text())
+    assert info["codes_sha1"] == hashlib.sha1(codes.tobytes()).hexdigest()
+    (images / "0" / "0000.png").unlink()  # update has a file to drop: it gets past "is up to date"
+    other_codes = codes[::-1].copy()  # the same width and count, other codes
+    wrong = {
+        "codes.npy": (
+            (
+                codes[:-1],
+                "codes.npy holds uint8 \\[299, 2\\], not the uint8 \\[300, 2\\] of index.json's 300 codes of 16 bits",
+            ),
+            (np.concatenate([codes, codes], 1), "codes.npy holds uint8 \\[300, 4\\], not the uint8 \\[300, 2\\]"),
+            (codes.astype(np.int64), "codes.npy holds int64 \\[300, 2\\], not the uint8 \\[300, 2\\]"),
+            (other_codes, "codes.npy holds other codes than the index was built with \\(index.json's codes_sha1\\)"),
+        ),
+        "stamps.npy": ((stamps[:-1], "stamps.npy holds int64 \\[299, 2\\], not the int64 \\[300, 2\\]"),),
+    }
+    for name, cases in wrong.items():
+        for array, message in cases:
+            shutil.rmtree(index, ignore_errors=True)
+            shutil.copytree(good, index)
+            np.save(index / name, array)
+            with pytest.raises(SystemExit, match=f"^{at}{message}.*: build the index again$"):
+                main(["update", str(index), "--device", "cpu"])
+    for key in ("nlist", "count"):
+        shutil.rmtree(index)
+        shutil.copytree(good, index)
+        (index / "index.json").write_text(json.dumps({k: v for k, v in info.items() if k != key}))
+        with pytest.raises(SystemExit, match=f"^{at}index.json lacks {key}: build the index again$"):
+            main(["update", str(index), "--device", "cpu"])
+    (index / "index.json").write_text(json.dumps({**info, "bits": "16"}))
+    with pytest.raises(SystemExit, match=r"index.json holds bits='16' of the wrong type: build the index again$"):
+        main(["update", str(index), "--device", "cpu"])
+    shutil.rmtree(index)
+    shutil.copytree(good, index)
+    (index / "paths.txt").write_text("".join(f"{name}\n" for name in (good / "paths.txt").read_text().split()[:-1]))
+    with pytest.raises(SystemExit, match=f"^{at}paths.txt lists 299 files, index.json 300: build"):
+        main(["update", str(index), "--device", "cpu"])
+    (index / "paths.txt").unlink()
+    query = str(images / "1" / "0001.png")
+    for command in (["update", str(index)], ["search", str(index), query]):
+        with pytest.raises(SystemExit, match=f"^{at}paths.txt is missing: build the index again$"):
+            main([*command, "--device", "cpu"])
+
+    # index.faissindex of other codes of the same width and count: it loaded and gave wrong neighbours
+    shutil.rmtree(index)
+    shutil.copytree(good, index)
+    BinaryIndex(16, use_gpu=False).add(other_codes).save(index / "index.faissindex")
+    with pytest.raises(SystemExit, match=r"index.faissindex holds other codes than the index was built with"):
+        main(["search", str(index), query, "--device", "cpu"])
+    # an index from before the checksum: no checksum, no check
+    shutil.copyfile(good / "index.faissindex", index / "index.faissindex")
+    (index / "index.json").write_text(json.dumps({k: v for k, v in info.items() if k != "codes_sha1"}))
+    rows = search_rows(capsys, str(index), query)
+    assert len(rows) == 10 and rows[0]["hamming_distance"] == "0"
+    BinaryIndex(16, use_gpu=False).add(codes[:-1]).save(index / "index.faissindex")  # then the count still tells
+    with pytest.raises(SystemExit, match=r"index.faissindex holds 299 codes of 16 bits, but paths.txt lists 300 files"):
+        main(["search", str(index), query, "--device", "cpu"])
+
+
 def test_index_checks_before_coding_and_after_the_run_changed(make_cfg, tmp_path, capsys):
     import shutil
 
@@ -265,9 +338,16 @@ def test_index_checks_before_coding_and_after_the_run_changed(make_cfg, tmp_path
         main([*build, "--out", str(tmp_path / "a_file")])
     with pytest.raises(SystemExit, match="300 images for --nlist=400 IVF centroids: build with a smaller --nlist"):
         main([*build, "--out", str(index), "--nlist", "400"])
-    with pytest.raises(SystemExit, match=r"nprobe=50 must be in 1..nlist=8"):
-        main([*build, "--out", str(index), "--nlist", "8", "--nprobe", "50"])
-    assert "coded" not in capsys.readouterr().err  # all stopped before reading a single image
+    assert "coded" not in capsys.readouterr().err  # stopped before reading a single image
+    for options, message in (  # argparse's errors, naming the command's options rather than BinaryIndex's
+        (["--nlist", "8", "--nprobe", "50"], "--nprobe 50 must be at most --nlist 8"),
+        (["--nlist", "0"], "--nlist must be >= 1 (IVF centroids; none: exact search), got 0"),
+        (["--nlist", "8", "--nprobe", "0"], "--nprobe must be >= 1, got 0"),
+    ):
+        with pytest.raises(SystemExit):
+            main([*build, "--out", str(index), *options])
+        assert f"pgh-index: error: {message}\n" in capsys.readouterr().err
+    assert not index.exists()  # nothing written
 
     main([*build, "--out", str(index), "--nlist", "8"])
     with pytest.raises(SystemExit, match="--out .*images is a folder: name a file for the CSV"):
@@ -287,6 +367,8 @@ def test_index_checks_before_coding_and_after_the_run_changed(make_cfg, tmp_path
     main(["search", str(index), one, "-k", "200", "--nprobe", "1", "--device", "cpu"])  # within the index's size
     assert "1 of 1 queries got fewer than 200 neighbours" in capsys.readouterr().err
     assert len(printed.out.splitlines()) < 1 + 300
+    with pytest.raises(SystemExit, match=r"^pgh-index: --nprobe 9 must be in 1..8 \(the index's nlist\)$"):
+        main(["search", str(index), one, "--nprobe", "9", "--device", "cpu"])
 
     kept = sorted(images.rglob("*.png"))[:5]
     for path in sorted(images.rglob("*.png"))[5:]:

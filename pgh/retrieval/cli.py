@@ -10,7 +10,7 @@ build: every image file under IMAGES (recursively; sorted paths), coded by RUN's
 run's checkpoints/last.ckpt, a shallow run's hasher.pt; fed as in training) a chunk at a time, into
 INDEX_DIR: index.faissindex, codes.npy (the packed codes), stamps.npy (each file's modification time
 and size), paths.txt (each indexed file relative to IMAGES, in index order) and index.json (the run,
-the images folder, bits, count, IVF settings; written last). update: re-scans IMAGES, codes only the
+the images folder, bits, count, IVF settings, the codes' SHA-1; written last). update: re-scans IMAGES, codes only the
 files added or changed since, drops the ones gone, and rewrites the index as build would. search:
 codes the query images (files or folders) with the index's run and prints each one's k nearest
 indexed images, or with --radius all within that distance (rank, Hamming distance, path); --out
@@ -130,7 +130,7 @@ def update(args: argparse.Namespace) -> None:
 
 
 def update_locked(args: argparse.Namespace, out: Path) -> None:
-    info = read_index_info(out, finish_write=True)
+    info = read_index_info(out, finish_write=True, keys=UPDATE_KEYS)
     if not (out / "codes.npy").exists() or not (out / "stamps.npy").exists():
         raise FileNotFoundError(
             f"{out} predates codes.npy and stamps.npy, which update needs: build it again with pgh-index build"
@@ -147,6 +147,25 @@ def update_locked(args: argparse.Namespace, out: Path) -> None:
         old_codes, old_stamps = np.load(out / "codes.npy"), np.load(out / "stamps.npy")
     except (OSError, ValueError) as error:
         raise ValueError(f"{out}: codes.npy or stamps.npy is unreadable ({error}): build the index again") from None
+    count, width = info["count"], info["bits"] // 8
+    for name, array, dtype, shape in (
+        ("codes.npy", old_codes, np.uint8, (count, width)),
+        ("stamps.npy", old_stamps, np.int64, (count, 2)),
+    ):
+        if array.dtype != dtype or array.shape != shape:
+            raise ValueError(
+                f"{out / name} holds {array.dtype} {list(array.shape)}, not the {np.dtype(dtype)} {list(shape)} of "
+                f"index.json's {count:,} codes of {info['bits']} bits: build the index again"
+            )
+    if len(indexed) != count:
+        raise ValueError(
+            f"{out / 'paths.txt'} lists {len(indexed):,} files, index.json {count:,}: build the index again"
+        )
+    if "codes_sha1" in info and codes_sha1(old_codes) != info["codes_sha1"]:
+        raise ValueError(
+            f"{out / 'codes.npy'} holds other codes than the index was built with (index.json's codes_sha1): "
+            "build the index again"
+        )
     row = {path: i for i, path in enumerate(indexed)}
     paths = find_images(images_root)
     relative = [p.relative_to(images_root).as_posix() for p in paths]
@@ -208,14 +227,24 @@ def check_names(relative: list[str], images_root: str | Path) -> None:
 
 def read_indexed_names(out: Path) -> list[str]:
     """paths.txt's names, split at "\n" only (str.splitlines would also split names at \x1c … \u2029)."""
-    with open(out / "paths.txt", encoding="utf-8") as f:
-        return f.read().split("\n")[:-1]
+    try:
+        with open(out / "paths.txt", encoding="utf-8") as f:
+            return f.read().split("\n")[:-1]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{out / 'paths.txt'} is missing: build the index again") from None
+    except (OSError, ValueError) as error:  # e.g. not UTF-8
+        raise ValueError(f"{out / 'paths.txt'} is unreadable ({error}): build the index again") from None
 
 
 def file_stamps(paths: list[Path]) -> np.ndarray:
     """int64 [n, 2]: each file's modification time (ns) and size, which tell update a changed file."""
     stats = [path.stat() for path in paths]
     return np.array([[st.st_mtime_ns, st.st_size] for st in stats], dtype=np.int64).reshape(len(paths), 2)
+
+
+def codes_sha1(packed: np.ndarray) -> str:
+    """The packed codes' checksum in index.json, which tells a search that index.faissindex holds them."""
+    return hashlib.sha1(np.ascontiguousarray(packed).tobytes()).hexdigest()
 
 
 def file_sha256(path: Path) -> str:
@@ -252,6 +281,7 @@ def write_index(
     save_npy(staging / "stamps.npy", stamps)
     write_text(staging / "paths.txt", "".join(f"{name}\n" for name in relative))
     info = {**info, "count": len(relative), "nlist": index.nlist, "nprobe": index.nprobe, "coding_seconds": coded}
+    info["codes_sha1"] = codes_sha1(codes)
     write_json(staging / "index.json", info)
     move_staged_index(out)
 
@@ -316,10 +346,15 @@ def writer_lock(out: Path, create: bool) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def read_index_info(out: Path, finish_write: bool = False) -> dict:
-    """index.json's record. A write stopped while it moved its whole new set into place (`.staging`
-    holds the set's index.json) is finished here with `finish_write` (build and update, which hold
-    the writer lock); a search, which may run beside a writer, leaves the folder as it is."""
+SEARCH_KEYS = {"bits": int, "run": str, "images": str}  # index.json's keys a search needs, and their types
+UPDATE_KEYS = {**SEARCH_KEYS, "count": int, "nlist": (int, type(None)), "nprobe": (int, type(None))}
+
+
+def read_index_info(out: Path, finish_write: bool = False, keys: dict = SEARCH_KEYS) -> dict:
+    """index.json's record, checked to hold `keys` of their types. A write stopped while it moved its
+    whole new set into place (`.staging` holds the set's index.json) is finished here with
+    `finish_write` (build and update, which hold the writer lock); a search, which may run beside a
+    writer, leaves the folder as it is."""
     if not out.exists():
         raise FileNotFoundError(f"{out} does not exist: build an index there with pgh-index build")
     if (out / STAGING / "index.json").exists() and finish_write:
@@ -339,9 +374,16 @@ def read_index_info(out: Path, finish_write: bool = False) -> dict:
         info = json.loads((out / "index.json").read_text())
     except ValueError as error:
         raise ValueError(f"{out / 'index.json'} is not valid JSON ({error}): build the index again") from None
-    missing = [key for key in ("bits", "run", "images") if not isinstance(info, dict) or key not in info]
+    missing = [key for key in keys if not isinstance(info, dict) or key not in info]
     if missing:
         raise ValueError(f"{out / 'index.json'} lacks {', '.join(missing)}: build the index again")
+    wrong = [
+        f"{key}={info[key]!r}"
+        for key, kind in keys.items()
+        if not isinstance(info[key], kind) or isinstance(info[key], bool)
+    ]
+    if wrong:
+        raise ValueError(f"{out / 'index.json'} holds {', '.join(wrong)} of the wrong type: build the index again")
     return info
 
 
@@ -371,10 +413,20 @@ def search(args: argparse.Namespace) -> None:
         indexed = read_indexed_names(out)
         index = BinaryIndex.load(out / "index.faissindex")
     if index.ntotal != len(indexed) or index.bits != info["bits"]:
-        raise ValueError(f"{out}: index.faissindex, paths.txt and index.json disagree; rebuild it")
+        raise ValueError(
+            f"{out / 'index.faissindex'} holds {index.ntotal:,} codes of {index.bits} bits, but paths.txt lists "
+            f"{len(indexed):,} files and index.json says {info['bits']} bits: build the index again"
+        )
+    if "codes_sha1" in info and codes_sha1(index.codes()) != info["codes_sha1"]:
+        raise ValueError(
+            f"{out / 'index.faissindex'} holds other codes than the index was built with (index.json's codes_sha1; "
+            "another index's?): build the index again"
+        )
     if args.nprobe is not None:
         if not index.nlist:
             raise ValueError(f"{out} is an exact index: --nprobe is for IVF ones (pgh-index build ... --nlist N)")
+        if args.nprobe > index.nlist:
+            raise ValueError(f"--nprobe {args.nprobe} must be in 1..{index.nlist} (the index's nlist)")
         index.nprobe = args.nprobe
     # each file once, in the order given (a file named beside its folder is not searched twice)
     queries = list(dict.fromkeys(path for query in args.queries for path in find_images(query)))
@@ -464,6 +516,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--workers must be >= 0, got {args.workers}")
     if args.command == "build" and args.nprobe is not None and args.nlist is None:
         parser.error("--nprobe is for an IVF index: give --nlist too")
+    if args.command == "build" and args.nlist is not None and args.nlist < 1:
+        parser.error(f"--nlist must be >= 1 (IVF centroids; none: exact search), got {args.nlist}")
+    if args.command in ("build", "search") and args.nprobe is not None and args.nprobe < 1:
+        parser.error(f"--nprobe must be >= 1, got {args.nprobe}")
+    if args.command == "build" and args.nprobe is not None and args.nprobe > args.nlist:
+        parser.error(f"--nprobe {args.nprobe} must be at most --nlist {args.nlist}")
     try:
         {"build": build, "update": update, "search": search}[args.command](args)
     except (FileNotFoundError, ValueError) as error:
