@@ -230,6 +230,9 @@ def quiet_lightning_notices() -> None:
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     # small training sets: the losses are also logged once an epoch (`<name>_epoch`), which is what it asks for
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
+    # a run continued from another directory's checkpoint (a copied run, a fine-tune) is supported, and
+    # its ModelCheckpoint keeps only last.ckpt, which this directory's own replaces
+    warnings.filterwarnings("ignore", message="The dirpath has changed from")
     # Lightning's own pytree helper against torch >= 2.10's: a deprecation inside Lightning, not ours to fix
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):

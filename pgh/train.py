@@ -12,12 +12,9 @@ A shallow method (`method` is a hasher config) is fitted on features; a deep met
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import math
 import os
-import shlex
-import shutil
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -31,7 +28,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
@@ -51,7 +47,7 @@ from pgh.config_checks import (
 from pgh.data import ImageDataset, Split
 from pgh.features import cached_features
 from pgh.hashing import HASHERS, ShallowHasher
-from pgh.io import atomic_path, save_npy, write_json, write_text
+from pgh.io import save_npy, write_json, write_text
 from pgh.logging_utils import (
     WANDB_NO_KEY,
     check_wandb,
@@ -73,8 +69,18 @@ from pgh.resume import (
     checkpoint_run,
     log_changed_settings,
 )
+from pgh.resume_command import how_to_go_on, in_a_multirun
 from pgh.retrieval import check_bits, code_statistics, evaluate_packed, pack_codes
 from pgh.retrieval.metrics import EVAL_DEFAULTS, check_eval_options, metric_key
+from pgh.run_dir import (
+    RemoveResultsAtStart,
+    read_json,
+    remove_if_only_hydra_files,
+    remove_results,
+    remove_rounds,
+    restore_files,
+    take_back_start_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -271,54 +277,6 @@ def train_deep(
     return query, database, {"train_seconds": train_seconds, "encode_seconds": t2 - t1, **run_info}
 
 
-# set again by the resume command (or by the launcher), not taken from the stopped command
-RESUME_SETS = ("ckpt_path=", "hydra.run.dir=", "hydra.sweep.dir=", "requeued=", "hydra.mode=")
-
-
-def command_line(words: list[str]) -> str:
-    """`pgh-train WORDS…`, each word quoted for a POSIX shell where it needs it."""
-    return " ".join(["pgh-train", *map(shlex.quote, words)])
-
-
-def config_words() -> list[str]:
-    """`-cd DIR -cn NAME` where this command named its own config directory or config (a sweep's)."""
-    if not HydraConfig.initialized():
-        return []
-    hydra_cfg = HydraConfig.get()
-    words = []
-    for source in hydra_cfg.runtime.config_sources:
-        if source.provider == "command-line":
-            words += ["-cd", str(Path(source.path).resolve())]
-    if hydra_cfg.job.config_name not in (None, "config"):
-        words += ["-cn", hydra_cfg.job.config_name]
-    return words
-
-
-def how_to_go_on(out: Path) -> str:
-    """After a deep run stopped in training: the command that resumes it (its config and overrides, from
-    Hydra's record of them; a sweep's job: the sweep's, where jobs with a checkpoint continue and the
-    others start afresh), or, for a single run with no checkpoint yet, where to start again."""
-    checkpoint = any((out / "checkpoints").glob("last*.ckpt"))
-    if in_a_multirun():
-        sweep = Path(HydraConfig.get().sweep.dir).resolve()
-        if not (sweep / "multirun.yaml").is_file():
-            return f"resume the sweep: its command again with ckpt_path=last and hydra.sweep.dir={sweep}"
-        recorded = OmegaConf.load(sweep / "multirun.yaml").hydra.overrides
-        kept = [str(o) for o in [*recorded.hydra, *recorded.task] if not str(o).lstrip("+~").startswith(RESUME_SETS)]
-        note = "" if checkpoint else "this job wrote no checkpoint yet (method.checkpoint_every_n_steps); "
-        command = command_line(["-m", *config_words(), *kept, "ckpt_path=last", f"hydra.sweep.dir={sweep}"])
-        return f"{note}resume the sweep with: {command} (jobs with a checkpoint continue, the others start afresh)"
-    if not checkpoint:
-        return "no checkpoint was written yet (method.checkpoint_every_n_steps): start again in a new hydra.run.dir"
-    recorded = out / ".hydra" / "overrides.yaml"  # the task's overrides; Hydra's own come from the running job
-    if not recorded.is_file():
-        return f"resume from the last checkpoint with the run's settings, ckpt_path=last and hydra.run.dir={out}"
-    hydra_overrides = list(HydraConfig.get().overrides.hydra) if HydraConfig.initialized() else []
-    overrides = [str(o) for o in [*hydra_overrides, *OmegaConf.load(recorded)]]
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(RESUME_SETS)]
-    return f"resume with: {command_line([*config_words(), *kept, 'ckpt_path=last', f'hydra.run.dir={out}'])}"
-
-
 def closing_line(m: dict[str, Any], out: Path) -> str:
     """One line with the headline numbers and where the run wrote its results; K and r are the run's
     eval.map_k, precision_k and radius."""
@@ -338,12 +296,6 @@ def stored_class_by_class(labels: torch.Tensor) -> bool:
     """Whether each label's items sit in one block (mnist5k, a folder dataset), not interleaved."""
     classes = labels.unique().numel()
     return classes > 1 and int((labels[1:] != labels[:-1]).sum()) == classes - 1
-
-
-def in_a_multirun() -> bool:
-    """Whether this job is one of a Hydra multirun's (`pgh-train -m`), as opposed to a single run or
-    train(cfg) called from Python."""
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -481,85 +433,6 @@ class JobProgress:
     writes its results, a failure keeps what it wrote (and the run's config.yaml that goes with it)."""
 
     training_started: bool = False
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """The file's JSON object, or {} when it is missing or unreadable."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-# what a run writes once it has its model, each from that model: left by an earlier run in the directory
-# (or by the finished run a resume trains further), they would describe another model until rewritten,
-# and metrics.json marks a run finished for pgh-report, pgh-index and the benchmarks
-RESULT_FILES = (
-    "metrics.json", "pr_curve.csv", "precision_at_n.csv", "per_class.csv", "database_codes.npy", "query_codes.npy",
-    "hasher.pt", "pr_curve.png", "precision_at_n.png",
-)  # fmt: skip
-
-
-def remove_results(out: Path) -> None:
-    """Remove RESULT_FILES as training begins: a run killed in training then reads as unfinished."""
-    for name in RESULT_FILES:
-        (out / name).unlink(missing_ok=True)
-
-
-def remove_rounds(out: Path) -> None:
-    """Remove an earlier run's PGH rounds.csv and grids/ (not when continuing a checkpoint, which
-    rewrites rounds.csv from its own rows; an earlier round's grid stays that round's)."""
-    (out / "rounds.csv").unlink(missing_ok=True)
-    shutil.rmtree(out / "grids", ignore_errors=True)
-
-
-class RemoveResultsAtStart(Callback):
-    """`remove_results` once training starts, i.e. after Lightning restored the checkpoint a resume
-    continues: a resume refused while restoring it (another network) keeps the run's results."""
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        if trainer.is_global_zero:
-            remove_results(self.out)
-
-
-def take_back_start_files(out: Path, started: list[Path], existing: set[str]) -> None:
-    """After a job failed before it made anything but its start files (config.yaml, split.npz, the CSV
-    and TensorBoard loggers' hparams; those in `started` did not exist before it) and before a deep
-    method began training, remove those: a refused setting (an ITQ longer than its features, a
-    missing weights file, ...) leaves no run behind. When the job made anything else (a checkpoint,
-    a fitted hasher, results), everything stays; what was in `out` before (`existing` names) always
-    stays."""
-    try:
-        made = {entry.name for entry in out.iterdir()} - existing - {".hydra"}
-        made = {name for name in made if not name.endswith(".log")}
-        if not made <= {path.name for path in started if path != out}:
-            return
-        for path in started:
-            if path == out:
-                continue
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
-        if out in started and not any(out.iterdir()):
-            out.rmdir()
-    except OSError:  # the job's own error is the one to show
-        pass
-
-
-def restore_files(out: Path, contents: dict[str, bytes]) -> None:
-    """Put back these files of `out` (relative name -> bytes) where a failed job changed them."""
-    for name, content in contents.items():
-        path = out / name
-        try:
-            if not path.is_file() or path.read_bytes() != content:
-                with atomic_path(path) as tmp:
-                    tmp.write_bytes(content)
-        except OSError:  # the job's own error is the one to show
-            pass
 
 
 def run_description(cfg: DictConfig, dataset: ImageDataset, bits: int) -> dict[str, Any]:
@@ -729,47 +602,6 @@ def run_job(
     finish(loggers, {} if logged_before else {**metrics, **per_class}, step=step or 0)
     print_and_log_to_files(log, closing_line(metrics, out))
     return metrics
-
-
-HYDRA_START_FILES = {"config.yaml", "hydra.yaml", "overrides.yaml"}
-
-
-def own_log_handler(log_file: Path) -> logging.FileHandler | None:
-    """The root logger's handler writing `log_file` when that file is this process's own (the same
-    file, and nothing appended by another process), else None."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler) and handler.baseFilename == os.path.abspath(log_file):
-            stream = handler.stream
-            if stream is None or stream.closed:
-                return None
-            stream.flush()
-            on_disk, open_here = os.stat(log_file), os.fstat(stream.fileno())
-            same = (on_disk.st_dev, on_disk.st_ino) == (open_here.st_dev, open_here.st_ino)
-            return handler if same and on_disk.st_size == stream.tell() else None
-    return None
-
-
-def remove_if_only_hydra_files(out: Path, job_log: str) -> bool:
-    """Remove `out` when it holds nothing but what Hydra wrote as this job started (.hydra/ and this
-    process's own log), so that a command train() refuses leaves no empty run behind; a directory
-    holding anything else (an earlier run's results or checkpoints, a file of the user's, another
-    job's log) is kept. Whether it was removed."""
-    if not out.is_dir() or out.is_symlink():
-        return False
-    for entry in out.iterdir():
-        if entry.name == ".hydra" and entry.is_dir() and not entry.is_symlink():
-            if not all(f.is_file() and not f.is_symlink() and f.name in HYDRA_START_FILES for f in entry.iterdir()):
-                return False
-        elif not (entry.name == job_log and entry.is_file() and not entry.is_symlink()):
-            return False
-    if (out / job_log).exists():
-        handler = own_log_handler(out / job_log)
-        if handler is None:
-            return False
-        logging.getLogger().removeHandler(handler)  # the log goes with the directory
-        handler.close()
-    shutil.rmtree(out, ignore_errors=True)
-    return not out.exists()
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")

@@ -681,7 +681,7 @@ def test_a_refused_command_keeps_a_directory_holding_more_than_hydra_files(tmp_p
     directory the user pointed at one of their own folders, keeps everything."""
     from conftest import run_python
 
-    from pgh.train import remove_if_only_hydra_files
+    from pgh.run_dir import remove_if_only_hydra_files
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
@@ -714,7 +714,7 @@ def test_the_refusal_cleanup_takes_this_process_log_only(tmp_path):
     """The job's log goes with the directory only while this process is its one writer."""
     import logging
 
-    from pgh.train import remove_if_only_hydra_files
+    from pgh.run_dir import remove_if_only_hydra_files
 
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
