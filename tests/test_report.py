@@ -10,7 +10,8 @@ import pytest
 import yaml
 from conftest import markdown_table_rows, run_python
 
-from pgh.report.cli import build_report, main, missing_sweep_jobs
+from pgh.report.cli import build_report, main
+from pgh.report.collect import missing_sweep_jobs
 from pgh.train import train
 
 PGH_CONFIG = {

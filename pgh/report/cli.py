@@ -24,297 +24,37 @@ metrics.json, and a sweep's jobs without a directory (with their swept settings)
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
-import os
 import re
 import statistics
 import sys
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
-from omegaconf import OmegaConf
 
-from pgh.config_checks import flat_config
 from pgh.data import Split
 from pgh.io import write_text
 from pgh.report import paper
+from pgh.report.collect import (
+    find_runs,
+    load_run,
+    missing_sweep_jobs,
+    read_curve,
+    read_per_class,
+    read_rounds,
+    run_names,
+    unfinished_runs,
+)
 from pgh.report.plots import matplotlib_close, plot_pr_curves, plot_precision_at_n, plot_rounds, save_figure
-from pgh.report.tables import map_table, row_name, row_order
-from pgh.retrieval.metrics import LATER_DEFAULTS, metric_key
+from pgh.report.tables import map_table, row_name
+from pgh.report.variants import by_cell, label_variants, mean_per_cell, split_repeated_seeds, tell_folders_apart
+from pgh.retrieval.metrics import metric_key
 
 MNIST_DATASETS = {"mnist", "mnist5k"}
 FIGURE_NAME = re.compile(r"^(rounds|pr_.+_\d+|precision_at_n_.+_\d+)\.png$")  # what --out writes
-
-
-def find_runs(paths: list[str | Path]) -> list[Path]:
-    """Run directories (holding metrics.json) at or below `paths`, each once, in path order (numbers
-    in names compared as numbers)."""
-    runs: dict[Path, None] = {}
-    for path in map(Path, paths):
-        if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist")
-        if path.is_file():
-            if path.name != "metrics.json":
-                raise FileNotFoundError(
-                    f"{path} is a file: give a run directory, a sweep directory or a folder above them"
-                )
-            path = path.parent
-        for metrics in sorted(path.rglob("metrics.json"), key=natural_order):
-            runs[metrics.parent.resolve()] = None
-    if not runs:
-        raise FileNotFoundError(
-            f"no metrics.json at or below {', '.join(map(str, paths))}: a run writes it when it finishes, "
-            "so unfinished or failed runs have none"
-        )
-    return list(runs)
-
-
-def unfinished_runs(paths: list[str | Path]) -> list[Path]:
-    """pgh-train run directories (a config.yaml beside no metrics.json) at or below `paths`: runs still
-    training, stopped or failed, which the report leaves out."""
-    found = {
-        config.parent.resolve()
-        for path in map(Path, paths)
-        for config in path.rglob("config.yaml")
-        # not Hydra's copy (.hydra/) nor W&B's (wandb/run-*/files/)
-        if not {".hydra", "wandb"} & set(config.parts) and not (config.parent / "metrics.json").exists()
-    }
-    return sorted(found, key=natural_order)
-
-
-def missing_sweep_jobs(paths: list[str | Path]) -> dict[Path, list[str]]:
-    """sweep directory -> its jobs that have no directory, each as `<num> (<its swept settings>)`, for
-    every Hydra sweep (a multirun.yaml) at or below `paths` whose job directories start with the job
-    number (pgh-train's `<num>_<dataset>_…`): jobs refused before they wrote anything (their directory
-    is removed) or not started yet (a SLURM queue). Sweeps whose grid Hydra's basic sweeper cannot
-    expand are skipped."""
-    missing = {}
-    for path in map(Path, paths):
-        for saved in sorted(path.rglob("multirun.yaml"), key=natural_order) if path.is_dir() else []:
-            jobs = sweep_jobs(saved)
-            if jobs is None:
-                continue
-            numbers = {int(m.group(1)) for d in saved.parent.iterdir() if d.is_dir() and (m := JOB_DIR.match(d.name))}
-            absent = [f"{num} ({' '.join(settings)})" for num, settings in enumerate(jobs) if num not in numbers]
-            if absent:
-                missing[saved.parent] = absent
-    return missing
-
-
-JOB_DIR = re.compile(r"^(\d+)_")
-
-
-def sweep_jobs(multirun_yaml: Path) -> list[list[str]] | None:
-    """The swept settings of each job of the sweep saved in `multirun_yaml`, in job-number order (its
-    sweeper's params and the command's overrides, expanded by Hydra's basic sweeper), or None when
-    that cannot be told."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        hydra = yaml.safe_load(multirun_yaml.read_text(encoding="utf-8"))["hydra"]  # as written: unresolved
-        sweeper = hydra.get("sweeper") or {}
-        if not str(hydra["sweep"]["subdir"]).startswith("${hydra.job.num}_") or sweeper.get("_target_") not in (
-            None,
-            f"{BasicSweeper.__module__}.{BasicSweeper.__name__}",
-        ):  # another sweeper (Optuna, Ax …) draws its own jobs
-            return None
-        arguments = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
-        arguments += list(hydra.get("overrides", {}).get("task") or [])
-        overrides = OverridesParser.create().parse_overrides(arguments)
-        swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
-        # the last override of a key wins (the command's over the sweep file's), in the key's first place
-        jobs = BasicSweeper.split_arguments(overrides, None)[0]
-        return [[o for o in job if o.split("=", 1)[0] in swept] for job in jobs]
-    except Exception:  # another sweeper's syntax, a glob, a hand-edited file: nothing to compare against
-        return None
-
-
-def natural_order(path: Path) -> list:
-    """A sort key that puts a sweep's job 2_… before 10_… (numbers compared as numbers)."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.as_posix())]
-
-
-def load_run(run: Path) -> dict[str, Any]:
-    try:
-        metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{run / 'metrics.json'} is not JSON ({error}): not written by pgh-train") from None
-    if not isinstance(metrics, dict):
-        raise ValueError(
-            f"{run / 'metrics.json'} holds a {type(metrics).__name__}, not an object: not written by pgh-train"
-        )
-    for key in ("dataset", "method", "features", "bits", "map_all"):
-        if key not in metrics:
-            raise ValueError(f"{run / 'metrics.json'} has no {key!r}: not written by pgh-train")
-    for key, kinds in (("bits", int), ("map_all", (int, float))):
-        if isinstance(metrics[key], bool) or not isinstance(metrics[key], kinds):
-            raise ValueError(f"{run / 'metrics.json'}: {key}={metrics[key]!r} is no number: not written by pgh-train")
-    path = run / "config.yaml"  # read once: the settings, the folder and the split seed all come from it
-    config = OmegaConf.to_container(OmegaConf.load(path)) if path.exists() else None
-    return {**metrics, "run": run, "config": config}
-
-
-# config keys that are a table axis, a seed, or do not change the result: never what tells runs apart
-NOT_SETTINGS = (
-    "paths", "logger", "hydra", "callbacks", "task_name", "ckpt_path", "requeued",
-    # the dataset and the features are table axes; where they sit and how features are batched are not
-    # settings, but e.g. features.number_blocks or dataset.image_size are
-    "dataset._target_", "dataset.root", "dataset.download", "dataset.name",
-    "features._target_", "features.batch_size", "features.device", "features.weights",
-    "save_codes", "seed", "split.seed", "bits", "trainer.default_root_dir", "trainer.enable_progress_bar",
-    "trainer.enable_model_summary", "trainer.log_every_n_steps", "method.num_workers",
-    "method.checkpoint_every_n_steps",
-    # the method's length decides (older configs held a trainer.max_epochs it overrode), and a threshold
-    # that only decides whether a warning is printed
-    "trainer.max_epochs", "method.module.distill_min_agreement",
-)  # fmt: skip
-
-
-def settings(config: dict[str, Any] | None) -> dict[str, Any]:
-    """A run's config.yaml (`load_run`'s "config") as dotted keys, without NOT_SETTINGS, a
-    LATER_DEFAULTS key it lacks at the value it had ({} when it has no config.yaml)."""
-    if config is None:
-        return {}
-    flat = {**LATER_DEFAULTS, **flat_config(config)}
-    return {k: canonical(v) for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NOT_SETTINGS)}
-
-
-def canonical(value: Any) -> Any:
-    """A whole float as an int (in lists too): a sweep's grid `0,2,3` gives the ints 2 and 3 where the
-    config's default is the float 2.0, and the two must read as one setting."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, list):
-        return [canonical(v) for v in value]
-    return value
-
-
-def most_common_unless_tied(values: list[str]) -> str | None:
-    """The value most runs share, or None when two values tie (then no run's label may omit it: an
-    unlabelled row would read as the defaults whichever run it was)."""
-    counts = Counter(values).most_common(2)
-    return None if len(counts) > 1 and counts[0][1] == counts[1][1] else counts[0][0]
-
-
-def tell_folders_apart(results: list[dict[str, Any]]) -> None:
-    """Runs on image folders (`dataset=folder`) report the dataset by its `dataset.name`, `folder` unless
-    set: where runs of one name read different folders, each such run's dataset becomes
-    `<name> (<dataset.root>)`, so no column averages or plots two datasets together."""
-    roots: dict[int, str] = {}
-    for i, r in enumerate(results):
-        dataset = (r["config"] or {}).get("dataset")
-        if isinstance(dataset, dict) and str(dataset.get("_target_", "")).endswith("load_folder"):
-            roots[i] = os.path.normpath(os.path.expanduser(str(dataset.get("root"))))  # /data/x/ is /data/x
-    names: dict[str, set[str]] = defaultdict(set)
-    for i, root in roots.items():
-        names[results[i]["dataset"]].add(root)
-    for i, root in roots.items():
-        if len(names[results[i]["dataset"]]) > 1:
-            results[i]["dataset"] = f"{results[i]['dataset']} ({root})"
-
-
-def label_variants(results: list[dict[str, Any]]) -> None:
-    """Set each result's `variant`: among the runs of its method+features, the settings where its
-    value is not the most common one (e.g. `method.init_hash=lsh` in a sweep over initial hashes,
-    where the most common value gets no label; when values tie, every run is labelled with its own).
-    A key that a run's config lacks (a run made before the key existed) counts as the value
-    `absent`; keys that only mirror the bit length or the seed (`method.module.bits`, `method.seed`)
-    do not count. Distinct settings always get distinct variants, and runs with the same variant in
-    the same cell are repeats (seeds), which the table averages. A run without config.yaml is the
-    variant `no config.yaml` and takes no part in the others' comparison."""
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for r in results:
-        if r["config"] is not None:
-            groups[(r["method"], r["features"])].append(r)
-        else:  # nothing to compare its settings by: a row of its own, apart from every other run's
-            r["settings"], r["variant"] = {}, "no config.yaml"
-    for group in groups.values():
-        configs = [settings(r["config"]) for r in group]
-        for r in group:
-            r["settings"] = {}
-        # the dataset is the table's column: its own settings (a folder's image_size) and the sizes of its
-        # query and training sets are compared only among runs of one dataset, or every run of another
-        # dataset (digits with 50 queries a class beside mnist5k with 100) would read as a variant
-        label_differing(group, configs, lambda key: not per_dataset(key))
-        for name in sorted({r["dataset"] for r in group}):
-            same = [i for i, r in enumerate(group) if r["dataset"] == name]
-            label_differing([group[i] for i in same], [configs[i] for i in same], per_dataset)
-        for r in group:
-            r["variant"] = ", ".join(f"{key}={value}" for key, value in sorted(r["settings"].items()))
-
-
-def per_dataset(key: str) -> bool:
-    """Settings compared only among runs of one dataset."""
-    return key.startswith("dataset.") or key in ("split.query_per_class", "split.train_size")
-
-
-def label_differing(runs: list[dict[str, Any]], configs: list[dict[str, Any]], considered) -> None:
-    """Add to each run's `settings` the `considered` keys whose values differ among `runs` where its
-    value is not the most common one (see `label_variants`)."""
-    keys = {key for c in configs for key in c if considered(key)}
-    differing = sorted(
-        key
-        for key in keys
-        if len({repr(c.get(key, "absent")) for c in configs}) > 1
-        and not any(
-            all(c.get(key) == r.get(axis) for c, r in zip(configs, runs, strict=True)) for axis in ("bits", "seed")
-        )
-    )
-    values = [{key: c.get(key, "absent") for key in differing} for c in configs]
-    common = {key: most_common_unless_tied([repr(v[key]) for v in values]) for key in differing}
-    for r, v in zip(runs, values, strict=True):
-        r["settings"].update({key: value for key, value in v.items() if repr(value) != common[key]})
-
-
-def by_cell(results: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
-    """The results grouped by table cell: (dataset, method, features, variant, bits), in the tables'
-    row order (so per-class rows and figure legends follow the mAP table)."""
-    cells: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for r in sorted(results, key=lambda r: row_order(r["method"], r["features"], r.get("variant", ""))):
-        cells[(r["dataset"], r["method"], r["features"], r.get("variant", ""), int(r["bits"]))].append(r)
-    return cells
-
-
-def split_repeated_seeds(results: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[dict, dict]]]:
-    """(the runs the tables count, [(run, the earlier run of its cell it repeats)]): a run with the same
-    settings, seed and split seed as an earlier one of its cell (e.g. `make train` beside a sweep's job
-    with the defaults) is the same experiment again, not another seed; counted twice it would narrow
-    the ± and weigh its seed double. Runs without config.yaml are never taken for repeats."""
-    counted, repeated = [], []
-    for group in by_cell(results).values():
-        first: dict[tuple, dict[str, Any]] = {}
-        for r in group:
-            if r["config"] is None:
-                counted.append(r)
-                continue
-            key = (r.get("seed"), (r["config"].get("split") or {}).get("seed", 0))
-            if key in first:
-                repeated.append((r, first[key]))
-            else:
-                first[key] = r
-                counted.append(r)
-    return counted, repeated
-
-
-def mean_per_cell(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One result per table cell: mAP@all averaged over its runs, with the sample standard deviation as
-    `map_all_std` and the number of runs as `map_all_runs` where there are several."""
-    merged = []
-    for group in by_cell(results).values():
-        values = [r["map_all"] for r in group]
-        cell = {**group[0], "map_all": statistics.fmean(values)}
-        if len(values) > 1:
-            cell["map_all_std"] = statistics.stdev(values)
-            cell["map_all_runs"] = len(values)
-        merged.append(cell)
-    return merged
 
 
 def paper_reference(datasets: set[str]) -> tuple[dict | None, str]:
@@ -323,27 +63,6 @@ def paper_reference(datasets: set[str]) -> tuple[dict | None, str]:
     if datasets == {"cifar10"}:
         return paper.CIFAR10, "paper CIFAR-10"
     return None, ""
-
-
-def read_rounds(run: Path) -> list[float]:
-    """mAP@all (%) at rounds 0, 1, ... from the run's rounds.csv ([] when it has none)."""
-    path = run / "rounds.csv"
-    if not path.exists():
-        return []
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    # the list's position is the round: a table with a round missing or repeated would shift the curve
-    if [row.get("round") for row in rows] != [str(r) for r in range(len(rows))]:
-        raise ValueError(f"{path}: the rows are not rounds 0, 1, 2, ... in order; it is not a pgh-train rounds table")
-    return [100 * float(row["map_all"]) for row in rows]
-
-
-def run_names(runs: list[Path]) -> dict[Path, str]:
-    """Each run's path relative to what all of them share (its folder name when alone)."""
-    if len(runs) == 1:
-        return {runs[0]: runs[0].name}
-    common = Path(os.path.commonpath(runs))
-    return {run: str(run.relative_to(common)) for run in runs}
 
 
 def pct(value: Any) -> str:
@@ -356,13 +75,6 @@ class Report:
     rounds: dict[str, list[float]]  # PGH's progressive curves: label -> mAP@all % by round
     pr_curves: dict[tuple[str, int], dict[str, np.ndarray]]  # (dataset, bits) -> row -> [bits + 1, 3]
     precision_at_n: dict[tuple[str, int], dict[str, np.ndarray]]  # (dataset, bits) -> row -> [m, 2]
-
-
-def read_curve(run: Path, filename: str) -> np.ndarray | None:
-    """The table in the run's csv `filename` (pr_curve.csv: Hamming radius, precision, recall;
-    precision_at_n.csv: N, precision), if the run has it."""
-    path = run / filename
-    return np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2) if path.exists() else None
 
 
 def runs_table(results: list[dict[str, Any]]) -> str:
@@ -437,15 +149,6 @@ def curves_per_cell(results: list[dict[str, Any]], filename: str) -> dict[tuple[
             name = row_name(method, features, variant)
             figures[(dataset, bits)][name] = np.mean(curves, axis=0)
     return dict(figures)
-
-
-def read_per_class(run: Path) -> dict[str, float]:
-    """class name -> mAP@all (%) over that class's queries, from the run's per_class.csv ({} if none)."""
-    path = run / "per_class.csv"
-    if not path.exists():
-        return {}
-    with open(path, newline="") as f:
-        return {row["class"]: 100 * float(row["map_all"]) for row in csv.DictReader(f)}
 
 
 def query_set_note(results: list[dict[str, Any]]) -> str:
