@@ -597,3 +597,21 @@ def test_packed_codes_of_zero_bytes_are_refused_by_their_width():
 
     with pytest.raises(ValueError, match=r"the codes have 0 bytes: packed codes are \[n, bits/8\] with bits >= 8"):
         evaluate_packed(np.zeros((2, 0), np.uint8), [0, 1], np.zeros((3, 0), np.uint8), [0, 1, 1])
+
+
+def test_a_gpu_index_says_once_that_a_k_above_the_gpus_limit_is_searched_on_the_cpu(caplog):
+    """FAISS's GPU search takes k <= 2048; a larger k went to the CPU without a word."""
+    import logging
+
+    from pgh.retrieval.index import GPU_MAX_K
+
+    packed = np.random.default_rng(0).integers(0, 256, (GPU_MAX_K + 100, 4), dtype=np.uint8)
+    index = BinaryIndex(32, use_gpu=False).add(packed)
+    expected = index.search(packed[:2], GPU_MAX_K + 1)
+    index.use_gpu = True  # as on a GPU machine; a k above the limit never reaches the GPU index
+    with caplog.at_level(logging.WARNING, logger="pgh.retrieval.index"):
+        for _ in range(2):
+            distances, ids = index.search(packed[:2], GPU_MAX_K + 1)
+    assert np.array_equal(distances, expected[0]) and np.array_equal(ids, expected[1])
+    said = f"k={GPU_MAX_K + 1} is more than FAISS's GPU search takes ({GPU_MAX_K}): searching on the CPU"
+    assert caplog.text.count(said) == 1

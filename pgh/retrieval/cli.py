@@ -7,7 +7,8 @@
   pgh-index search INDEX_DIR QUERY [QUERY ...] --radius 2     # every indexed image within Hamming distance 2
 
 build: every image file under IMAGES (recursively; sorted paths), coded by RUN's model (a deep
-run's checkpoints/last.ckpt, a shallow run's hasher.pt; fed as in training) a chunk at a time, into
+run's checkpoints/last.ckpt, or stopped.ckpt for one stopped in mid-epoch, a shallow run's hasher.pt; fed as in
+training) a chunk at a time, into
 INDEX_DIR: index.faissindex, codes.npy (the packed codes), stamps.npy (each file's modification time
 and size), paths.txt (each indexed file relative to IMAGES, in index order) and index.json (the run,
 the images folder, bits, count, IVF settings, the codes' SHA-1; written last). update: re-scans IMAGES, codes only the
@@ -89,9 +90,10 @@ def warn_if_unlike_training(encoder: RunEncoder, path: Path) -> None:
 
 def _grey_rgb(image: Image.Image) -> bool:
     """Whether the image's three channels are equal (a grey image stored as RGB or a palette), judged
-    on a copy at most 256 pixels a side (a large photo would otherwise be copied whole)."""
-    small = image.copy()
-    small.thumbnail((256, 256), Image.Resampling.NEAREST)  # nearest: no mixing of channels' values
+    on a copy at most 256 pixels a side (a large photo is not copied whole)."""
+    scale = min(1.0, 256 / max(image.size))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    small = image.resize(size, Image.Resampling.NEAREST)  # nearest: no mixing of channels' values
     pixels = np.asarray(small.convert("RGB"), dtype=np.int16)
     return bool((pixels == pixels[..., :1]).all())
 

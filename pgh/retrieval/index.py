@@ -100,6 +100,7 @@ class BinaryIndex:
             raise RuntimeError(f"use_gpu=True but {problem}; {fix}")
         self._gpu_index = None
         self._gpu_resources = None
+        self._said_cpu_for_large_k = False
 
     @property
     def nlist(self) -> int | None:
@@ -166,6 +167,9 @@ class BinaryIndex:
         k = int(k)
         queries = self._check(packed_queries)
         index = self.cpu_index
+        if self.use_gpu and k > GPU_MAX_K and not self._said_cpu_for_large_k:
+            log.warning("k=%d is more than FAISS's GPU search takes (%d): searching on the CPU", k, GPU_MAX_K)
+            self._said_cpu_for_large_k = True
         if self.use_gpu and k <= GPU_MAX_K:
             if self._gpu_index is None:
                 self._gpu_resources = faiss.StandardGpuResources()

@@ -125,9 +125,9 @@ def spherical_ranks(bits: int) -> np.ndarray:
 class _QueryKernel:
     """Everything one query needs, computed from its distances to the whole database."""
 
-    def __init__(self, db_words, db_labels, bits, distance, map_k, precision_k, radius, top_n):
+    def __init__(self, db_words, db_labels, bits, distance, map_k, precision_k, top_n):
         self.db_words, self.db_labels, self.bits = db_words, db_labels, bits
-        self.distance, self.map_k, self.precision_k, self.radius = distance, map_k, precision_k, radius
+        self.distance, self.map_k, self.precision_k = distance, map_k, precision_k
         self.top_n = top_n
         table = distance == "spherical" and bits <= SPHERICAL_TABLE_MAX_BITS
         self.spherical_rank = spherical_ranks(bits) if table else None
@@ -230,7 +230,7 @@ def evaluate_packed(
         shuffle = np.random.default_rng(TIE_BREAK_SEED).permutation(db_packed.shape[0])
         db_packed, db_labels = db_packed[shuffle], db_labels[shuffle]
     top_n = np.array([n for n in TOP_N if n <= db_packed.shape[0]])
-    kernel = _QueryKernel(as_words(db_packed), db_labels, bits, distance, map_k, precision_k, radius, top_n)
+    kernel = _QueryKernel(as_words(db_packed), db_labels, bits, distance, map_k, precision_k, top_n)
     q_words = as_words(query_packed)
 
     def run(rows: range) -> list:
