@@ -615,3 +615,15 @@ def test_a_gpu_index_says_once_that_a_k_above_the_gpus_limit_is_searched_on_the_
     assert np.array_equal(distances, expected[0]) and np.array_equal(ids, expected[1])
     said = f"k={GPU_MAX_K + 1} is more than FAISS's GPU search takes ({GPU_MAX_K}): searching on the CPU"
     assert caplog.text.count(said) == 1
+
+
+def test_the_search_api_loads_without_torch():
+    """A search service imports pgh.retrieval: it pulled in torch (3 s and about 600 MB) for nothing."""
+    import subprocess
+    import sys
+
+    script = "import sys; import pgh.retrieval; print('torch' in sys.modules, 'lightning' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]
+    codes = torch.rand(5, 16) > 0.5  # tensors are still taken, on any device
+    assert np.array_equal(unpack_codes(pack_codes(codes)), codes.numpy())

@@ -1,10 +1,16 @@
 """Binary codes: bool [n, bits] <-> packed uint8 [n, bits/8] (FAISS's binary layout), and the
-statistics hashing papers report on a set of codes (distinct codes, bit balance, bit correlation)."""
+statistics hashing papers report on a set of codes (distinct codes, bit balance, bit correlation).
+Like the rest of the search API (`pgh.retrieval`: codes, metrics, `BinaryIndex`), it takes torch
+tensors but does not import torch: a search service loads in a fraction of torch's time and memory."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def check_bits(bits: int) -> int:
@@ -14,8 +20,13 @@ def check_bits(bits: int) -> int:
     return int(bits)
 
 
+def to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A torch tensor (on any device) or anything array-like as a NumPy array."""
+    return x.detach().cpu().numpy() if type(x).__module__.startswith("torch") else np.asarray(x)
+
+
 def as_bool_codes(codes: torch.Tensor | np.ndarray) -> np.ndarray:
-    array = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+    array = to_numpy(codes)
     if array.ndim != 2:
         raise ValueError(f"codes must be 2-D [n, bits], got shape {array.shape}")
     if array.dtype != np.bool_:

@@ -18,12 +18,15 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from pgh.retrieval.codes import pack_codes
+from pgh.retrieval.codes import pack_codes, to_numpy
 from pgh.retrieval.hamming import as_words
+
+if TYPE_CHECKING:
+    import torch
 
 DISTANCES = ("hamming", "spherical")
 TIE_BREAKS = ("database_order", "random")
@@ -73,14 +76,10 @@ def metric_key(metrics: dict, prefix: str) -> str | None:
     return next((k for k in metrics if k.startswith(prefix) and not k.endswith("_hamming")), None)
 
 
-def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
 def as_labels(labels: torch.Tensor | np.ndarray, codes: np.ndarray, side: str) -> np.ndarray:
     """int64 class ids [n], one per code, or a ValueError naming the side: labels that are not whole
     numbers would be cast (0.7 and 0.2 both to class 0, a float label to another class)."""
-    array = _as_numpy(labels)
+    array = to_numpy(labels)
     if array.shape != (len(codes),):
         raise ValueError(
             f"{side} labels have shape {array.shape} for {side} codes of shape {codes.shape}: give one label per code"
