@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
+import io
 import logging
 import os
 import sys
@@ -16,6 +18,7 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
 from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
@@ -84,7 +87,10 @@ def check_wandb(logger_cfg: DictConfig | None) -> None:
                 raise ValueError(
                     f"`logger.{name}.{key}` is not a setting of Lightning's WandbLogger or of wandb.init{hint}"
                 )
-    if all(entry.get("offline") for entry in wandb_entries.values()):
+    if all(logs_offline(entry) for entry in wandb_entries.values()):
+        return
+    # W&B starts its run on rank 0 alone; an open run (train(cfg) after wandb.init) is logged into
+    if rank_zero_only.rank != 0 or wandb.run is not None:
         return
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return
@@ -93,8 +99,19 @@ def check_wandb(logger_cfg: DictConfig | None) -> None:
     settings = wandb_setup.singleton().settings  # WANDB_MODE, or `wandb offline` / `wandb disabled`
     if settings._offline or settings._noop:
         return
-    if not wandb.login(prompt=False, verify=False):  # an API key in ~/.netrc or W&B's settings files
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        # "Loaded credentials for ..." and "API key is configured", at every run otherwise
+        logged_in = wandb.login(prompt=False, verify=False)  # an API key in ~/.netrc or W&B's settings files
+    if not logged_in:
         raise ValueError(WANDB_NO_KEY)
+
+
+def logs_offline(entry: DictConfig) -> bool:
+    """Whether a W&B logger's own settings keep it off W&B's servers (offline=true, or a mode of
+    offline, dryrun or disabled, given directly or in its `settings`)."""
+    settings = entry.get("settings")
+    modes = [entry.get("mode"), settings.get("mode") if isinstance(settings, DictConfig) else None]
+    return bool(entry.get("offline")) or any(mode in ("offline", "dryrun", "disabled") for mode in modes)
 
 
 def last_wandb_run_id(save_dir: Path) -> str | None:
@@ -146,8 +163,8 @@ def print_and_log_to_files(logger: logging.Logger, message: str) -> None:
 
 def logger_step(trainer: Any) -> int:
     """The step Lightning logs `self.log` values at: batches that stepped, over every attempt (a resume
-    restores it). `trainer.global_step` counts optimizer steps instead, three a batch for PGH (D, G, H),
-    so metrics logged at it would sit three times further along the losses' x-axis."""
+    restores it). `trainer.global_step` counts optimizer steps instead, three a batch for PGH (D, G, H;
+    two in its GAN warm-up), so metrics logged at it would sit far along the losses' x-axis."""
     return int(getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step))
 
 

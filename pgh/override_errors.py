@@ -113,8 +113,9 @@ def user_error(error: BaseException) -> BaseException | None:
 @contextmanager
 def concise_override_errors() -> Iterator[None]:
     """While Hydra composes and runs the command, a composition error that `explain` knows ends it
-    with `pgh-train: <message>`, and so does a sweep job's `user_error` (Hydra has named the job on
-    the line before). HYDRA_FULL_ERROR=1 keeps Hydra's report and traceback."""
+    with `pgh-train: <message>`, and so does a sweep job's `user_error`, which hydra_main marks
+    `refused_sweep_job` (Hydra has named the job on the line before). HYDRA_FULL_ERROR=1 keeps Hydra's
+    report and traceback."""
     import hydra._internal.utils as hydra_utils  # _run_hydra calls its run_and_report by this name
 
     original: Callable[[Callable[[], Any]], Any] = hydra_utils.run_and_report
@@ -129,13 +130,12 @@ def concise_override_errors() -> Iterator[None]:
                     raise
                 raise SystemExit(f"pgh-train: {message}") from None
             except Exception as error:
-                # a single run's user error already ended in hydra_main; this is a sweep's job's,
-                # re-raised by the sweeper after Hydra's "Error executing job with overrides: [...]"
-                concise = user_error(error)
-                if concise is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                # a sweep job's refused setting (hydra_main marks it), re-raised by the sweeper after
+                # Hydra's "Error executing job with overrides: [...]"; a single run's ended in hydra_main
+                if not getattr(error, "refused_sweep_job", False):
                     raise
                 hint = "(the job's overrides are on the line above; HYDRA_FULL_ERROR=1 shows where it was raised)"
-                raise SystemExit(f"pgh-train: {concise}\n{hint}") from None
+                raise SystemExit(f"pgh-train: {error}\n{hint}") from None
 
         return original(explained)
 

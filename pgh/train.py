@@ -621,13 +621,18 @@ def hydra_main(cfg: DictConfig) -> float:
         except Exception:  # noqa: BLE001 - the command's own error is the one to show
             pass
         # a refused setting, a missing file: its message, without the traceback Hydra would print around
-        # it (a sweep's job raises it on, for Hydra to name the job, and concise_override_errors then
-        # shows it in one line)
+        # it. A sweep's job raises it on, marked (a mark, unlike __cause__, survives the submitit
+        # launchers' pickling), for Hydra to name the job and concise_override_errors to show it in one line
         concise = user_error(error)
-        if concise is not None and not in_a_multirun() and os.environ.get("HYDRA_FULL_ERROR") != "1":
+        if concise is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        if not in_a_multirun():
             hint = "(HYDRA_FULL_ERROR=1 pgh-train ... shows where it was raised)"
             raise SystemExit(f"pgh-train: {concise}\n{hint}") from None
-        raise
+        concise.refused_sweep_job = True
+        if concise is error:
+            raise
+        raise concise from None
 
 
 def main() -> None:

@@ -74,6 +74,26 @@ def test_a_sweep_jobs_refused_setting_is_one_line_after_the_line_naming_the_job(
     assert len(list((tmp_path / "logs").rglob("metrics.json"))) == 1  # bits=16 ran
 
 
+def test_a_sweep_jobs_missing_dataset_is_one_line_on_the_submitit_launcher(tmp_path):
+    """The dataset's error reaches Hydra inside an InstantiationException, whose __cause__ submitit's
+    pickling drops: the job marks the error itself before it leaves the process."""
+    missing = ("dataset=fashion_mnist", f"dataset.root={tmp_path}/none", "method=itq")
+    done = run_python(
+        "-m", "pgh.train", "-m", "hydra/launcher=local", *missing, "bits=16", tmp_path=tmp_path, check=False
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    said = done.stderr.strip().splitlines()[-2]
+    assert said.startswith("pgh-train: fashion_mnist: train-images-idx3-ubyte[.gz] / train-labels-idx1-ubyte[.gz] not")
+
+
+def test_an_error_outside_a_sweeps_jobs_gets_no_hint_about_a_job(tmp_path):
+    (tmp_path / "file").write_text("")
+    done = run_python(
+        "-m", "pgh.train", "dataset=digits", f"hydra.run.dir={tmp_path}/file/run", tmp_path=tmp_path, check=False
+    )
+    assert done.returncode == 1 and "the job's overrides are on the line above" not in done.stderr
+
+
 def test_hydra_full_error_keeps_a_sweep_jobs_traceback(tmp_path):
     done = run_python(
         "-m", "pgh.train", "-m", "dataset=digits", "method=itq", "features=pixels", "bits=20",

@@ -241,6 +241,13 @@ def test_bad_labels_name_the_side_instead_of_being_cast():
         evaluate_codes(q, ql, db, ["cat", "dog", "emu"] * 3)
     with pytest.raises(ValueError, match=r"database labels must be whole numbers .* such as \[nan, nan, nan\]"):
         evaluate_codes(q, ql, db, np.where(dbl == 1, np.nan, dbl))
+    with pytest.raises(ValueError, match=r"query labels must be whole numbers .* such as \[1e\+20, 2e\+20\]"):
+        evaluate_codes(q, np.array([1e20, 2e20, 0, 1, 2, 0]), db, dbl)  # both were cast to int64's minimum
+    with pytest.raises(ValueError, match=r"query labels must be whole numbers .*, got uint64 values such as \[9223"):
+        evaluate_codes(q, np.array([2**63, 1, 2, 0, 1, 2], dtype=np.uint64), db, dbl)
+    # packed codes as tensors too (on any device): they went through np.asarray
+    packed = evaluate_packed(torch.from_numpy(pack_codes(q)), ql, torch.from_numpy(pack_codes(db)), dbl).metrics
+    assert packed == evaluate_codes(q, ql, db, dbl).metrics
     # whole-valued floats (a float tensor of class ids) and bools are labels as they are
     expected = evaluate_codes(q, ql, db, dbl).metrics
     assert evaluate_codes(q, torch.tensor(ql, dtype=torch.float32), db, dbl.astype(float)).metrics == expected

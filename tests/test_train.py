@@ -264,6 +264,24 @@ def test_a_wandb_setting_neither_lightning_nor_wandb_takes_is_refused_before_any
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize(
+    "overrides, offline",
+    [
+        ([], False),
+        (["+logger.wandb.offline=true"], True),
+        (["+logger.wandb.mode=offline"], True),
+        (["+logger.wandb.mode=disabled"], True),
+        (["+logger.wandb.mode=online"], False),
+        (["+logger.wandb.settings={mode: dryrun}"], True),
+    ],
+)
+def test_a_wandb_logger_set_offline_in_its_own_settings_needs_no_login(make_cfg, overrides, offline):
+    """`mode=offline` (a key wandb.init takes) was refused for want of an API key; only offline=true passed."""
+    from pgh.logging_utils import logs_offline
+
+    assert logs_offline(make_cfg("logger=wandb", *overrides).logger.wandb) is offline
+
+
 def test_wandb_charts_the_measurements_and_keeps_the_rest_in_the_summary():
     from pgh.logging_utils import split_for_wandb
 
@@ -277,24 +295,33 @@ def test_wandb_charts_the_measurements_and_keeps_the_rest_in_the_summary():
 
 
 @pytest.mark.slow
-def test_a_failed_job_closes_its_wandb_run_and_leaves_no_run_behind(make_cfg, monkeypatch, tmp_path):
-    """A job refused after its W&B run opened (ITQ with more bits than the features have dimensions) left
-    the run open, and the next job of the process logged into it; the refused job's wandb/ stayed. (The
-    loggers now start after that check: a failure later on is what closes a run now.)"""
+def test_a_failed_job_closes_its_wandb_run(make_cfg, monkeypatch, tmp_path):
+    """A job that failed after its W&B run opened left the run open, and the next job of the process
+    (a multirun on the basic launcher) logged into it."""
+    import wandb
+
+    import pgh.train
+
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    jobs = {"refused": "bits=72", "next": "bits=16"}
-    for job, bits in jobs.items():
-        cfg = make_cfg("dataset=digits", "method=itq", bits, "logger=wandb", f"logger.wandb.name={job}")
+    real_save_npy = pgh.train.save_npy
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    for job in ("failed", "next"):
+        cfg = make_cfg("dataset=digits", "method=itq", "bits=16", "logger=wandb", f"logger.wandb.name={job}")
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path / job)
-        if job == "refused":
-            with pytest.raises(ValueError, match="72 bits"):
-                train(cfg)
+        monkeypatch.setattr(pgh.train, "save_npy", full_disk if job == "failed" else real_save_npy)
+        if job == "failed":
+            with pytest.raises(OSError, match="No space left"):
+                train(cfg)  # writing the codes, after the W&B run started
+            assert wandb.run is None
         else:
             train(cfg)
-    assert not (tmp_path / "refused").exists()
-    assert len(list((tmp_path / "next" / "wandb").glob("offline-run-*"))) == 1
+    runs = [list((tmp_path / job / "wandb").glob("offline-run-*")) for job in ("failed", "next")]
+    assert len(runs[0]) == 1 and len(runs[1]) == 1
 
 
 # ------------------------------------------------------------------------------- bad inputs

@@ -205,7 +205,7 @@ class ProgressiveRounds(L.Callback):
             self._write_rounds_csv()
             if t == 0:
                 self._save_grid(pl_module, 0, trainer.loggers, logger_step(trainer))
-                if self.rows and logger_step(trainer) == 0:  # round 0 starts the curves (not again on a resume)
+                if self.rows and trainer.ckpt_path is None:  # round 0 starts the curves (not again on a resume)
                     self._log_row(trainer, self.rows[0])
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:

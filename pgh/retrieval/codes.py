@@ -52,7 +52,7 @@ def pack_codes(codes: torch.Tensor | np.ndarray) -> np.ndarray:
 def as_packed_codes(packed: np.ndarray, bits: int | None = None) -> np.ndarray:
     """`packed` as contiguous uint8 codes [n, bits/8] (bits None: as many as its width holds), or a
     ValueError naming what it is instead: a cast would wrap or truncate other values into other codes."""
-    array = np.asarray(packed)
+    array = to_numpy(packed)
     if array.dtype != np.uint8 or array.ndim != 2:
         hint = "a cast would wrap or truncate other values into other codes"
         if array.dtype == np.bool_:

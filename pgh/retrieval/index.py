@@ -19,7 +19,7 @@ import faiss
 import numpy as np
 
 from pgh.io import atomic_path
-from pgh.retrieval.codes import check_bits
+from pgh.retrieval.codes import check_bits, to_numpy
 
 log = logging.getLogger(__name__)
 GPU_MAX_K = 2048
@@ -138,7 +138,7 @@ class BinaryIndex:
         return self.cpu_index.ntotal
 
     def _check(self, packed: np.ndarray) -> np.ndarray:
-        packed = np.asarray(packed)
+        packed = to_numpy(packed)
         if packed.dtype != np.uint8:  # a cast would wrap or truncate other values into other codes
             raise ValueError(
                 f"expected packed uint8 codes [n, {self.bits // 8}], got {packed.dtype}: bool or 0/1 codes "

@@ -84,10 +84,12 @@ def as_labels(labels: torch.Tensor | np.ndarray, codes: np.ndarray, side: str) -
         raise ValueError(
             f"{side} labels have shape {array.shape} for {side} codes of shape {codes.shape}: give one label per code"
         )
-    if array.dtype.kind == "f":
-        bad = array[~(np.isfinite(array) & (array == np.round(array)))]
+    if array.dtype.kind == "f":  # whole, and within int64 (1e20 and 2e20 would both cast to its minimum)
+        bad = array[~(np.isfinite(array) & (array == np.round(array)) & (np.abs(array) < 2.0**63))]
+    elif array.dtype.kind == "u":
+        bad = array[array >= 2**63]  # would wrap to negative ids
     else:
-        bad = array[:0] if array.dtype.kind in "biu" else array
+        bad = array[:0] if array.dtype.kind in "bi" else array
     if len(bad):
         raise ValueError(
             f"{side} labels must be whole numbers (class ids), got {array.dtype} values such as {bad[:3].tolist()}: "
@@ -209,7 +211,7 @@ def evaluate_packed(
     """
     if distance not in DISTANCES:
         raise ValueError(f"distance={distance!r} is not one of {DISTANCES}")
-    query_packed, db_packed = np.asarray(query_packed), np.asarray(db_packed)
+    query_packed, db_packed = to_numpy(query_packed), to_numpy(db_packed)
     for name, codes in (("query", query_packed), ("database", db_packed)):
         if codes.dtype != np.uint8 or codes.ndim != 2:
             raise ValueError(
