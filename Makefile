@@ -22,7 +22,7 @@ install-gpu: $(VENV)/.installed ## on a CUDA machine: add faiss-gpu (CUDA 12 whe
 	$(PIP) install --quiet --force-reinstall --no-deps 'faiss-gpu>=1.8'
 	$(PY) -c "from pgh.retrieval.index import gpu_available; print('FAISS search on the GPU:', gpu_available())"
 
-test: $(VENV)/.installed ## run the tests (installs first when .venv is missing); slow ones excluded
+test: $(VENV)/.installed ## run the tests (installs first when .venv/.installed is missing or older than pyproject.toml); slow ones excluded
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-all: $(VENV)/.installed ## run every test, the slow ones too
@@ -36,7 +36,7 @@ data: ## install the offline Fashion-MNIST (Debian package dataset-fashion-mnist
 	else apt-get update && apt-get install -y dataset-fashion-mnist; fi
 
 bench-eval: $(VENV)/.installed ## time exact mAP@all and FAISS top-100 (exact and IVF) over 1M codes -> benchmarks/eval.md
-	$(PY) benchmarks/bench_eval.py
+	$(PY) benchmarks/bench_eval.py $(ARGS)
 
 bench-index: $(VENV)/.installed ## time pgh-index's reading and coding of 20,000 PNGs and 3,000 JPEGs, by worker and thread count -> benchmarks/index.md
 	$(PY) benchmarks/bench_index.py $(ARGS)
@@ -46,6 +46,12 @@ bench-gpu: $(VENV)/.installed ## on a CUDA machine: PGH throughput (32-true, bf1
 
 bench-baselines: $(VENV)/.installed ## LSH/ITQ/SH/SpH x pixels/GIST x 16/32/64 bits -> benchmarks/baselines.md + README
 	$(PY) benchmarks/bench_baselines.py $(ARGS)
+
+bench-pgh: $(VENV)/.installed ## PGH on mnist5k and fashion_mnist with per-round mAP -> benchmarks/pgh.md + README
+	$(PY) benchmarks/bench_pgh.py $(ARGS)
+
+bench-deep: $(VENV)/.installed ## DH, DeepBit, BGAN on mnist5k and fashion_mnist x 16/32/64 bits -> benchmarks/deep.md + README
+	$(PY) benchmarks/bench_deep.py $(ARGS)
 
 sweep-baselines: $(VENV)/.installed ## the same grid as a Hydra multirun (add ARGS="hydra/launcher=slurm hydra.launcher.gpus_per_node=0" on a cluster)
 	$(VENV)/bin/pgh-train -m -cd sweeps -cn baselines $(ARGS)
@@ -58,9 +64,3 @@ lint: $(VENV)/.installed ## ruff
 
 clean: ## remove run outputs, reports and caches (not .venv)
 	rm -rf logs outputs multirun reports .cache .pytest_cache
-
-bench-pgh: $(VENV)/.installed ## PGH on mnist5k and fashion_mnist with per-round mAP -> benchmarks/pgh.md + README
-	$(PY) benchmarks/bench_pgh.py $(ARGS)
-
-bench-deep: $(VENV)/.installed ## DH, DeepBit, BGAN on mnist5k and fashion_mnist x 16/32/64 bits -> benchmarks/deep.md + README
-	$(PY) benchmarks/bench_deep.py $(ARGS)

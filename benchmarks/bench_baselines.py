@@ -25,6 +25,7 @@ from common import (  # noqa: E402
     with_kept_columns,
 )
 
+from pgh.hashing import HASHERS
 from pgh.io import write_text
 from pgh.report import paper
 from pgh.report.tables import map_table, replace_between
@@ -66,14 +67,16 @@ def retrain(overrides: list[str], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", nargs="+", default=DATASETS, help="what runs; the table keeps every run")
-    parser.add_argument("--methods", nargs="+", default=METHODS, help="what runs")
-    parser.add_argument("--features", nargs="+", default=FEATURES, help="what runs")
+    # the shallow hashers and the feature options there are: a misspelt name is refused before any run
+    features = sorted(path.stem for path in (Path(CONFIG_DIR) / "features").glob("*.yaml"))
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=sorted(HASHERS), help="what runs")
+    parser.add_argument("--features", nargs="+", default=FEATURES, choices=features, help="what runs")
     parser.add_argument("--bits", nargs="+", type=int, default=BITS, help="what runs")
     parser.add_argument(
         "--from-runs", action="store_true", help="rebuild the tables from the runs' metrics.json without training again"
     )
     args = parser.parse_args()
-    refuse_overrides(parser, args, ["datasets", "methods", "features"])
+    refuse_overrides(parser, args, ["datasets"])
 
     chosen = [(d, m, f, b) for d in args.datasets for f in args.features for m in args.methods for b in args.bits]
     if not args.from_runs:
@@ -96,6 +99,10 @@ def main() -> None:
         for b in bit_lengths
     ]
     results = finished_metrics(run_dir(*key) for key in grid)
+    if not results:  # e.g. --from-runs on a fresh clone: no timing to give, and no cell would change
+        name_unfinished(RUNS)
+        print(f"no finished run under {RUNS}: benchmarks/baselines.md and the README stay as they are")
+        return
     # cells of runs not on this machine (a fresh clone has no logs/) stay as the last table showed them
     previous = previous_cells(ROOT / "benchmarks" / "baselines.md").get("method", {})
     kept = kept_results(previous, results, lambda *key: run_dir(*key).exists())

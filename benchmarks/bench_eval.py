@@ -5,6 +5,7 @@ benchmarks/eval.md."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,9 @@ def ivf_rows() -> list[list[str]]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "eval.md", help="the table's file")
+    args = parser.parse_args()
     rng = np.random.default_rng(0)
     db = rng.integers(0, 256, (N_DB, BITS // 8), dtype=np.uint8)
     q = rng.integers(0, 256, (N_Q, BITS // 8), dtype=np.uint8)
@@ -84,8 +88,7 @@ def main() -> None:
         "of them). *reached*: the share of the exact top-100 Hamming distances the search returns, rank by rank.\n\n"
         + markdown_table(["search", "seconds", "reached", "train + add seconds"], ivf_rows())
     )
-    out = Path(__file__).parent / "eval.md"
-    write_text(out, text)
+    write_text(args.out, text)
     print(text)
 
 

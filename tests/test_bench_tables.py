@@ -111,6 +111,22 @@ def test_bench_pgh_shows_the_kept_rows_best_shallow_where_the_baselines_did_not_
     assert "| 61.41 |" in rows[1]
 
 
+def test_bench_deep_times_only_the_columns_with_deep_runs(tmp_path, monkeypatch):
+    """A column only the shallow rows fill (a baseline at 64 bits) showed a wall-time column of dashes."""
+    deep = load("bench_deep", tmp_path, monkeypatch)
+    readme = readme_with(tmp_path, deep.START, deep.END)
+    fake_run(deep.RUNS / "mnist5k_dh_32", method="dh", features="gist", dataset="mnist5k", bits=32, map_all=0.6)
+    shallow = deep.RUNS.parent / "baselines" / "mnist5k_itq_gist_64"
+    fake_run(shallow, method="itq", features="gist", dataset="mnist5k", bits=64)
+    monkeypatch.setattr(deep, "run_timed", lambda *a, **k: pytest.fail("a finished run trained again"))
+    monkeypatch.setattr(sys, "argv", ["bench_deep.py", "--datasets", "mnist5k", "--methods", "dh", "--bits", "32"])
+    deep.main()
+    lines = readme.read_text().splitlines()
+    map_header = next(line for line in lines if line.startswith("| ") and "mnist5k 32" in line)
+    wall_header = next(line for line in lines if line.startswith("| wall seconds"))
+    assert "mnist5k 64" in map_header and wall_header == "| wall seconds | mnist5k 32 |"
+
+
 def test_bench_deep_and_baselines_keep_every_finished_run(tmp_path, monkeypatch):
     deep = load("bench_deep", tmp_path, monkeypatch)
     readme = readme_with(tmp_path, deep.START, deep.END)
@@ -210,7 +226,7 @@ def test_bench_pgh_takes_the_overrides_after_runs_and_refuses_names_outside_its_
     # bench-deep and bench-baselines take no overrides: one among a list option's values is refused, not a name
     for name, args in (
         ("bench_deep", ["--datasets", "mnist5k", "seed=1"]),
-        ("bench_baselines", ["--features", "gist", "seed=1"]),
+        ("bench_baselines", ["--datasets", "mnist5k", "seed=1"]),
     ):
         script = load(name, tmp_path, monkeypatch)
         monkeypatch.setattr(script, "run_timed", lambda *a, **k: pytest.fail("trained despite the override"))
@@ -218,6 +234,25 @@ def test_bench_pgh_takes_the_overrides_after_runs_and_refuses_names_outside_its_
         with pytest.raises(SystemExit):
             script.main()
         assert "takes no Hydra overrides (seed=1)" in capsys.readouterr().err
+    # a misspelt method or features name: argparse's one line, not Hydra's traceback from the first run
+    script = load("bench_baselines", tmp_path, monkeypatch)
+    monkeypatch.setattr(sys, "argv", ["bench_baselines.py", "--methods", "itqq"])
+    with pytest.raises(SystemExit):
+        script.main()
+    assert "invalid choice: 'itqq' (choose from 'itq', 'lsh', 'sh', 'sph')" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["bench_baselines", "bench_pgh"])
+def test_from_runs_without_any_run_here_leaves_the_tables_as_they_are(name, tmp_path, monkeypatch, capsys):
+    """On a fresh clone --from-runs rewrote the note with no timings ("fitting + encoding: ).") and a new
+    date over the previous table's cells."""
+    script = load(name, tmp_path, monkeypatch)
+    readme_with(tmp_path, script.START, script.END)
+    before = (tmp_path / "README.md").read_text()
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", "--from-runs"])
+    script.main()
+    assert "stay as they are" in capsys.readouterr().out
+    assert (tmp_path / "README.md").read_text() == before
 
 
 def test_bench_baselines_retrains_afresh_and_puts_the_run_back_if_the_retrain_stops(tmp_path, monkeypatch):
