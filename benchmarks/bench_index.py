@@ -8,6 +8,7 @@ function pgh-index runs, and reading alone. Writes benchmarks/index.md (`--quick
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -82,7 +83,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="toy sizes (200 and 50 files); prints, writes nothing")
     parser.add_argument("--out", help="write the table here (default: benchmarks/index.md unless --quick)")
     args = parser.parse_args()
-    rows = index_rows(torch.device("cpu"), args.quick, threads=sorted({1, torch.get_num_threads()}))
+    # one thread and every core, whatever OMP_NUM_THREADS says (under it torch's default is that count)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    rows = index_rows(torch.device("cpu"), args.quick, threads=sorted({1, cores}))
     header = ["files", "torch threads", "--workers", "reading alone (s)", "reading + coding (s)", "images / s"]
     note = "toy sizes, the numbers mean nothing\n\n" if args.quick else ""
     text = (
