@@ -129,8 +129,6 @@ def check_trainer(trainer: DictConfig, method: DictConfig) -> None:
         )
     warmup, progressive = method.module.get("gan_warmup_epochs", 0), method.get("progressive")
     if progressive is not None:
-        import inspect
-
         from pgh.callbacks.progressive import check_round_settings
 
         checked = inspect.signature(check_round_settings).parameters

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import difflib
 import io
 import logging
 import os
@@ -77,15 +76,16 @@ def check_wandb(logger_cfg: DictConfig | None) -> None:
 
     import wandb
 
+    from pgh.override_errors import nearest
+
     takes = set(inspect.signature(WandbLogger.__init__).parameters) | set(inspect.signature(wandb.init).parameters)
     takes -= {"self", "kwargs"}
     for name, entry in wandb_entries.items():
         for key in entry:
             if not key.startswith("_") and key not in takes:
-                close = difflib.get_close_matches(str(key), sorted(takes), n=1, cutoff=0.6)
-                hint = f" (did you mean `{close[0]}`?)" if close else ""
                 raise ValueError(
-                    f"`logger.{name}.{key}` is not a setting of Lightning's WandbLogger or of wandb.init{hint}"
+                    f"`logger.{name}.{key}` is not a setting of Lightning's WandbLogger or of wandb.init"
+                    + nearest(str(key), sorted(takes))
                 )
     if all(logs_offline(entry) for entry in wandb_entries.values()):
         return

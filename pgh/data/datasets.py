@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pgh.data.files import IMAGE_SUFFIXES, find_images, read_images, warn_broken_links
+from pgh.data.split import class_indices
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,7 @@ class ImageDataset:
             raise ValueError(
                 f"dataset {self.name!r}: {self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}"
             )
-        if self.labels.is_floating_point() or self.labels.is_complex() or self.labels.dtype == torch.bool:
-            raise ValueError(
-                f"dataset {self.name!r}: labels must be integers (class indices), got {self.labels.dtype}; "
-                "map each class to 0, 1, 2, ..."
-            )
-        self.labels = self.labels.long()
+        self.labels = class_indices(self.labels, owner=f"dataset {self.name!r}: ")
         if self.class_names is not None:
             self.class_names = tuple(self.class_names)
             low, high = (int(self.labels.min()), int(self.labels.max())) if self.labels.numel() else (0, -1)

@@ -31,6 +31,16 @@ class Split:
             return cls(*(torch.from_numpy(f[k]).long() for k in ("query", "database", "train")))
 
 
+def class_indices(labels: torch.Tensor, owner: str = "") -> torch.Tensor:
+    """`labels` as int64 class indices, refused when they are not integers (a cast would put 0.7 and
+    0.2 in one class); `owner` prefixes the message (a dataset's name)."""
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(
+            f"{owner}labels must be integers (class indices), got {labels.dtype}; map each class to 0, 1, 2, ..."
+        )
+    return labels.long()
+
+
 def make_split(
     labels: torch.Tensor,
     query_per_class: int = 100,
@@ -40,10 +50,7 @@ def make_split(
 ) -> Split:
     """Draw `query_per_class` queries from each class; database = the rest; train ⊆ database.
     `class_names[label]` names a class in errors (pgh-train passes the dataset's, e.g. a folder's)."""
-    labels = torch.as_tensor(labels)
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be integers (class indices), got {labels.dtype}; map each class to 0, 1, 2, ...")
-    labels = labels.long()
+    labels = class_indices(torch.as_tensor(labels))
     for name, value in (("query_per_class", query_per_class), ("train_size", train_size), ("seed", seed)):
         whole = isinstance(value, int) and not isinstance(value, bool)
         if not (whole or (name == "train_size" and value is None)) or (name == "seed" and not 0 <= value < 2**63):
