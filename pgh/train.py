@@ -32,6 +32,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
+import pgh.sweep_jobs  # noqa: F401  (the `pgh_swept` resolver of a sweep job's directory name)
 from pgh.callbacks.checkpointing import STOPPED_CHECKPOINT, reached_last_batch
 from pgh.config_checks import (
     CONFIG_DIR,

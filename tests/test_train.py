@@ -242,8 +242,8 @@ def test_a_sweeps_wandb_runs_are_told_apart_and_described(tmp_path):
     recorder = ["logger=wandb", "logger.wandb._target_=conftest.RecordingWandbLogger"]
     sweep = ["-m", "pgh.train", "-m", "dataset=digits", "method=itq", "features=pixels", "bits=16", "seed=0,1"]
     run_python(*sweep, *recorder, tmp_path=tmp_path, env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
-    jobs = sorted((tmp_path / "logs" / "train" / "multiruns").glob("*/*_digits_itq_pixels_16"))
-    assert [job.name[0] for job in jobs] == ["0", "1"]
+    jobs = sorted((tmp_path / "logs" / "train" / "multiruns").glob("*/*_digits_itq_pixels_16_seed=*"))
+    assert [job.name for job in jobs] == ["0_digits_itq_pixels_16_seed=0", "1_digits_itq_pixels_16_seed=1"]
     for number, job in enumerate(jobs):
         recorded = [json.loads(line) for line in (job / "recorded.jsonl").read_text().splitlines()]
         assert recorded[0]["init"]["name"] == f"digits-itq-pixels-16-job{number}"
@@ -370,6 +370,36 @@ def compose_sweep(name: str, *overrides: str):
         cfg = compose(name, overrides=[f"hydra.searchpath=[file://{CONFIG_DIR}]", *overrides], return_hydra_config=True)
     GlobalHydra.instance().clear()
     return cfg
+
+
+def test_a_sweep_jobs_directory_name_shows_the_settings_it_sweeps(tmp_path):
+    """pgh_jitter's nine jobs were all `<num>_mnist5k_pgh_gist_32`: which shift and rotation a job
+    ran was only in its .hydra/overrides.yaml."""
+    from omegaconf import OmegaConf
+
+    from pgh.sweep_jobs import settings_in_name
+
+    cfg = compose_sweep("pgh_jitter", f"hydra.sweep.dir={tmp_path}")
+    with open_dict(cfg):
+        cfg.hydra.overrides.task = ["bits=16,32"]  # `pgh-train -m -cd sweeps -cn pgh_jitter bits=16,32`
+        cfg.hydra.runtime.choices.update(dataset="mnist5k", method="pgh", features="gist")
+    OmegaConf.save(cfg, tmp_path / "multirun.yaml")  # as Hydra's sweeper writes it before the jobs start
+    names = []
+    for number, bits in ((0, 16), (2, 16), (17, 32)):
+        with open_dict(cfg):
+            cfg.hydra.job.num, cfg.bits = number, bits
+        names.append(cfg.hydra.sweep.subdir)
+    # the swept bits are in every name already; shift, then rotation, then bits, as Hydra numbers the jobs
+    assert names == [
+        "0_mnist5k_pgh_gist_16_augment_shift=0,augment_degrees=0",
+        "2_mnist5k_pgh_gist_16_augment_shift=0,augment_degrees=10",
+        "17_mnist5k_pgh_gist_32_augment_shift=3,augment_degrees=15",
+    ]
+    assert settings_in_name(["+a.lr=1", "b.lr=2", "seed=3", "dataset.root=/data/x"]) == (
+        "_a.lr=1,b.lr=2,seed=3,root=_data_x"  # a key named by its last part where that names it alone
+    )
+    assert len(settings_in_name([f"key{i}=" + "v" * 20 for i in range(9)])) <= 101  # the rest: overrides.yaml
+    assert settings_in_name(["method=lsh", "bits=16"]) == ""
 
 
 def test_sweep_and_slurm_launcher_compose():

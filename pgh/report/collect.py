@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from omegaconf import OmegaConf
+
+from pgh.sweep_jobs import sweep_jobs
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
@@ -71,32 +72,6 @@ def missing_sweep_jobs(paths: list[str | Path]) -> dict[Path, list[str]]:
 
 
 JOB_DIR = re.compile(r"^(\d+)_")
-
-
-def sweep_jobs(multirun_yaml: Path) -> list[list[str]] | None:
-    """The swept settings of each job of the sweep saved in `multirun_yaml`, in job-number order (its
-    sweeper's params and the command's overrides, expanded by Hydra's basic sweeper), or None when
-    that cannot be told."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        hydra = yaml.safe_load(multirun_yaml.read_text(encoding="utf-8"))["hydra"]  # as written: unresolved
-        sweeper = hydra.get("sweeper") or {}
-        if not str(hydra["sweep"]["subdir"]).startswith("${hydra.job.num}_") or sweeper.get("_target_") not in (
-            None,
-            f"{BasicSweeper.__module__}.{BasicSweeper.__name__}",
-        ):  # another sweeper (Optuna, Ax …) draws its own jobs
-            return None
-        arguments = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
-        arguments += list(hydra.get("overrides", {}).get("task") or [])
-        overrides = OverridesParser.create().parse_overrides(arguments)
-        swept = {o.get_key_element() for o in overrides if o.is_sweep_override()}
-        # the last override of a key wins (the command's over the sweep file's), in the key's first place
-        jobs = BasicSweeper.split_arguments(overrides, None)[0]
-        return [[o for o in job if o.split("=", 1)[0] in swept] for job in jobs]
-    except Exception:  # another sweeper's syntax, a glob, a hand-edited file: nothing to compare against
-        return None
 
 
 def natural_order(path: Path) -> list:
