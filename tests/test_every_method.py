@@ -109,6 +109,11 @@ def test_every_deep_method_codes_numpy_inputs_and_names_wrong_ones(make_cfg, met
     if model.input_kind == "images":
         with pytest.raises(ValueError, match=r"looks channels-last: give \[n, C, H, W\]"):
             model.encode_inputs(np.zeros((2, size, size, 3 if channels == 1 else 1), np.uint8))
+        # the fix named is the one for these inputs ((x * 255) would wrap whole numbers in 0..255)
+        with pytest.raises(TypeError, match=r"got torch.int64 .*e.g. x.to\(torch.uint8\) for whole numbers"):
+            model.encode_inputs(good.astype(np.int64))
+        with pytest.raises(TypeError, match=r"e.g. add the channel axis, x\[:, None\]"):
+            model.encode_inputs(good[:, 0])
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m in TINY])

@@ -46,6 +46,13 @@ def test_hasher_misuse(name, blobs):
         hasher.encode(x[:, :5])
     with pytest.raises(ValueError, match="NaN"):
         hasher.encode(torch.full((2, 40), float("nan")))
+    # torch's "can't convert np.ndarray of type numpy.str_" / "manual_seed expected a long" before
+    with pytest.raises(TypeError, match=r"^features must be numbers \(a float \[n, dim\] array or tensor\), got <U"):
+        hasher.encode(x.numpy().astype(str))
+    for seed in (None, -1, 1.5, True):
+        with pytest.raises(ValueError, match=rf"^seed={seed!r} must be a whole number in 0..2\*\*32 - 1"):
+            HASHERS[name](bits=16, seed=seed)
+    assert torch.equal(hasher.encode(x.numpy().tolist()), hasher.encode(x))  # lists and arrays of numbers
 
 
 @pytest.mark.parametrize("name", sorted(HASHERS))

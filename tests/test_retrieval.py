@@ -3,6 +3,7 @@ FAISS index round-trip."""
 
 from __future__ import annotations
 
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -278,6 +279,30 @@ def test_unpack_codes_refuses_what_is_not_packed_codes_of_that_width():
             unpack_codes(bad)
     with pytest.raises(ValueError, match="bits=12 is not a positive multiple of 8"):
         unpack_codes(packed, 12)
+
+
+def test_bits_cast_to_uint8_are_named_where_packed_codes_are_expected():
+    """`(h > 0).astype(np.uint8)` passed every packed-codes check: code_statistics called 112 of 128
+    bits constant, and the metrics and the index ranked other codes without a word."""
+    from pgh.retrieval import code_statistics
+    from pgh.retrieval.codes import LooksUnpackedWarning
+
+    bits = np.random.default_rng(0).integers(0, 2, (40, 16)).astype(bool)
+    cast = bits.astype(np.uint8)  # [40, 16]: read as 128 packed bits
+    labels = np.arange(40) % 4
+    warned = r"the codes \[40, 16\] hold only 0 and 1 bytes: they look like unpacked bits \[n, bits\] cast to uint8"
+    with pytest.warns(LooksUnpackedWarning, match=warned):
+        code_statistics(cast, 128)
+    with pytest.warns(LooksUnpackedWarning, match=r"the query codes \[40, 16\] hold only 0 and 1 bytes"):
+        evaluate_packed(cast, labels, pack_codes(np.repeat(bits, 8, axis=1)), labels)
+    with pytest.warns(LooksUnpackedWarning, match=warned):
+        BinaryIndex(128).add(cast)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # packed codes, and all-zero ones (a collapse), pass quietly
+        code_statistics(pack_codes(bits), 16)
+        code_statistics(np.zeros((40, 16), np.uint8), 128)
+    with pytest.raises(ValueError, match=r"num_threads=-1 must be a whole number >= 1, or None"):
+        evaluate_packed(pack_codes(bits), labels, pack_codes(bits), labels, num_threads=-1)
 
 
 def test_packed_bit_order_is_least_significant_first():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import os
 
+import numpy as np
 import torch
 
 from pgh.io import atomic_path
@@ -24,14 +25,18 @@ class ShallowHasher:
 
     def __init__(self, bits: int, seed: int = 0) -> None:
         self.bits = check_bits(bits)
-        self.seed = seed
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+            raise ValueError(f"seed={seed!r} must be a whole number in 0..2**32 - 1 (as pgh-train's seed)")
+        self.seed = int(seed)
         self.fitted = False
 
     def check_width(self, width: int) -> None:
         """Refuse features of this width before they are computed, where the hasher cannot fit them
         (ITQ's PCA needs as many dimensions as bits); the others take any width."""
 
-    def fit(self, features: torch.Tensor) -> ShallowHasher:
+    def fit(self, features: torch.Tensor | np.ndarray) -> ShallowHasher:
+        """Fit on training features [n, dim] (a tensor on any device, a NumPy array or nested lists of
+        numbers; computed in float64 on the CPU); returns self."""
         x = self._check(features)
         if x.shape[0] < 2:
             raise ValueError(f"{type(self).__name__}.fit needs at least 2 training samples, got {x.shape[0]}")
@@ -40,7 +45,9 @@ class ShallowHasher:
         self.fitted = True
         return self
 
-    def encode(self, features: torch.Tensor) -> torch.Tensor:
+    def encode(self, features: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Codes of features [n, dim] (the width it was fitted on): bool [n, bits] on the CPU, True where
+        a bit is 1 (`pgh.retrieval.pack_codes` packs them into uint8 [n, bits / 8])."""
         if not self.fitted:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(train_features) first")
         x = self._check(features)
@@ -79,8 +86,13 @@ class ShallowHasher:
         with atomic_path(path) as tmp:
             torch.save(self.state_dict(), tmp)
 
-    def _check(self, features: torch.Tensor) -> torch.Tensor:
-        x = torch.as_tensor(features)
+    def _check(self, features: torch.Tensor | np.ndarray) -> torch.Tensor:
+        array = features if isinstance(features, torch.Tensor) else np.asarray(features)
+        if isinstance(array, np.ndarray) and array.dtype.kind not in "biuf":
+            raise TypeError(f"features must be numbers (a float [n, dim] array or tensor), got {array.dtype}")
+        x = torch.as_tensor(array).cpu()  # the hashers fit and code on the CPU
+        if x.is_complex():
+            raise TypeError(f"features must be real numbers (a float [n, dim] array or tensor), got {x.dtype}")
         if x.ndim != 2:
             raise ValueError(f"features must be 2-D [n, dim], got shape {tuple(x.shape)}")
         if not torch.isfinite(x).all():

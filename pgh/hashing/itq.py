@@ -9,6 +9,9 @@ from pgh.hashing.base import ShallowHasher, check_pca_width, pca
 
 
 class ITQ(ShallowHasher):
+    """ITQ with `bits` bits (at most the features' width): PCA, then `iterations` rotation updates
+    from a random orthogonal start drawn with `seed`."""
+
     state_names = ("mean", "pcs", "rotation")
 
     def __init__(self, bits: int, iterations: int = 50, seed: int = 0) -> None:

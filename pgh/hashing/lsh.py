@@ -10,6 +10,9 @@ from pgh.hashing.base import ShallowHasher
 
 
 class LSH(ShallowHasher):
+    """LSH with `bits` bits: signs of the centred features' projections on `bits` Gaussian directions
+    drawn with `seed`."""
+
     state_names = ("mean", "projection")
 
     def _fit(self, x: torch.Tensor, gen: torch.Generator) -> None:

@@ -17,6 +17,8 @@ from pgh.hashing.base import ShallowHasher, pca
 
 
 class SH(ShallowHasher):
+    """Spectral hashing with `bits` bits (deterministic: `seed` is not used)."""
+
     state_names = ("mean", "pcs", "mn", "modes", "omegas")
 
     def _fit(self, x: torch.Tensor, gen: torch.Generator) -> None:

@@ -27,6 +27,11 @@ def _is_int(value) -> bool:
 
 
 class SpH(ShallowHasher):
+    """Spherical hashing with `bits` hyperspheres, their pivots started from training points drawn
+    with `seed` and moved for at most `max_iterations` updates until the overlaps meet `eps_mean` and
+    `eps_std`, on all training points or `train_samples` of them. Its codes rank by the spherical
+    Hamming distance (`distance = "spherical"`: `evaluate(..., distance="spherical")`)."""
+
     distance = "spherical"
     state_names = ("pivots", "radii")
 

@@ -155,10 +155,15 @@ class DeepHasher(L.LightningModule):
         name, got = type(self).__name__, f"{inputs.dtype} {list(inputs.shape)}"
         if self.input_kind == "images" and (inputs.dtype != torch.uint8 or inputs.ndim != 4):
             # float images in [0, 1] would be read as 0..255 and silently give other codes
-            raise TypeError(
-                f"{name} codes uint8 images [n, C, H, W] in 0..255, got {got}: convert them, e.g. "
-                "(x * 255).round().to(torch.uint8) for images in [0, 1]"
-            )
+            if inputs.ndim == 3:
+                fix = "add the channel axis, x[:, None] for grey images [n, H, W]"
+            elif inputs.ndim != 4:
+                fix = "give a batch of images [n, C, H, W]"
+            elif inputs.is_floating_point():
+                fix = "(x * 255).round().to(torch.uint8) for images in [0, 1]"
+            else:
+                fix = "x.to(torch.uint8) for whole numbers in 0..255"
+            raise TypeError(f"{name} codes uint8 images [n, C, H, W] in 0..255, got {got}: convert them, e.g. {fix}")
         if self.input_kind == "features":
             if inputs.ndim != 2 or not inputs.is_floating_point():
                 raise TypeError(f"{name} codes float features [n, dim] (the run's features group), got {got}")

@@ -5,6 +5,7 @@ tensors but does not import torch: a search service loads in a fraction of torch
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -49,6 +50,23 @@ def pack_codes(codes: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.packbits(array, axis=1, bitorder="little")
 
 
+class LooksUnpackedWarning(UserWarning):
+    """Packed codes whose every byte is 0 or 1: most likely bits [n, bits] cast to uint8, not packed."""
+
+
+def warn_if_unpacked(packed: np.ndarray, name: str = "codes") -> None:
+    """Warn when uint8 `packed` codes hold 0 and 1 bytes only, and both (16 bytes or more): that is what
+    `(h > 0).astype(np.uint8)` gives, unpacked bits that read as packed would give other numbers, while
+    packed codes of real data have bytes 0..255. A warning, not an error: such codes can be genuine."""
+    if packed.size >= 16 and packed.min() == 0 and packed.max() == 1:
+        warnings.warn(
+            f"the {name} {list(packed.shape)} hold only 0 and 1 bytes: they look like unpacked bits "
+            "[n, bits] cast to uint8; packed codes are uint8 [n, bits/8] from pgh.retrieval.pack_codes",
+            LooksUnpackedWarning,
+            stacklevel=3,
+        )
+
+
 def as_packed_codes(packed: np.ndarray, bits: int | None = None) -> np.ndarray:
     """`packed` as contiguous uint8 codes [n, bits/8] (bits None: as many as its width holds), or a
     ValueError naming what it is instead: a cast would wrap or truncate other values into other codes."""
@@ -63,6 +81,7 @@ def as_packed_codes(packed: np.ndarray, bits: int | None = None) -> np.ndarray:
             f"bits={bits} but the packed codes are {array.shape[1]} bytes wide ({8 * array.shape[1]} bits, shape "
             f"{array.shape}): pass bits={8 * array.shape[1]}, or codes of {bits // 8} bytes"
         )
+    warn_if_unpacked(array)
     return np.ascontiguousarray(array)
 
 

@@ -19,7 +19,7 @@ import faiss
 import numpy as np
 
 from pgh.io import atomic_path
-from pgh.retrieval.codes import check_bits, to_numpy
+from pgh.retrieval.codes import check_bits, to_numpy, warn_if_unpacked
 
 log = logging.getLogger(__name__)
 GPU_MAX_K = 2048
@@ -147,6 +147,7 @@ class BinaryIndex:
         packed = np.ascontiguousarray(packed)
         if packed.ndim != 2 or packed.shape[1] * 8 != self.bits:
             raise ValueError(f"expected packed codes [n, {self.bits // 8}] (uint8), got shape {packed.shape}")
+        warn_if_unpacked(packed)
         return packed
 
     def add(self, packed: np.ndarray) -> BinaryIndex:

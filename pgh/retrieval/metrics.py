@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pgh.retrieval.codes import pack_codes, to_numpy
+from pgh.retrieval.codes import pack_codes, to_numpy, warn_if_unpacked
 from pgh.retrieval.hamming import as_words
 
 if TYPE_CHECKING:
@@ -211,6 +211,10 @@ def evaluate_packed(
     """
     if distance not in DISTANCES:
         raise ValueError(f"distance={distance!r} is not one of {DISTANCES}")
+    if num_threads is not None and (
+        isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1
+    ):
+        raise ValueError(f"num_threads={num_threads!r} must be a whole number >= 1, or None for the machine's cores")
     query_packed, db_packed = to_numpy(query_packed), to_numpy(db_packed)
     for name, codes in (("query", query_packed), ("database", db_packed)):
         if codes.dtype != np.uint8 or codes.ndim != 2:
@@ -218,6 +222,7 @@ def evaluate_packed(
                 f"{name} codes must be packed uint8 [n, bits/8], got {codes.dtype} {list(codes.shape)}: "
                 "bool or 0/1 codes [n, bits] go to evaluate_codes (or through pack_codes)"
             )
+        warn_if_unpacked(codes, f"{name} codes")
     if query_packed.shape[1] != db_packed.shape[1]:
         raise ValueError(f"query codes have {8 * query_packed.shape[1]} bits, database codes {8 * db_packed.shape[1]}")
     q_labels, db_labels = as_labels(query_labels, query_packed, "query"), as_labels(db_labels, db_packed, "database")
