@@ -245,7 +245,8 @@ def check_split_keys(split: DictConfig) -> None:
 
 def check_directories(cfg: DictConfig) -> None:
     """The feature cache and the loggers' folders must be folders: one naming a file (or a path through
-    one) would stop the job only when it first writes there, in the operating system's words."""
+    one) would stop the job only when it first writes there, in the operating system's words. A
+    logger's folder must not be in another run's directory (see `other_run_around`)."""
     places = {"paths.cache_dir": cfg.paths.get("cache_dir")}
     for name, entry in (cfg.get("logger") or {}).items():
         if isinstance(entry, DictConfig) and "_target_" in entry:
@@ -261,6 +262,26 @@ def check_directories(cfg: DictConfig) -> None:
             if key == "paths.cache_dir" and os.environ.get("PGH_CACHE_DIR"):
                 fix = "point PGH_CACHE_DIR at a folder (or unset it)"
             raise NotADirectoryError(f"{key}={place}: {path} is a file, not a folder; {fix}")
+        other = other_run_around(Path(place), Path(cfg.paths.output_dir)) if key.startswith("logger.") else None
+        if other is not None:
+            raise ValueError(
+                f"{key}={place} is in the run directory {other}, not in this run's paths.output_dir="
+                f"{cfg.paths.output_dir}: this run's logs would overwrite that run's. A config.yaml loaded from a "
+                f"run keeps its resolved paths: set {key} as well, or compose the config anew"
+            )
+
+
+def other_run_around(place: Path, out: Path) -> Path | None:
+    """The run directory (one with a run's config.yaml and split.npz) that holds `place` or is `place`,
+    when that is not this run's `out` nor inside it: where a config.yaml loaded from a finished run
+    (its paths resolved) would send this run's logs (Lightning's CSV logger rewrites metrics.csv there)."""
+    place, out = place.resolve(), out.resolve()
+    if place == out or out in place.parents:
+        return None
+    for folder in (place, *place.parents):
+        if (folder / "config.yaml").is_file() and (folder / "split.npz").is_file():
+            return folder
+    return None
 
 
 def check_code_fits(cfg: DictConfig, initial: bool, width: int) -> None:

@@ -15,7 +15,11 @@ import inspect
 import logging
 import math
 import os
+import random
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -301,7 +305,11 @@ def stored_class_by_class(labels: torch.Tensor) -> bool:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run the composed job into `cfg.paths.output_dir` and return its metrics (the dict written to
-    metrics.json). Under DDP every rank runs it; ranks other than 0 return {} and write no results."""
+    metrics.json). Under DDP every rank runs it; ranks other than 0 return {} and write no results.
+
+    From Python, compose with `paths.output_dir=<a directory>` (pgh-train's Hydra sets it otherwise).
+    The run seeds Python's, NumPy's and torch's random streams with `cfg.seed` and silences some of
+    Lightning's notices; both are as they were when it returns."""
     bits = check_bits(cfg.bits)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**32:
         raise ValueError(f"seed={cfg.seed!r} must be a whole number in 0..2**32 - 1")  # NumPy's and Lightning's range
@@ -417,7 +425,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     before = {name: (out / name).read_bytes() for name in rewritten if (out / name).is_file()}
     progress = JobProgress()
     try:
-        return run_job(cfg, out, dataset, bits, resuming, source, eval_opts, progress)
+        # Lightning's notices silenced for the run only, and the seeding undone: train(cfg) from a
+        # notebook leaves the caller's warning filters and random streams as they were
+        with warnings.catch_warnings(), callers_random_state():
+            return run_job(cfg, out, dataset, bits, resuming, source, eval_opts, progress)
     except BaseException as error:  # Ctrl-C too: stopped while computing features, it leaves nothing either
         close_failed_wandb_run()
         if progress.training_started:
@@ -426,6 +437,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             take_back_start_files(out, started, existing)
             restore_files(out, before)
         raise
+
+
+@contextmanager
+def callers_random_state() -> Iterator[None]:
+    """Python's, NumPy's and torch's global random states (CUDA's too once initialised) and Lightning's
+    seed variables as they were before the block, which seeds them all (`seed_everything`)."""
+    saved_env = {name: os.environ.get(name) for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @dataclass

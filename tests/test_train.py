@@ -1329,3 +1329,38 @@ class ReadsText(DeepHasher):
     """A deep method of an input kind pgh-train cannot feed (test_a_bad_method_class_is_named)."""
 
     input_kind = "text"
+
+
+def test_train_leaves_the_callers_random_streams_and_warning_filters_as_they_were(make_cfg):
+    """From a notebook, every train(cfg) re-seeded the caller's torch, NumPy and Python streams (a
+    subsample drawn after each run came out the same every time) and left Lightning's notices
+    silenced for the rest of the session."""
+    import random
+    import warnings
+
+    def draws() -> tuple:
+        return torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random()
+
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)
+    expected = draws()
+    filters = list(warnings.filters)
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)
+    train(make_cfg("dataset=digits", "method=dh", "method.max_epochs=1", "bits=16", "seed=7"))
+    assert draws() == expected
+    assert warnings.filters == filters
+    assert "PL_GLOBAL_SEED" not in os.environ
+
+
+def test_a_config_loaded_from_a_run_does_not_log_into_that_run(make_cfg, tmp_path):
+    """A finished run's config.yaml holds its resolved paths: given another paths.output_dir, the CSV
+    logger still wrote to the old run and Lightning rewrote its metrics.csv."""
+    train(make_cfg("dataset=digits", "method=dh", "method.max_epochs=1", "bits=16"))
+    first = tmp_path / "run"
+    logged = (first / "csv" / "metrics.csv").read_bytes()
+    cfg = OmegaConf.load(first / "config.yaml")
+    cfg.paths.output_dir = str(tmp_path / "again")
+    with pytest.raises(ValueError, match=rf"^logger.csv.save_dir={first} is in the run directory {first}, not in"):
+        train(cfg)
+    assert (first / "csv" / "metrics.csv").read_bytes() == logged and not (tmp_path / "again").exists()
+    cfg.logger.csv.save_dir = cfg.paths.output_dir  # what the message asks for
+    assert train(cfg)["map_all"] > 0 and (tmp_path / "again" / "csv" / "metrics.csv").is_file()

@@ -151,6 +151,8 @@ class BinaryIndex:
         return packed
 
     def add(self, packed: np.ndarray) -> BinaryIndex:
+        """Append packed codes uint8 [n, bits/8]; their ids continue from `ntotal` (0, 1, ... for the
+        first add). An IVF index needs `train` first. Returns self."""
         if not self.cpu_index.is_trained:
             raise ValueError(
                 f"an IVF index (nlist={self.nlist}) needs train(codes) before add: on the database or a sample of it"
@@ -205,6 +207,7 @@ class BinaryIndex:
         return codes
 
     def save(self, path: str | Path) -> None:
+        """Write the index (its CPU copy) to the file `path`, atomically; `BinaryIndex.load` reads it."""
         if Path(path).is_dir():
             raise ValueError(
                 f"{path} is a directory: save the index to a file path (e.g. {Path(path) / 'codes.faissindex'})"
@@ -214,6 +217,8 @@ class BinaryIndex:
 
     @classmethod
     def load(cls, path: str | Path, use_gpu: bool | None = None) -> BinaryIndex:
+        """The index `save` wrote to `path`, flat or IVF (with the nprobe it was saved with); `use_gpu` as
+        for a new index (None: a flat index searches on the GPU where faiss-gpu sees a CUDA device)."""
         if not Path(path).is_file():
             what = "a directory, not an index file" if Path(path).is_dir() else "no such index file"
             raise FileNotFoundError(f"{path}: {what} (BinaryIndex.save writes one)")

@@ -41,9 +41,13 @@ TOP_N = (1, 10, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000)
 
 @dataclass
 class RetrievalResult:
+    """What `evaluate_packed` / `evaluate_codes` measured: `metrics` {'map_all', 'map_at_<K>',
+    'precision_at_<K>', 'precision_radius_<r>'} as fractions, and the arrays below (pgh-train writes
+    them as pr_curve.csv, precision_at_n.csv and per_class.csv)."""
+
     metrics: dict[str, float]
     pr_curve: np.ndarray  # [bits + 1, 3]: hamming radius, precision, recall (averaged over queries)
-    average_precision: np.ndarray  # [num_queries] AP over the whole database
+    average_precision: np.ndarray  # [num_queries] float: each query's AP over the whole database (mAP@all's terms)
     precision_at_n: np.ndarray  # [len(TOP_N) or fewer, 2]: N, precision of the top N (averaged over queries)
     # [query classes, 5]: label, queries, mAP@all, mAP@K, precision@K over the queries of that label
     per_class: np.ndarray

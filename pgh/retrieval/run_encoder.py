@@ -103,6 +103,8 @@ class RunEncoder:
             )
 
     def __call__(self, paths: list[str | Path]) -> torch.Tensor:
+        """bool codes [n, bits] (on the CPU) of the image files at `paths`, read and resized as the run's
+        dataset was (`code_images` codes images already in memory)."""
         return self.code_images(read_images(paths, self.channels, self.size))
 
     def code_images(self, images: torch.Tensor) -> torch.Tensor:
