@@ -29,7 +29,7 @@ def read_json(path: Path) -> dict[str, Any]:
 # and metrics.json marks a run finished for pgh-report, pgh-index and the benchmarks
 RESULT_FILES = (
     "metrics.json", "pr_curve.csv", "precision_at_n.csv", "per_class.csv", "database_codes.npy", "query_codes.npy",
-    "hasher.pt", "pr_curve.png", "precision_at_n.png",
+    "database_labels.npy", "query_labels.npy", "hasher.pt", "pr_curve.png", "precision_at_n.png",
 )  # fmt: skip
 
 

@@ -616,6 +616,9 @@ def run_job(
     if cfg.get("save_codes", True):
         save_npy(out / "database_codes.npy", db_codes)
         save_npy(out / "query_codes.npy", query_codes)
+        # their labels: the run's codes score (evaluate_packed) and plot (pgh-report --code-maps) without its dataset
+        save_npy(out / "database_labels.npy", labels[split.database].numpy())
+        save_npy(out / "query_labels.npy", labels[split.query].numpy())
     # a resume that trained nothing (a finished run, e.g. a sweep rerun) already gave the loggers these
     logged_before = resuming and metrics.get("global_step") is not None and logged_step == metrics["global_step"]
     step = metrics.get("log_step")

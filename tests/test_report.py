@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import markdown_table_rows, run_python
 
 from pgh.report.cli import build_report, main
 from pgh.report.collect import missing_sweep_jobs
+from pgh.retrieval import pack_codes
 from pgh.train import train
 
 PGH_CONFIG = {
@@ -506,3 +508,38 @@ def test_jobs_of_a_sweep_without_a_directory_are_named(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no metrics.json"):  # and when none has finished, named all the same
         main([str(tmp_path)])
     assert "has no directory for job(s) 1 (method=lsh bits=32), 4" in capsys.readouterr().err
+
+
+def write_codes(run: Path, labels: np.ndarray, flip: float, seed: int = 0) -> None:
+    """32-bit database codes and their labels: class c's codes are its own random code with a share
+    `flip` of the bits flipped, as pgh-train saves them."""
+    rng = np.random.default_rng(seed)
+    centres = rng.integers(0, 2, (labels.max() + 1, 32)).astype(bool)
+    codes = centres[labels] ^ (rng.random((len(labels), 32)) < flip)
+    np.save(run / "database_codes.npy", pack_codes(codes))
+    np.save(run / "database_labels.npy", labels)
+
+
+def test_code_maps_draw_each_rows_codes_by_class(tmp_path, capsys):
+    """The paper's *Semantic discovery* figure (the classes' spread in code space, per method) had no
+    counterpart: `--code-maps` draws a t-SNE map per table row."""
+    from pgh.report.code_maps import class_names, embed
+
+    labels = np.repeat(np.arange(2), 60)
+    write_codes(write_run(tmp_path / "runs" / "a", 0.9), labels, flip=0.05)
+    write_run(tmp_path / "runs" / "b", 0.4, init_hash="lsh")  # saved no codes: named, not drawn
+    main([str(tmp_path / "runs"), "--out", str(tmp_path / "report"), "--code-maps", "100"])
+    err = capsys.readouterr().err
+    assert "1 run(s) in no code map: no database_codes.npy and database_labels.npy" in err
+    assert (tmp_path / "report" / "code_map_mnist5k_32.png").is_file()
+    assert "![code_map_mnist5k_32.png](code_map_mnist5k_32.png)" in (tmp_path / "report" / "report.md").read_text()
+    assert class_names(tmp_path / "runs" / "a") == {4: "Coat, long", 6: "Shirt"}  # a name with a comma
+    # two random class codes (about 16 bits apart), 5 % of bits flipped: each point's nearest one is of its class
+    codes = np.unpackbits(np.load(tmp_path / "runs" / "a" / "database_codes.npy"), axis=1, bitorder="little")
+    xy, items = embed(codes.astype(bool), 100)
+    assert len(items) == 100 and len(set(items)) == 100
+    distances = ((xy[:, None] - xy[None]) ** 2).sum(-1) + np.diag(np.full(100, np.inf))
+    assert (labels[items][distances.argmin(1)] == labels[items]).all()
+    for argv, message in (([], "--code-maps draws figures: give --out <dir> too"), (["--out", "r"], "needs N >= 10")):
+        with pytest.raises(SystemExit, match=message):
+            main([str(tmp_path / "runs"), *argv, "--code-maps", "5" if argv else "100"])

@@ -46,6 +46,11 @@ def test_train_every_method_on_digits(make_cfg, method, capsys):
     labels = load_digits().labels
     again = evaluate_packed(q, labels[split.query], db, labels[split.database], distance=metrics["distance"])
     assert again.metrics["map_all"] == pytest.approx(metrics["map_all"])
+    # and with the labels saved beside them, without the dataset
+    saved_labels = np.load(out / "query_labels.npy"), np.load(out / "database_labels.npy")
+    assert np.array_equal(saved_labels[0], labels[split.query]) and np.array_equal(
+        saved_labels[1], labels[split.database]
+    )
     lines = (out / "pr_curve.csv").read_text().splitlines()
     assert lines[0] == "hamming_radius,precision,recall" and len(lines) == 18
     at_n = np.loadtxt(out / "precision_at_n.csv", delimiter=",", skiprows=1)

@@ -17,8 +17,10 @@ Every directory at or below the arguments that holds a metrics.json is a run. Th
 and, with --out, the precision-recall curves over Hamming radii and the precision@N curves of every
 row, one figure each per dataset and bit length (pr_<dataset>_<bits>.png,
 precision_at_n_<dataset>_<bits>.png; repeats averaged; runs that predate precision_at_n.csv are left
-out of the second). report.md also shows the figures and names what is not in it: runs without
-metrics.json, and a sweep's jobs without a directory (with their swept settings).
+out of the second); with --code-maps, a t-SNE map of each row's database codes by class
+(code_map_<dataset>_<bits>.png). report.md also shows the figures and names what is not in it: runs
+without metrics.json, a sweep's jobs without a directory (with their swept settings), and runs in no
+code map.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import numpy as np
 from pgh.data import Split
 from pgh.io import write_text
 from pgh.report import paper
+from pgh.report.code_maps import MIN_CODES, code_maps, plot_code_maps
 from pgh.report.collect import (
     find_runs,
     load_run,
@@ -54,7 +57,7 @@ from pgh.report.variants import by_cell, label_variants, mean_per_cell, split_re
 from pgh.retrieval.metrics import metric_key
 
 MNIST_DATASETS = {"mnist", "mnist5k"}
-FIGURE_NAME = re.compile(r"^(rounds|pr_.+_\d+|precision_at_n_.+_\d+)\.png$")  # what --out writes
+FIGURE_NAME = re.compile(r"^(rounds|pr_.+_\d+|precision_at_n_.+_\d+|code_map_.+_\d+)\.png$")  # what --out writes
 
 
 def paper_reference(datasets: set[str]) -> tuple[dict | None, str]:
@@ -75,6 +78,7 @@ class Report:
     rounds: dict[str, list[float]]  # PGH's progressive curves: label -> mAP@all % by round
     pr_curves: dict[tuple[str, int], dict[str, np.ndarray]]  # (dataset, bits) -> row -> [bits + 1, 3]
     precision_at_n: dict[tuple[str, int], dict[str, np.ndarray]]  # (dataset, bits) -> row -> [m, 2]
+    counted: list[dict[str, Any]]  # the runs the tables count (a repeated seed once), their rows labelled
 
 
 def runs_table(results: list[dict[str, Any]]) -> str:
@@ -240,7 +244,11 @@ def build_report(paths: list[str | Path]) -> Report:
     if curves:
         text += "\n## PGH: mAP@all (%) by round (round 0: the initial codes)\n\n" + rounds_table(curves)
     return Report(
-        text, curves, curves_per_cell(counted, "pr_curve.csv"), curves_per_cell(counted, "precision_at_n.csv")
+        text,
+        curves,
+        curves_per_cell(counted, "pr_curve.csv"),
+        curves_per_cell(counted, "precision_at_n.csv"),
+        counted,
     )
 
 
@@ -255,9 +263,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("paths", nargs="+", help="run directories, sweep directories, or folders holding them")
     parser.add_argument("--out", type=Path, help="also write report.md and the figures into this directory")
+    parser.add_argument(
+        "--code-maps", type=int, nargs="?", const=1000, default=None, metavar="N",
+        help="with --out: also a t-SNE map of N (1000) database codes of each table row, coloured by class "
+        "(code_map_<dataset>_<bits>.png; seconds to a minute a row)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         sys.exit(f"pgh-report: --out {args.out} is a file: give a directory (it is created if missing)")
+    if args.code_maps is not None and (args.out is None or args.code_maps < MIN_CODES):
+        problem = "draws figures: give --out <dir> too" if args.out is None else f"needs N >= {MIN_CODES} codes"
+        sys.exit(f"pgh-report: --code-maps {problem}")
     # named first: also when no run has finished, which ends the command below
     paths = [p for p in map(Path, args.paths) if p.exists()]
     left_out = unfinished_runs(paths)
@@ -285,6 +301,16 @@ def main(argv: list[str] | None = None) -> None:
             figures[f"precision_at_n_{file_part(dataset)}_{b}.png"] = plot_precision_at_n(
                 curves, f"{dataset}, {b} bits"
             )
+        if args.code_maps is not None:
+            maps, without = code_maps(report.counted, args.code_maps)
+            for (dataset, b), panels in sorted(maps.items()):
+                title = f"{dataset}, {b} bits: t-SNE of {args.code_maps:,} database codes (Hamming), by class"
+                figures[f"code_map_{file_part(dataset)}_{b}.png"] = plot_code_maps(panels, title)
+            if without:
+                shown = ", ".join(map(str, without[:5])) + (f" and {len(without) - 5} more" if len(without) > 5 else "")
+                notes.append(f"{len(without)} run(s) in no code map: no database_codes.npy and database_labels.npy "
+                             f"(save_codes=false, or a run from before the labels were saved): {shown}")  # fmt: skip
+                print(f"pgh-report: {notes[-1]}", file=sys.stderr)
         for name, fig in figures.items():
             save_figure(fig, args.out / name)
             matplotlib_close(fig)
