@@ -171,7 +171,8 @@ class RecordOptimizerStates:
 
 class RecordingWandbLogger(WandbLogger):
     """Lightning's W&B logger (offline) that also appends what it is given to `<save_dir>/recorded.jsonl`:
-    its init arguments, the hyperparameters and each log_metrics call with its step."""
+    its init arguments, the hyperparameters, each log_metrics call with its step, and the run's summary
+    when it closes."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -188,6 +189,11 @@ class RecordingWandbLogger(WandbLogger):
     def log_metrics(self, metrics, step=None) -> None:
         self._record({"metrics": dict(metrics), "step": step})
         super().log_metrics(metrics, step=step)
+
+    def finalize(self, status: str) -> None:
+        summary = self.experiment.summary
+        self._record({"summary": {key: summary[key] for key in summary.keys()}})
+        super().finalize(status)
 
 
 class KillAtEpochStart:

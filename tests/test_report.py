@@ -447,6 +447,8 @@ def test_runs_on_different_image_folders_are_different_datasets(tmp_path):
         edit_config(tmp_path / name, dataset={**folder, "root": "/data/shoes"})
     with pytest.raises(ValueError, match=r"precision_at_n.csv of one table cell's runs differ in length .*b: 3 rows"):
         build_report([tmp_path])
+    (tmp_path / "b" / "precision_at_n.csv").write_text("n,precision\n1,1.0\n100,0.6\n")
+    assert "| method | folder 32 |" in build_report([tmp_path]).text
 
 
 def test_a_metrics_file_as_the_path_reports_its_run(tmp_path, capsys):
@@ -543,3 +545,10 @@ def test_code_maps_draw_each_rows_codes_by_class(tmp_path, capsys):
     for argv, message in (([], "--code-maps draws figures: give --out <dir> too"), (["--out", "r"], "needs N >= 10")):
         with pytest.raises(SystemExit, match=message):
             main([str(tmp_path / "runs"), *argv, "--code-maps", "5" if argv else "100"])
+
+
+def test_a_method_or_features_of_ones_own_is_named_in_capitals_as_the_papers():
+    from pgh.report.tables import row_name
+
+    assert row_name("mine", "gist") == "MINE+GIST" and row_name("pgh", "myfeatures", "x=1") == "PGH+MYFEATURES (x=1)"
+    assert row_name("sph", "vgg16_fc7") == "SpH+VGG"

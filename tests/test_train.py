@@ -259,6 +259,8 @@ def test_a_sweeps_wandb_runs_are_told_apart_and_described(tmp_path):
         }  # fmt: skip
         (final,) = [r["metrics"] for r in recorded if "map_all" in r.get("metrics", {})]  # (figures log too)
         assert not {"bits", "seed", "num_train", "dataset"} & set(final)
+        (summary,) = [r["summary"] for r in recorded if "summary" in r]  # the settings are in the run's summary
+        assert summary["bits"] == 16 and summary["dataset"] == "digits" and summary["seed"] == number
 
 
 def test_a_wandb_setting_neither_lightning_nor_wandb_takes_is_refused_before_any_work(make_cfg, tmp_path, monkeypatch):
@@ -902,6 +904,9 @@ def test_wandb_without_an_api_key_names_the_ways_out(tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists()
     # before any work, and before W&B could ask for a key (in a terminal it waited for an answer)
     assert not (tmp_path / "cache").exists() and "Enter your choice" not in done.stdout
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # logs nowhere: needs no key
+    done = run_python(*args, tmp_path=tmp_path, check=False)
+    assert done.returncode == 0 and "no API key" not in done.stderr
 
 
 def test_a_code_longer_than_the_features_is_refused_before_they_are_computed(make_cfg, tmp_path):
@@ -1124,6 +1129,7 @@ def test_ctrl_c_in_training_names_the_command_that_resumes_it(make_cfg, caplog):
     out = Path(cfg.paths.output_dir)
     (out / ".hydra").mkdir(parents=True)
     overrides = ["dataset=digits", "method=dh", "hydra.run.dir=elsewhere", "method.module.hidden=[64, 32]"]
+    overrides += ["requeued=true", "+ckpt_path=x"]  # set by the resume itself: kept, Hydra would refuse two ckpt_path
     (out / ".hydra" / "overrides.yaml").write_text(OmegaConf.to_yaml(overrides))  # what Hydra records
     handler = signal.getsignal(signal.SIGINT)
     try:
@@ -1136,6 +1142,21 @@ def test_ctrl_c_in_training_names_the_command_that_resumes_it(make_cfg, caplog):
         f"'method.module.hidden=[64, 32]' ckpt_path=last hydra.run.dir={out}"
     )
     assert stopped.value.code == expected and expected in caplog.text
+
+
+def test_the_resume_command_keeps_hydras_own_overrides(tmp_path):
+    """A run of one's own method (`hydra.searchpath=[file://…]`) must resume with the search path, or
+    `method=mine` does not compose."""
+    from conftest import run_python
+
+    args = ["dataset=digits", "method=dh", "features=pixels", "bits=16", "method.max_epochs=3"]
+    args += ["method.checkpoint_every_n_steps=1", "+callbacks.stop._target_=test_train.PressCtrlC"]
+    searchpath = f"hydra.searchpath=[file://{tmp_path}]"
+    done = run_python(
+        "-m", "pgh.train", *args, searchpath, f"hydra.run.dir={tmp_path}/run", tmp_path=tmp_path, check=False
+    )
+    assert done.returncode == 1
+    assert f"resume with: pgh-train '{searchpath}' {' '.join(args)} ckpt_path=last hydra.run.dir=" in done.stderr
 
 
 def test_pghs_closing_line_shows_the_round_0_codes_it_started_from():
@@ -1291,6 +1312,8 @@ def test_the_size_suggested_for_whole_images_is_one_the_networks_take():
         (["method._target_=pgh.methods.DH"], r"pgh.methods.DH is a DeepHasher: its config goes under method.module"),
         (["method=dh", "method.module._target_=pgh.hashing.ITQ"], r"pgh.hashing.ITQ is no pgh.methods.base.DeepHasher"),
         (["method=dh", "method.module._target_=test_train.ReadsText"], r"has input_kind='text', not one of"),
+        (["method._target_=torch.nn.Linear"], r"torch.nn.Linear is no pgh.hashing.ShallowHasher, nor a DeepHasher"),
+        (["method._target_=pgh.hashing.load_hasher"], r"^method._target_=pgh.hashing.load_hasher is no class$"),
     ],
 )  # fmt: skip
 def test_a_method_class_that_does_not_import_or_sits_under_the_wrong_key_is_named(
@@ -1326,6 +1349,7 @@ def test_codes_come_from_eval_mode_whatever_mode_the_model_is_in():
     x = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
     model.eval()
     expected = model.encode_inputs(x)
+    assert not model.training  # an eval-mode model stays in eval mode
     model.train()
     assert torch.equal(model.encode_inputs(x, batch_size=7), expected) and model.training  # its mode restored
 
