@@ -162,10 +162,20 @@ def test_seed_also_seeds_the_distributed_sampler_of_a_ddp_run(make_cfg, monkeypa
     from lightning.pytorch.trainer.connectors.data_connector import _get_distributed_sampler
     from torch.utils.data import DataLoader
 
+    import pgh.train as pgh_train
+
+    seen = {}
+
+    def fit_shallow(*args, **kwargs):  # the sampler Lightning would build in the run
+        loader = DataLoader(list(range(10)), shuffle=True)
+        seen["seed"] = _get_distributed_sampler(loader, shuffle=True, overfit_batches=0, num_replicas=2, rank=0).seed
+        return original(*args, **kwargs)
+
+    original = pgh_train.fit_shallow
+    monkeypatch.setattr(pgh_train, "fit_shallow", fit_shallow)
     monkeypatch.setenv("PL_GLOBAL_SEED", "0")  # restored after the test
     train(make_cfg("dataset=digits", "method=lsh", "bits=16", "split.query_per_class=20", "seed=7"))
-    loader = DataLoader(list(range(10)), shuffle=True)
-    assert _get_distributed_sampler(loader, shuffle=True, overfit_batches=0, num_replicas=2, rank=0).seed == 7
+    assert seen["seed"] == 7 and os.environ["PL_GLOBAL_SEED"] == "0"  # the caller's again afterwards
 
 
 def test_gist_run_uses_the_feature_cache(make_cfg):
