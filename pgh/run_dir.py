@@ -4,10 +4,14 @@ that a refused command leaves no run behind and an earlier run's files as they w
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +62,57 @@ class RemoveResultsAtStart(Callback):
             remove_results(self.out)
 
 
+log = logging.getLogger(__name__)
+
+RUN_LOCK = ".pgh-train.lock"  # held by the one job running in a run directory (pgh-train's rank 0)
+
+
+@contextmanager
+def run_directory_lock(out: Path, wait_s: float = 0.0) -> Iterator[None]:
+    """`out` to this job alone while it runs: a second pgh-train job given the same directory (the same
+    hydra.run.dir, a sweep launched twice into one hydra.sweep.dir, a resume typed while SLURM requeued
+    the job) is refused instead of mixing its files with the first one's. The lock is the system's
+    (flock on `out/.pgh-train.lock`), released when the job ends, however it ends; `wait_s`: how long
+    to wait for it (a requeued job: on NFS a killed job's lock lasts until its lease expires). Where
+    the file system has no locks, nothing is held. Once held, the temporary files of writes that a
+    killed job left (`atomic_path`'s `.<name>.*.tmp`) are removed."""
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(out / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:  # a read-only directory: the job's own writes will say so
+        yield
+        return
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise FileExistsError(
+                        f"another pgh-train job is running in {out}: give this one a directory of its own "
+                        "(hydra.run.dir, or hydra.sweep.dir for a sweep), or wait until that one has ended"
+                    ) from None
+                time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
+            except OSError as error:  # no locks there (ENOLCK)
+                log.warning("cannot lock %s (%s): a second job in this directory would not be refused", out, error)
+                break
+        remove_killed_writes(out)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def remove_killed_writes(out: Path) -> None:
+    """Delete what `atomic_path` writes of a killed job left in the run directory (`.<name>.*.tmp`
+    beside its results, checkpoints and grids); called under the run's lock, when no write is under way."""
+    for folder in (out, out / "checkpoints", out / "grids"):
+        for tmp in folder.glob(".*.tmp") if folder.is_dir() else []:
+            if tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink(missing_ok=True)
+
+
 def take_back_start_files(out: Path, started: list[Path], existing: set[str]) -> None:
     """After a job failed before it made anything but its start files (config.yaml, split.npz, the CSV
     and TensorBoard loggers' hparams; those in `started` did not exist before it) and before a deep
@@ -66,7 +121,7 @@ def take_back_start_files(out: Path, started: list[Path], existing: set[str]) ->
     a fitted hasher, results), everything stays; what was in `out` before (`existing` names) always
     stays."""
     try:
-        made = {entry.name for entry in out.iterdir()} - existing - {".hydra"}
+        made = {entry.name for entry in out.iterdir()} - existing - {".hydra", RUN_LOCK}
         made = {name for name in made if not name.endswith(".log")}
         if not made <= {path.name for path in started if path != out}:
             return
@@ -77,8 +132,10 @@ def take_back_start_files(out: Path, started: list[Path], existing: set[str]) ->
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
-        if out in started and not any(out.iterdir()):
-            out.rmdir()
+        if out in started:
+            (out / RUN_LOCK).unlink(missing_ok=True)  # the job's own, released
+            if not any(out.iterdir()):
+                out.rmdir()
     except OSError:  # the job's own error is the one to show
         pass
 
@@ -124,7 +181,7 @@ def remove_if_only_hydra_files(out: Path, job_log: str) -> bool:
         if entry.name == ".hydra" and entry.is_dir() and not entry.is_symlink():
             if not all(f.is_file() and not f.is_symlink() and f.name in HYDRA_START_FILES for f in entry.iterdir()):
                 return False
-        elif not (entry.name == job_log and entry.is_file() and not entry.is_symlink()):
+        elif not (entry.name in (job_log, RUN_LOCK) and entry.is_file() and not entry.is_symlink()):
             return False
     if (out / job_log).exists():
         handler = own_log_handler(out / job_log)

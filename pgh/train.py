@@ -19,7 +19,7 @@ import random
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,6 +33,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.utilities.seed import seed_everything
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
@@ -84,10 +85,14 @@ from pgh.run_dir import (
     remove_results,
     remove_rounds,
     restore_files,
+    run_directory_lock,
     take_back_start_files,
 )
 
 log = logging.getLogger(__name__)
+# how long a requeued job waits for its run directory's lock (on NFS a killed job's lock outlives it until its
+# lease expires, about 90 s)
+REQUEUED_LOCK_WAIT_S = 300.0
 
 
 def feature_name(cfg: DictConfig) -> str:
@@ -427,7 +432,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         # Lightning's notices silenced for the run only, and the seeding undone: train(cfg) from a
         # notebook leaves the caller's warning filters and random streams as they were
-        with warnings.catch_warnings(), callers_random_state():
+        # one job at a time in a run directory (rank 0 holds it for a DDP run's ranks)
+        lock = run_directory_lock(out, REQUEUED_LOCK_WAIT_S if cfg.get("requeued") else 0.0)
+        with lock if rank_zero_only.rank == 0 else nullcontext(), warnings.catch_warnings(), callers_random_state():
             return run_job(cfg, out, dataset, bits, resuming, source, eval_opts, progress)
     except BaseException as error:  # Ctrl-C too: stopped while computing features, it leaves nothing either
         close_failed_wandb_run()

@@ -1403,3 +1403,33 @@ def test_a_config_loaded_from_a_run_does_not_log_into_that_run(make_cfg, tmp_pat
     assert (first / "csv" / "metrics.csv").read_bytes() == logged and not (tmp_path / "again").exists()
     cfg.logger.csv.save_dir = cfg.paths.output_dir  # what the message asks for
     assert train(cfg)["map_all"] > 0 and (tmp_path / "again" / "csv" / "metrics.csv").is_file()
+
+
+def test_a_second_job_in_a_run_directory_is_refused_while_the_first_runs(make_cfg, tmp_path):
+    """Two jobs given one hydra.run.dir both ran: the directory ended with one's metrics.json and
+    checkpoint beside the other's config.yaml, and read as a finished run."""
+    import fcntl
+
+    from pgh.run_dir import RUN_LOCK
+
+    cfg = make_cfg("dataset=digits", "method=lsh", "bits=16", "split.query_per_class=20")
+    out = Path(cfg.paths.output_dir)
+    out.mkdir()
+    with open(out / RUN_LOCK, "a") as first_job:  # as the job running there holds it
+        fcntl.flock(first_job, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(FileExistsError, match=rf"^another pgh-train job is running in {out}: give this one a"):
+            train(cfg)
+        assert sorted(p.name for p in out.iterdir()) == [RUN_LOCK]  # the refused job wrote nothing
+    # once it has ended, a job goes ahead; writes that a killed job left half-done are cleared away
+    (out / "checkpoints").mkdir()
+    killed = [out / ".metrics.json.k1l2.tmp", out / "checkpoints" / ".last.ckpt.k1l2.tmp"]
+    for path in killed:
+        path.write_bytes(b"half")
+    assert train(cfg)["map_all"] > 0 and not any(path.exists() for path in killed)
+
+
+def test_a_refused_job_leaves_no_run_directory_and_no_lock_behind(make_cfg, tmp_path):
+    cfg = make_cfg("dataset=digits", "method=itq", "bits=16", "split.train_size=10")
+    with pytest.raises(ValueError, match="needs at least 17 training samples"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
