@@ -104,12 +104,28 @@ def test_idx_images_that_are_not_uint8_are_refused_not_cast(tmp_path):
         load_fashion_mnist(str(tmp_path))
 
 
+def test_idx_labels_that_are_not_uint8_are_refused_not_cast(tmp_path):
+    """The uint8 check covers the labels file too: float labels were cast, 0.7 and 0.2 into class 0."""
+    make_idx_dir(tmp_path, gz=False)
+    floats = (np.arange(8) % 4 + 0.5).astype(">f4")
+    header = struct.pack(">BBBB", 0, 0, 0x0D, 1) + struct.pack(">I", len(floats))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(header + floats.tobytes())
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte holds >f4 values, not the uint8 of MNIST-format"):
+        load_fashion_mnist(str(tmp_path))
+
+
 def test_labels_that_are_not_integers_are_refused():
     images = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
     with pytest.raises(ValueError, match=r"labels must be integers \(class indices\), got torch.float32"):
         ImageDataset("mine", images, torch.tensor([0.0, 1.7, 1.2, 0.4]))
     with pytest.raises(ValueError, match=r"labels must be integers \(class indices\), got torch.float64"):
         make_split(torch.arange(20, dtype=torch.float64) % 2, query_per_class=2)
+
+
+def test_bool_labels_are_refused_by_the_split():
+    """Bool labels (a mask passed for the labels) were cast to two classes, 0 and 1."""
+    with pytest.raises(ValueError, match=r"^labels must be integers \(class indices\), got torch.bool; map each"):
+        make_split(torch.arange(20) % 2 == 0, query_per_class=2)
 
 
 def test_a_damaged_gzip_idx_file_is_named_with_how_to_replace_it(tmp_path):

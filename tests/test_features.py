@@ -27,6 +27,12 @@ def test_extractor_rejects_non_uint8():
         PixelFeatures()(torch.zeros(2, 1, 4, 4))
 
 
+def test_extractor_refuses_an_empty_batch_of_images():
+    """No images: torch.cat of no batches failed with "expected a non-empty list of Tensors"."""
+    with pytest.raises(ValueError, match=r"^no images to extract features from: images has shape \(0, 1, 8, 8\)$"):
+        PixelFeatures()(torch.zeros(0, 1, 8, 8, dtype=torch.uint8))
+
+
 def test_vgg_missing_weights_is_an_error_not_a_random_network(tmp_path):
     with pytest.raises(FileNotFoundError, match="pretrained=false"):
         VGG16FC7Features(weights=str(tmp_path / "vgg16.pth"))

@@ -127,6 +127,17 @@ def test_saved_hasher_errors(blobs, tmp_path):
     assert torch.equal(load_hasher(tmp_path / "mine.pt").encode(x), LSH(bits=16).fit(x).encode(x))
 
 
+def test_a_saved_state_naming_a_class_that_is_no_hasher_is_refused(blobs, tmp_path):
+    """The module a file names is imported, but only a ShallowHasher it holds is built: any other class
+    (here pathlib.Path) was called with the state's bits and seed."""
+    from pgh.hashing import load_hasher
+
+    state = LSH(bits=16).fit(blobs[0]).state_dict()
+    torch.save({**state, "hasher": "Path", "module": "pathlib"}, tmp_path / "path.pt")
+    with pytest.raises(ValueError, match=r"path.pt is not a saved shallow hasher \(one of .*, or a ShallowHasher's\)"):
+        load_hasher(tmp_path / "path.pt")
+
+
 class BlobsLSH(LSH):
     """A hasher defined outside pgh (here: in this test module)."""
 

@@ -549,3 +549,16 @@ def test_images_unlike_the_runs_training_images_get_a_warning(make_cfg, tmp_path
     assert "warning: the images (e.g. 0.png) are in colour (read as grey) and 64x64 (resized to 8x8), unlike " \
            "the 1-channel 8x8 images (digits)" in err  # fmt: skip
     assert json.loads((tmp_path / "other" / "index.json").read_text())["count"] == 3  # still built
+
+
+def test_a_thin_strip_first_among_the_images_is_indexed_with_the_others(make_cfg, tmp_path, capsys):
+    """The grey-or-colour check shrinks the first image to at most 256 pixels a side: a 1000x1 strip
+    shrank to a height of 0, which PIL refuses, and the build failed before coding anything."""
+    run = trained_run(make_cfg, tmp_path, "sh", SHALLOW["sh"])
+    write_database_images(run, tmp_path / "images")
+    strip = np.random.default_rng(0).integers(0, 256, (1, 1000, 3), dtype=np.uint8)
+    Image.fromarray(strip).save(tmp_path / "images" / "0" / "0.png")  # sorts first: 0/0.png
+    main(["build", str(run), str(tmp_path / "images"), "--out", str(tmp_path / "index"), "--device", "cpu"])
+    assert "(e.g. 0.png) are in colour (read as grey) and 1000x1" in capsys.readouterr().err
+    assert json.loads((tmp_path / "index" / "index.json").read_text())["count"] == N_IMAGES + 1
+    assert (tmp_path / "index" / "paths.txt").read_text().splitlines()[0] == "0/0.png"

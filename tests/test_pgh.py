@@ -313,6 +313,23 @@ def test_resume_mid_round_continues_the_same_round_with_the_same_codes(make_cfg)
     assert [r["round"] for r in rows] == ["0", "1", "2"] and rows[:2] == rows_before
 
 
+def test_a_resume_in_round_0_does_not_log_round_0_again(make_cfg, tmp_path):
+    """Round 0's metrics start the curves once, at step 0: a run stopped inside round 0 and resumed
+    logged them again at the resume's step, a second point of round 0 in csv/metrics.csv."""
+    straight = make_cfg(*SMALL)
+    with open_dict(straight):
+        straight.paths.output_dir = str(tmp_path / "straight")
+    train(straight)
+    train(make_cfg(*SMALL, "+trainer.max_steps=15"))  # 5 batches of 3 steps: epoch 1 of round 0
+    train(make_cfg(*SMALL, "ckpt_path=last"))
+
+    def map_steps(run: Path) -> list[str]:
+        return [r["step"] for r in read_rows(run / "csv" / "metrics.csv") if r.get("rounds/map_all")]
+
+    assert map_steps(tmp_path / "straight") == ["0", "8", "16"]
+    assert map_steps(tmp_path / "run") == map_steps(tmp_path / "straight")
+
+
 def test_resume_at_a_round_boundary_repeats_the_uninterrupted_run(make_cfg, tmp_path):
     """The checkpoint holds the random generators' states: a run stopped after round 1 and resumed
     to round 2 draws the same batches, noise and jitter as one run of two rounds, bit for bit, also
@@ -524,6 +541,19 @@ def test_bad_pgh_settings(make_cfg):
         train(make_cfg(*SMALL, "method.module.distill_min_agreement=80"))
     with pytest.raises(Exception, match="negative"):
         train(make_cfg(*SMALL, "method.module.negative=nearest"))
+
+
+def test_a_bool_epochs_per_round_is_refused_not_taken_as_one(make_cfg, tmp_path, monkeypatch):
+    """epochs_per_round=true is a bool, which Python counts as the int 1: without the bool check it
+    passed as rounds of one epoch."""
+    import pgh.train
+
+    monkeypatch.setattr(pgh.train, "cached_features", lambda *a, **k: pytest.fail("features computed first"))
+    with pytest.raises(
+        ValueError, match=r"method.progressive: epochs_per_round=True must be a whole number >= 1 of epochs"
+    ):
+        train(make_cfg(*SMALL, "method.progressive.epochs_per_round=true"))
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a CUDA device")

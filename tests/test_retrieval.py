@@ -465,6 +465,12 @@ def test_ivf_index_errors():
     assert BinaryIndex(32, nlist=8).nprobe == 8 and BinaryIndex(32, use_gpu=False).train(packed).nprobe is None
 
 
+def test_an_ivf_index_refuses_nprobe_0():
+    """nprobe=0 scans no list: every search would come back empty (FAISS's -1 ids) without a word."""
+    with pytest.raises(ValueError, match=r"^nprobe=0 must be a whole number in 1..nlist=8$"):
+        BinaryIndex(32, nlist=8, nprobe=0)
+
+
 @pytest.mark.gpu
 def test_faiss_gpu_matches_cpu():
     from pgh.retrieval.index import gpu_available
@@ -583,6 +589,18 @@ def test_code_statistics_against_numpy():
         code_statistics(pack_codes(codes).astype(np.int64) * 5, 16)  # a cast wrapped them into other codes
     with pytest.raises(ValueError, match="code_statistics needs at least one code, got none"):
         code_statistics(np.zeros((0, 2), np.uint8), 16)
+
+
+def test_packed_codes_in_fortran_order_are_read_as_the_same_codes():
+    """Packed codes are made contiguous before use: a Fortran-order array (a transpose's result) made
+    code_statistics' row view fail."""
+    from pgh.retrieval import code_statistics
+
+    packed = pack_codes(np.random.default_rng(0).integers(0, 2, (50, 32)).astype(bool))
+    fortran = np.asfortranarray(packed)
+    assert not fortran.flags.c_contiguous
+    assert code_statistics(fortran, 32) == code_statistics(packed, 32)
+    assert np.array_equal(unpack_codes(fortran), unpack_codes(packed))
 
 
 @pytest.mark.parametrize("nlist", [None, 4])
