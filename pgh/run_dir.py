@@ -132,8 +132,9 @@ def take_back_start_files(out: Path, started: list[Path], existing: set[str]) ->
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
-        if out in started:
+        if RUN_LOCK not in existing:
             (out / RUN_LOCK).unlink(missing_ok=True)  # the job's own, released
+        if out in started:
             if not any(out.iterdir()):
                 out.rmdir()
     except OSError:  # the job's own error is the one to show
