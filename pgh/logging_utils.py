@@ -242,9 +242,6 @@ def quiet_lightning_notices() -> None:
     # the manual-optimisation checkpoint holds the state after the batch's steps, which is what an exact
     # resume needs (tests/test_pgh.py resumes mid-round); Lightning's long warning about it is noise
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-    # a resume in mid-epoch is supported: the same round, codes, weights and optimiser state, on a fresh
-    # shuffle of the epoch's remaining batches (README: Checkpoints); "unreliable results" says more
-    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     # small training sets: the losses are also logged once an epoch (`<name>_epoch`), which is what it asks for
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
     # a run continued from another directory's checkpoint (a copied run, a fine-tune) is supported, and

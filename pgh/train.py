@@ -51,6 +51,7 @@ from pgh.config_checks import (
     check_trainer,
 )
 from pgh.data import ImageDataset, Split
+from pgh.data.loader import training_loader
 from pgh.features import cached_features
 from pgh.hashing import HASHERS, ShallowHasher
 from pgh.io import save_npy, write_json, write_text
@@ -135,7 +136,7 @@ def train_deep(
     methods trained in progressive rounds (`method.progressive`) get the round callback and
     `rounds * epochs_per_round` epochs, the others `method.max_epochs`.
     """
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import TensorDataset
 
     from pgh.callbacks import (
         AtomicCheckpointIO,
@@ -234,10 +235,9 @@ def train_deep(
             "(the last, partial batch is dropped); a batch size that divides them better uses them all",
             m.batch_size, per_rank, " a rank" if trainer.world_size > 1 else "", per_rank - left_out, left_out,
         )  # fmt: skip
-    loader = DataLoader(
+    loader = training_loader(
         TensorDataset(train_inputs, torch.arange(n_train)),
         batch_size=m.batch_size,
-        shuffle=True,
         drop_last=per_rank > m.batch_size,  # else a rank with fewer images than a batch would run no step
         num_workers=m.num_workers,
     )

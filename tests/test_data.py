@@ -595,3 +595,32 @@ def test_every_unreadable_file_is_named_with_its_reason_and_the_fix(tmp_path, mo
     )
     assert lines[4] == f"  {tmp_path / 'e_text.jpg'} (not an image file Pillow can read)"
     assert lines[5] == "repair or remove them, or move them out of the folder that is read"
+
+
+def test_the_training_loader_shuffles_as_torchs_and_resumes_an_epoch_where_it_stopped():
+    """Its order is RandomSampler's for the same global generator state (the published runs' batches);
+    loaded with a state from 3 batches into an epoch, it gives that epoch's other batches, in order,
+    and draws nothing from the global generator (the checkpoint's state was saved after the epoch's draws)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from pgh.data.loader import training_loader
+
+    data = TensorDataset(torch.arange(50))
+    torch.manual_seed(7)
+    reference = [b[0].tolist() for b in DataLoader(data, batch_size=8, shuffle=True, drop_last=True)]
+    torch.manual_seed(7)
+    loader = training_loader(data, batch_size=8, drop_last=True, num_workers=0)
+    batches = iter(loader)
+    first = [next(batches)[0].tolist() for _ in range(3)]
+    state, after = loader.state_dict(), torch.get_rng_state()
+    assert first == reference[:3] and state["batches"] == 3
+    assert [b[0].tolist() for b in batches] == reference[3:]
+
+    resumed = training_loader(data, batch_size=8, drop_last=True, num_workers=0)
+    resumed.load_state_dict(state)
+    torch.set_rng_state(after)
+    assert [b[0].tolist() for b in resumed] == reference[3:] and len(resumed) == len(reference) == 6
+    assert torch.equal(torch.get_rng_state(), after)
+    assert resumed.state_dict()["batches"] == 6
+    resumed.load_state_dict(resumed.state_dict())  # an epoch's end: the next one starts afresh
+    assert len([b for b in resumed]) == 6

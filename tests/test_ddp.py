@@ -186,6 +186,27 @@ def test_a_ddp_run_resumed_at_a_rounds_end_gives_the_uninterrupted_runs_numbers(
     assert metrics[0]["map_all"] == metrics[1]["map_all"] and metrics[1]["rounds_completed"] == 2
 
 
+def test_a_ddp_run_resumed_in_mid_epoch_gives_the_uninterrupted_runs_numbers(tmp_path):
+    """Preempted inside an epoch (2 batches of 32 a rank and epoch; stopped after the first batch of
+    epoch 1) and resumed, each rank trains the batch of its DistributedSampler shard that the
+    uninterrupted run trained next (the loader's position is in the checkpoint): the same codes."""
+    import json
+
+    import numpy as np
+    from conftest import run_python
+
+    run = [*TINY_DDP_RUN, "method.checkpoint_every_n_steps=1"]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    run_python(*run, f"hydra.run.dir={whole}", tmp_path=tmp_path)
+    run_python(*run, "+trainer.max_steps=9", f"hydra.run.dir={resumed}", tmp_path=tmp_path)  # 3 steps a batch
+    ckpt = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batches"] == 1
+    run_python(*run, f"hydra.run.dir={resumed}", "ckpt_path=last", tmp_path=tmp_path)
+    assert np.array_equal(np.load(whole / "database_codes.npy"), np.load(resumed / "database_codes.npy"))
+    metrics = [json.loads((d / "metrics.json").read_text()) for d in (whole, resumed)]
+    assert metrics[0]["map_all"] == metrics[1]["map_all"]
+
+
 def slurm_task_env(tmp_path: Path, rank: int, tasks: int, port: int) -> dict[str, str]:
     """The environment srun gives task `rank` of a one-node job step with `tasks` tasks per node."""
     import os

@@ -325,6 +325,23 @@ def test_a_resume_shorter_than_a_mid_epoch_checkpoint_stops(make_cfg):
     assert train(make_cfg(*SMALL, "method.max_epochs=2", "ckpt_path=last"))["method"] == "dh"
 
 
+def test_a_run_resumed_in_mid_epoch_gives_the_uninterrupted_runs_numbers(make_cfg, tmp_path):
+    """The training loader's position and shuffling seed go into the checkpoint: stopped 2 batches
+    into epoch 1 and resumed, the run trains that epoch's last 2 batches, the ones the uninterrupted
+    run trained, and ends with its codes bit for bit (a resume once trained on a fresh shuffle)."""
+    straight = make_cfg(*SMALL)
+    with open_dict(straight):
+        straight.paths.output_dir = str(tmp_path / "straight")
+    expected = train(straight)
+    train(make_cfg(*SMALL, "+trainer.max_steps=6"))
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batches"] == 2
+    resumed = train(make_cfg(*SMALL, "ckpt_path=last"))
+    assert resumed["map_all"] == expected["map_all"]
+    for codes in ("database_codes.npy", "query_codes.npy"):
+        assert np.array_equal(np.load(tmp_path / "run" / codes), np.load(tmp_path / "straight" / codes))
+
+
 def test_a_run_stopped_before_its_first_step_checkpoint_is_not_resumed_from_nothing(make_cfg):
     """Stopped in mid-epoch before any step checkpoint, a run holds only stopped.ckpt (weights only):
     ckpt_path=last found no last.ckpt, Lightning loaded nothing, and the run trained afresh as if resumed."""

@@ -290,7 +290,14 @@ def test_restored_rounds_must_have_been_scored_as_this_run_scores(tmp_path):
         ProgressiveRounds(**common, eval_kwargs={**scoring, "map_k": 500}).load_state_dict(older)
 
 
-def test_resume_mid_round_continues_the_same_round_with_the_same_codes(make_cfg):
+def test_resume_mid_round_continues_the_same_round_with_the_same_codes(make_cfg, tmp_path):
+    """Stopped 3 batches into round 2 and resumed, the run goes on with round 2's codes and that
+    epoch's remaining batches (the loader's position and seed are in the checkpoint), and ends with
+    the uninterrupted run's rounds and numbers bit for bit."""
+    straight = make_cfg(*SMALL)
+    with open_dict(straight):
+        straight.paths.output_dir = str(tmp_path / "straight")
+    expected = train(straight)
     RecordTrainStart.seen.clear()
     probe = "+callbacks.probe._target_=conftest.RecordTrainStart"
     # stop ("kill") 3 batches into round 2; Lightning counts one global step per optimizer step,
@@ -311,6 +318,7 @@ def test_resume_mid_round_continues_the_same_round_with_the_same_codes(make_cfg)
     assert final["rounds_completed"] == 2
     rows = read_rows(Path(resumed.paths.output_dir) / "rounds.csv")
     assert [r["round"] for r in rows] == ["0", "1", "2"] and rows[:2] == rows_before
+    assert rows == read_rows(tmp_path / "straight" / "rounds.csv") and final["map_all"] == expected["map_all"]
 
 
 def test_a_resume_in_round_0_does_not_log_round_0_again(make_cfg, tmp_path):
