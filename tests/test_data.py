@@ -597,7 +597,8 @@ def test_every_unreadable_file_is_named_with_its_reason_and_the_fix(tmp_path, mo
     assert lines[5] == "repair or remove them, or move them out of the folder that is read"
 
 
-def test_the_training_loader_shuffles_as_torchs_and_resumes_an_epoch_where_it_stopped():
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_training_loader_shuffles_as_torchs_and_resumes_an_epoch_where_it_stopped(workers):
     """Its order is RandomSampler's for the same global generator state (the published runs' batches);
     loaded with a state from 3 batches into an epoch, it gives that epoch's other batches, in order,
     and draws nothing from the global generator (the checkpoint's state was saved after the epoch's draws)."""
@@ -607,16 +608,17 @@ def test_the_training_loader_shuffles_as_torchs_and_resumes_an_epoch_where_it_st
 
     data = TensorDataset(torch.arange(50))
     torch.manual_seed(7)
-    reference = [b[0].tolist() for b in DataLoader(data, batch_size=8, shuffle=True, drop_last=True)]
+    torchs = DataLoader(data, batch_size=8, shuffle=True, drop_last=True, num_workers=workers)
+    reference = [b[0].tolist() for b in torchs]
     torch.manual_seed(7)
-    loader = training_loader(data, batch_size=8, drop_last=True, num_workers=0)
+    loader = training_loader(data, batch_size=8, drop_last=True, num_workers=workers)
     batches = iter(loader)
     first = [next(batches)[0].tolist() for _ in range(3)]
     state, after = loader.state_dict(), torch.get_rng_state()
     assert first == reference[:3] and state["batches"] == 3
     assert [b[0].tolist() for b in batches] == reference[3:]
 
-    resumed = training_loader(data, batch_size=8, drop_last=True, num_workers=0)
+    resumed = training_loader(data, batch_size=8, drop_last=True, num_workers=workers)
     resumed.load_state_dict(state)
     torch.set_rng_state(after)
     assert [b[0].tolist() for b in resumed] == reference[3:] and len(resumed) == len(reference) == 6

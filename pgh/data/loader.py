@@ -29,8 +29,9 @@ class EpochSeedSampler(RandomSampler):
 
 
 class _SkipFirstBatches:
-    """The loader's batch sampler, less its first `skip` batches on the first pass only (a loader with
-    persistent workers keeps its index sampler for every later epoch)."""
+    """The loader's batch sampler, less its first `skip` batches on the first pass that draws a batch
+    only: a loader with worker processes makes a pass it never reads before the one it reads, and one
+    with persistent workers keeps this sampler for every later epoch."""
 
     def __init__(self, batches: Any, skip: int) -> None:
         self.batches, self.skip = batches, skip
@@ -40,7 +41,7 @@ class _SkipFirstBatches:
 
     def __iter__(self) -> Iterator[Any]:
         skip, self.skip = self.skip, 0
-        return islice(iter(self.batches), skip, None)
+        yield from islice(iter(self.batches), skip, None)
 
 
 class ResumableLoader(DataLoader):
