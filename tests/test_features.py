@@ -112,6 +112,25 @@ def test_cache_hits_and_invalidates(tmp_path):
     assert torch.equal(cached_features(ds, extractor, {"kind": "x"}, tmp_path), a) and len(calls) == 4
 
 
+def test_a_long_dataset_name_caches_under_a_file_name_the_file_system_takes(tmp_path):
+    """A 300-character `dataset.name` (dataset=folder) made a cache file name over the file system's
+    255 bytes: an OSError."""
+    calls = []
+
+    def extractor(images):
+        calls.append(images.shape[0])
+        return images.flatten(1).float()
+
+    images, labels = torch.randint(0, 256, (5, 1, 4, 4), dtype=torch.uint8), torch.arange(5)
+    for name in ("x" * 299 + "a", "x" * 299 + "b", "é" * 300):  # the first two differ only at the end
+        ds = ImageDataset(name, images, labels)
+        first = cached_features(ds, extractor, {"kind": "x"}, tmp_path)
+        assert torch.equal(cached_features(ds, extractor, {"kind": "x"}, tmp_path), first)
+    assert calls == [5, 5, 5]  # each computed once, then read from its own file
+    names = [path.name for path in tmp_path.glob("*.pt")]
+    assert len(names) == 3 and all(len(name.encode()) <= 200 for name in names)
+
+
 def test_a_cache_file_holding_no_features_matrix_is_recomputed(tmp_path, caplog):
     """A file holding a dict raised AttributeError ('dict' object has no attribute 'shape')."""
     import logging

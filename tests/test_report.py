@@ -451,6 +451,16 @@ def test_runs_on_different_image_folders_are_different_datasets(tmp_path):
     assert "| method | folder 32 |" in build_report([tmp_path]).text
 
 
+def test_long_dataset_names_get_figure_names_of_their_own_the_file_system_takes(tmp_path):
+    """A 300-character `dataset.name` made figure names over the file system's 255 bytes: an OSError."""
+    long_names = ("x" * 299 + "a", "x" * 299 + "b")  # differ only at the end
+    for name in long_names:
+        write_run(tmp_path / "runs" / name[-1], 0.8, dataset=name)
+    main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    figures = [p.name for p in (tmp_path / "out").glob("pr_*.png")]
+    assert len(figures) == 2 and all(len(name.encode()) <= 200 for name in figures)
+
+
 def test_a_metrics_file_as_the_path_reports_its_run(tmp_path, capsys):
     run = write_run(tmp_path / "run", 0.8)
     main([str(run / "metrics.json")])

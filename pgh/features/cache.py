@@ -40,6 +40,18 @@ def cache_key(dataset: ImageDataset, feature_config: dict[str, Any]) -> str:
     return hashlib.sha1(payload.encode()).hexdigest()[:20]
 
 
+# the dataset name's bytes in a cache file's name: with the key, `.lock` and `atomic_path`'s
+# `.<name>.XXXXXXXX.tmp` well within the 255 bytes file systems allow a name
+NAME_BYTES = 100
+
+
+def cache_file_name(dataset_name: str, key: str) -> str:
+    """`<dataset name>-<key>.pt`, the name cut to NAME_BYTES; the key hashes the whole name, so two
+    names cut alike still get files of their own."""
+    readable = dataset_name.encode("utf-8", "surrogateescape")[:NAME_BYTES].decode("utf-8", "ignore")
+    return f"{readable}-{key}.pt"
+
+
 def cached_features(
     dataset: ImageDataset,
     extractor: Callable[[torch.Tensor], torch.Tensor],
@@ -58,7 +70,7 @@ def cached_features(
     identity = getattr(extractor, "cache_identity", None)
     if identity is not None:
         key_config["identity"] = identity()
-    path = Path(cache_dir) / f"{dataset.name}-{cache_key(dataset, key_config)}.pt"
+    path = Path(cache_dir) / cache_file_name(dataset.name, cache_key(dataset, key_config))
     seen = file_id(path)
     feats = read_cache(path, len(dataset))
     if feats is None:

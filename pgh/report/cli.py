@@ -26,6 +26,7 @@ code map.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import re
 import statistics
@@ -252,9 +253,16 @@ def build_report(paths: list[str | Path]) -> Report:
     )
 
 
+FILE_PART_CHARS = 100  # a figure's name, and atomic_path's temporary beside it, well within 255 bytes
+
+
 def file_part(dataset: str) -> str:
-    """A dataset's name as part of a file name: `folder (/data/shoes)` -> `folder_data_shoes`."""
-    return re.sub(r"[^A-Za-z0-9.-]+", "_", dataset).strip("_") or "dataset"
+    """A dataset's name as part of a file name: `folder (/data/shoes)` -> `folder_data_shoes`; a longer
+    one than FILE_PART_CHARS is cut and ends in a hash of the whole name, so two stay apart."""
+    part = re.sub(r"[^A-Za-z0-9.-]+", "_", dataset).strip("_") or "dataset"
+    if len(part) <= FILE_PART_CHARS:
+        return part
+    return f"{part[: FILE_PART_CHARS - 9]}-{hashlib.sha1(dataset.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
 def main(argv: list[str] | None = None) -> None:
