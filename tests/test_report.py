@@ -4,6 +4,7 @@ PGH's progressive curves, and its errors — on hand-written run directories and
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -459,6 +460,25 @@ def test_long_dataset_names_get_figure_names_of_their_own_the_file_system_takes(
     main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     figures = [p.name for p in (tmp_path / "out").glob("pr_*.png")]
     assert len(figures) == 2 and all(len(name.encode()) <= 200 for name in figures)
+
+
+def test_an_image_folder_read_through_a_symbolic_link_is_the_same_dataset(tmp_path):
+    """A run given `dataset.root=<link>` and one given the folder it points to read the same images:
+    they had been two datasets, `folder (<link>)` and `folder (<folder>)`."""
+    folder = {"_target_": "pgh.data.load_folder", "image_size": 32, "name": "folder"}
+    (tmp_path / "shoes").mkdir()
+    (tmp_path / "bags").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "shoes")
+    for name, root, value, seed in (("a", "link", 0.8, 0), ("b", "shoes", 0.6, 1)):
+        run = write_run(tmp_path / "runs" / name, value, seed=seed, dataset="folder")
+        edit_config(run, dataset={**folder, "root": str(tmp_path / root) + "/"})
+    assert table_rows(build_report([tmp_path / "runs"]).text, "mAP@all (%)") == {"PGH+GIST": ["70.00 ± 14.14 (n=2)"]}
+    edit_config(
+        write_run(tmp_path / "runs" / "c", 0.5, dataset="folder"), dataset={**folder, "root": str(tmp_path / "bags")}
+    )
+    text = build_report([tmp_path / "runs"]).text
+    bags, shoes = (os.path.realpath(tmp_path / name) for name in ("bags", "shoes"))
+    assert f"| method | folder ({bags}) 32 | folder ({shoes}) 32 |" in text
 
 
 def test_a_metrics_file_as_the_path_reports_its_run(tmp_path, capsys):

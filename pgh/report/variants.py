@@ -58,12 +58,16 @@ def most_common_unless_tied(values: list[str]) -> str | None:
 def tell_folders_apart(results: list[dict[str, Any]]) -> None:
     """Runs on image folders (`dataset=folder`) report the dataset by its `dataset.name`, `folder` unless
     set: where runs of one name read different folders, each such run's dataset becomes
-    `<name> (<dataset.root>)`, so no column averages or plots two datasets together."""
+    `<name> (<dataset.root>)`, so no column averages or plots two datasets together. A root that exists
+    is compared by its real path (a symbolic link is the folder it points to)."""
     roots: dict[int, str] = {}
     for i, r in enumerate(results):
         dataset = (r["config"] or {}).get("dataset")
         if isinstance(dataset, dict) and str(dataset.get("_target_", "")).endswith("load_folder"):
-            roots[i] = os.path.normpath(os.path.expanduser(str(dataset.get("root"))))  # /data/x/ is /data/x
+            root = os.path.expanduser(str(dataset.get("root")))
+            # a relative root is the run's launch directory's, unknown here: compared as written
+            real = os.path.isabs(root) and os.path.exists(root)
+            roots[i] = os.path.realpath(root) if real else os.path.normpath(root)  # /data/x/ is /data/x
     names: dict[str, set[str]] = defaultdict(set)
     for i, root in roots.items():
         names[results[i]["dataset"]].add(root)
