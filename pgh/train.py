@@ -38,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
 import pgh.sweep_jobs  # noqa: F401  (the `pgh_swept` resolver of a sweep job's directory name)
+from hydra_plugins.pgh_searchpath import check_config_path
 from pgh.callbacks.checkpointing import STOPPED_CHECKPOINT, reached_last_batch
 from pgh.config_checks import (
     CONFIG_DIR,
@@ -685,6 +686,10 @@ def main() -> None:
             "non-editable install does not carry; clone the repository and install it with `make install` "
             "(pip install -e .)"
         )
+    try:
+        check_config_path(Path(CONFIG_DIR))
+    except ValueError as error:
+        raise SystemExit(f"pgh-train: {error}") from None
     with concise_override_errors():
         hydra_main()
 
