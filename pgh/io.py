@@ -49,6 +49,20 @@ def fsync_folder(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def unwritable_reason(folder: str | os.PathLike) -> str | None:
+    """Why files cannot be written into `folder` (made where missing), or None when they can: the
+    nearest existing entry on its path is a file, or a folder not writable (permissions, a read-only
+    mount)."""
+    existing = Path(folder).absolute()
+    while not os.path.exists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.

@@ -393,6 +393,29 @@ def test_index_checks_before_coding_and_after_the_run_changed(make_cfg, tmp_path
         main(["search", str(tmp_path / "nowhere"), one])
 
 
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_image_is_read(tmp_path, monkeypatch):
+    """A read-only --out (or index folder) had ended in a traceback, for build after the coding. Tests
+    run as root, who writes anywhere: a file above --out, and an os.access that says no, stand for a
+    read-only folder. The run and images named do not exist: the output is checked first."""
+    (tmp_path / "a_file").write_text("")
+    under_a_file = str(tmp_path / "a_file" / "out")
+    with pytest.raises(
+        SystemExit, match=r"^pgh-index: cannot write --out .*a_file/out: .*a_file is a file, not a folder"
+    ):
+        main(["build", str(tmp_path / "run"), str(tmp_path / "images"), "--out", under_a_file])
+    with pytest.raises(SystemExit, match=r"^pgh-index: cannot write --out .*a_file/out: .*: choose a writable --out"):
+        main(["search", str(tmp_path / "index"), str(tmp_path / "query.png"), "--out", under_a_file])
+    index, real_access = tmp_path / "index", os.access
+    index.mkdir()
+    (index / "index.json").write_text("{}")
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != index and real_access(path, mode, **kw))
+    with pytest.raises(
+        SystemExit, match=r"^pgh-index: cannot write .*index: .*index is not writable: fix its permissions"
+    ):
+        main(["update", str(index)])
+    assert sorted(p.name for p in index.iterdir()) == ["index.json"]  # no lock file made there
+
+
 def test_file_names_with_line_breaks_are_refused_and_other_odd_names_round_trip(make_cfg, tmp_path, capsys):
     """paths.txt holds a name a line: a name with "\\n" made every later name wrong and the index
     unusable ("disagree; rebuild it", which no rebuild fixed); names with \\x1c or \\u2028 were split

@@ -481,6 +481,23 @@ def test_an_image_folder_read_through_a_symbolic_link_is_the_same_dataset(tmp_pa
     assert f"| method | folder ({bags}) 32 | folder ({shoes}) 32 |" in text
 
 
+def test_an_out_folder_that_cannot_be_written_is_refused_before_the_report(tmp_path, monkeypatch):
+    """A read-only --out had ended in a traceback once the report was made. Tests run as root, who
+    writes anywhere: a file above --out, and an os.access that says no, stand for a read-only folder."""
+    write_run(tmp_path / "runs" / "a", 0.8)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit, match=r"^pgh-report: cannot write --out .*a_file/report: .*a_file is a file, not"):
+        main([str(tmp_path / "runs"), "--out", str(tmp_path / "a_file" / "report")])
+    read_only, real_access = tmp_path / "read_only", os.access
+    read_only.mkdir()
+    monkeypatch.setattr(
+        os, "access", lambda path, mode, **kw: Path(path) != read_only and real_access(path, mode, **kw)
+    )
+    with pytest.raises(SystemExit, match=r"read_only is not writable: choose a writable --out or fix its permissions$"):
+        main([str(tmp_path / "runs"), "--out", str(read_only / "report")])
+    assert not any(read_only.iterdir())
+
+
 def test_a_metrics_file_as_the_path_reports_its_run(tmp_path, capsys):
     run = write_run(tmp_path / "run", 0.8)
     main([str(run / "metrics.json")])

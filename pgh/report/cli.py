@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from pgh.data import Split
-from pgh.io import write_text
+from pgh.io import unwritable_reason, write_text
 from pgh.report import paper
 from pgh.report.code_maps import MIN_CODES, code_maps, plot_code_maps
 from pgh.report.collect import (
@@ -279,6 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         sys.exit(f"pgh-report: --out {args.out} is a file: give a directory (it is created if missing)")
+    if args.out is not None and (reason := unwritable_reason(args.out)):  # before the work, not after it
+        sys.exit(f"pgh-report: cannot write --out {args.out}: {reason}: choose a writable --out or fix its permissions")
     if args.code_maps is not None and (args.out is None or args.code_maps < MIN_CODES):
         problem = "draws figures: give --out <dir> too" if args.out is None else f"needs N >= {MIN_CODES} codes"
         sys.exit(f"pgh-report: --code-maps {problem}")

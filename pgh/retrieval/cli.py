@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from pgh.data.files import find_images, iter_image_batches
-from pgh.io import fsync_folder, save_npy, write_json, write_text
+from pgh.io import fsync_folder, save_npy, unwritable_reason, write_json, write_text
 from pgh.retrieval.codes import pack_codes
 from pgh.retrieval.index import BinaryIndex
 from pgh.retrieval.run_encoder import RunEncoder
@@ -102,6 +102,8 @@ def build(args: argparse.Namespace) -> None:
     images_root, out = Path(args.images).resolve(), Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file: name a directory for the index")
+    if reason := unwritable_reason(out):  # before the coding, which can take hours
+        raise ValueError(f"cannot write --out {out}: {reason}: choose a writable --out or fix its permissions")
     paths = find_images(images_root)
     if not paths:
         raise ValueError(f"no image files under {images_root}")
@@ -337,6 +339,8 @@ def writer_lock(out: Path, create: bool) -> Iterator[None]:
     elif not any((folder / "index.json").exists() for folder in (out, out / STAGING)):
         # not an index folder (an images folder, a run): refused before the lock file is made there
         raise FileNotFoundError(f"{out} holds no finished index (no index.json): build one with pgh-index build")
+    if reason := unwritable_reason(out):
+        raise ValueError(f"cannot write {out}: {reason}: fix its permissions, or build the index in a writable --out")
     with open(out / LOCK, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -410,6 +414,8 @@ def search(args: argparse.Namespace) -> None:
     out = Path(args.index)
     if args.out and Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a folder: name a file for the CSV")
+    if args.out and (reason := unwritable_reason(Path(args.out).parent)):
+        raise ValueError(f"cannot write --out {args.out}: {reason}: choose a writable --out or fix its permissions")
     with swap_lock(out, exclusive=False):  # the three files of one write, not of two
         info = read_index_info(out)
         indexed = read_indexed_names(out)
