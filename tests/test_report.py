@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 import yaml
 from conftest import markdown_table_rows, run_python
 
-from pgh.report.cli import build_report, main
+from pgh.report.cli import build_report, main, out_folder_lock, remove_stale_figures
 from pgh.report.collect import missing_sweep_jobs
 from pgh.retrieval import pack_codes
 from pgh.train import train
@@ -514,8 +516,35 @@ def test_figures_an_earlier_report_left_in_out_are_removed(tmp_path, capsys):
     write_run(tmp_path / "runs" / "a", 0.8)  # no rounds.csv: no rounds.png now
     main([str(tmp_path / "runs"), "--out", str(out)])
     assert sorted(p.name for p in out.iterdir()) == [
-        "mine.png", "pr_mnist5k_32.png", "precision_at_n_mnist5k_32.png", "report.md",
+        ".pgh-report.lock", "mine.png", "pr_mnist5k_32.png", "precision_at_n_mnist5k_32.png", "report.md",
     ]  # fmt: skip
+
+
+def test_a_stale_figure_deleted_meanwhile_is_no_error(tmp_path, monkeypatch):
+    """Between listing the --out folder and deleting a stale figure, another process may delete it."""
+    (tmp_path / "pr_old_32.png").write_bytes(b"old")
+    listed = [tmp_path / "pr_old_32.png", tmp_path / "pr_gone_32.png"]  # the second deleted meanwhile
+    monkeypatch.setattr(Path, "glob", lambda self, pattern: iter(listed))
+    remove_stale_figures(tmp_path, {"pr_new_32.png"})
+    assert not (tmp_path / "pr_old_32.png").exists()
+
+
+def test_reports_into_one_out_folder_take_turns(tmp_path, capsys):
+    """Two `pgh-report --out DIR` at once: one's removal of stale figures deleted the other's new ones
+    (or failed on a figure the other had deleted). A second report waits for the first's lock."""
+    write_run(tmp_path / "runs" / "a", 0.8)
+    out = tmp_path / "out"
+    with out_folder_lock(out):
+        report = threading.Thread(target=main, args=([str(tmp_path / "runs"), "--out", str(out)],))
+        report.start()
+        printed, deadline = "", time.monotonic() + 60
+        while "waiting for it" not in printed and time.monotonic() < deadline:
+            time.sleep(0.05)
+            printed += capsys.readouterr().err
+        assert f"pgh-report: another pgh-report is writing {out}: waiting for it" in printed
+        assert sorted(p.name for p in out.iterdir()) == [".pgh-report.lock"]  # nothing written meanwhile
+    report.join(60)
+    assert not report.is_alive() and (out / "report.md").exists() and (out / "pr_mnist5k_32.png").exists()
 
 
 def test_jobs_of_a_sweep_without_a_directory_are_named(tmp_path, capsys):

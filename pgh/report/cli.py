@@ -26,12 +26,16 @@ code map.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import math
+import os
 import re
 import statistics
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -265,6 +269,41 @@ def file_part(dataset: str) -> str:
     return f"{part[: FILE_PART_CHARS - 9]}-{hashlib.sha1(dataset.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
+REPORT_LOCK = ".pgh-report.lock"  # in --out, held while a report writes there
+
+
+@contextmanager
+def out_folder_lock(out: Path) -> Iterator[None]:
+    """`out` to this report alone while it writes its figures and report.md: a second pgh-report given
+    the same --out waits for the first (else its removal of stale figures deletes the first's new ones,
+    and report.md names figures of the other). The lock is the system's (flock on
+    `out/.pgh-report.lock`, left there); where the file system has no locks, nothing is held."""
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(out / REPORT_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:  # a lock file another user made: flock takes it read-only on local disks
+        fd = os.open(out / REPORT_LOCK, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"pgh-report: another pgh-report is writing {out}: waiting for it", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as error:  # no locks there (ENOLCK)
+            print(f"pgh-report: cannot lock {out} ({error}): not waiting for other reports", file=sys.stderr)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def remove_stale_figures(out: Path, drawn: set[str]) -> None:
+    """Delete the figures an earlier report left in `out` that this one did not draw (`drawn`); one
+    deleted meanwhile (by a report without the lock: a file system without locks) is no error."""
+    for stale in out.glob("*.png"):
+        if stale.name not in drawn and FIGURE_NAME.match(stale.name):
+            stale.unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="pgh-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -321,18 +360,17 @@ def main(argv: list[str] | None = None) -> None:
                 notes.append(f"{len(without)} run(s) in no code map: no database_codes.npy and database_labels.npy "
                              f"(save_codes=false, or a run from before the labels were saved): {shown}")  # fmt: skip
                 print(f"pgh-report: {notes[-1]}", file=sys.stderr)
-        for name, fig in figures.items():
-            save_figure(fig, args.out / name)
-            matplotlib_close(fig)
-        for stale in args.out.glob("*.png"):  # an earlier report's figures this one does not redraw
-            if stale.name not in figures and FIGURE_NAME.match(stale.name):
-                stale.unlink()
         text = report.text
         if notes:
             text += "\n## Not in this report\n\n" + "".join(f"- {note}\n" for note in notes)
         if figures:
             text += "\n## Figures\n\n" + "".join(f"![{name}]({name})\n\n" for name in figures)
-        write_text(args.out / "report.md", text)
+        with out_folder_lock(args.out):
+            for name, fig in figures.items():
+                save_figure(fig, args.out / name)
+                matplotlib_close(fig)
+            remove_stale_figures(args.out, set(figures))
+            write_text(args.out / "report.md", text)
         print(f"pgh-report: wrote report.md and {len(figures)} figure(s) to {args.out}", file=sys.stderr)
     print(report.text, end="")
 
