@@ -90,14 +90,14 @@ def markdown_table_rows(text: str, heading: str) -> list[list[str]]:
 
 @pytest.fixture
 def make_cfg(tmp_path: Path):
-    """make_cfg(*overrides) -> the composed config, writing into tmp_path."""
+    """make_cfg(*overrides, out="run") -> the composed config, writing into tmp_path / out."""
 
-    def _make(*overrides: str) -> DictConfig:
+    def _make(*overrides: str, out: str = "run") -> DictConfig:
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             cfg = compose(config_name="config", overrides=list(overrides))
         with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
+            cfg.paths.output_dir = str(tmp_path / out)
             cfg.paths.cache_dir = str(tmp_path / "cache")
             cfg.paths.log_dir = str(tmp_path / "logs")
         return cfg

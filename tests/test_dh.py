@@ -329,9 +329,7 @@ def test_a_run_resumed_in_mid_epoch_gives_the_uninterrupted_runs_numbers(make_cf
     """The training loader's position and shuffling seed go into the checkpoint: stopped 2 batches
     into epoch 1 and resumed, the run trains that epoch's last 2 batches, the ones the uninterrupted
     run trained, and ends with its codes bit for bit (a resume once trained on a fresh shuffle)."""
-    straight = make_cfg(*SMALL)
-    with open_dict(straight):
-        straight.paths.output_dir = str(tmp_path / "straight")
+    straight = make_cfg(*SMALL, out="straight")
     expected = train(straight)
     train(make_cfg(*SMALL, "+trainer.max_steps=6"))
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

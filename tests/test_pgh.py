@@ -294,9 +294,7 @@ def test_resume_mid_round_continues_the_same_round_with_the_same_codes(make_cfg,
     """Stopped 3 batches into round 2 and resumed, the run goes on with round 2's codes and that
     epoch's remaining batches (the loader's position and seed are in the checkpoint), and ends with
     the uninterrupted run's rounds and numbers bit for bit."""
-    straight = make_cfg(*SMALL)
-    with open_dict(straight):
-        straight.paths.output_dir = str(tmp_path / "straight")
+    straight = make_cfg(*SMALL, out="straight")
     expected = train(straight)
     RecordTrainStart.seen.clear()
     probe = "+callbacks.probe._target_=conftest.RecordTrainStart"
@@ -324,9 +322,7 @@ def test_resume_mid_round_continues_the_same_round_with_the_same_codes(make_cfg,
 def test_a_resume_in_round_0_does_not_log_round_0_again(make_cfg, tmp_path):
     """Round 0's metrics start the curves once, at step 0: a run stopped inside round 0 and resumed
     logged them again at the resume's step, a second point of round 0 in csv/metrics.csv."""
-    straight = make_cfg(*SMALL)
-    with open_dict(straight):
-        straight.paths.output_dir = str(tmp_path / "straight")
+    straight = make_cfg(*SMALL, out="straight")
     train(straight)
     train(make_cfg(*SMALL, "+trainer.max_steps=15"))  # 5 batches of 3 steps: epoch 1 of round 0
     train(make_cfg(*SMALL, "ckpt_path=last"))
@@ -343,9 +339,7 @@ def test_resume_at_a_round_boundary_repeats_the_uninterrupted_run(make_cfg, tmp_
     to round 2 draws the same batches, noise and jitter as one run of two rounds, bit for bit, also
     after a resume in between that trained nothing (it saved the generator Lightning's data setup
     had drawn from, and the extension came out different)."""
-    straight = make_cfg(*SMALL)
-    with open_dict(straight):
-        straight.paths.output_dir = str(tmp_path / "straight")
+    straight = make_cfg(*SMALL, out="straight")
     expected = train(straight)
 
     first = train(make_cfg(*SMALL, "method.rounds=1"))
@@ -893,9 +887,7 @@ def test_a_run_with_h_weight_average_resumes_exactly_and_only_with_it(make_cfg, 
     bit for bit; a resume that switches it on or off is another run, refused before anything is
     rewritten, while a run from before the key existed (no h_ema_decay in its config.yaml) resumes."""
     ema = [*SMALL, "method.module.h_ema_decay=0.5"]
-    straight = make_cfg(*ema)
-    with open_dict(straight):
-        straight.paths.output_dir = str(tmp_path / "straight")
+    straight = make_cfg(*ema, out="straight")
     expected = train(straight)
     train(make_cfg(*ema, "method.rounds=1"))
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -1089,9 +1081,7 @@ def test_a_run_killed_after_a_rounds_last_step_checkpoint_still_refreshes_that_r
     step checkpoint was taken on the round's last batch, which Lightning resumes as a finished epoch
     without its end: round 1's code refresh was lost (one refresh fewer than the uninterrupted run).
     That save is now made at the epoch's end, after the refresh: the resume repeats the straight run."""
-    straight = make_cfg(*SMALL)
-    with open_dict(straight):
-        straight.paths.output_dir = str(tmp_path / "straight")
+    straight = make_cfg(*SMALL, out="straight")
     expected = train(straight)
     kill = ["+callbacks.kill._target_=conftest.KillAtEpochStart", "+callbacks.kill.epoch=2"]
     with pytest.raises(RuntimeError, match="killed at the start of epoch 2"):
