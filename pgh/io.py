@@ -1,12 +1,16 @@
-"""Atomic file writes: a crash never leaves a half-written result, index or checkpoint behind."""
+"""Atomic file writes (a crash never leaves a half-written result, index or checkpoint behind) and
+the file lock that keeps two processes from writing one folder at once."""
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -61,6 +65,66 @@ def unwritable_reason(folder: str | os.PathLike) -> str | None:
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{existing} is not writable"
     return None
+
+
+LOCK_POLL_S = 5.0  # how often a wait with a deadline tries the lock again
+
+
+@contextmanager
+def file_lock(
+    path: str | os.PathLike,
+    *,
+    wait_s: float = math.inf,
+    on_wait: Callable[[], None] | None = None,
+    on_busy: Callable[[], Exception] | None = None,
+    on_unlockable: Callable[[OSError], None] | None = None,
+) -> Iterator[bool]:
+    """Holds the system's exclusive lock on `path` (flock; the file is made where missing and left
+    behind) for the `with` block, released however the block ends; yields whether it is held.
+    Held by another process: `on_wait()` is called, then the lock is waited for, up to `wait_s`
+    seconds (`math.inf`: as long as it takes), after which `on_busy()`'s exception is raised.
+    Nothing is held where the lock file cannot be opened (a read-only folder without one: the block's
+    own writes will say so) or the file system has no locks (ENOLCK; `on_unlockable(error)` is called)."""
+    if wait_s != math.inf and on_busy is None:
+        raise ValueError("file_lock: a wait with a deadline (wait_s) needs on_busy, the error to raise after it")
+    try:
+        try:  # NFS emulates flock with fcntl locks, and an exclusive one needs a file open for writing
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except PermissionError:  # a lock file another user made: flock takes it read-only on local disks
+            fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        yield False
+        return
+    try:
+        yield _acquire(fd, wait_s, on_wait, on_busy, on_unlockable)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _acquire(fd: int, wait_s: float, on_wait, on_busy, on_unlockable) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        pass
+    except OSError as error:  # no locks on this file system (ENOLCK)
+        if on_unlockable is not None:
+            on_unlockable(error)
+        return False
+    if on_wait is not None:
+        on_wait()
+    if wait_s == math.inf:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return True
+    deadline = time.monotonic() + wait_s
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(LOCK_POLL_S, left))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            continue
+    raise on_busy()
 
 
 @contextmanager

@@ -4,12 +4,10 @@ that a refused command leaves no run behind and an earlier run's files as they w
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
-from pgh.io import atomic_path
+from pgh.io import atomic_path, file_lock
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -77,31 +75,20 @@ def run_directory_lock(out: Path, wait_s: float = 0.0) -> Iterator[None]:
     the file system has no locks, nothing is held. Once held, the temporary files of writes that a
     killed job left (`atomic_path`'s `.<name>.*.tmp`) are removed."""
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(out / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:  # a read-only directory: the job's own writes will say so
+
+    def busy() -> FileExistsError:
+        return FileExistsError(
+            f"another pgh-train job is running in {out}: give this one a directory of its own "
+            "(hydra.run.dir, or hydra.sweep.dir for a sweep), or wait until that one has ended"
+        )
+
+    def unlockable(error: OSError) -> None:
+        log.warning("cannot lock %s (%s): a second job in this directory would not be refused", out, error)
+
+    with file_lock(out / RUN_LOCK, wait_s=wait_s, on_busy=busy, on_unlockable=unlockable) as held:
+        if held:
+            remove_killed_writes(out)
         yield
-        return
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise FileExistsError(
-                        f"another pgh-train job is running in {out}: give this one a directory of its own "
-                        "(hydra.run.dir, or hydra.sweep.dir for a sweep), or wait until that one has ended"
-                    ) from None
-                time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
-            except OSError as error:  # no locks there (ENOLCK)
-                log.warning("cannot lock %s (%s): a second job in this directory would not be refused", out, error)
-                break
-        remove_killed_writes(out)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def remove_killed_writes(out: Path) -> None:

@@ -3,14 +3,17 @@ leaves the previous file as it was and no temporary file beside it."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
+import threading
+import time
 
 import numpy as np
 import pytest
 
-from pgh.io import atomic_path, save_npy, save_npz, write_json, write_text
+from pgh.io import atomic_path, file_lock, save_npy, save_npz, write_json, write_text
 
 
 def umask() -> int:
@@ -87,3 +90,59 @@ def test_write_json_round_trips_and_a_failed_one_keeps_the_old_file(tmp_path):
         write_json(path, {"map_all": object()})
     assert path.read_text() == text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_file_lock_refuses_a_second_holder_with_the_callers_error_and_frees_on_exit(tmp_path):
+    lock = tmp_path / ".lock"
+    busy = lambda: ValueError("busy here")  # noqa: E731
+    with file_lock(lock) as held:
+        assert held
+        with pytest.raises(ValueError, match="busy here"), file_lock(lock, wait_s=0.0, on_busy=busy):
+            pass
+    with file_lock(lock, wait_s=0.0, on_busy=busy) as held:  # released when the first block ended
+        assert held
+    assert lock.exists()  # left behind for the next holder
+
+
+def test_file_lock_waits_for_the_holder_and_says_so_once(tmp_path, monkeypatch):
+    lock, order, said = tmp_path / ".lock", [], []
+    monkeypatch.setattr("pgh.io.LOCK_POLL_S", 0.05)
+    with file_lock(lock):
+
+        def second():
+            with file_lock(lock, wait_s=30.0, on_wait=lambda: said.append(1), on_busy=lambda: AssertionError()):
+                order.append("second")
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)
+        order.append("first ends")
+    thread.join(10)
+    assert order == ["first ends", "second"] and said == [1]
+
+
+def test_file_lock_gives_up_after_its_deadline(tmp_path, monkeypatch):
+    monkeypatch.setattr("pgh.io.LOCK_POLL_S", 0.05)
+    with file_lock(tmp_path / ".lock"):
+        started = time.monotonic()
+        with pytest.raises(FileExistsError), file_lock(tmp_path / ".lock", wait_s=0.2, on_busy=FileExistsError):
+            pass
+        assert 0.2 <= time.monotonic() - started < 5
+
+
+def test_file_lock_without_locks_on_the_file_system_runs_the_block_unlocked_and_says_why(tmp_path, monkeypatch):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr("pgh.io.fcntl.flock", no_locks)
+    errors = []
+    with file_lock(tmp_path / ".lock", wait_s=0.0, on_busy=AssertionError, on_unlockable=errors.append) as held:
+        assert not held
+    assert [e.errno for e in errors] == [errno.ENOLCK]
+    with file_lock(tmp_path / "missing" / ".lock") as held:  # cannot be made: nothing held, no error
+        assert not held
+
+
+def test_file_lock_with_a_deadline_needs_the_error_to_raise():
+    with pytest.raises(ValueError, match="needs on_busy"), file_lock("unused", wait_s=1.0):
+        pass

@@ -11,12 +11,10 @@ beside the cache file: one computes them, the others then read its file.
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,7 +24,7 @@ from typing import Any
 import torch
 
 from pgh.data.datasets import ImageDataset
-from pgh.io import atomic_path
+from pgh.io import atomic_path, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -130,25 +128,18 @@ def cache_lock(path: Path) -> Iterator[None]:
     cache folder) or locked (some network file systems), nothing is held."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = path.with_name(f"{path.name}.lock")
-        try:  # NFS emulates flock with fcntl locks, and an exclusive one needs a file open for writing
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-        except PermissionError:  # a lock file another user made: flock takes it read-only on local disks
-            fd = os.open(lock, os.O_RDONLY)
-    except OSError:
+    except OSError:  # a read-only cache folder: computed without waiting
         yield
         return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("another process is computing the features %s: waiting for it", path)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as error:  # no locks there (ENOLCK, or NFS on a read-only lock file): computed without
-            log.warning("cannot lock %s (%s): features computed without waiting for other jobs", path, error)
+
+    def unlockable(error: OSError) -> None:  # ENOLCK, or NFS on a read-only lock file
+        log.warning("cannot lock %s (%s): features computed without waiting for other jobs", path, error)
+
+    def waiting() -> None:
+        log.info("another process is computing the features %s: waiting for it", path)
+
+    with file_lock(path.with_name(f"{path.name}.lock"), on_wait=waiting, on_unlockable=unlockable):
         yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 STALE_TEMPORARY_S = 24 * 3600

@@ -26,10 +26,8 @@ code map.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import math
-import os
 import re
 import statistics
 import sys
@@ -43,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from pgh.data import Split
-from pgh.io import unwritable_reason, write_text
+from pgh.io import file_lock, unwritable_reason, write_text
 from pgh.report import paper
 from pgh.report.code_maps import MIN_CODES, code_maps, plot_code_maps
 from pgh.report.collect import (
@@ -279,21 +277,15 @@ def out_folder_lock(out: Path) -> Iterator[None]:
     and report.md names figures of the other). The lock is the system's (flock on
     `out/.pgh-report.lock`, left there); where the file system has no locks, nothing is held."""
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(out / REPORT_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:  # a lock file another user made: flock takes it read-only on local disks
-        fd = os.open(out / REPORT_LOCK, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"pgh-report: another pgh-report is writing {out}: waiting for it", file=sys.stderr)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as error:  # no locks there (ENOLCK)
-            print(f"pgh-report: cannot lock {out} ({error}): not waiting for other reports", file=sys.stderr)
+
+    def waiting() -> None:
+        print(f"pgh-report: another pgh-report is writing {out}: waiting for it", file=sys.stderr)
+
+    def unlockable(error: OSError) -> None:  # ENOLCK
+        print(f"pgh-report: cannot lock {out} ({error}): not waiting for other reports", file=sys.stderr)
+
+    with file_lock(out / REPORT_LOCK, on_wait=waiting, on_unlockable=unlockable):
         yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def remove_stale_figures(out: Path, drawn: set[str]) -> None:

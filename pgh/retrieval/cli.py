@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from pgh.data.files import find_images, iter_image_batches
-from pgh.io import fsync_folder, save_npy, unwritable_reason, write_json, write_text
+from pgh.io import file_lock, fsync_folder, save_npy, unwritable_reason, write_json, write_text
 from pgh.retrieval.codes import pack_codes
 from pgh.retrieval.index import BinaryIndex
 from pgh.retrieval.run_encoder import RunEncoder
@@ -341,15 +341,15 @@ def writer_lock(out: Path, create: bool) -> Iterator[None]:
         raise FileNotFoundError(f"{out} holds no finished index (no index.json): build one with pgh-index build")
     if reason := unwritable_reason(out):
         raise ValueError(f"cannot write {out}: {reason}: fix its permissions, or build the index in a writable --out")
-    with open(out / LOCK, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"another pgh-index build or update is writing {out}: let it finish first") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def busy() -> ValueError:
+        return ValueError(f"another pgh-index build or update is writing {out}: let it finish first")
+
+    def unlockable(error: OSError) -> None:
+        print(f"pgh-index: cannot lock {out} ({error}): not refusing other writers there", file=sys.stderr)
+
+    with file_lock(out / LOCK, wait_s=0.0, on_busy=busy, on_unlockable=unlockable):
+        yield
 
 
 SEARCH_KEYS = {"bits": int, "run": str, "images": str}  # index.json's keys a search needs, and their types
