@@ -55,11 +55,13 @@ def fsync_folder(path: str | os.PathLike) -> None:
 
 def unwritable_reason(folder: str | os.PathLike) -> str | None:
     """Why files cannot be written into `folder` (made where missing), or None when they can: the
-    nearest existing entry on its path is a file, or a folder not writable (permissions, a read-only
-    mount)."""
+    nearest existing entry on its path is a file, a symbolic link to nothing, or a folder not writable
+    (permissions, a read-only mount)."""
     existing = Path(folder).absolute()
-    while not os.path.exists(existing) and existing != existing.parent:
+    while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent
+    if not os.path.exists(existing):
+        return f"{existing} is a symbolic link to {os.readlink(existing)}, which does not exist"
     if not existing.is_dir():
         return f"{existing} is a file, not a folder"
     if not os.access(existing, os.W_OK | os.X_OK):

@@ -131,6 +131,19 @@ def test_a_long_dataset_name_caches_under_a_file_name_the_file_system_takes(tmp_
     assert len(names) == 3 and all(len(name.encode()) <= 200 for name in names)
 
 
+def test_a_dataset_name_holding_a_path_caches_in_the_cache_folder_itself(tmp_path):
+    """A folder dataset's name, `folder (/data/shoes)`, made the cache file a path into sub-folders."""
+    images, labels = torch.randint(0, 256, (3, 1, 4, 4), dtype=torch.uint8), torch.arange(3)
+    first = cached_features(ImageDataset("folder (/data/shoes)", images, labels), lambda x: x.flatten(1).float(),
+                            {"kind": "x"}, tmp_path)  # fmt: skip
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == [
+        next(tmp_path.glob("folder (_data_shoes)-*.pt")).name
+    ]
+    other = cached_features(ImageDataset("folder (_data_shoes)", images * 0, labels), lambda x: x.flatten(1).float(),
+                            {"kind": "x"}, tmp_path)  # fmt: skip
+    assert not torch.equal(first, other)  # a name that comes out alike keeps its own file
+
+
 def test_a_cache_file_holding_no_features_matrix_is_recomputed(tmp_path, caplog):
     """A file holding a dict raised AttributeError ('dict' object has no attribute 'shape')."""
     import logging

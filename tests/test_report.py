@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -462,6 +463,24 @@ def test_long_dataset_names_get_figure_names_of_their_own_the_file_system_takes(
     main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     figures = [p.name for p in (tmp_path / "out").glob("pr_*.png")]
     assert len(figures) == 2 and all(len(name.encode()) <= 200 for name in figures)
+
+
+def test_dataset_names_that_differ_only_in_punctuation_get_figures_of_their_own(tmp_path):
+    """`a/b` and `a_b` both became `a_b`: one dataset's PR figure overwrote the other's."""
+    for run, name in (("x", "shoes/2024"), ("y", "shoes_2024"), ("z", "mnist5k")):
+        write_run(tmp_path / "runs" / run, 0.8, dataset=name)
+    main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    figures = sorted(p.name for p in (tmp_path / "out").glob("pr_*.png"))
+    assert len(figures) == 3 and "pr_mnist5k_32.png" in figures  # a name of its own keeps its plain figure name
+    assert all(re.fullmatch(r"pr_shoes_2024-[0-9a-f]{8}_32\.png", name) for name in figures if "shoes" in name)
+
+
+def test_an_out_that_is_a_symbolic_link_to_nothing_is_refused_before_the_report(tmp_path):
+    """A broken link passed the writability check (the folder above it is writable), then mkdir failed."""
+    write_run(tmp_path / "runs" / "a", 0.8)
+    (tmp_path / "report").symlink_to(tmp_path / "gone")
+    with pytest.raises(SystemExit, match=r"report is a symbolic link to .*gone, which does not exist"):
+        main([str(tmp_path / "runs"), "--out", str(tmp_path / "report")])
 
 
 def test_an_image_folder_read_through_a_symbolic_link_is_the_same_dataset(tmp_path):

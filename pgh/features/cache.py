@@ -15,6 +15,7 @@ import glob
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,9 +45,11 @@ NAME_BYTES = 100
 
 
 def cache_file_name(dataset_name: str, key: str) -> str:
-    """`<dataset name>-<key>.pt`, the name cut to NAME_BYTES; the key hashes the whole name, so two
-    names cut alike still get files of their own."""
+    """`<dataset name>-<key>.pt`, the name cut to NAME_BYTES and a path separator in it made `_` (a
+    folder dataset's name holds its root: `folder (/data/shoes)`); the key hashes the whole name, so two
+    names that come out alike still get files of their own."""
     readable = dataset_name.encode("utf-8", "surrogateescape")[:NAME_BYTES].decode("utf-8", "ignore")
+    readable = readable.replace(os.sep, "_").replace("\0", "_")
     return f"{readable}-{key}.pt"
 
 

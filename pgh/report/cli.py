@@ -31,8 +31,8 @@ import math
 import re
 import statistics
 import sys
-from collections import defaultdict
-from collections.abc import Iterator
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,13 +258,19 @@ def build_report(paths: list[str | Path]) -> Report:
 FILE_PART_CHARS = 100  # a figure's name, and atomic_path's temporary beside it, well within 255 bytes
 
 
-def file_part(dataset: str) -> str:
-    """A dataset's name as part of a file name: `folder (/data/shoes)` -> `folder_data_shoes`; a longer
-    one than FILE_PART_CHARS is cut and ends in a hash of the whole name, so two stay apart."""
-    part = re.sub(r"[^A-Za-z0-9.-]+", "_", dataset).strip("_") or "dataset"
-    if len(part) <= FILE_PART_CHARS:
-        return part
-    return f"{part[: FILE_PART_CHARS - 9]}-{hashlib.sha1(dataset.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+def file_parts(datasets: Iterable[str]) -> dict[str, str]:
+    """Each dataset's name as part of a file name: `folder (/data/shoes)` -> `folder_data_shoes`. A name
+    longer than FILE_PART_CHARS is cut, and names that come out alike (`a/b` and `a_b`) or are cut end in
+    a hash of the whole name, so that no figure overwrites another's."""
+    readable = {name: re.sub(r"[^A-Za-z0-9.-]+", "_", name).strip("_") or "dataset" for name in set(datasets)}
+    taken = Counter(readable.values())
+    parts = {}
+    for name, part in readable.items():
+        if taken[part] > 1 or len(part) > FILE_PART_CHARS:
+            digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+            part = f"{part[: FILE_PART_CHARS - 9]}-{digest}"
+        parts[name] = part
+    return parts
 
 
 REPORT_LOCK = ".pgh-report.lock"  # in --out, held while a report writes there
@@ -336,22 +342,22 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"pgh-report: {error}")
     if args.out is not None:
         figures = {"rounds.png": plot_rounds(report.rounds, "PGH: mAP@all by round")} if report.rounds else {}
+        maps, without = code_maps(report.counted, args.code_maps) if args.code_maps is not None else ({}, [])
+        file_part = file_parts(dataset for dataset, _ in [*report.pr_curves, *report.precision_at_n, *maps]).get
         for (dataset, b), curves in sorted(report.pr_curves.items()):
             figures[f"pr_{file_part(dataset)}_{b}.png"] = plot_pr_curves(curves, f"{dataset}, {b} bits")
         for (dataset, b), curves in sorted(report.precision_at_n.items()):
             figures[f"precision_at_n_{file_part(dataset)}_{b}.png"] = plot_precision_at_n(
                 curves, f"{dataset}, {b} bits"
             )
-        if args.code_maps is not None:
-            maps, without = code_maps(report.counted, args.code_maps)
-            for (dataset, b), panels in sorted(maps.items()):
-                title = f"{dataset}, {b} bits: t-SNE of {args.code_maps:,} database codes (Hamming), by class"
-                figures[f"code_map_{file_part(dataset)}_{b}.png"] = plot_code_maps(panels, title)
-            if without:
-                shown = ", ".join(map(str, without[:5])) + (f" and {len(without) - 5} more" if len(without) > 5 else "")
-                notes.append(f"{len(without)} run(s) in no code map: no database_codes.npy and database_labels.npy "
-                             f"(save_codes=false, or a run from before the labels were saved): {shown}")  # fmt: skip
-                print(f"pgh-report: {notes[-1]}", file=sys.stderr)
+        for (dataset, b), panels in sorted(maps.items()):
+            title = f"{dataset}, {b} bits: t-SNE of {args.code_maps:,} database codes (Hamming), by class"
+            figures[f"code_map_{file_part(dataset)}_{b}.png"] = plot_code_maps(panels, title)
+        if without:
+            shown = ", ".join(map(str, without[:5])) + (f" and {len(without) - 5} more" if len(without) > 5 else "")
+            notes.append(f"{len(without)} run(s) in no code map: no database_codes.npy and database_labels.npy "
+                         f"(save_codes=false, or a run from before the labels were saved): {shown}")  # fmt: skip
+            print(f"pgh-report: {notes[-1]}", file=sys.stderr)
         text = report.text
         if notes:
             text += "\n## Not in this report\n\n" + "".join(f"- {note}\n" for note in notes)
