@@ -163,48 +163,34 @@ def test_ddp_with_fewer_images_a_rank_than_a_batch_still_trains(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["rounds_completed"] == 1
 
 
-def test_a_ddp_run_resumed_at_a_rounds_end_gives_the_uninterrupted_runs_numbers(tmp_path):
+def test_a_ddp_run_resumed_at_a_rounds_end_or_in_mid_epoch_gives_the_uninterrupted_runs_numbers(tmp_path):
     """Every rank seeds torch with `seed`, so the ranks draw the same noise and jitter streams (on their
     own shards), and a resume loads rank 0's saved streams on every rank: the same streams again. Two
-    rounds in one go and one round resumed to two give the same rounds and the same codes."""
+    rounds in one go, one round resumed to two, and a run preempted inside an epoch (2 batches of 32 a
+    rank and epoch; stopped after the first batch of epoch 1) and resumed, each rank then training the
+    batch of its DistributedSampler shard that the uninterrupted run trained next (the loader's
+    position is in the checkpoint), give the same rounds and the same codes. (One test: each run is
+    two processes that start torch, Lightning and Hydra.)"""
     import json
 
     import numpy as np
     from conftest import run_python
 
-    two_rounds = [a for a in TINY_DDP_RUN if not a.startswith("method.rounds")] + [
-        "method.progressive.converge_bit_change=0"
-    ]
-    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    run_python(*two_rounds, "method.rounds=2", f"hydra.run.dir={whole}", tmp_path=tmp_path)
-    run_python(*two_rounds, "method.rounds=1", f"hydra.run.dir={resumed}", tmp_path=tmp_path)
-    run_python(*two_rounds, "method.rounds=2", f"hydra.run.dir={resumed}", "ckpt_path=last", tmp_path=tmp_path)
-    assert (whole / "rounds.csv").read_text() == (resumed / "rounds.csv").read_text()
-    assert (whole / "rounds.csv").read_text().count("\n") == 4  # header + rounds 0, 1 and 2
-    assert np.array_equal(np.load(whole / "database_codes.npy"), np.load(resumed / "database_codes.npy"))
-    metrics = [json.loads((d / "metrics.json").read_text()) for d in (whole, resumed)]
-    assert metrics[0]["map_all"] == metrics[1]["map_all"] and metrics[1]["rounds_completed"] == 2
-
-
-def test_a_ddp_run_resumed_in_mid_epoch_gives_the_uninterrupted_runs_numbers(tmp_path):
-    """Preempted inside an epoch (2 batches of 32 a rank and epoch; stopped after the first batch of
-    epoch 1) and resumed, each rank trains the batch of its DistributedSampler shard that the
-    uninterrupted run trained next (the loader's position is in the checkpoint): the same codes."""
-    import json
-
-    import numpy as np
-    from conftest import run_python
-
-    run = [*TINY_DDP_RUN, "method.checkpoint_every_n_steps=1"]
-    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    run_python(*run, f"hydra.run.dir={whole}", tmp_path=tmp_path)
-    run_python(*run, "+trainer.max_steps=9", f"hydra.run.dir={resumed}", tmp_path=tmp_path)  # 3 steps a batch
-    ckpt = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    run = [a for a in TINY_DDP_RUN if not a.startswith("method.rounds")]
+    run += ["method.progressive.converge_bit_change=0", "method.checkpoint_every_n_steps=1"]
+    whole, at_round_end, mid_epoch = tmp_path / "whole", tmp_path / "at_round_end", tmp_path / "mid_epoch"
+    run_python(*run, "method.rounds=2", f"hydra.run.dir={whole}", tmp_path=tmp_path)
+    run_python(*run, "method.rounds=1", f"hydra.run.dir={at_round_end}", tmp_path=tmp_path)
+    run_python(*run, "method.rounds=2", "+trainer.max_steps=9", f"hydra.run.dir={mid_epoch}", tmp_path=tmp_path)
+    ckpt = torch.load(mid_epoch / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batches"] == 1
-    run_python(*run, f"hydra.run.dir={resumed}", "ckpt_path=last", tmp_path=tmp_path)
-    assert np.array_equal(np.load(whole / "database_codes.npy"), np.load(resumed / "database_codes.npy"))
-    metrics = [json.loads((d / "metrics.json").read_text()) for d in (whole, resumed)]
-    assert metrics[0]["map_all"] == metrics[1]["map_all"]
+    for resumed in (at_round_end, mid_epoch):
+        run_python(*run, "method.rounds=2", f"hydra.run.dir={resumed}", "ckpt_path=last", tmp_path=tmp_path)
+        assert (whole / "rounds.csv").read_text() == (resumed / "rounds.csv").read_text()
+        assert np.array_equal(np.load(whole / "database_codes.npy"), np.load(resumed / "database_codes.npy"))
+        metrics = [json.loads((d / "metrics.json").read_text()) for d in (whole, resumed)]
+        assert metrics[0]["map_all"] == metrics[1]["map_all"] and metrics[1]["rounds_completed"] == 2
+    assert (whole / "rounds.csv").read_text().count("\n") == 4  # header + rounds 0, 1 and 2
 
 
 def slurm_task_env(tmp_path: Path, rank: int, tasks: int, port: int) -> dict[str, str]:
