@@ -103,7 +103,13 @@ def file_lock(
         os.close(fd)  # releases the lock
 
 
-def _acquire(fd: int, wait_s: float, on_wait, on_busy, on_unlockable) -> bool:
+def _acquire(
+    fd: int,
+    wait_s: float,
+    on_wait: Callable[[], None] | None,
+    on_busy: Callable[[], Exception] | None,
+    on_unlockable: Callable[[OSError], None] | None,
+) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
