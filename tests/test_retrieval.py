@@ -500,13 +500,73 @@ def test_shadowed_faiss_gpu_wheel_is_named_with_the_fix(monkeypatch):
     assert index_module.gpu_wheel_shadowed()
     with pytest.warns(UserWarning, match="faiss-cpu's files replaced it"):
         assert not index_module.gpu_available()
-    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="force-reinstall --no-deps 'faiss-gpu"):
+    with pytest.raises(RuntimeError, match="force-reinstall --no-deps 'faiss-gpu"):
         BinaryIndex(32, use_gpu=True)
     monkeypatch.setattr(index_module.metadata, "distribution", real_distribution)
     if "faiss-gpu" not in {d.metadata["Name"] for d in metadata.distributions()}:
         assert not index_module.gpu_wheel_shadowed()
         with pytest.raises(RuntimeError, match=r"no GPU support here; pip install -e '\.\[gpu\]'"):
             BinaryIndex(32, use_gpu=True)
+
+
+class FakeGpuIndex:
+    """faiss.GpuIndexBinaryFlat stand-in: searches the CPU index, then `corrupt`s the distances (a build
+    without kernels for the GPU leaves whatever was in the output buffer)."""
+
+    corrupt = staticmethod(lambda distances: distances)
+
+    def __init__(self, resources, cpu_index):
+        self.cpu_index = cpu_index
+
+    def search(self, queries, k):
+        distances, ids = self.cpu_index.search(queries, k)
+        return type(self).corrupt(distances), ids
+
+
+@pytest.fixture
+def fake_faiss_gpu(monkeypatch):
+    """faiss with GPU classes and one GPU, whatever is installed; the once-per-process check forgotten."""
+    from pgh.retrieval import index as index_module
+
+    monkeypatch.setattr(index_module.faiss, "StandardGpuResources", object, raising=False)
+    monkeypatch.setattr(index_module.faiss, "GpuIndexBinaryFlat", FakeGpuIndex, raising=False)
+    monkeypatch.setattr(index_module.faiss, "get_num_gpus", lambda: 1)
+    index_module.gpu_search_problem.cache_clear()
+    yield index_module
+    index_module.gpu_search_problem.cache_clear()
+
+
+def test_faiss_gpu_search_that_matches_the_cpu_is_used(fake_faiss_gpu):
+    packed = pack_codes(np.random.default_rng(3).integers(0, 2, (300, 32)).astype(bool))
+    assert fake_faiss_gpu.gpu_search_problem() is None and fake_faiss_gpu.gpu_available()
+    index = BinaryIndex(32).add(packed)
+    assert index.use_gpu
+    distances, ids = index.search(packed[:5], 7)
+    assert isinstance(index._gpu_index, FakeGpuIndex)  # the search went through the (fake) GPU index
+    assert np.array_equal(distances, BinaryIndex(32, use_gpu=False).add(packed).search(packed[:5], 7)[0])
+
+
+@pytest.mark.parametrize(
+    "corrupt, problem",
+    [
+        (lambda distances: np.zeros_like(distances), "returns wrong distances on GPU 0"),
+        (lambda distances: distances[:, ::-1], "returns wrong distances on GPU 0"),
+        (lambda distances: 1 / 0, r"fails on GPU 0 \(ZeroDivisionError"),
+    ],
+    ids=["zeros", "reordered", "raises"],
+)
+def test_faiss_gpu_search_that_differs_from_the_cpu_is_refused(fake_faiss_gpu, monkeypatch, corrupt, problem):
+    """A faiss-gpu with no kernels for the GPU returned garbage without an error (faiss-gpu-cu12 1.14.1
+    on an H200): auto mode warns and searches on the CPU, use_gpu=True fails, both naming the fix."""
+    monkeypatch.setattr(FakeGpuIndex, "corrupt", staticmethod(corrupt))
+    with pytest.warns(UserWarning, match=problem + r".*install PyPI's faiss-gpu.*\(searching on the CPU\)$"):
+        assert not fake_faiss_gpu.gpu_available()
+    with pytest.warns(UserWarning, match=problem):
+        assert not BinaryIndex(32).use_gpu
+    with pytest.raises(RuntimeError, match="^use_gpu=True but faiss's GPU search " + problem):
+        BinaryIndex(32, use_gpu=True)
+    with pytest.raises(RuntimeError, match="CMAKE_CUDA_ARCHITECTURES naming this GPU; or search with use_gpu=False$"):
+        BinaryIndex(32, use_gpu=True)
 
 
 def test_incomplete_faiss_folder_fails_on_import(monkeypatch):

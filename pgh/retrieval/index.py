@@ -4,11 +4,15 @@ databases too large to scan (CPU); saved and loaded atomically.
 
 faiss-cpu (a dependency) and faiss-gpu (the `gpu` extra) are two wheels that write the same `faiss`
 folder: whichever pip installed last is the one imported, and uninstalling either deletes files the
-other needs. Both cases are caught here and named, with the command that repairs them.
+other needs. Both cases are caught here and named, with the command that repairs them. A faiss-gpu
+without kernels for this GPU returns wrong distances and raises nothing (seen on an H200 with
+faiss-gpu-cu12 1.14.1, built for sm_70/sm_80 only), so its GPU search is checked against the CPU's
+once, on a small problem, before any index uses it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import warnings
@@ -25,6 +29,11 @@ log = logging.getLogger(__name__)
 GPU_MAX_K = 2048
 GPU_WHEELS = ("faiss-gpu", "faiss-gpu-cu12")
 REINSTALL_GPU = "pip install --force-reinstall --no-deps 'faiss-gpu>=1.8'  (or `make install-gpu`)"
+GPU_ARCH_FIX = (
+    "install PyPI's faiss-gpu (1.15.1 has kernels for compute capability 7.0 to 9.0, PTX for newer): "
+    f"pip uninstall faiss-gpu-cu12 && {REINSTALL_GPU}; or build faiss with CMAKE_CUDA_ARCHITECTURES naming "
+    "this GPU; or search with use_gpu=False"
+)
 
 if not hasattr(faiss, "IndexBinaryFlat"):
     raise ImportError(
@@ -48,15 +57,58 @@ def gpu_wheel_shadowed() -> bool:
     return False
 
 
-def gpu_available() -> bool:
-    """faiss has GPU support and sees a GPU. Warns when faiss-gpu is installed but shadowed."""
+@functools.cache
+def gpu_search_problem() -> str | None:
+    """Why faiss's GPU binary search is wrong here, or None when it gives the CPU's top-10 distances on
+    512 random 64-bit codes. Once per process: a build without kernels for this GPU launches nothing
+    and leaves garbage in the results, with no error raised."""
+    rng = np.random.default_rng(0)
+    database = rng.integers(0, 256, (512, 8), dtype=np.uint8)
+    queries = rng.integers(0, 256, (16, 8), dtype=np.uint8)
+    cpu_index = faiss.IndexBinaryFlat(64)
+    cpu_index.add(database)
+    expected = cpu_index.search(queries, 10)[0]
+    try:
+        got = faiss.GpuIndexBinaryFlat(faiss.StandardGpuResources(), cpu_index).search(queries, 10)[0]
+    except Exception as error:  # faiss raises RuntimeError on CUDA errors; any failure means "not usable"
+        return f"faiss's GPU search fails on {gpu_name()} ({type(error).__name__}: {error}); {GPU_ARCH_FIX}"
+    if np.array_equal(got, expected):
+        return None
+    return (
+        f"faiss's GPU search returns wrong distances on {gpu_name()} (checked against the CPU on 512 codes): "
+        f"this faiss build has no kernels for that GPU; {GPU_ARCH_FIX}"
+    )
+
+
+def gpu_name() -> str:
+    """'NVIDIA H200 (compute capability 9.0)', or 'GPU 0' where torch sees no CUDA device."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "GPU 0"
+    major, minor = torch.cuda.get_device_capability(0)
+    return f"{torch.cuda.get_device_name(0)} (compute capability {major}.{minor})"
+
+
+def gpu_unusable() -> str | None:
+    """Why BinaryIndex cannot search on the GPU here ('<problem>; <fix>'), or None when it can."""
     if gpu_wheel_shadowed():
-        warnings.warn(
-            f"faiss-gpu is installed but faiss-cpu's files replaced it, so search runs on the CPU: {REINSTALL_GPU}",
-            stacklevel=2,
-        )
-        return False
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+        return f"faiss-gpu is installed but faiss-cpu's files replaced it; {REINSTALL_GPU}"
+    if not hasattr(faiss, "StandardGpuResources"):
+        return f"faiss has no GPU support here; pip install -e '.[gpu]' && {REINSTALL_GPU}"
+    if faiss.get_num_gpus() == 0:
+        return "faiss sees no GPU; run on a machine with a CUDA device, or use_gpu=False"
+    return gpu_search_problem()
+
+
+def gpu_available() -> bool:
+    """faiss has GPU support, sees a GPU, and its search there gives the CPU's distances. Warns when a
+    faiss-gpu is installed but cannot be used (shadowed by faiss-cpu, or wrong on this GPU): search then
+    runs on the CPU."""
+    reason = gpu_unusable()
+    if reason and (gpu_wheel_shadowed() or hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0):
+        warnings.warn(f"{reason} (searching on the CPU)", stacklevel=2)
+    return reason is None
 
 
 class BinaryIndex:
@@ -90,14 +142,8 @@ class BinaryIndex:
             self.cpu_index = faiss.IndexBinaryIVF(self._quantizer, self.bits, int(nlist))
             self.nprobe = min(16, nlist) if nprobe is None else nprobe
         self.use_gpu = gpu_available() if use_gpu is None else use_gpu
-        if self.use_gpu and not gpu_available():
-            if gpu_wheel_shadowed():
-                problem, fix = "faiss-gpu is installed but faiss-cpu's files replaced it", REINSTALL_GPU
-            elif hasattr(faiss, "StandardGpuResources"):
-                problem, fix = "faiss sees no GPU", "run on a machine with a CUDA device, or use_gpu=False"
-            else:
-                problem, fix = "faiss has no GPU support here", "pip install -e '.[gpu]' && " + REINSTALL_GPU
-            raise RuntimeError(f"use_gpu=True but {problem}; {fix}")
+        if self.use_gpu and (reason := gpu_unusable()):
+            raise RuntimeError(f"use_gpu=True but {reason}")
         self._gpu_index = None
         self._gpu_resources = None
         self._said_cpu_for_large_k = False
